@@ -1,0 +1,72 @@
+# moonvisor - build, run and test.  `make run` and `make test` work on a fresh
+# Debian 12 machine: the deps target installs what is missing (as root).
+
+DEBIAN_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm
+BUILD   := build
+CC      ?= cc
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+UC_LIBS    := $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
+LDFLAGS ?=
+LIBS    := $(UC_LIBS) -lpthread
+
+CORE_SRC := $(wildcard core/*.c)
+BIND_SRC := $(filter-out bindings/main.c,$(wildcard bindings/*.c))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(BUILD)/obj/bindings/main.o
+HEADERS  := $(wildcard core/*.h bindings/*.h)
+
+GUESTS := $(patsubst examples/guests/%.asm,$(BUILD)/guests/%.bin,$(wildcard examples/guests/*.asm))
+
+BUSTED := lua5.4 /usr/bin/busted
+SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/lua/?.so;;"
+
+.PHONY: all deps run test bench clean guests
+
+all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests
+
+# Installs the Debian packages that are missing; does nothing when all are there.
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root (or: sudo apt-get install -y$$missing)"; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
+
+$(BUILD)/libmoonvisor.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/lua/moonvisor/core.so: $(BIND_OBJ) $(BUILD)/libmoonvisor.a
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LIBS)
+
+$(BUILD)/moonvisor: $(MAIN_OBJ) $(BIND_OBJ) $(BUILD)/libmoonvisor.a
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) -lm -ldl -Wl,-E
+
+guests: $(GUESTS)
+
+$(BUILD)/guests/%.bin: examples/guests/%.asm
+	@mkdir -p $(dir $@)
+	nasm -f bin -o $@ $<
+
+run: deps all
+	$(BUILD)/moonvisor examples/hello.lua
+
+test: deps all
+	$(SPEC_ENV) $(BUSTED) -o spec/summary.lua spec
+
+bench: deps all
+	@echo "bench: not yet"
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,293 @@
+/*
+ * lguest.c - the moonvisor.Guest userdata (mv.guest{...}): mappings, host
+ * access to guest-physical memory, traps with Lua handlers, VCPU creation,
+ * dirty pages, close.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lmoonvisor.h"
+
+LGuest *lmv_toguest(lua_State *L, int idx) { return luaL_testudata(L, idx, MV_GUEST); }
+
+mv_guest *lmv_checkguest(lua_State *L, int idx, const char *what) {
+  LGuest *g = lmv_toguest(L, idx);
+  if (!g) {
+    luaL_error(L, "%s: expected a moonvisor.Guest, got %s", what, luaL_typename(L, idx));
+    return NULL;
+  }
+  if (!g->g || mv_guest_is_closed(g->g)) luaL_error(L, "%s: attempt to use a closed guest", what);
+  return g->g;
+}
+
+static int opt_bool(lua_State *L, int t, const char *key, const char *what) {
+  int ty = lua_getfield(L, t, key);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
+    return luaL_error(L, "%s: option '%s' must be a boolean, got %s", what, key, lua_typename(L, ty));
+  return v;
+}
+
+static int guest_new(lua_State *L) {
+  mv_guest_opts opts = { .backend = MV_BACKEND_KVM };
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    opts.irqchip = opt_bool(L, 1, "irqchip", "mv.guest");
+    if (lua_getfield(L, 1, "backend") != LUA_TNIL) {
+      const char *b = lua_tostring(L, -1);
+      if (lua_type(L, -1) != LUA_TSTRING || (strcmp(b, "kvm") && strcmp(b, "soft")))
+        return luaL_error(L, "mv.guest: backend must be \"kvm\" or \"soft\", got %s",
+                          lua_type(L, -1) == LUA_TSTRING ? b : luaL_typename(L, -1));
+      opts.backend = strcmp(b, "soft") == 0 ? MV_BACKEND_SOFT : MV_BACKEND_KVM;
+    }
+    lua_pop(L, 1);
+  }
+  LGuest *g = lua_newuserdatauv(L, sizeof *g, 1);
+  g->g = NULL;
+  luaL_setmetatable(L, MV_GUEST);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);   /* trap id -> handler */
+  mv_err err;
+  if (mv_guest_create(&opts, &g->g, &err) < 0) return lmv_raise(L, &err);
+  return 1;
+}
+
+static int guest_map(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:map");
+  lua_Integer gpa = lmv_checkint(L, 2, "guest:map", "gpa");
+  mv_vmo *vmo = lmv_checkvmo(L, 3, "guest:map");
+  lua_Integer offset = 0, size = (lua_Integer)mv_vmo_size(vmo);
+  unsigned flags = 0;
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    if (lua_getfield(L, 4, "offset") != LUA_TNIL) offset = lmv_checkint(L, -1, "guest:map", "offset");
+    if (lua_getfield(L, 4, "size") != LUA_TNIL) size = lmv_checkint(L, -1, "guest:map", "size");
+    lua_pop(L, 2);
+    if (opt_bool(L, 4, "readonly", "guest:map")) flags |= MV_MAP_READONLY;
+    if (opt_bool(L, 4, "log_dirty", "guest:map")) flags |= MV_MAP_LOG_DIRTY;
+  }
+  if (gpa < 0 || offset < 0 || size < 0)
+    return luaL_error(L, "guest:map: negative gpa, offset or size (%I, %I, %I)", (LUAI_UACINT)gpa,
+                      (LUAI_UACINT)offset, (LUAI_UACINT)size);
+  mv_err err;
+  if (mv_guest_map(g, (uint64_t)gpa, vmo, (uint64_t)offset, (uint64_t)size, flags, &err) < 0)
+    return lmv_raise(L, &err);
+  return 0;
+}
+
+static int guest_unmap(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:unmap");
+  lua_Integer gpa = lmv_checkint(L, 2, "guest:unmap", "gpa");
+  mv_err err;
+  if (mv_guest_unmap(g, (uint64_t)gpa, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+static int guest_read(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:read");
+  lua_Integer gpa = lmv_checkint(L, 2, "guest:read", "gpa");
+  lua_Integer len = lmv_checkint(L, 3, "guest:read", "length");
+  if (len < 0) return luaL_error(L, "guest:read: length %I is negative", (LUAI_UACINT)len);
+  mv_err err;
+  if (mv_guest_check_range(g, "read", (uint64_t)gpa, (uint64_t)len, &err) < 0) return lmv_raise(L, &err);
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, (size_t)len);
+  if (mv_guest_read(g, (uint64_t)gpa, p, (uint64_t)len, &err) < 0) return lmv_raise(L, &err);
+  luaL_pushresultsize(&b, (size_t)len);
+  return 1;
+}
+
+static int guest_write(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:write");
+  lua_Integer gpa = lmv_checkint(L, 2, "guest:write", "gpa");
+  size_t len;
+  const char *s = luaL_checklstring(L, 3, &len);
+  mv_err err;
+  if (mv_guest_write(g, (uint64_t)gpa, s, len, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+static int guest_rw(void *obj, uint64_t off, void *buf, uint64_t len, int write, mv_err *err) {
+  return write ? mv_guest_write(obj, off, buf, len, err) : mv_guest_read(obj, off, buf, len, err);
+}
+
+#define GUEST_UINT(name, bytes)                                                   \
+  static int guest_##name(lua_State *L) {                                         \
+    mv_guest *g = lmv_checkguest(L, 1, "guest:" #name);                           \
+    return lmv_uint_access(L, g, guest_rw, "guest:" #name, bytes);                \
+  }
+GUEST_UINT(u8, 1)
+GUEST_UINT(u16, 2)
+GUEST_UINT(u32, 4)
+GUEST_UINT(u64, 8)
+
+static int guest_dirty_pages(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:dirty_pages");
+  lua_Integer gpa = lmv_checkint(L, 2, "guest:dirty_pages", "gpa");
+  uint64_t npages = 0;
+  mv_mapping_info m;
+  for (size_t i = 0; mv_guest_mapping(g, i, &m); i++)
+    if (m.gpa == (uint64_t)gpa) npages = m.size / MV_PAGE_SIZE;
+  uint64_t *pages = lua_newuserdatauv(L, (npages ? npages : 1) * sizeof *pages, 0);   /* collected with the call */
+  mv_err err;
+  int64_t n = mv_guest_dirty_pages(g, (uint64_t)gpa, pages, npages, &err);
+  if (n < 0) return lmv_raise(L, &err);
+  lua_createtable(L, (int)n, 0);
+  for (int64_t i = 0; i < n; i++) {
+    lua_pushinteger(L, gpa + (lua_Integer)(pages[i] * MV_PAGE_SIZE));
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+/* {====================================================== traps */
+
+/* Handlers live in the guest's user value table, keyed by trap id, so a
+ * handler that captures its guest does not keep it alive forever.  During
+ * cpu:enter() that table sits at base+3 of the entering thread's stack. */
+int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
+  (void)cookie;
+  LVcpu *lv = mv_vcpu_user(cpu);
+  lua_State *L = lv->L;
+  if (!L || !lua_checkstack(L, 4)) return MV_TRAP_FAIL;
+  lua_rawgeti(L, lv->base + 3, exit->trap_id);
+  lmv_fillexit(L, lv->base + 1, exit);
+  lua_pushvalue(L, lv->base + 1);
+  lua_pushvalue(L, lv->base);
+  if (lua_pcall(L, 2, 1, lv->base + 2) != LUA_OK) {
+    lua_setiuservalue(L, lv->base, 3);   /* the error (with traceback) for enter to raise */
+    return MV_TRAP_FAIL;
+  }
+  if (!exit->write && !lua_isnil(L, -1)) {
+    int isnum = 0;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) {
+      lua_pushfstring(L, "handler returned %s for a %s read of 0x%I (expected an integer or nil)",
+                      lua_type(L, -1) == LUA_TNUMBER ? "a non-integer number" : luaL_typename(L, -1),
+                      mv_exit_type_name(exit->type), (LUAI_UACINT)exit->addr);
+      lua_setiuservalue(L, lv->base, 3);
+      lua_pop(L, 1);
+      return MV_TRAP_FAIL;
+    }
+    *value = (uint64_t)v;
+  }
+  lua_pop(L, 1);
+  return MV_TRAP_DONE;
+}
+
+static int guest_trap(lua_State *L) {
+  static const char *const kinds[] = { "io", "mem", "bell", NULL };
+  mv_guest *g = lmv_checkguest(L, 1, "guest:trap");
+  const char *k = luaL_checkstring(L, 2);
+  int kind = -1;
+  for (int i = 0; kinds[i]; i++)
+    if (strcmp(k, kinds[i]) == 0) kind = i;
+  if (kind < 0) return luaL_error(L, "guest:trap: kind must be \"io\", \"mem\" or \"bell\", got \"%s\"", k);
+  lua_Integer addr = lmv_checkint(L, 3, "guest:trap", "addr");
+  lua_Integer size = lmv_checkint(L, 4, "guest:trap", "size");
+  if (lua_type(L, 5) != LUA_TFUNCTION && !luaL_getmetafield(L, 5, "__call"))
+    return luaL_error(L, "guest:trap: handler must be a function, got %s", luaL_typename(L, 5));
+  if (addr < 0 || size <= 0)
+    return luaL_error(L, "guest:trap: bad range %I+%I (addr >= 0, size > 0)", (LUAI_UACINT)addr, (LUAI_UACINT)size);
+  LTrap *t = lua_newuserdatauv(L, sizeof *t, 1);   /* stack: ..., trap */
+  t->id = 0;
+  luaL_setmetatable(L, MV_TRAP);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);   /* the trap keeps its guest alive */
+  lua_getiuservalue(L, 1, 1);    /* stack: ..., trap, handlers */
+  mv_err err;
+  int id = mv_guest_set_trap(g, (mv_trap_kind)kind, (uint64_t)addr, (uint64_t)size,
+                             lmv_trap_callback, NULL, NULL, &err);
+  if (id < 0) return lmv_raise(L, &err);
+  lua_pushvalue(L, 5);
+  lua_rawseti(L, -2, id);
+  lua_pop(L, 1);
+  *t = (LTrap){ .id = id, .kind = kind, .addr = addr, .size = size };
+  return 1;
+}
+
+/* {====================================================== lifetime */
+
+static int guest_close(lua_State *L) {
+  LGuest *g = luaL_checkudata(L, 1, MV_GUEST);
+  if (g->g) {
+    mv_guest_close(g->g);         /* deferred to the end of enter when called from a handler */
+    if (mv_guest_is_closed(g->g)) {
+      mv_guest_release(g->g);     /* VCPUs hold references of their own */
+      g->g = NULL;
+    }
+  }
+  return 0;
+}
+
+static int guest_gc(lua_State *L) {
+  LGuest *g = luaL_checkudata(L, 1, MV_GUEST);
+  if (g->g) {
+    mv_guest_close(g->g);
+    mv_guest_release(g->g);
+    g->g = NULL;
+  }
+  return 0;
+}
+
+static int guest_tostring(lua_State *L) {
+  LGuest *g = luaL_checkudata(L, 1, MV_GUEST);
+  if (!g->g || mv_guest_is_closed(g->g)) {
+    lua_pushliteral(L, "Guest(closed)");
+  } else {
+    lua_pushfstring(L, "Guest(%s, %d maps, %d traps)", mv_guest_backend_name(g->g),
+                    (int)mv_guest_mapping_count(g->g), (int)mv_guest_trap_count(g->g));
+  }
+  return 1;
+}
+
+static int guest_backend(lua_State *L) {
+  lua_pushstring(L, mv_guest_backend_name(lmv_checkguest(L, 1, "guest:backend")));
+  return 1;
+}
+
+static int guest_mappings(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:mappings");
+  size_t n = mv_guest_mapping_count(g);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    mv_mapping_info m;
+    mv_guest_mapping(g, i, &m);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)m.gpa); lua_setfield(L, -2, "gpa");
+    lua_pushinteger(L, (lua_Integer)m.size); lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)m.offset); lua_setfield(L, -2, "offset");
+    lua_pushboolean(L, m.flags & MV_MAP_READONLY); lua_setfield(L, -2, "readonly");
+    lua_pushboolean(L, m.flags & MV_MAP_LOG_DIRTY); lua_setfield(L, -2, "log_dirty");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+int lmv_vcpu_new(lua_State *L);   /* lvcpu.c */
+
+static const luaL_Reg guest_methods[] = {
+  { "map", guest_map }, { "unmap", guest_unmap }, { "mappings", guest_mappings },
+  { "read", guest_read }, { "write", guest_write },
+  { "u8", guest_u8 }, { "u16", guest_u16 }, { "u32", guest_u32 }, { "u64", guest_u64 },
+  { "dirty_pages", guest_dirty_pages },
+  { "trap", guest_trap }, { "vcpu", lmv_vcpu_new },
+  { "backend", guest_backend }, { "close", guest_close }, { NULL, NULL },
+};
+
+static const luaL_Reg guest_meta[] = {
+  { "__gc", guest_gc }, { "__close", guest_close }, { "__tostring", guest_tostring },
+  { "__index", NULL }, { NULL, NULL },
+};
+
+int lmv_open_guest(lua_State *L) {
+  luaL_newmetatable(L, MV_GUEST);
+  luaL_setfuncs(L, guest_meta, 0);
+  luaL_newlib(L, guest_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, guest_new);
+  lua_setfield(L, -2, "guest");
+  return 0;
+}

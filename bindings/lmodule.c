@@ -1,0 +1,49 @@
+/*
+ * lmodule.c - luaopen_moonvisor_core: the C module under require "moonvisor".
+ * Module functions (version, kvm_api_version, caps) and the opening of each
+ * userdata type in its own file.
+ */
+#include <ctype.h>
+#include <string.h>
+#include "lmoonvisor.h"
+
+static int mod_kvm_api_version(lua_State *L) {
+  mv_err err;
+  int v = mv_kvm_api_version(&err);
+  if (v < 0) return lmv_raise(L, &err);
+  lua_pushinteger(L, v);
+  return 1;
+}
+
+static int mod_caps(lua_State *L) {
+  size_t n;
+  const mv_cap_info *caps = mv_kvm_cap_table(&n);
+  lua_createtable(L, 0, (int)n);
+  for (size_t i = 0; i < n; i++) {
+    mv_err err;
+    int r = mv_kvm_check_cap(caps[i].id, &err);
+    if (r < 0) return lmv_raise(L, &err);
+    char name[64];
+    size_t k = 0;
+    for (; caps[i].name[k] && k < sizeof name - 1; k++) name[k] = (char)tolower((unsigned char)caps[i].name[k]);
+    name[k] = '\0';
+    lua_pushinteger(L, r);
+    lua_setfield(L, -2, name);
+  }
+  return 1;
+}
+
+static const luaL_Reg mod_funcs[] = {
+  { "kvm_api_version", mod_kvm_api_version }, { "caps", mod_caps }, { NULL, NULL },
+};
+
+int luaopen_moonvisor_core(lua_State *L) {
+  luaL_newlib(L, mod_funcs);
+  lua_pushliteral(L, MV_VERSION);
+  lua_setfield(L, -2, "version");
+  lmv_open_vmo(L);
+  lmv_open_guest(L);
+  lmv_open_vcpu(L);
+  lmv_open_trap(L);
+  return 1;
+}

@@ -1,0 +1,70 @@
+/*
+ * lmoonvisor.h - what the binding files of moonvisor.core share: metatable
+ * names, the userdata layouts and the checkers that reject closed handles.
+ */
+#ifndef LMOONVISOR_H
+#define LMOONVISOR_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include "../core/moonvisor.h"
+
+#define MV_GUEST "moonvisor.Guest"
+#define MV_VMO "moonvisor.Vmo"
+#define MV_VCPU "moonvisor.Vcpu"
+#define MV_TRAP "moonvisor.Trap"
+
+/* User value 1: the table of trap handlers, keyed by trap id. */
+typedef struct LGuest {
+  mv_guest *g;      /* NULL once closed */
+} LGuest;
+
+typedef struct LVmo {
+  mv_vmo *vmo;      /* NULL once closed; mappings keep their own reference */
+} LVmo;
+
+/* The Lua side of a VCPU.  User values: 1 = its Guest, 2 = the exit table
+ * reused for every handler call, 3 = the last handler error. */
+typedef struct LVcpu {
+  mv_vcpu *cpu;     /* NULL once closed */
+  lua_State *L;     /* the thread inside cpu:enter(), NULL outside */
+  int base;         /* stack index of the VCPU in L during enter; then the exit table,
+                       the message handler and the guest's handler table follow it */
+} LVcpu;
+
+/* A trap handle.  User value 1 = its Guest. */
+typedef struct LTrap {
+  int id;           /* 0 once removed */
+  int kind;         /* mv_trap_kind */
+  lua_Integer addr, size;
+} LTrap;
+
+/* Checkers: raise "<what>: attempt to use a closed guest" etc. */
+mv_guest *lmv_checkguest(lua_State *L, int idx, const char *what);
+LGuest *lmv_toguest(lua_State *L, int idx);
+mv_vmo *lmv_checkvmo(lua_State *L, int idx, const char *what);
+LVcpu *lmv_checkvcpu(lua_State *L, int idx, const char *what);
+
+/* An integer argument, with floats accepted only when they hold an integer. */
+lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *name);
+/* Raises the core's message (it already names the call and the value). */
+int lmv_raise(lua_State *L, const mv_err *err);
+
+/* Pushes a fresh table describing an exit (what enter returns). */
+void lmv_pushexit(lua_State *L, const mv_exit *e);
+/* Fills t (at idx) in place with the fields of a trap exit: the hot path. */
+void lmv_fillexit(lua_State *L, int idx, const mv_exit *e);
+
+/* Lua-side little-endian accessors shared by Vmo and Guest: u8/u16/u32/u64. */
+typedef int (*lmv_rw_fn)(void *obj, uint64_t off, void *buf, uint64_t len, int write, mv_err *err);
+int lmv_uint_access(lua_State *L, void *obj, lmv_rw_fn rw, const char *what, int bytes);
+
+/* Trap callback used for Lua handlers. */
+int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+
+int lmv_open_vmo(lua_State *L);
+int lmv_open_guest(lua_State *L);
+int lmv_open_vcpu(lua_State *L);
+int lmv_open_trap(lua_State *L);
+
+#endif

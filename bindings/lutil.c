@@ -1,0 +1,121 @@
+/*
+ * lutil.c - helpers every binding file uses: integer arguments, raising the
+ * core's errors, exit tables, and the u8/u16/u32/u64 accessors.
+ */
+#include <string.h>
+#include "lmoonvisor.h"
+
+lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *name) {
+  int isnum = 0;
+  lua_Integer v = lua_tointegerx(L, idx, &isnum);
+  if (!isnum) {
+    if (lua_type(L, idx) == LUA_TNUMBER)
+      luaL_error(L, "%s: %s must be an integer, got %s", what, name, lua_tostring(L, idx));
+    else
+      luaL_error(L, "%s: %s must be an integer, got %s", what, name, luaL_typename(L, idx));
+  }
+  return v;
+}
+
+int lmv_raise(lua_State *L, const mv_err *err) {
+  return luaL_error(L, "%s", err->msg);
+}
+
+static void setint(lua_State *L, int t, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, t, k);
+}
+
+static void setnil(lua_State *L, int t, const char *k) {
+  lua_pushnil(L);
+  lua_setfield(L, t, k);
+}
+
+void lmv_fillexit(lua_State *L, int t, const mv_exit *e) {
+  t = lua_absindex(L, t);
+  lua_pushstring(L, mv_exit_type_name(e->type));
+  lua_setfield(L, t, "type");
+  if (e->type == MV_EXIT_IO) {
+    setint(L, t, "port", (lua_Integer)e->addr);
+    setnil(L, t, "addr");
+  } else {
+    setint(L, t, "addr", (lua_Integer)e->addr);
+    setnil(L, t, "port");
+  }
+  setint(L, t, "size", e->size);
+  lua_pushboolean(L, e->write);
+  lua_setfield(L, t, "write");
+  if (e->write) setint(L, t, "data", (lua_Integer)e->data);
+  else setnil(L, t, "data");
+}
+
+void lmv_pushexit(lua_State *L, const mv_exit *e) {
+  lua_createtable(L, 0, 6);
+  int t = lua_gettop(L);
+  switch (e->type) {
+  case MV_EXIT_IO:
+  case MV_EXIT_MEM:
+    lmv_fillexit(L, t, e);
+    if (!e->write) setint(L, t, "data", (lua_Integer)e->data);   /* what the guest read */
+    return;
+  case MV_EXIT_BELL:
+    lua_pushstring(L, "bell");
+    lua_setfield(L, t, "type");
+    setint(L, t, "addr", (lua_Integer)e->addr);
+    return;
+  default:
+    break;
+  }
+  lua_pushstring(L, mv_exit_type_name(e->type));
+  lua_setfield(L, t, "type");
+  setint(L, t, "reason", (lua_Integer)e->reason);
+  switch (e->type) {
+  case MV_EXIT_DEBUG:
+    setint(L, t, "rip", (lua_Integer)e->rip);
+    setint(L, t, "exception", (lua_Integer)e->detail[0]);
+    setint(L, t, "dr6", (lua_Integer)e->detail[1]);
+    setint(L, t, "dr7", (lua_Integer)e->detail[2]);
+    break;
+  case MV_EXIT_EXCEPTION:
+    setint(L, t, "rip", (lua_Integer)e->rip);
+    setint(L, t, "vector", (lua_Integer)e->detail[0]);
+    break;
+  case MV_EXIT_FAIL_ENTRY:
+    setint(L, t, "hardware_entry_failure_reason", (lua_Integer)e->detail[0]);
+    setint(L, t, "cpu", (lua_Integer)e->detail[1]);
+    break;
+  case MV_EXIT_INTERNAL_ERROR:
+    setint(L, t, "suberror", (lua_Integer)e->detail[0]);
+    if (e->rip) setint(L, t, "rip", (lua_Integer)e->rip);
+    break;
+  case MV_EXIT_SYSTEM_EVENT:
+    setint(L, t, "event", (lua_Integer)e->detail[0]);
+    break;
+  case MV_EXIT_HLT:
+  case MV_EXIT_UNKNOWN:
+    if (e->rip) setint(L, t, "rip", (lua_Integer)e->rip);
+    break;
+  default:
+    break;
+  }
+}
+
+int lmv_uint_access(lua_State *L, void *obj, lmv_rw_fn rw, const char *what, int bytes) {
+  uint64_t off = (uint64_t)lmv_checkint(L, 2, what, "offset");
+  mv_err err;
+  if (lua_isnoneornil(L, 3)) {
+    uint64_t v = 0;
+    if (rw(obj, off, &v, (uint64_t)bytes, 0, &err) < 0) return lmv_raise(L, &err);
+    lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+  }
+  lua_Integer v = lmv_checkint(L, 3, what, "value");
+  if (bytes < 8) {
+    lua_Integer lo = -((lua_Integer)1 << (8 * bytes - 1)), hi = ((lua_Integer)1 << (8 * bytes)) - 1;
+    if (v < lo || v > hi)
+      return luaL_error(L, "%s: value %I does not fit in %d bits", what, (LUAI_UACINT)v, 8 * bytes);
+  }
+  uint64_t u = (uint64_t)v;
+  if (rw(obj, off, &u, (uint64_t)bytes, 1, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}

@@ -1,0 +1,336 @@
+/*
+ * lvcpu.c - the moonvisor.Vcpu userdata (g:vcpu{...}): enter, kick,
+ * interrupt, registers as tables or single fields (cpu.rax), special
+ * registers.  cpu:enter() is where Lua handlers get called: it lays out the
+ * stack the trap callback in lguest.c relies on.
+ */
+#include <string.h>
+#include "lmoonvisor.h"
+
+LVcpu *lmv_checkvcpu(lua_State *L, int idx, const char *what) {
+  LVcpu *v = luaL_testudata(L, idx, MV_VCPU);
+  if (!v) {
+    luaL_error(L, "%s: expected a moonvisor.Vcpu, got %s", what, luaL_typename(L, idx));
+    return NULL;
+  }
+  if (!v->cpu) luaL_error(L, "%s: attempt to use a closed vcpu", what);
+  if (mv_guest_is_closed(mv_vcpu_guest(v->cpu))) luaL_error(L, "%s: attempt to use a vcpu of a closed guest", what);
+  return v;
+}
+
+int lmv_vcpu_new(lua_State *L) {
+  mv_guest *g = lmv_checkguest(L, 1, "guest:vcpu");
+  lua_Integer entry = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "entry") != LUA_TNIL) entry = lmv_checkint(L, -1, "guest:vcpu", "entry");
+    if (lua_getfield(L, 2, "mode") != LUA_TNIL &&
+        (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "real") != 0))
+      return luaL_error(L, "guest:vcpu: mode %s is not available in this build (modes: \"real\")",
+                        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    lua_pop(L, 2);
+  }
+  if (entry < 0) return luaL_error(L, "guest:vcpu: entry %I is negative", (LUAI_UACINT)entry);
+  LVcpu *v = lua_newuserdatauv(L, sizeof *v, 3);
+  memset(v, 0, sizeof *v);
+  luaL_setmetatable(L, MV_VCPU);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);   /* the VCPU keeps its guest alive */
+  lua_createtable(L, 0, 8);
+  lua_setiuservalue(L, -2, 2);   /* the exit table handlers receive */
+  mv_err err;
+  if (mv_vcpu_create(g, (uint64_t)entry, &v->cpu, &err) < 0) return lmv_raise(L, &err);
+  mv_vcpu_set_user(v->cpu, v);
+  return 1;
+}
+
+/* {====================================================== enter */
+
+/* As lua.c's msghandler: any error object becomes a string with a traceback. */
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+static int raise_handler_error(lua_State *L, const mv_exit *e) {
+  lua_getiuservalue(L, 1, 3);
+  const char *msg = lua_tostring(L, -1);
+  if (!msg) msg = "the handler could not be called (Lua stack exhausted)";
+  if (e->type == MV_EXIT_IO)
+    lua_pushfstring(L, "vcpu:enter: io handler for port 0x%I (%s, %d bytes) failed: %s", (LUAI_UACINT)e->addr,
+                    e->write ? "out" : "in", (int)e->size, msg);
+  else
+    lua_pushfstring(L, "vcpu:enter: %s handler for 0x%I (%s, %d bytes) failed: %s", mv_exit_type_name(e->type),
+                    (LUAI_UACINT)e->addr, e->write ? "write" : "read", (int)e->size, msg);
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 3);
+  return lua_error(L);
+}
+
+static int vcpu_enter(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:enter");
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 2);        /* base+1: exit table */
+  lua_pushcfunction(L, msghandler);  /* base+2 */
+  lua_getiuservalue(L, 1, 1);
+  lua_getiuservalue(L, -1, 1);       /* base+3: the guest's handlers */
+  lua_remove(L, -2);
+  lua_State *outer_L = v->L;         /* non-NULL when called from a handler */
+  int outer_base = v->base;
+  mv_exit e;
+  mv_err err;
+  if (outer_L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
+  v->L = L;
+  v->base = 1;
+  int r = mv_vcpu_enter(v->cpu, &e, &err);
+  v->L = outer_L;
+  v->base = outer_base;
+  if (r < 0) return lmv_raise(L, &err);
+  if (e.handler_failed) return raise_handler_error(L, &e);
+  lmv_pushexit(L, &e);
+  return 1;
+}
+
+static int vcpu_kick(lua_State *L) {
+  mv_vcpu_kick(lmv_checkvcpu(L, 1, "vcpu:kick")->cpu);
+  return 0;
+}
+
+static int vcpu_interrupt(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:interrupt");
+  lua_Integer vec = lmv_checkint(L, 2, "vcpu:interrupt", "vector");
+  if (vec < 0 || vec > 255) return luaL_error(L, "vcpu:interrupt: vector %I is not in 0..255", (LUAI_UACINT)vec);
+  mv_err err;
+  if (mv_vcpu_interrupt(v->cpu, (uint32_t)vec, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+/* {====================================================== registers */
+
+#define REG(name) { #name, offsetof(mv_regs, name) }
+static const struct { const char *name; size_t off; } reg_fields[] = {
+  REG(rax), REG(rbx), REG(rcx), REG(rdx), REG(rsi), REG(rdi), REG(rbp), REG(rsp),
+  REG(r8), REG(r9), REG(r10), REG(r11), REG(r12), REG(r13), REG(r14), REG(r15),
+  REG(rip), REG(rflags),
+};
+#define NREGS (sizeof reg_fields / sizeof reg_fields[0])
+
+static uint64_t *reg_slot(mv_regs *r, size_t i) { return (uint64_t *)((char *)r + reg_fields[i].off); }
+
+static int find_reg(const char *name) {
+  for (size_t i = 0; i < NREGS; i++)
+    if (strcmp(reg_fields[i].name, name) == 0) return (int)i;
+  return -1;
+}
+
+static void read_regs(lua_State *L, LVcpu *v, mv_regs *r, const char *what) {
+  mv_err err;
+  if (mv_vcpu_read_state(v->cpu, r, &err) < 0) {
+    lua_pushfstring(L, "%s: %s", what, err.msg);
+    lua_error(L);
+  }
+}
+
+static int vcpu_read_state(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:read_state");
+  mv_regs r;
+  read_regs(L, v, &r, "vcpu:read_state");
+  lua_createtable(L, 0, (int)NREGS);
+  for (size_t i = 0; i < NREGS; i++) {
+    lua_pushinteger(L, (lua_Integer)*reg_slot(&r, i));
+    lua_setfield(L, -2, reg_fields[i].name);
+  }
+  return 1;
+}
+
+static int vcpu_write_state(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:write_state");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  mv_regs r;
+  read_regs(L, v, &r, "vcpu:write_state");
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {   /* stack: cpu, t, key, value */
+    int i = lua_type(L, -2) == LUA_TSTRING ? find_reg(lua_tostring(L, -2)) : -1;
+    if (i < 0) return luaL_error(L, "vcpu:write_state: unknown register %s", lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
+    *reg_slot(&r, (size_t)i) = (uint64_t)lmv_checkint(L, -1, "vcpu:write_state", reg_fields[i].name);
+    lua_pop(L, 1);
+  }
+  mv_err err;
+  if (mv_vcpu_write_state(v->cpu, &r, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+/* {====================================================== special registers */
+
+#define SEGF(f) { #f, offsetof(mv_segment, f), sizeof(((mv_segment *)0)->f) }
+static const struct { const char *name; size_t off, size; } seg_fields[] = {
+  SEGF(base), SEGF(limit), SEGF(selector), SEGF(type), SEGF(present), SEGF(dpl),
+  SEGF(db), SEGF(s), SEGF(l), SEGF(g), SEGF(avl), SEGF(unusable),
+};
+#define SEGS(n) { #n, offsetof(mv_sregs, n) }
+static const struct { const char *name; size_t off; } sreg_segs[] = {
+  SEGS(cs), SEGS(ds), SEGS(es), SEGS(fs), SEGS(gs), SEGS(ss), SEGS(tr), SEGS(ldt),
+};
+static const struct { const char *name; size_t off; } sreg_u64[] = {
+  SEGS(cr0), SEGS(cr2), SEGS(cr3), SEGS(cr4), SEGS(cr8), SEGS(efer), SEGS(apic_base),
+};
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static uint64_t get_field(const void *base, size_t off, size_t size) {
+  uint64_t v = 0;
+  memcpy(&v, (const char *)base + off, size);
+  return v;
+}
+
+static void set_field(void *base, size_t off, size_t size, uint64_t v) { memcpy((char *)base + off, &v, size); }
+
+static int vcpu_sregs(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:sregs");
+  mv_sregs s;
+  mv_err err;
+  if (mv_vcpu_read_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
+  lua_createtable(L, 0, 20);
+  for (size_t i = 0; i < COUNT(sreg_segs); i++) {
+    const mv_segment *seg = (const mv_segment *)((const char *)&s + sreg_segs[i].off);
+    lua_createtable(L, 0, (int)COUNT(seg_fields));
+    for (size_t f = 0; f < COUNT(seg_fields); f++) {
+      lua_pushinteger(L, (lua_Integer)get_field(seg, seg_fields[f].off, seg_fields[f].size));
+      lua_setfield(L, -2, seg_fields[f].name);
+    }
+    lua_setfield(L, -2, sreg_segs[i].name);
+  }
+  const mv_dtable *dt[2] = { &s.gdt, &s.idt };
+  for (int i = 0; i < 2; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)dt[i]->base);
+    lua_setfield(L, -2, "base");
+    lua_pushinteger(L, dt[i]->limit);
+    lua_setfield(L, -2, "limit");
+    lua_setfield(L, -2, i == 0 ? "gdt" : "idt");
+  }
+  for (size_t i = 0; i < COUNT(sreg_u64); i++) {
+    lua_pushinteger(L, (lua_Integer)get_field(&s, sreg_u64[i].off, 8));
+    lua_setfield(L, -2, sreg_u64[i].name);
+  }
+  return 1;
+}
+
+/* Copies the integer fields of the table at idx named in names[] into obj. */
+static void merge_fields(lua_State *L, int idx, const char *what, void *obj, const char *name, size_t off, size_t size) {
+  if (lua_getfield(L, idx, name) != LUA_TNIL)
+    set_field(obj, off, size, (uint64_t)lmv_checkint(L, -1, what, name));
+  lua_pop(L, 1);
+}
+
+static int vcpu_write_sregs(lua_State *L) {
+  const char *what = "vcpu:write_sregs";
+  LVcpu *v = lmv_checkvcpu(L, 1, what);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  mv_sregs s;
+  mv_err err;
+  if (mv_vcpu_read_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
+  for (size_t i = 0; i < COUNT(sreg_segs); i++) {
+    int ty = lua_getfield(L, 2, sreg_segs[i].name);
+    if (ty == LUA_TTABLE) {
+      void *seg = (char *)&s + sreg_segs[i].off;
+      for (size_t f = 0; f < COUNT(seg_fields); f++)
+        merge_fields(L, lua_gettop(L), what, seg, seg_fields[f].name, seg_fields[f].off, seg_fields[f].size);
+    } else if (ty != LUA_TNIL) {
+      return luaL_error(L, "%s: %s must be a table, got %s", what, sreg_segs[i].name, lua_typename(L, ty));
+    }
+    lua_pop(L, 1);
+  }
+  mv_dtable *dt[2] = { &s.gdt, &s.idt };
+  for (int i = 0; i < 2; i++) {
+    int ty = lua_getfield(L, 2, i == 0 ? "gdt" : "idt");
+    if (ty == LUA_TTABLE) {
+      merge_fields(L, lua_gettop(L), what, dt[i], "base", offsetof(mv_dtable, base), 8);
+      merge_fields(L, lua_gettop(L), what, dt[i], "limit", offsetof(mv_dtable, limit), 2);
+    } else if (ty != LUA_TNIL) {
+      return luaL_error(L, "%s: %s must be a table, got %s", what, i == 0 ? "gdt" : "idt", lua_typename(L, ty));
+    }
+    lua_pop(L, 1);
+  }
+  for (size_t i = 0; i < COUNT(sreg_u64); i++) merge_fields(L, 2, what, &s, sreg_u64[i].name, sreg_u64[i].off, 8);
+  if (mv_vcpu_write_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+/* {====================================================== fields and lifetime */
+
+static int vcpu_index(lua_State *L) {   /* methods first, then registers: cpu.rip */
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  int i = lua_type(L, 2) == LUA_TSTRING ? find_reg(lua_tostring(L, 2)) : -1;
+  if (i < 0) return 0;
+  mv_regs r;
+  read_regs(L, lmv_checkvcpu(L, 1, "vcpu.register"), &r, "vcpu.register");
+  lua_pushinteger(L, (lua_Integer)*reg_slot(&r, (size_t)i));
+  return 1;
+}
+
+static int vcpu_newindex(lua_State *L) {
+  int i = lua_type(L, 2) == LUA_TSTRING ? find_reg(lua_tostring(L, 2)) : -1;
+  if (i < 0) return luaL_error(L, "vcpu: cannot set field %s (not a register)", luaL_tolstring(L, 2, NULL));
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu.register");
+  lua_Integer val = lmv_checkint(L, 3, "vcpu.register", reg_fields[i].name);
+  mv_regs r;
+  read_regs(L, v, &r, "vcpu.register");
+  *reg_slot(&r, (size_t)i) = (uint64_t)val;
+  mv_err err;
+  if (mv_vcpu_write_state(v->cpu, &r, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+static int vcpu_close(lua_State *L) {
+  LVcpu *v = luaL_checkudata(L, 1, MV_VCPU);
+  if (v->L) return luaL_error(L, "vcpu:close: called from inside a trap handler of this VCPU");
+  if (v->cpu) {
+    mv_vcpu_destroy(v->cpu);
+    v->cpu = NULL;
+  }
+  return 0;
+}
+
+static int vcpu_tostring(lua_State *L) {
+  LVcpu *v = luaL_checkudata(L, 1, MV_VCPU);
+  if (!v->cpu) lua_pushliteral(L, "Vcpu(closed)");
+  else if (mv_guest_is_closed(mv_vcpu_guest(v->cpu))) lua_pushfstring(L, "Vcpu(%d, guest closed)", mv_vcpu_id(v->cpu));
+  else lua_pushfstring(L, "Vcpu(%d, %s)", mv_vcpu_id(v->cpu), mv_guest_backend_name(mv_vcpu_guest(v->cpu)));
+  return 1;
+}
+
+static int vcpu_guest(lua_State *L) {
+  luaL_checkudata(L, 1, MV_VCPU);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static const luaL_Reg vcpu_methods[] = {
+  { "enter", vcpu_enter }, { "kick", vcpu_kick }, { "interrupt", vcpu_interrupt },
+  { "read_state", vcpu_read_state }, { "write_state", vcpu_write_state },
+  { "sregs", vcpu_sregs }, { "write_sregs", vcpu_write_sregs },
+  { "guest", vcpu_guest }, { "close", vcpu_close }, { NULL, NULL },
+};
+
+static const luaL_Reg vcpu_meta[] = {
+  { "__gc", vcpu_close }, { "__close", vcpu_close }, { "__tostring", vcpu_tostring },
+  { "__newindex", vcpu_newindex }, { NULL, NULL },
+};
+
+int lmv_open_vcpu(lua_State *L) {
+  luaL_newmetatable(L, MV_VCPU);
+  luaL_setfuncs(L, vcpu_meta, 0);
+  luaL_newlib(L, vcpu_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Vcpu");          /* core.Vcpu: the method table, for Lua extensions */
+  lua_pushcclosure(L, vcpu_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  return 0;
+}

@@ -1,0 +1,137 @@
+/*
+ * internal.h - the core's private structures and the backend interface.
+ *
+ * Files of the core share these; nothing outside core/ includes it.  A
+ * backend (kvm.c, soft.c) implements mv_backend_ops and calls back into the
+ * core through mv__access() for every IO/MMIO access it sees, so the trap
+ * lookup and the value fed back to the guest live in one place (vcpu.c).
+ */
+#ifndef MV_INTERNAL_H
+#define MV_INTERNAL_H
+
+#include <signal.h>
+#include <stdarg.h>
+#include "moonvisor.h"
+
+#define MV_MAX_MAPPINGS 64     /* below KVM's 509 user memslots */
+#define MV_MAX_VCPUS 64
+#define MV_BELL_QUEUE 256      /* pending doorbell writes before a forced drain */
+
+int mv__fail(mv_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+struct mv_vmo {
+  unsigned char *mem;      /* mmap(MAP_SHARED | MAP_ANONYMOUS) */
+  uint64_t size;           /* whole pages */
+  int refs;                /* the owner's plus one per mapping */
+  uint64_t *host_dirty;    /* one bit per page written by the host */
+};
+
+void mv__vmo_mark_dirty(mv_vmo *vmo, uint64_t off, uint64_t len);
+
+typedef struct mv_mapping {
+  uint64_t gpa, size, offset;
+  unsigned flags;          /* MV_MAP_* */
+  mv_vmo *vmo;             /* holds a reference */
+  uint32_t slot;           /* backend slot number */
+} mv_mapping;
+
+typedef struct mv_trap {
+  int id;                  /* > 0, unique within the guest */
+  mv_trap_kind kind;
+  uint64_t addr, size;
+  mv_trap_fn fn;
+  mv_trap_release_fn release;
+  void *cookie;
+  int bell_fd;             /* kvm ioeventfd for a single doorbell address, or -1 */
+} mv_trap;
+
+/* A sorted, non-overlapping array of traps of one address space. */
+typedef struct mv_trap_table {
+  mv_trap *items;
+  size_t count, cap;
+} mv_trap_table;
+
+mv_trap *mv__trap_find(const mv_trap_table *t, uint64_t addr);
+void mv__traps_clear(mv_guest *g);
+/* Runs the callbacks of pending doorbell writes; on MV_TRAP_FAIL fills *failed. */
+int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
+bool mv__trap_overlaps(const mv_trap_table *t, uint64_t addr, uint64_t size);
+
+typedef struct mv_backend_ops mv_backend_ops;
+
+struct mv_guest {
+  const mv_backend_ops *be;
+  void *be_state;          /* the backend's own per-guest data */
+  int refs;                /* the owner's plus one per VCPU */
+  bool closed;
+  bool close_requested;    /* mv_guest_close from inside a callback */
+  mv_mapping maps[MV_MAX_MAPPINGS];   /* sorted by gpa */
+  size_t nmaps;
+  uint64_t slot_bits;       /* backend slots in use, one bit each */
+  mv_trap_table io;        /* port space */
+  mv_trap_table mem;       /* guest-physical space: mem and bell traps */
+  int next_trap_id;
+  mv_vcpu *vcpus[MV_MAX_VCPUS];
+  int nvcpus;
+  /* doorbell writes seen as exits, delivered before enter returns */
+  struct { int trap_id; uint64_t addr; } bells[MV_BELL_QUEUE];
+  int nbells;
+};
+
+const mv_mapping *mv__guest_find_mapping(const mv_guest *g, uint64_t gpa);
+
+struct mv_vcpu {
+  mv_guest *guest;         /* holds a reference while the VCPU lives */
+  void *be_state;
+  int id;
+  bool destroyed;
+  bool in_enter;           /* guards against enter from inside a callback */
+  volatile sig_atomic_t kick_pending;
+  mv_exit *exit;           /* the caller's exit record during enter */
+  void *user;              /* the embedder's pointer */
+  uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
+  int npending_irq;
+};
+
+/* What mv__access tells the backend to do next. */
+enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
+
+/* The one path from a guest IO/MMIO access to a trap callback and back.
+ * On entry *exit describes the access (type, addr, size, write, data); for
+ * reads *value receives the data to feed the guest.  Returns CONTINUE when
+ * a trap consumed it, STOP when enter must return *exit to its caller. */
+int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* The highest-priority queued vector, removed from the queue, or -1. */
+int mv__take_interrupt(mv_vcpu *cpu);
+bool mv__has_interrupt(const mv_vcpu *cpu);
+
+struct mv_backend_ops {
+  const char *name;
+  int (*guest_create)(mv_guest *g, const mv_guest_opts *opts, mv_err *err);
+  void (*guest_destroy)(mv_guest *g);
+  int (*map)(mv_guest *g, const mv_mapping *m, mv_err *err);
+  int (*unmap)(mv_guest *g, const mv_mapping *m, mv_err *err);
+  /* ORs the guest-dirty bits of mapping m into bitmap and clears them. */
+  int (*dirty_log)(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
+  /* Fast-path doorbell (kvm ioeventfd); may decline with 0 and leave bell_fd -1. */
+  int (*bell_add)(mv_guest *g, mv_trap *t, mv_err *err);
+  void (*bell_remove)(mv_guest *g, mv_trap *t);
+  /* Number of doorbell writes the backend collected for t since last asked. */
+  uint64_t (*bell_take)(mv_guest *g, mv_trap *t);
+  int (*vcpu_create)(mv_vcpu *cpu, uint64_t entry, mv_err *err);
+  void (*vcpu_destroy)(mv_vcpu *cpu);
+  /* Runs the guest until something must go back to the caller of enter.
+   * Calls mv__access for each IO/MMIO access.  Fills *cpu->exit. */
+  int (*vcpu_run)(mv_vcpu *cpu, mv_err *err);
+  void (*vcpu_kick)(mv_vcpu *cpu);   /* async-signal-safe */
+  int (*get_regs)(mv_vcpu *cpu, mv_regs *r, mv_err *err);
+  int (*set_regs)(mv_vcpu *cpu, const mv_regs *r, mv_err *err);
+  int (*get_sregs)(mv_vcpu *cpu, mv_sregs *s, mv_err *err);
+  int (*set_sregs)(mv_vcpu *cpu, const mv_sregs *s, mv_err *err);
+};
+
+extern const mv_backend_ops mv__kvm_backend;
+extern const mv_backend_ops mv__soft_backend;
+
+#endif

@@ -1,0 +1,503 @@
+/*
+ * kvm.c - the KVM backend: /dev/kvm (opened once and cached), VM and VCPU
+ * fds, memslots, ioeventfd doorbells, and the KVM_RUN loop that decodes
+ * each exit and hands IO/MMIO accesses to mv__access.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "internal.h"
+
+/* Where KVM on Intel keeps its real-mode TSS (3 pages) and EPT identity map
+ * (1 page): just below the BIOS area, where no guest RAM should go. */
+#define KVM_IDENTITY_MAP_ADDR UINT64_C(0xfffbc000)
+#define KVM_TSS_ADDR UINT64_C(0xfffbd000)
+#define KVM_RESERVED_END UINT64_C(0xfffc0000)
+#define SETTLE_MAX 64   /* extra KVM_RUNs allowed to finish a string IO we stopped in */
+
+static int kvm_fd = -1;   /* the one process-wide cache the design allows */
+
+static int kvm_open(mv_err *err) {
+  if (kvm_fd >= 0) return kvm_fd;
+  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ENOENT || e == ENODEV || e == ENXIO)
+      return mv__fail(err, -e, "/dev/kvm is missing: this host offers no KVM (load kvm_intel or kvm_amd, "
+                      "enable virtualization in the firmware), or use the software backend: mv.guest{ backend = \"soft\" } or MOONVISOR_BACKEND=soft");
+    if (e == EACCES || e == EPERM)
+      return mv__fail(err, -e, "/dev/kvm: permission denied: add your user to the 'kvm' group "
+                      "(usermod -aG kvm $USER, then log in again) or run as root");
+    return mv__fail(err, -e, "/dev/kvm: %s", strerror(e));
+  }
+  int v = ioctl(fd, KVM_GET_API_VERSION, 0);
+  if (v != KVM_API_VERSION) {
+    close(fd);
+    return mv__fail(err, -ENOTSUP, "/dev/kvm: KVM API version %d, moonvisor needs %d", v, KVM_API_VERSION);
+  }
+  kvm_fd = fd;
+  return fd;
+}
+
+int mv_kvm_api_version(mv_err *err) {
+  int fd = kvm_open(err);
+  if (fd < 0) return fd;
+  int v = ioctl(fd, KVM_GET_API_VERSION, 0);
+  return v < 0 ? mv__fail(err, -errno, "KVM_GET_API_VERSION: %s", strerror(errno)) : v;
+}
+
+int mv_kvm_check_cap(int id, mv_err *err) {
+  int fd = kvm_open(err);
+  if (fd < 0) return fd;
+  int r = ioctl(fd, KVM_CHECK_EXTENSION, id);
+  return r < 0 ? mv__fail(err, -errno, "KVM_CHECK_EXTENSION %d: %s", id, strerror(errno)) : r;
+}
+
+/* One error per failing ioctl, naming it. */
+#define IOCTL_OR_FAIL(fd, req, arg, what)                                            \
+  do {                                                                               \
+    if (ioctl((fd), (req), (arg)) < 0)                                               \
+      return mv__fail(err, -errno, "%s: " #req ": %s", (what), strerror(errno));    \
+  } while (0)
+
+typedef struct kvm_guest {
+  int vm_fd;
+  int run_size;          /* KVM_GET_VCPU_MMAP_SIZE */
+  bool irqchip;
+  bool any_length_ioeventfd;
+} kvm_guest;
+
+typedef struct kvm_vcpu {
+  int fd;
+  struct kvm_run *run;
+  pthread_t thread;                  /* valid while running */
+  volatile sig_atomic_t running;
+} kvm_vcpu;
+
+static kvm_guest *KG(mv_guest *g) { return g->be_state; }
+static kvm_vcpu *KV(mv_vcpu *c) { return c->be_state; }
+
+/* {====================================================== guest */
+
+static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err) {
+  int fd = kvm_open(err);
+  if (fd < 0) return fd;
+  kvm_guest *kg = calloc(1, sizeof *kg);
+  if (!kg) return mv__fail(err, -ENOMEM, "guest: out of memory");
+  kg->vm_fd = -1;
+  int r;
+  kg->run_size = ioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (kg->run_size <= 0) {
+    r = mv__fail(err, -errno, "guest: KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+    goto fail;
+  }
+  kg->vm_fd = ioctl(fd, KVM_CREATE_VM, 0);
+  if (kg->vm_fd < 0) {
+    r = mv__fail(err, -errno, "guest: KVM_CREATE_VM: %s", strerror(errno));
+    goto fail;
+  }
+  uint64_t ident = KVM_IDENTITY_MAP_ADDR;
+  if (ioctl(kg->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0 ||
+      ioctl(kg->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
+    r = mv__fail(err, -errno, "guest: KVM_SET_IDENTITY_MAP_ADDR/KVM_SET_TSS_ADDR: %s", strerror(errno));
+    goto fail;
+  }
+  if (opts->irqchip) {
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+    if (ioctl(kg->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0 || ioctl(kg->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+      r = mv__fail(err, -errno, "guest: KVM_CREATE_IRQCHIP/KVM_CREATE_PIT2: %s", strerror(errno));
+      goto fail;
+    }
+    kg->irqchip = true;
+  }
+  kg->any_length_ioeventfd = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
+  g->be_state = kg;
+  return 0;
+fail:
+  if (kg->vm_fd >= 0) close(kg->vm_fd);
+  free(kg);
+  return r;
+}
+
+static void kvm_guest_destroy(mv_guest *g) {
+  kvm_guest *kg = KG(g);
+  if (!kg) return;
+  close(kg->vm_fd);
+  free(kg);
+  g->be_state = NULL;
+}
+
+static int set_region(mv_guest *g, const mv_mapping *m, uint64_t size, mv_err *err) {
+  struct kvm_userspace_memory_region region = {
+    .slot = m->slot,
+    .flags = (m->flags & MV_MAP_READONLY ? KVM_MEM_READONLY : 0) |
+             (m->flags & MV_MAP_LOG_DIRTY ? KVM_MEM_LOG_DIRTY_PAGES : 0),
+    .guest_phys_addr = m->gpa,
+    .memory_size = size,
+    .userspace_addr = (uint64_t)(uintptr_t)(m->vmo->mem + m->offset),
+  };
+  if (ioctl(KG(g)->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+    return mv__fail(err, -errno, "guest:%s: KVM_SET_USER_MEMORY_REGION at 0x%" PRIx64 ": %s",
+                    size ? "map" : "unmap", m->gpa, strerror(errno));
+  return 0;
+}
+
+static int kvm_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
+  if (m->gpa < KVM_RESERVED_END && KVM_IDENTITY_MAP_ADDR < m->gpa + m->size)
+    return mv__fail(err, -EEXIST, "guest:map: range 0x%" PRIx64 "+0x%" PRIx64 " overlaps 0x%" PRIx64 "-0x%" PRIx64
+                    ", reserved for KVM's TSS and identity map", m->gpa, m->size, KVM_IDENTITY_MAP_ADDR, KVM_RESERVED_END);
+  return set_region(g, m, m->size, err);
+}
+
+static int kvm_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) { return set_region(g, m, 0, err); }
+
+static int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err) {
+  struct kvm_dirty_log log = { .slot = m->slot, .dirty_bitmap = bitmap };
+  IOCTL_OR_FAIL(KG(g)->vm_fd, KVM_GET_DIRTY_LOG, &log, "guest:dirty_pages");
+  return 0;
+}
+
+static int ioeventfd(mv_guest *g, mv_trap *t, uint32_t flags) {
+  struct kvm_ioeventfd io = { .addr = t->addr, .len = 0, .fd = t->bell_fd, .flags = flags };
+  return ioctl(KG(g)->vm_fd, KVM_IOEVENTFD, &io);
+}
+
+static int kvm_bell_add(mv_guest *g, mv_trap *t, mv_err *err) {
+  if (!KG(g)->any_length_ioeventfd) return 0;   /* exits still reach the bell, only slower */
+  t->bell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (t->bell_fd < 0) return mv__fail(err, -errno, "guest:trap: eventfd: %s", strerror(errno));
+  if (ioeventfd(g, t, 0) < 0) {
+    int e = errno;
+    close(t->bell_fd);
+    t->bell_fd = -1;
+    return mv__fail(err, -e, "guest:trap: KVM_IOEVENTFD at 0x%" PRIx64 ": %s", t->addr, strerror(e));
+  }
+  return 0;
+}
+
+static void kvm_bell_remove(mv_guest *g, mv_trap *t) {
+  if (t->bell_fd < 0) return;
+  if (KG(g)) ioeventfd(g, t, KVM_IOEVENTFD_FLAG_DEASSIGN);
+  close(t->bell_fd);
+  t->bell_fd = -1;
+}
+
+static uint64_t kvm_bell_take(mv_guest *g, mv_trap *t) {
+  (void)g;
+  uint64_t n = 0;
+  if (read(t->bell_fd, &n, sizeof n) != (ssize_t)sizeof n) return 0;
+  return n;
+}
+
+/* {====================================================== VCPU */
+
+static void on_kick_signal(int sig) { (void)sig; }   /* only interrupts KVM_RUN */
+
+/* The signal another thread sends to make a running VCPU leave KVM_RUN. */
+static int kick_signal(void) { return SIGRTMIN + 4; }
+
+static void install_kick_signal(void) {
+  struct sigaction old;
+  if (sigaction(kick_signal(), NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+    struct sigaction sa = { .sa_handler = on_kick_signal };   /* no SA_RESTART */
+    sigemptyset(&sa.sa_mask);
+    sigaction(kick_signal(), &sa, NULL);
+  }
+}
+
+static int set_cpuid(int vcpu_fd, mv_err *err) {
+  int n = 256;
+  struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + (size_t)n * sizeof(struct kvm_cpuid_entry2));
+  if (!cpuid) return mv__fail(err, -ENOMEM, "guest:vcpu: out of memory");
+  cpuid->nent = (uint32_t)n;
+  int r = 0;
+  if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
+    r = mv__fail(err, -errno, "guest:vcpu: KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+  else if (ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid) < 0)
+    r = mv__fail(err, -errno, "guest:vcpu: KVM_SET_CPUID2: %s", strerror(errno));
+  free(cpuid);
+  return r;
+}
+
+/* Flat real mode: every segment base 0, RIP = entry. */
+static int reset_real_mode(int fd, uint64_t entry, mv_err *err) {
+  struct kvm_sregs s;
+  IOCTL_OR_FAIL(fd, KVM_GET_SREGS, &s, "guest:vcpu");
+  struct kvm_segment *segs[] = { &s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss };
+  for (size_t i = 0; i < sizeof segs / sizeof segs[0]; i++) {
+    segs[i]->base = 0;
+    segs[i]->selector = 0;
+  }
+  IOCTL_OR_FAIL(fd, KVM_SET_SREGS, &s, "guest:vcpu");
+  struct kvm_regs r = { .rip = entry, .rflags = 2 };
+  IOCTL_OR_FAIL(fd, KVM_SET_REGS, &r, "guest:vcpu");
+  return 0;
+}
+
+static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
+  kvm_guest *kg = KG(c->guest);
+  kvm_vcpu *kv = calloc(1, sizeof *kv);
+  if (!kv) return mv__fail(err, -ENOMEM, "guest:vcpu: out of memory");
+  int r;
+  kv->run = MAP_FAILED;
+  kv->fd = ioctl(kg->vm_fd, KVM_CREATE_VCPU, (unsigned long)c->id);
+  if (kv->fd < 0) {
+    r = mv__fail(err, -errno, "guest:vcpu: KVM_CREATE_VCPU %d: %s", c->id, strerror(errno));
+    goto fail;
+  }
+  kv->run = mmap(NULL, (size_t)kg->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, kv->fd, 0);
+  if (kv->run == MAP_FAILED) {
+    r = mv__fail(err, -errno, "guest:vcpu: mmap of kvm_run: %s", strerror(errno));
+    goto fail;
+  }
+  if ((r = set_cpuid(kv->fd, err)) < 0 || (r = reset_real_mode(kv->fd, entry, err)) < 0) goto fail;
+  install_kick_signal();
+  c->be_state = kv;
+  return 0;
+fail:
+  if (kv->run != MAP_FAILED) munmap(kv->run, (size_t)kg->run_size);
+  if (kv->fd >= 0) close(kv->fd);
+  free(kv);
+  return r;
+}
+
+static void kvm_vcpu_destroy(mv_vcpu *c) {
+  kvm_vcpu *kv = KV(c);
+  if (!kv) return;
+  munmap(kv->run, (size_t)KG(c->guest)->run_size);
+  close(kv->fd);
+  free(kv);
+  c->be_state = NULL;
+}
+
+static void kvm_vcpu_kick(mv_vcpu *c) {
+  kvm_vcpu *kv = KV(c);
+  if (!kv) return;
+  kv->run->immediate_exit = 1;
+  if (kv->running && !pthread_equal(kv->thread, pthread_self())) pthread_kill(kv->thread, kick_signal());
+}
+
+/* {====================================================== KVM_RUN */
+
+static uint64_t load_le(const uint8_t *p, uint32_t size) {
+  uint64_t v = 0;
+  memcpy(&v, p, size);   /* x86 hosts: little-endian */
+  return v;
+}
+
+static void store_le(uint8_t *p, uint32_t size, uint64_t v) { memcpy(p, &v, size); }
+
+/* Finishes the instruction of an exit we return to the caller, so registers
+ * read afterwards are those after it (KVM completes IO/MMIO on re-entry). */
+static void settle(kvm_vcpu *kv) {
+  struct kvm_run *run = kv->run;
+  for (int i = 0; i < SETTLE_MAX; i++) {
+    run->immediate_exit = 1;
+    int r = ioctl(kv->fd, KVM_RUN, 0);
+    run->immediate_exit = 0;
+    if (r < 0) return;   /* EINTR: done, nothing else ran */
+    if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN)
+      memset((uint8_t *)run + run->io.data_offset, 0xff, (size_t)run->io.size * run->io.count);
+    else if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write)
+      memset(run->mmio.data, 0xff, sizeof run->mmio.data);
+    else if (run->exit_reason != KVM_EXIT_IO && run->exit_reason != KVM_EXIT_MMIO)
+      return;
+  }
+}
+
+/* One handler call per element of a (string) IO exit. */
+static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
+  struct kvm_run *run = kv->run;
+  uint8_t *p = (uint8_t *)run + run->io.data_offset;
+  bool write = run->io.direction == KVM_EXIT_IO_OUT;
+  for (uint32_t i = 0; i < run->io.count; i++, p += run->io.size) {
+    mv_exit *e = c->exit;
+    *e = (mv_exit){ .type = MV_EXIT_IO, .addr = run->io.port, .size = run->io.size, .write = write,
+                    .reason = KVM_EXIT_IO };
+    if (write) e->data = load_le(p, run->io.size);
+    uint64_t value = 0;
+    int st = mv__access(c, e, &value);
+    if (!write) store_le(p, run->io.size, value);
+    if (st == MV_ACCESS_STOP) {
+      if (!write) memset(p + run->io.size, 0xff, (size_t)run->io.size * (run->io.count - i - 1));
+      return MV_ACCESS_STOP;
+    }
+  }
+  return MV_ACCESS_CONTINUE;
+}
+
+static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
+  struct kvm_run *run = kv->run;
+  mv_exit *e = c->exit;
+  *e = (mv_exit){ .type = MV_EXIT_MEM, .addr = run->mmio.phys_addr, .size = run->mmio.len,
+                  .write = run->mmio.is_write, .reason = KVM_EXIT_MMIO };
+  if (e->write) e->data = load_le(run->mmio.data, run->mmio.len);
+  uint64_t value = 0;
+  int st = mv__access(c, e, &value);
+  if (!e->write) store_le(run->mmio.data, run->mmio.len, value);
+  return st;
+}
+
+/* Without an in-kernel irqchip, queued vectors go in through KVM_INTERRUPT
+ * when the guest can take one, asking for an interrupt-window exit otherwise. */
+static int inject_pending(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
+  struct kvm_run *run = kv->run;
+  if (KG(c->guest)->irqchip || !mv__has_interrupt(c)) {
+    run->request_interrupt_window = 0;
+    return 0;
+  }
+  if (run->ready_for_interrupt_injection && run->if_flag) {
+    struct kvm_interrupt irq = { .irq = (uint32_t)mv__take_interrupt(c) };
+    IOCTL_OR_FAIL(kv->fd, KVM_INTERRUPT, &irq, "vcpu:enter");
+  }
+  run->request_interrupt_window = mv__has_interrupt(c);
+  return 0;
+}
+
+static int exit_with(mv_vcpu *c, mv_exit_type type, uint64_t reason) {
+  *c->exit = (mv_exit){ .type = type, .reason = reason };
+  return 0;
+}
+
+static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
+  kvm_vcpu *kv = KV(c);
+  struct kvm_run *run = kv->run;
+  for (;;) {
+    int r = inject_pending(c, kv, err);
+    if (r < 0) return r;
+    kv->thread = pthread_self();
+    kv->running = 1;
+    if (c->kick_pending) run->immediate_exit = 1;   /* a kick that raced the check in enter */
+    r = ioctl(kv->fd, KVM_RUN, 0);
+    kv->running = 0;
+    if (r < 0) {
+      if (errno != EINTR && errno != EAGAIN)
+        return mv__fail(err, -errno, "vcpu:enter: KVM_RUN: %s", strerror(errno));
+      if (c->kick_pending) {
+        c->kick_pending = 0;
+        run->immediate_exit = 0;
+        return exit_with(c, MV_EXIT_KICK, KVM_EXIT_INTR);
+      }
+      continue;   /* some other signal: resume */
+    }
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+      if (handle_io(c, kv) == MV_ACCESS_STOP) {
+        settle(kv);
+        return 0;
+      }
+      break;
+    case KVM_EXIT_MMIO:
+      if (handle_mmio(c, kv) == MV_ACCESS_STOP) {
+        settle(kv);
+        return 0;
+      }
+      break;
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+    case KVM_EXIT_INTR:
+      break;
+    case KVM_EXIT_HLT:
+      return exit_with(c, MV_EXIT_HLT, KVM_EXIT_HLT);
+    case KVM_EXIT_SHUTDOWN:
+      return exit_with(c, MV_EXIT_SHUTDOWN, KVM_EXIT_SHUTDOWN);
+    case KVM_EXIT_FAIL_ENTRY:
+      exit_with(c, MV_EXIT_FAIL_ENTRY, KVM_EXIT_FAIL_ENTRY);
+      c->exit->detail[0] = run->fail_entry.hardware_entry_failure_reason;
+      c->exit->detail[1] = run->fail_entry.cpu;
+      return 0;
+    case KVM_EXIT_INTERNAL_ERROR:
+      exit_with(c, MV_EXIT_INTERNAL_ERROR, KVM_EXIT_INTERNAL_ERROR);
+      c->exit->detail[0] = run->internal.suberror;
+      c->exit->detail[1] = run->internal.ndata;
+      c->exit->detail[2] = run->internal.ndata ? run->internal.data[0] : 0;
+      return 0;
+    case KVM_EXIT_DEBUG:
+      exit_with(c, MV_EXIT_DEBUG, KVM_EXIT_DEBUG);
+      c->exit->rip = run->debug.arch.pc;
+      c->exit->detail[0] = run->debug.arch.exception;
+      c->exit->detail[1] = run->debug.arch.dr6;
+      c->exit->detail[2] = run->debug.arch.dr7;
+      return 0;
+    case KVM_EXIT_SYSTEM_EVENT:
+      exit_with(c, MV_EXIT_SYSTEM_EVENT, KVM_EXIT_SYSTEM_EVENT);
+      c->exit->detail[0] = run->system_event.type;
+      return 0;
+    default:
+      return exit_with(c, MV_EXIT_UNKNOWN, run->exit_reason);
+    }
+  }
+}
+
+/* {====================================================== registers */
+
+static int kvm_get_regs(mv_vcpu *c, mv_regs *o, mv_err *err) {
+  struct kvm_regs r;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_REGS, &r, "vcpu:read_state");
+  *o = (mv_regs){ r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp,
+                  r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags };
+  return 0;
+}
+
+static int kvm_set_regs(mv_vcpu *c, const mv_regs *i, mv_err *err) {
+  struct kvm_regs r = { .rax = i->rax, .rbx = i->rbx, .rcx = i->rcx, .rdx = i->rdx,
+                        .rsi = i->rsi, .rdi = i->rdi, .rsp = i->rsp, .rbp = i->rbp,
+                        .r8 = i->r8, .r9 = i->r9, .r10 = i->r10, .r11 = i->r11,
+                        .r12 = i->r12, .r13 = i->r13, .r14 = i->r14, .r15 = i->r15,
+                        .rip = i->rip, .rflags = i->rflags };
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_REGS, &r, "vcpu:write_state");
+  return 0;
+}
+
+static mv_segment seg_out(const struct kvm_segment *s) {
+  return (mv_segment){ s->base, s->limit, s->selector, s->type, s->present, s->dpl,
+                       s->db, s->s, s->l, s->g, s->avl, s->unusable };
+}
+
+static void seg_in(struct kvm_segment *d, const mv_segment *s) {
+  *d = (struct kvm_segment){ .base = s->base, .limit = s->limit, .selector = s->selector,
+                             .type = s->type, .present = s->present, .dpl = s->dpl, .db = s->db,
+                             .s = s->s, .l = s->l, .g = s->g, .avl = s->avl, .unusable = s->unusable };
+}
+
+static int kvm_get_sregs(mv_vcpu *c, mv_sregs *o, mv_err *err) {
+  struct kvm_sregs s;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:sregs");
+  *o = (mv_sregs){ seg_out(&s.cs), seg_out(&s.ds), seg_out(&s.es), seg_out(&s.fs), seg_out(&s.gs),
+                   seg_out(&s.ss), seg_out(&s.tr), seg_out(&s.ldt),
+                   { s.gdt.base, s.gdt.limit }, { s.idt.base, s.idt.limit },
+                   s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base };
+  return 0;
+}
+
+static int kvm_set_sregs(mv_vcpu *c, const mv_sregs *i, mv_err *err) {
+  struct kvm_sregs s;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:write_sregs");   /* keeps interrupt_bitmap */
+  seg_in(&s.cs, &i->cs); seg_in(&s.ds, &i->ds); seg_in(&s.es, &i->es); seg_in(&s.fs, &i->fs);
+  seg_in(&s.gs, &i->gs); seg_in(&s.ss, &i->ss); seg_in(&s.tr, &i->tr); seg_in(&s.ldt, &i->ldt);
+  s.gdt.base = i->gdt.base; s.gdt.limit = i->gdt.limit;
+  s.idt.base = i->idt.base; s.idt.limit = i->idt.limit;
+  s.cr0 = i->cr0; s.cr2 = i->cr2; s.cr3 = i->cr3; s.cr4 = i->cr4; s.cr8 = i->cr8;
+  s.efer = i->efer; s.apic_base = i->apic_base;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_SREGS, &s, "vcpu:write_sregs");
+  return 0;
+}
+
+const mv_backend_ops mv__kvm_backend = {
+  .name = "kvm",
+  .guest_create = kvm_guest_create, .guest_destroy = kvm_guest_destroy,
+  .map = kvm_map, .unmap = kvm_unmap, .dirty_log = kvm_dirty_log,
+  .bell_add = kvm_bell_add, .bell_remove = kvm_bell_remove, .bell_take = kvm_bell_take,
+  .vcpu_create = kvm_vcpu_create, .vcpu_destroy = kvm_vcpu_destroy,
+  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick,
+  .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
+  .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
+};

@@ -1,0 +1,232 @@
+/*
+ * moonvisor.h - the public C interface of the moonvisor core.
+ *
+ * The core owns guests (VMs), memory objects (VMOs) and their guest-physical
+ * mappings, VCPUs, the trap table (IO ports, MMIO ranges, doorbells) and the
+ * exit loop that dispatches each exit to the matching trap's C callback.
+ * Names follow Fuchsia's zx_guest_* / zx_vcpu_* / zx_vmo_* syscalls.
+ *
+ * It knows nothing about Lua.  Every call that can fail returns 0 or a
+ * negative errno value and fills an mv_err with a message that names the
+ * call and the value; nothing here aborts or exits the process.
+ *
+ * Two backends sit behind these functions: "kvm" (/dev/kvm ioctls) and
+ * "soft" (the Unicorn CPU emulator, for hosts without /dev/kvm).
+ */
+#ifndef MOONVISOR_H
+#define MOONVISOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MV_VERSION "0.1.0"
+#define MV_PAGE_SIZE 4096u
+
+typedef struct mv_err {
+  int code;        /* negative errno, 0 when no error */
+  char msg[256];   /* "guest:map: range 0x1000+0x2000 overlaps ..." */
+} mv_err;
+
+typedef struct mv_vmo mv_vmo;
+typedef struct mv_guest mv_guest;
+typedef struct mv_vcpu mv_vcpu;
+
+/* {====================================================== KVM */
+
+/* KVM_GET_API_VERSION (12 on every supported kernel), or -errno. */
+int mv_kvm_api_version(mv_err *err);
+
+typedef struct mv_cap_info {
+  const char *name;  /* "irqchip", "immediate_exit", ... */
+  int id;            /* KVM_CAP_* number */
+} mv_cap_info;
+
+/* The table of every capability moonvisor knows by name; *count gets its size. */
+const mv_cap_info *mv_kvm_cap_table(size_t *count);
+/* KVM_CHECK_EXTENSION on /dev/kvm: >= 0 result, or -errno. */
+int mv_kvm_check_cap(int id, mv_err *err);
+
+/* {====================================================== VMO */
+
+/* Zero-filled shared anonymous memory, size rounded up to whole pages. */
+int mv_vmo_create(uint64_t size, mv_vmo **out, mv_err *err);
+void mv_vmo_retain(mv_vmo *vmo);
+void mv_vmo_release(mv_vmo *vmo);   /* frees the memory on the last reference */
+uint64_t mv_vmo_size(const mv_vmo *vmo);
+/* Host accesses.  Writes go through here (or mv_guest_write) so snapshots
+ * see them: every page touched is marked in the VMO's host-dirty bitmap. */
+int mv_vmo_read(mv_vmo *vmo, uint64_t off, void *dst, uint64_t len, mv_err *err);
+int mv_vmo_write(mv_vmo *vmo, uint64_t off, const void *src, uint64_t len, mv_err *err);
+
+/* {====================================================== Guest */
+
+typedef enum mv_backend_kind {
+  MV_BACKEND_KVM = 0,
+  MV_BACKEND_SOFT = 1,
+} mv_backend_kind;
+
+typedef struct mv_guest_opts {
+  mv_backend_kind backend;
+  bool irqchip;    /* in-kernel PIC/IOAPIC/LAPIC (kvm only) */
+} mv_guest_opts;
+
+int mv_guest_create(const mv_guest_opts *opts, mv_guest **out, mv_err *err);
+/* Releases every VCPU, mapping, trap and fd.  The handle stays valid (calls
+ * fail with -EBADF) until mv_guest_release drops the last reference. */
+void mv_guest_close(mv_guest *g);
+bool mv_guest_is_closed(const mv_guest *g);
+void mv_guest_retain(mv_guest *g);
+void mv_guest_release(mv_guest *g);
+const char *mv_guest_backend_name(const mv_guest *g);
+
+enum {
+  MV_MAP_READONLY = 1u << 0,   /* guest writes become mem exits */
+  MV_MAP_LOG_DIRTY = 1u << 1,  /* guest writes are recorded per page */
+};
+
+/* zx_vmar_map: vmo[offset, offset+size) at guest-physical gpa.  gpa, offset
+ * and size must be page aligned; overlaps with mappings or mem/bell traps
+ * are refused before any ioctl. */
+int mv_guest_map(mv_guest *g, uint64_t gpa, mv_vmo *vmo, uint64_t offset,
+                 uint64_t size, unsigned flags, mv_err *err);
+int mv_guest_unmap(mv_guest *g, uint64_t gpa, mv_err *err);
+
+typedef struct mv_mapping_info {
+  uint64_t gpa, size, offset;
+  unsigned flags;
+  mv_vmo *vmo;
+} mv_mapping_info;
+size_t mv_guest_mapping_count(const mv_guest *g);
+bool mv_guest_mapping(const mv_guest *g, size_t i, mv_mapping_info *out);
+
+/* Host access to guest-physical memory through the mappings.  The whole
+ * range must be mapped (it may span adjacent mappings). */
+int mv_guest_read(mv_guest *g, uint64_t gpa, void *dst, uint64_t len, mv_err *err);
+int mv_guest_write(mv_guest *g, uint64_t gpa, const void *src, uint64_t len, mv_err *err);
+/* 0 when all of [gpa, gpa+len) is mapped, else -EFAULT naming the first hole. */
+int mv_guest_check_range(mv_guest *g, const char *what, uint64_t gpa, uint64_t len, mv_err *err);
+
+/* Pages of the LOG_DIRTY mapping at gpa written since the last call, by the
+ * guest or by the host.  Writes page numbers (relative to gpa) into pages[]
+ * up to max; returns how many pages are dirty (may exceed max) or -errno. */
+int64_t mv_guest_dirty_pages(mv_guest *g, uint64_t gpa, uint64_t *pages,
+                             uint64_t max, mv_err *err);
+
+/* {====================================================== Traps and exits */
+
+typedef enum mv_trap_kind {
+  MV_TRAP_IO = 0,    /* port range, synchronous */
+  MV_TRAP_MEM = 1,   /* unmapped guest-physical range, synchronous */
+  MV_TRAP_BELL = 2,  /* unmapped guest-physical range, writes delivered later */
+} mv_trap_kind;
+
+typedef enum mv_exit_type {
+  MV_EXIT_IO = 0,
+  MV_EXIT_MEM,
+  MV_EXIT_BELL,
+  MV_EXIT_HLT,
+  MV_EXIT_SHUTDOWN,       /* triple fault */
+  MV_EXIT_KICK,           /* mv_vcpu_kick */
+  MV_EXIT_DEBUG,          /* single-step or breakpoint */
+  MV_EXIT_FAIL_ENTRY,
+  MV_EXIT_INTERNAL_ERROR,
+  MV_EXIT_SYSTEM_EVENT,
+  MV_EXIT_EXCEPTION,      /* a CPU exception the backend could not deliver */
+  MV_EXIT_UNKNOWN,
+  MV_EXIT_TYPE_COUNT
+} mv_exit_type;
+
+const char *mv_exit_type_name(mv_exit_type t);
+
+typedef struct mv_exit {
+  mv_exit_type type;
+  /* io / mem / bell */
+  uint64_t addr;         /* port or guest-physical address */
+  uint32_t size;         /* access size in bytes: 1, 2, 4 (io), 1..8 (mem) */
+  bool write;
+  uint64_t data;         /* value written, or the value read once answered */
+  uint32_t trap_id;      /* the trap that claimed it, 0 when none did */
+  /* everything else */
+  uint64_t rip;          /* where known (debug, exception, shutdown) */
+  uint64_t reason;       /* raw backend reason (KVM_EXIT_*, uc_err) */
+  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, vector, ... */
+  bool handler_failed;   /* a trap callback returned MV_TRAP_FAIL */
+} mv_exit;
+
+/* What a trap callback returns. */
+enum {
+  MV_TRAP_DONE = 0,      /* handled; for reads *value holds the answer */
+  MV_TRAP_FAIL = 1,      /* stop: mv_vcpu_enter returns this exit with handler_failed */
+};
+
+/* Called for every access that falls in the trap.  For reads, *value starts
+ * as all-ones (an empty bus) and the callback may overwrite it. */
+typedef int (*mv_trap_fn)(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* Called once when the trap is removed or its guest closed. */
+typedef void (*mv_trap_release_fn)(void *cookie);
+
+/* zx_guest_set_trap: returns a trap id > 0 or -errno.  Overlapping traps of
+ * the same address space are refused (-EEXIST). */
+int mv_guest_set_trap(mv_guest *g, mv_trap_kind kind, uint64_t addr, uint64_t size,
+                      mv_trap_fn fn, mv_trap_release_fn release, void *cookie,
+                      mv_err *err);
+int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err);
+size_t mv_guest_trap_count(const mv_guest *g);
+
+/* {====================================================== VCPU */
+
+typedef struct mv_regs {
+  uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp;
+  uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+  uint64_t rip, rflags;
+} mv_regs;
+
+typedef struct mv_segment {
+  uint64_t base;
+  uint32_t limit;
+  uint16_t selector;
+  uint8_t type, present, dpl, db, s, l, g, avl, unusable;
+} mv_segment;
+
+typedef struct mv_dtable {
+  uint64_t base;
+  uint16_t limit;
+} mv_dtable;
+
+typedef struct mv_sregs {
+  mv_segment cs, ds, es, fs, gs, ss, tr, ldt;
+  mv_dtable gdt, idt;
+  uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+} mv_sregs;
+
+/* zx_vcpu_create: a VCPU in flat real mode starting at entry. */
+int mv_vcpu_create(mv_guest *g, uint64_t entry, mv_vcpu **out, mv_err *err);
+void mv_vcpu_destroy(mv_vcpu *cpu);   /* idempotent release of the VCPU */
+mv_guest *mv_vcpu_guest(const mv_vcpu *cpu);
+/* An opaque pointer for the embedder (the Lua bindings keep their state here). */
+void mv_vcpu_set_user(mv_vcpu *cpu, void *user);
+void *mv_vcpu_user(const mv_vcpu *cpu);
+int mv_vcpu_id(const mv_vcpu *cpu);
+
+/* zx_vcpu_enter: runs the guest, calling trap callbacks on the way, until an
+ * exit that no trap consumed.  Pending doorbells reach their callbacks before
+ * it returns.  Returns 0 with *exit filled, or -errno (EBUSY when called from
+ * inside a callback of the same VCPU, EBADF when the guest is closed). */
+int mv_vcpu_enter(mv_vcpu *cpu, mv_exit *exit, mv_err *err);
+
+/* zx_vcpu_kick: async-signal-safe and thread-safe.  The VCPU leaves the
+ * guest as soon as possible; a kick before enter makes that enter return a
+ * KICK exit at once. */
+void mv_vcpu_kick(mv_vcpu *cpu);
+
+/* zx_vcpu_interrupt: queue an interrupt vector; it is injected when the
+ * guest can take it. */
+int mv_vcpu_interrupt(mv_vcpu *cpu, uint32_t vector, mv_err *err);
+
+int mv_vcpu_read_state(mv_vcpu *cpu, mv_regs *regs, mv_err *err);
+int mv_vcpu_write_state(mv_vcpu *cpu, const mv_regs *regs, mv_err *err);
+int mv_vcpu_read_sregs(mv_vcpu *cpu, mv_sregs *sregs, mv_err *err);
+int mv_vcpu_write_sregs(mv_vcpu *cpu, const mv_sregs *sregs, mv_err *err);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * vcpu.c - VCPUs (zx_vcpu_*): creation, register access, kick, interrupt
+ * queueing and the backend-independent half of the exit loop.  The backend
+ * runs the guest and reports each IO/MMIO access through mv__access, the
+ * single place where a trap is looked up and the value fed back to the guest
+ * is decided (the hook for a later record/replay).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+static const char *const exit_names[MV_EXIT_TYPE_COUNT] = {
+  [MV_EXIT_IO] = "io", [MV_EXIT_MEM] = "mem", [MV_EXIT_BELL] = "bell",
+  [MV_EXIT_HLT] = "hlt", [MV_EXIT_SHUTDOWN] = "shutdown", [MV_EXIT_KICK] = "kick",
+  [MV_EXIT_DEBUG] = "debug", [MV_EXIT_FAIL_ENTRY] = "fail_entry",
+  [MV_EXIT_INTERNAL_ERROR] = "internal_error", [MV_EXIT_SYSTEM_EVENT] = "system_event",
+  [MV_EXIT_EXCEPTION] = "exception", [MV_EXIT_UNKNOWN] = "unknown",
+};
+
+const char *mv_exit_type_name(mv_exit_type t) {
+  return (unsigned)t < MV_EXIT_TYPE_COUNT ? exit_names[t] : "unknown";
+}
+
+int mv_vcpu_create(mv_guest *g, uint64_t entry, mv_vcpu **out, mv_err *err) {
+  if (g->closed) return mv__fail(err, -EBADF, "guest:vcpu: guest is closed");
+  if (g->nvcpus == MV_MAX_VCPUS)
+    return mv__fail(err, -ENOSPC, "guest:vcpu: too many VCPUs (at most %d)", MV_MAX_VCPUS);
+  if (entry > 0xffff)
+    return mv__fail(err, -ERANGE, "guest:vcpu: real-mode entry 0x%" PRIx64 " is above 0xffff", entry);
+  mv_vcpu *c = calloc(1, sizeof *c);
+  if (!c) return mv__fail(err, -ENOMEM, "guest:vcpu: out of memory");
+  c->guest = g;
+  c->id = g->nvcpus;
+  int r = g->be->vcpu_create(c, entry, err);
+  if (r < 0) {
+    free(c);
+    return r;
+  }
+  g->vcpus[g->nvcpus++] = c;
+  mv_guest_retain(g);
+  *out = c;
+  return 0;
+}
+
+void mv_vcpu_destroy(mv_vcpu *c) {
+  if (!c) return;
+  mv_guest *g = c->guest;
+  if (!c->destroyed && !g->closed) g->be->vcpu_destroy(c);
+  c->destroyed = true;
+  for (int i = 0; i < g->nvcpus; i++)
+    if (g->vcpus[i] == c) g->vcpus[i] = NULL;   /* ids stay stable */
+  free(c);
+  mv_guest_release(g);
+}
+
+mv_guest *mv_vcpu_guest(const mv_vcpu *c) { return c->guest; }
+void mv_vcpu_set_user(mv_vcpu *c, void *user) { c->user = user; }
+void *mv_vcpu_user(const mv_vcpu *c) { return c->user; }
+int mv_vcpu_id(const mv_vcpu *c) { return c->id; }
+
+static int check_live(mv_vcpu *c, const char *what, mv_err *err) {
+  if (c->guest->closed || c->destroyed) return mv__fail(err, -EBADF, "vcpu:%s: the guest is closed", what);
+  return 0;
+}
+
+/* {====================================================== the exit path */
+
+int mv__access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+  mv_guest *g = c->guest;
+  mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
+  uint64_t answer = e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
+  e->trap_id = 0;
+  if (tr && tr->kind == MV_TRAP_BELL) {
+    if (!e->write) {          /* doorbells are write-only: reads see an empty bus */
+      *value = answer;
+      return MV_ACCESS_CONTINUE;
+    }
+    if (g->nbells == MV_BELL_QUEUE) {
+      mv_exit failed;
+      if (mv__bells_drain(g, c, &failed) == MV_TRAP_FAIL) {
+        *e = failed;
+        return MV_ACCESS_STOP;
+      }
+    }
+    g->bells[g->nbells].trap_id = tr->id;
+    g->bells[g->nbells].addr = e->addr;
+    g->nbells++;
+    return MV_ACCESS_CONTINUE;
+  }
+  if (!tr) {                  /* unclaimed: the caller of enter sees it */
+    if (!e->write) *value = e->data = answer;
+    return MV_ACCESS_STOP;
+  }
+  e->trap_id = (uint32_t)tr->id;
+  int r = tr->fn(tr->cookie, c, e, &answer);   /* tr may be gone now: the callback can remove traps */
+  if (r == MV_TRAP_FAIL || g->close_requested) {
+    e->handler_failed = true;
+    if (!e->write) *value = e->data = UINT64_MAX;
+    return MV_ACCESS_STOP;
+  }
+  if (!e->write) {
+    if (e->size < 8) answer &= (UINT64_C(1) << (8 * e->size)) - 1;
+    *value = e->data = answer;   /* the one point where read data enters the guest */
+  }
+  return MV_ACCESS_CONTINUE;
+}
+
+int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
+  int r = check_live(c, "enter", err);
+  if (r) return r;
+  if (c->in_enter) return mv__fail(err, -EBUSY, "vcpu:enter: called from inside a trap handler of the same VCPU");
+  memset(exit, 0, sizeof *exit);
+  mv_guest *g = c->guest;
+  c->in_enter = true;
+  c->exit = exit;
+  if (c->kick_pending) {
+    c->kick_pending = 0;
+    exit->type = MV_EXIT_KICK;
+    r = 0;
+  } else {
+    r = g->be->vcpu_run(c, err);
+  }
+  if (r == 0 && !g->close_requested) {
+    mv_exit failed;
+    if (mv__bells_drain(g, c, &failed) == MV_TRAP_FAIL && !exit->handler_failed) *exit = failed;
+  }
+  c->exit = NULL;
+  c->in_enter = false;
+  if (g->close_requested) {
+    g->close_requested = false;
+    mv_guest_close(g);
+    return mv__fail(err, -EBADF, "vcpu:enter: the guest was closed by a trap handler");
+  }
+  return r;
+}
+
+void mv_vcpu_kick(mv_vcpu *c) {
+  c->kick_pending = 1;
+  if (!c->destroyed && !c->guest->closed) c->guest->be->vcpu_kick(c);
+}
+
+/* {====================================================== interrupts */
+
+int mv_vcpu_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
+  int r = check_live(c, "interrupt", err);
+  if (r) return r;
+  if (vector > 255) return mv__fail(err, -EINVAL, "vcpu:interrupt: vector %" PRIu32 " is not in 0..255", vector);
+  uint32_t bit = UINT32_C(1) << (vector % 32);
+  if (!(c->pending_irq[vector / 32] & bit)) {
+    c->pending_irq[vector / 32] |= bit;
+    c->npending_irq++;
+  }
+  return 0;
+}
+
+bool mv__has_interrupt(const mv_vcpu *c) { return c->npending_irq > 0; }
+
+int mv__take_interrupt(mv_vcpu *c) {
+  for (int w = 7; w >= 0; w--)   /* higher vectors first, as the local APIC orders them */
+    if (c->pending_irq[w]) {
+      int b = 31 - __builtin_clz(c->pending_irq[w]);
+      c->pending_irq[w] &= ~(UINT32_C(1) << b);
+      c->npending_irq--;
+      return w * 32 + b;
+    }
+  return -1;
+}
+
+/* {====================================================== state */
+
+int mv_vcpu_read_state(mv_vcpu *c, mv_regs *regs, mv_err *err) {
+  int r = check_live(c, "read_state", err);
+  return r ? r : c->guest->be->get_regs(c, regs, err);
+}
+
+int mv_vcpu_write_state(mv_vcpu *c, const mv_regs *regs, mv_err *err) {
+  int r = check_live(c, "write_state", err);
+  return r ? r : c->guest->be->set_regs(c, regs, err);
+}
+
+int mv_vcpu_read_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err) {
+  int r = check_live(c, "sregs", err);
+  return r ? r : c->guest->be->get_sregs(c, s, err);
+}
+
+int mv_vcpu_write_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
+  int r = check_live(c, "write_sregs", err);
+  return r ? r : c->guest->be->set_sregs(c, s, err);
+}

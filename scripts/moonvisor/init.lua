@@ -1,0 +1,35 @@
+-- moonvisor: the Lua face of the C module moonvisor.core.
+-- It re-exports the core (mv.vmo, mv.guest, mv.caps, ...) and adds what is
+-- easier to read and change in Lua: cpu:run(), the default backend.
+local core = require "moonvisor.core"
+
+local mv = {}
+for k, v in pairs(core) do mv[k] = v end
+
+local Vcpu = core.Vcpu
+
+-- The backend a guest gets when mv.guest{} names none: "kvm", unless the
+-- environment says MOONVISOR_BACKEND=soft.
+mv.default_backend = os.getenv("MOONVISOR_BACKEND") or "kvm"
+
+function mv.guest(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("mv.guest: options must be a table, got " .. type(opts), 2)
+  end
+  if opts.backend == nil then
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.backend = mv.default_backend
+    opts = copy
+  end
+  return core.guest(opts)
+end
+
+-- Enters until the guest halts, shuts down, errors or leaves an exit that no
+-- handler consumed.  Kicks end the run too, so Ctrl-C and timeouts work.
+function Vcpu:run()
+  return self:enter()
+end
+
+return mv
