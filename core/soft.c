@@ -9,7 +9,8 @@
  * software interrupts are not delivered through the guest's IDT but end the
  * run with an "exception" exit (so there is no triple-fault "shutdown");
  * queued interrupts are injected in real mode only; there is no in-kernel
- * irqchip.
+ * irqchip; 8-byte MMIO accesses arrive as two 4-byte ones (Unicorn's MMIO
+ * regions are at most 4 bytes wide).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,7 +29,6 @@ typedef struct soft_vcpu {
   uc_engine *uc;
   volatile sig_atomic_t stop_requested;   /* set by callbacks, honoured before the next instruction */
   bool exit_set;                           /* *cpu->exit already describes why we stopped */
-  uint64_t pc, insn_size;                  /* the instruction being executed */
   mmio_page_cb *mmio;                      /* user data of MMIO pages mapped on first touch */
   uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
   uint8_t ro_saved[16];
@@ -44,6 +44,16 @@ static soft_vcpu *SV(mv_vcpu *c) { return c->be_state; }
 static int uc_fail(mv_err *err, const char *what, uc_err e) {
   return mv__fail(err, -EIO, "%s: unicorn: %s", what, uc_strerror(e));
 }
+
+/* Unicorn writes as many bytes as it likes (up to 8) into a register read's
+ * buffer, whatever the register's width: always go through a uint64_t. */
+static uint64_t reg(uc_engine *uc, int id) {
+  uint64_t v = 0;
+  uc_reg_read(uc, id, &v);
+  return v;
+}
+
+static uc_err set_reg(uc_engine *uc, int id, uint64_t v) { return uc_reg_write(uc, id, &v); }
 
 /* {====================================================== guest */
 
@@ -145,12 +155,8 @@ static void request_stop(soft_vcpu *sv) {
 static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
-  if (sv->stop_requested || c->kick_pending) {
-    uc_emu_stop(uc);
-    return;
-  }
-  sv->pc = addr;
-  sv->insn_size = size;
+  (void)addr; (void)size;   /* Unicorn's address here is not CS-relative in real mode: use cs_ip() */
+  if (sv->stop_requested || c->kick_pending) uc_emu_stop(uc);
 }
 
 static uint64_t guest_access(mv_vcpu *c, mv_exit_type type, uint64_t addr, unsigned size, bool write, uint64_t data) {
@@ -216,10 +222,15 @@ static bool write_prot_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int 
   return false;   /* Unicorn stops with UC_ERR_WRITE_PROT before the write */
 }
 
+/* The linear address of CS:IP (real mode). */
+static uint64_t cs_ip(uc_engine *uc) {
+  return ((reg(uc, UC_X86_REG_CS) & 0xffff) << 4) + (reg(uc, UC_X86_REG_EIP) & 0xffffffff);
+}
+
 static void intr_hook(uc_engine *uc, uint32_t intno, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
-  *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = sv->pc, .detail = { intno } };
+  *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = cs_ip(uc), .detail = { intno } };
   request_stop(sv);
   uc_emu_stop(uc);
 }
@@ -233,19 +244,13 @@ static const int gpr_ids[] = {
 };
 
 static int soft_get_regs(mv_vcpu *c, mv_regs *r, mv_err *err) {
+  (void)err;
   uc_engine *uc = SV(c)->uc;
-  uint32_t v[8] = { 0 }, eip = 0, eflags = 0;
   uint64_t *dst[8] = { &r->rax, &r->rbx, &r->rcx, &r->rdx, &r->rsi, &r->rdi, &r->rbp, &r->rsp };
   memset(r, 0, sizeof *r);
-  for (int i = 0; i < 8; i++) {
-    uc_err e = uc_reg_read(uc, gpr_ids[i], &v[i]);
-    if (e) return uc_fail(err, "vcpu:read_state", e);
-    *dst[i] = v[i];
-  }
-  uc_reg_read(uc, UC_X86_REG_EIP, &eip);
-  uc_reg_read(uc, UC_X86_REG_EFLAGS, &eflags);
-  r->rip = eip;
-  r->rflags = eflags;
+  for (int i = 0; i < 8; i++) *dst[i] = reg(uc, gpr_ids[i]) & 0xffffffff;
+  r->rip = reg(uc, UC_X86_REG_EIP) & 0xffffffff;
+  r->rflags = reg(uc, UC_X86_REG_EFLAGS) & 0xffffffff;
   return 0;
 }
 
@@ -256,13 +261,11 @@ static int soft_set_regs(mv_vcpu *c, const mv_regs *r, mv_err *err) {
   for (int i = 0; i < 8; i++)
     if (high[i]) return mv__fail(err, -ENOTSUP, "vcpu:write_state: r8-r15 do not exist in real mode (soft backend)");
   for (int i = 0; i < 8; i++) {
-    uint32_t v = (uint32_t)src[i];
-    uc_err e = uc_reg_write(uc, gpr_ids[i], &v);
+    uc_err e = set_reg(uc, gpr_ids[i], src[i] & 0xffffffff);
     if (e) return uc_fail(err, "vcpu:write_state", e);
   }
-  uint32_t eip = (uint32_t)r->rip, eflags = (uint32_t)r->rflags | 2;
-  uc_reg_write(uc, UC_X86_REG_EIP, &eip);
-  uc_reg_write(uc, UC_X86_REG_EFLAGS, &eflags);
+  set_reg(uc, UC_X86_REG_EIP, r->rip & 0xffffffff);
+  set_reg(uc, UC_X86_REG_EFLAGS, (r->rflags & 0xffffffff) | 2);
   return 0;
 }
 
@@ -275,8 +278,7 @@ static int soft_get_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err) {
   memset(s, 0, sizeof *s);
   mv_segment *segs[6] = { &s->cs, &s->ds, &s->es, &s->fs, &s->gs, &s->ss };
   for (int i = 0; i < 6; i++) {
-    uint16_t sel = 0;
-    uc_reg_read(uc, seg_ids[i], &sel);
+    uint16_t sel = (uint16_t)reg(uc, seg_ids[i]);
     /* real mode: the hidden part follows the selector */
     *segs[i] = (mv_segment){ .base = (uint64_t)sel << 4, .limit = 0xffff, .selector = sel,
                              .type = i == 0 ? 11 : 3, .present = 1, .s = 1 };
@@ -286,10 +288,11 @@ static int soft_get_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err) {
   uc_reg_read(uc, UC_X86_REG_IDTR, &idtr);
   s->gdt = (mv_dtable){ gdtr.base, (uint16_t)gdtr.limit };
   s->idt = (mv_dtable){ idtr.base, (uint16_t)idtr.limit };
-  uint64_t cr[5] = { 0 };
-  const int cr_ids[5] = { UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4, UC_X86_REG_CR8 };
-  for (int i = 0; i < 5; i++) uc_reg_read(uc, cr_ids[i], &cr[i]);
-  s->cr0 = (uint32_t)cr[0]; s->cr2 = (uint32_t)cr[1]; s->cr3 = (uint32_t)cr[2]; s->cr4 = (uint32_t)cr[3]; s->cr8 = cr[4];
+  s->cr0 = reg(uc, UC_X86_REG_CR0) & 0xffffffff;
+  s->cr2 = reg(uc, UC_X86_REG_CR2) & 0xffffffff;
+  s->cr3 = reg(uc, UC_X86_REG_CR3) & 0xffffffff;
+  s->cr4 = reg(uc, UC_X86_REG_CR4) & 0xffffffff;
+  s->cr8 = reg(uc, UC_X86_REG_CR8);
   s->apic_base = UINT64_C(0xfee00900);
   return 0;
 }
@@ -303,12 +306,17 @@ static int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
     if (segs[i]->base != (uint64_t)segs[i]->selector << 4)
       return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: segment base 0x%" PRIx64 " is not selector*16 (soft backend, real mode)",
                       segs[i]->base);
-    uint16_t sel = segs[i]->selector;
-    uc_reg_write(uc, seg_ids[i], &sel);
+    set_reg(uc, seg_ids[i], segs[i]->selector);
   }
   uc_x86_mmr gdtr = { .base = s->gdt.base, .limit = s->gdt.limit }, idtr = { .base = s->idt.base, .limit = s->idt.limit };
   uc_reg_write(uc, UC_X86_REG_GDTR, &gdtr);
   uc_reg_write(uc, UC_X86_REG_IDTR, &idtr);
+  const int cr_ids[4] = { UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR3, UC_X86_REG_CR4 };
+  const uint64_t cr[4] = { s->cr0, s->cr2, s->cr3, s->cr4 };
+  for (int i = 0; i < 4; i++) {
+    uc_err e = set_reg(uc, cr_ids[i], cr[i] & 0xffffffff);
+    if (e) return uc_fail(err, "vcpu:write_sregs", e);
+  }
   return 0;
 }
 
@@ -366,27 +374,31 @@ static void soft_vcpu_kick(mv_vcpu *c) { (void)c; }   /* code_hook sees kick_pen
 /* Real-mode delivery of a queued vector through the IVT, as the CPU does it. */
 static void inject_real_mode(mv_vcpu *c) {
   uc_engine *uc = SV(c)->uc;
-  uint32_t eflags = 0, eip = 0, esp = 0;
-  uint16_t cs = 0, ss = 0;
-  uc_reg_read(uc, UC_X86_REG_EFLAGS, &eflags);
+  uint64_t eflags = reg(uc, UC_X86_REG_EFLAGS);
   if (!(eflags & 0x200) || !mv__has_interrupt(c)) return;
   uint16_t ivt[2];
   int vector = mv__take_interrupt(c);
   if (mv_guest_read(c->guest, (uint64_t)vector * 4, ivt, sizeof ivt, NULL) < 0) return;
-  uc_reg_read(uc, UC_X86_REG_EIP, &eip);
-  uc_reg_read(uc, UC_X86_REG_ESP, &esp);
-  uc_reg_read(uc, UC_X86_REG_CS, &cs);
-  uc_reg_read(uc, UC_X86_REG_SS, &ss);
-  uint16_t frame[3] = { (uint16_t)eip, cs, (uint16_t)eflags };
+  uint64_t esp = reg(uc, UC_X86_REG_ESP), ss = reg(uc, UC_X86_REG_SS) & 0xffff;
+  uint16_t frame[3] = { (uint16_t)reg(uc, UC_X86_REG_EIP), (uint16_t)reg(uc, UC_X86_REG_CS), (uint16_t)eflags };
   uint16_t sp = (uint16_t)(esp - 6);
-  if (mv_guest_write(c->guest, ((uint64_t)ss << 4) + sp, frame, sizeof frame, NULL) < 0) return;
-  esp = (esp & 0xffff0000u) | sp;
-  eflags &= ~(uint32_t)(0x200 | 0x100 | 0x40000);   /* IF, TF, AC */
-  eip = ivt[0];
-  uc_reg_write(uc, UC_X86_REG_ESP, &esp);
-  uc_reg_write(uc, UC_X86_REG_EFLAGS, &eflags);
-  uc_reg_write(uc, UC_X86_REG_CS, &ivt[1]);
-  uc_reg_write(uc, UC_X86_REG_EIP, &eip);
+  if (mv_guest_write(c->guest, (ss << 4) + sp, frame, sizeof frame, NULL) < 0) return;
+  set_reg(uc, UC_X86_REG_ESP, (esp & 0xffff0000u) | sp);
+  set_reg(uc, UC_X86_REG_EFLAGS, eflags & ~(uint64_t)(0x200 | 0x100 | 0x40000));   /* IF, TF, AC */
+  set_reg(uc, UC_X86_REG_CS, ivt[1]);
+  set_reg(uc, UC_X86_REG_EIP, ivt[0]);
+}
+
+/* A guest write to read-only memory stopped Unicorn before the write: run
+ * that one instruction on a writable page, then put the old bytes back. */
+static uc_err discard_readonly_write(soft_vcpu *sv) {
+  uint64_t page = sv->ro_addr & ~(uint64_t)(MV_PAGE_SIZE - 1);
+  uc_mem_protect(sv->uc, page, MV_PAGE_SIZE, UC_PROT_ALL);
+  sv->stop_requested = 0;   /* let code_hook run this one instruction */
+  uc_err e = uc_emu_start(sv->uc, cs_ip(sv->uc), UINT64_MAX, 0, 1);
+  uc_mem_write(sv->uc, sv->ro_addr, sv->ro_saved, (size_t)sv->ro_size);
+  uc_mem_protect(sv->uc, page, MV_PAGE_SIZE, UC_PROT_READ | UC_PROT_EXEC);
+  return e;
 }
 
 static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
@@ -394,25 +406,11 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
   soft_vcpu *sv = SV(c);
   for (;;) {
     inject_real_mode(c);
-    uint32_t eip = 0;
-    uint16_t cs = 0;
-    uc_reg_read(sv->uc, UC_X86_REG_EIP, &eip);
-    uc_reg_read(sv->uc, UC_X86_REG_CS, &cs);
     sv->stop_requested = 0;
     sv->exit_set = false;
     sv->ro_size = 0;
-    sv->pc = ((uint64_t)cs << 4) + eip;
-    uc_err e = uc_emu_start(sv->uc, ((uint64_t)cs << 4) + eip, UINT64_MAX, 0, 0);
-    if (e == UC_ERR_WRITE_PROT && sv->ro_size) {
-      /* finish the instruction on a writable page, then undo its write */
-      uint64_t page = sv->ro_addr & ~(uint64_t)(MV_PAGE_SIZE - 1);
-      uc_mem_protect(sv->uc, page, MV_PAGE_SIZE, UC_PROT_ALL);
-      uc_reg_read(sv->uc, UC_X86_REG_EIP, &eip);
-      e = uc_emu_start(sv->uc, ((uint64_t)cs << 4) + eip, UINT64_MAX, 0, 1);
-      uc_mem_write(sv->uc, sv->ro_addr, sv->ro_saved, (size_t)sv->ro_size);
-      uc_mem_protect(sv->uc, page, MV_PAGE_SIZE, UC_PROT_READ | UC_PROT_EXEC);
-      if (e == UC_ERR_OK) return 0;
-    }
+    uc_err e = uc_emu_start(sv->uc, cs_ip(sv->uc), UINT64_MAX, 0, 0);
+    if (e == UC_ERR_WRITE_PROT && sv->ro_size && discard_readonly_write(sv) == UC_ERR_OK) return 0;
     if (sv->exit_set) return 0;
     if (c->kick_pending) {
       c->kick_pending = 0;
@@ -420,25 +418,22 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
       return 0;
     }
     mv_exit *x = c->exit;
+    uint64_t pc = cs_ip(sv->uc);
     uint8_t op = 0;
     switch (e) {
-    case UC_ERR_OK:
-      if (uc_mem_read(sv->uc, sv->pc, &op, 1) == UC_ERR_OK && op == 0xf4) {
-        *x = (mv_exit){ .type = MV_EXIT_HLT, .rip = sv->pc + 1 };
+    case UC_ERR_OK:   /* Unicorn stops after a hlt */
+      if (uc_mem_read(sv->uc, pc - 1, &op, 1) == UC_ERR_OK && op == 0xf4) {
+        *x = (mv_exit){ .type = MV_EXIT_HLT, .rip = pc };
         return 0;
       }
       if (mv__has_interrupt(c)) continue;
-      *x = (mv_exit){ .type = MV_EXIT_UNKNOWN, .rip = sv->pc };
+      *x = (mv_exit){ .type = MV_EXIT_UNKNOWN, .rip = pc };
       return 0;
     case UC_ERR_INSN_INVALID:
-      *x = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = sv->pc, .reason = e, .detail = { 6 } };
+      *x = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = pc, .reason = e, .detail = { 6 } };
       return 0;
-    case UC_ERR_FETCH_UNMAPPED:
-    case UC_ERR_FETCH_PROT:
-      *x = (mv_exit){ .type = MV_EXIT_INTERNAL_ERROR, .rip = sv->pc, .reason = e, .detail = { 1 } };
-      return 0;
-    default:
-      *x = (mv_exit){ .type = MV_EXIT_INTERNAL_ERROR, .rip = sv->pc, .reason = e };   /* reason: uc_err */
+    default:   /* fetch from unmapped or MMIO memory, and anything else Unicorn refuses */
+      *x = (mv_exit){ .type = MV_EXIT_INTERNAL_ERROR, .rip = pc, .reason = e, .detail = { 1 } };
       return 0;
     }
   }

@@ -1,0 +1,69 @@
+-- helpers.lua - what the specs share: the backend under test, guests with
+-- RAM and a real-mode VCPU, and nasm-assembled snippets.
+local mv = require "moonvisor"
+
+local helpers = {}
+
+-- The backend every spec guest uses.  "kvm" needs /dev/kvm: without it the
+-- specs fail with the core's message, they are never skipped.
+helpers.backend = os.getenv("MOONVISOR_BACKEND") or "kvm"
+helpers.kvm = helpers.backend == "kvm"
+
+function helpers.guest(opts)
+  opts = opts or {}
+  opts.backend = opts.backend or helpers.backend
+  return mv.guest(opts)
+end
+
+-- Assembles 16-bit nasm source (org 0x1000 unless the source sets one).
+local cache = {}
+function helpers.asm(source)
+  if cache[source] then return cache[source] end
+  local src = os.tmpname()
+  local out = src .. ".bin"
+  local f = assert(io.open(src, "w"))
+  if not source:find("org%s") then f:write("org 0x1000\n") end
+  f:write("bits 16\n", source, "\n")
+  f:close()
+  local ok = os.execute(("nasm -f bin -o %q %q 2>%q.err"):format(out, src, src))
+  local bin
+  if ok then
+    local b = assert(io.open(out, "rb"))
+    bin = b:read("a")
+    b:close()
+  else
+    local e = io.open(src .. ".err"):read("a")
+    os.remove(src); os.remove(src .. ".err")
+    error("nasm failed: " .. e, 2)
+  end
+  os.remove(src); os.remove(out); os.remove(src .. ".err")
+  cache[source] = bin
+  return bin
+end
+
+-- A guest with 64 KiB of RAM at 0, the code at 0x1000 and a VCPU there.
+function helpers.real(source, opts)
+  local g = helpers.guest(opts)
+  local ram = mv.vmo(0x10000)
+  g:map(0, ram)
+  g:write(0x1000, helpers.asm(source))
+  local cpu = g:vcpu{ entry = 0x1000 }
+  return g, cpu, ram
+end
+
+-- Number of open file descriptors of this process.
+function helpers.fd_count()
+  local p = io.popen("ls /proc/" .. helpers.pid() .. "/fd | wc -l")
+  local n = tonumber(p:read("a"))
+  p:close()
+  return n - 1   -- the ls itself inherits none, but popen's pipe is one
+end
+
+function helpers.pid()
+  local f = io.open("/proc/self/stat")
+  local pid = f:read("n")
+  f:close()
+  return pid
+end
+
+return helpers
