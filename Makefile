@@ -65,8 +65,15 @@ run: deps all
 test: deps all
 	$(SPEC_ENV) $(BUSTED) -o spec/summary.lua spec
 
+# Exit-cost table (bench/exit.c); the soft backend when there is no /dev/kvm.
+# Extra flags: make bench BENCH_ARGS="-n 200000 -r 5"
 bench: deps all
-	@echo "bench: not yet"
+	@$(MAKE) --no-print-directory $(BUILD)/bench/exit
+	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
+
+$(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) -lm -ldl -Wl,-E
 
 clean:
 	rm -rf $(BUILD)
