@@ -13,7 +13,7 @@ LGuest *lmv_toguest(lua_State *L, int idx) { return luaL_testudata(L, idx, MV_GU
 mv_guest *lmv_checkguest(lua_State *L, int idx, const char *what) {
   LGuest *g = lmv_toguest(L, idx);
   if (!g) {
-    luaL_error(L, "%s: expected a moonvisor.Guest, got %s", what, luaL_typename(L, idx));
+    luaL_error(L, "%s: expected a moonvisor.Guest, got %s", what, lmv_typename(L, idx));
     return NULL;
   }
   if (!g->g || mv_guest_is_closed(g->g)) luaL_error(L, "%s: attempt to use a closed guest", what);
@@ -161,11 +161,12 @@ int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value
   }
   if (!exit->write && !lua_isnil(L, -1)) {
     int isnum = 0;
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
     if (!isnum) {
-      lua_pushfstring(L, "handler returned %s for a %s read of 0x%I (expected an integer or nil)",
+      char hex[20];
+      lua_pushfstring(L, "handler returned %s for an %s read of %s (expected an integer or nil)",
                       lua_type(L, -1) == LUA_TNUMBER ? "a non-integer number" : luaL_typename(L, -1),
-                      mv_exit_type_name(exit->type), (LUAI_UACINT)exit->addr);
+                      mv_exit_type_name(exit->type), lmv_hex(hex, exit->addr));
       lua_setiuservalue(L, lv->base, 3);
       lua_pop(L, 1);
       return MV_TRAP_FAIL;

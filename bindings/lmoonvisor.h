@@ -49,6 +49,12 @@ LVcpu *lmv_checkvcpu(lua_State *L, int idx, const char *what);
 lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *name);
 /* Raises the core's message (it already names the call and the value). */
 int lmv_raise(lua_State *L, const mv_err *err);
+/* The same with the call named what (for methods built on another core call). */
+int lmv_raise_as(lua_State *L, const char *what, const mv_err *err);
+/* "moonvisor.Vmo" for our userdata, the plain type name otherwise. */
+const char *lmv_typename(lua_State *L, int idx);
+/* 64-bit hexadecimal, which lua_pushfstring cannot print. */
+const char *lmv_hex(char buf[20], uint64_t v);
 
 /* Pushes a fresh table describing an exit (what enter returns). */
 void lmv_pushexit(lua_State *L, const mv_exit *e);

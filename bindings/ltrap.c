@@ -26,7 +26,10 @@ static int trap_remove(lua_State *L) {
 static int trap_tostring(lua_State *L) {
   LTrap *t = luaL_checkudata(L, 1, MV_TRAP);
   if (t->id == 0) lua_pushliteral(L, "Trap(removed)");
-  else lua_pushfstring(L, "Trap(%s 0x%I+0x%I)", kind_names[t->kind], (LUAI_UACINT)t->addr, (LUAI_UACINT)t->size);
+  else {
+    char a[20], n[20];
+    lua_pushfstring(L, "Trap(%s %s+%s)", kind_names[t->kind], lmv_hex(a, (uint64_t)t->addr), lmv_hex(n, (uint64_t)t->size));
+  }
   return 1;
 }
 

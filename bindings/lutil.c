@@ -2,23 +2,44 @@
  * lutil.c - helpers every binding file uses: integer arguments, raising the
  * core's errors, exit tables, and the u8/u16/u32/u64 accessors.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include "lmoonvisor.h"
 
 lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *name) {
   int isnum = 0;
-  lua_Integer v = lua_tointegerx(L, idx, &isnum);
+  lua_Integer v = lua_type(L, idx) == LUA_TNUMBER ? lua_tointegerx(L, idx, &isnum) : 0;   /* no strings */
   if (!isnum) {
     if (lua_type(L, idx) == LUA_TNUMBER)
       luaL_error(L, "%s: %s must be an integer, got %s", what, name, lua_tostring(L, idx));
     else
-      luaL_error(L, "%s: %s must be an integer, got %s", what, name, luaL_typename(L, idx));
+      luaL_error(L, "%s: %s must be an integer, got %s", what, name, lmv_typename(L, idx));
   }
   return v;
 }
 
+const char *lmv_typename(lua_State *L, int idx) {
+  if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+    const char *name = lua_tostring(L, -1);
+    lua_pop(L, 1);   /* the metatable keeps the string alive */
+    return name;
+  }
+  return luaL_typename(L, idx);
+}
+
+const char *lmv_hex(char buf[20], uint64_t v) {
+  snprintf(buf, 20, "0x%" PRIx64, v);
+  return buf;
+}
+
 int lmv_raise(lua_State *L, const mv_err *err) {
   return luaL_error(L, "%s", err->msg);
+}
+
+int lmv_raise_as(lua_State *L, const char *what, const mv_err *err) {
+  const char *msg = strstr(err->msg, ": ");   /* drop the core's own "guest:read" prefix */
+  return luaL_error(L, "%s: %s", what, msg ? msg + 2 : err->msg);
 }
 
 static void setint(lua_State *L, int t, const char *k, lua_Integer v) {
@@ -105,7 +126,7 @@ int lmv_uint_access(lua_State *L, void *obj, lmv_rw_fn rw, const char *what, int
   mv_err err;
   if (lua_isnoneornil(L, 3)) {
     uint64_t v = 0;
-    if (rw(obj, off, &v, (uint64_t)bytes, 0, &err) < 0) return lmv_raise(L, &err);
+    if (rw(obj, off, &v, (uint64_t)bytes, 0, &err) < 0) return lmv_raise_as(L, what, &err);
     lua_pushinteger(L, (lua_Integer)v);
     return 1;
   }
@@ -116,6 +137,6 @@ int lmv_uint_access(lua_State *L, void *obj, lmv_rw_fn rw, const char *what, int
       return luaL_error(L, "%s: value %I does not fit in %d bits", what, (LUAI_UACINT)v, 8 * bytes);
   }
   uint64_t u = (uint64_t)v;
-  if (rw(obj, off, &u, (uint64_t)bytes, 1, &err) < 0) return lmv_raise(L, &err);
+  if (rw(obj, off, &u, (uint64_t)bytes, 1, &err) < 0) return lmv_raise_as(L, what, &err);
   return 0;
 }

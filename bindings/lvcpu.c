@@ -10,7 +10,7 @@
 LVcpu *lmv_checkvcpu(lua_State *L, int idx, const char *what) {
   LVcpu *v = luaL_testudata(L, idx, MV_VCPU);
   if (!v) {
-    luaL_error(L, "%s: expected a moonvisor.Vcpu, got %s", what, luaL_typename(L, idx));
+    luaL_error(L, "%s: expected a moonvisor.Vcpu, got %s", what, lmv_typename(L, idx));
     return NULL;
   }
   if (!v->cpu) luaL_error(L, "%s: attempt to use a closed vcpu", what);
@@ -60,13 +60,14 @@ static int msghandler(lua_State *L) {
 static int raise_handler_error(lua_State *L, const mv_exit *e) {
   lua_getiuservalue(L, 1, 3);
   const char *msg = lua_tostring(L, -1);
+  char hex[20];
   if (!msg) msg = "the handler could not be called (Lua stack exhausted)";
   if (e->type == MV_EXIT_IO)
-    lua_pushfstring(L, "vcpu:enter: io handler for port 0x%I (%s, %d bytes) failed: %s", (LUAI_UACINT)e->addr,
+    lua_pushfstring(L, "vcpu:enter: io handler for port %s (%s, %d bytes) failed: %s", lmv_hex(hex, e->addr),
                     e->write ? "out" : "in", (int)e->size, msg);
   else
-    lua_pushfstring(L, "vcpu:enter: %s handler for 0x%I (%s, %d bytes) failed: %s", mv_exit_type_name(e->type),
-                    (LUAI_UACINT)e->addr, e->write ? "write" : "read", (int)e->size, msg);
+    lua_pushfstring(L, "vcpu:enter: %s handler for %s (%s, %d bytes) failed: %s", mv_exit_type_name(e->type),
+                    lmv_hex(hex, e->addr), e->write ? "write" : "read", (int)e->size, msg);
   lua_pushnil(L);
   lua_setiuservalue(L, 1, 3);
   return lua_error(L);

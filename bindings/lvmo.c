@@ -8,7 +8,7 @@
 mv_vmo *lmv_checkvmo(lua_State *L, int idx, const char *what) {
   LVmo *v = luaL_testudata(L, idx, MV_VMO);
   if (!v) {
-    luaL_error(L, "%s: expected a moonvisor.Vmo, got %s", what, luaL_typename(L, idx));
+    luaL_error(L, "%s: expected a moonvisor.Vmo, got %s", what, lmv_typename(L, idx));
     return NULL;
   }
   if (!v->vmo) luaL_error(L, "%s: attempt to use a closed vmo", what);

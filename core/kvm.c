@@ -387,7 +387,8 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
         run->immediate_exit = 0;
         return exit_with(c, MV_EXIT_KICK, KVM_EXIT_INTR);
       }
-      continue;   /* some other signal: resume */
+      run->immediate_exit = 0;   /* a kick consumed before this run left it set */
+      continue;                  /* or some other signal: resume */
     }
     switch (run->exit_reason) {
     case KVM_EXIT_IO:

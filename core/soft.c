@@ -157,6 +157,7 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
   soft_vcpu *sv = SV(c);
   (void)addr; (void)size;   /* Unicorn's address here is not CS-relative in real mode: use cs_ip() */
   if (sv->stop_requested || c->kick_pending) uc_emu_stop(uc);
+  else if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) uc_emu_stop(uc);   /* inject it */
 }
 
 static uint64_t guest_access(mv_vcpu *c, mv_exit_type type, uint64_t addr, unsigned size, bool write, uint64_t data) {

@@ -1,0 +1,188 @@
+-- vcpu_spec.lua - VCPU registers, handler errors, re-entrancy, kicks and
+-- lifetime (children keep their guest alive, close releases everything).
+local mv = require "moonvisor"
+local H = require "helpers"
+
+describe("vcpu registers", function()
+  it("round-trip through write_state and read_state", function()
+    local g, cpu = H.real("hlt")
+    local want = { rax = 0x11223344, rbx = 0x55667788, rcx = 0x99aabbcc, rdx = 0xddeeff00,
+                   rsi = 0x1234, rdi = 0x5678, rbp = 0x9abc, rsp = 0xdef0, rip = 0x1000 }
+    if H.kvm then
+      for k, v in pairs{ rax = 0x1122334455667788, r8 = 8, r9 = 9, r10 = 10, r11 = 11,
+                         r12 = 12, r13 = 13, r14 = 14, r15 = -1 } do want[k] = v end
+    end
+    cpu:write_state(want)
+    local got = cpu:read_state()
+    for k, v in pairs(want) do assert.equals(v, got[k], k) end
+    assert.equals(2, got.rflags & 2)   -- the reserved bit stays set
+  end)
+
+  it("are readable and writable one at a time", function()
+    local g, cpu = H.real("inc ax\nhlt")
+    cpu.rax = 41
+    assert.equals(0x1000, cpu.rip)
+    cpu:enter()
+    assert.equals(42, cpu.rax)
+    assert.is_nil(cpu.not_a_register)
+    assert.has_error(function() cpu.xyz = 1 end, "vcpu: cannot set field xyz (not a register)")
+  end)
+
+  it("let handlers read and change registers (a hypercall)", function()
+    local g, cpu = H.real("mov ax, 20\nmov bx, 22\nout 0xf0, al\nhlt")
+    g:trap("io", 0xf0, 1, function(e, c)
+      local r = c:read_state()
+      c:write_state{ rcx = r.rax + r.rbx }
+    end)
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(42, cpu.rcx & 0xffff)
+  end)
+
+  it("expose segments and control registers through sregs", function()
+    local g, cpu = H.real("hlt")
+    local s = cpu:sregs()
+    assert.equals(0, s.cs.base)
+    assert.equals(0, s.cs.selector)
+    assert.equals(0, s.cr0 & 1)   -- real mode
+    cpu:write_sregs{ ds = { selector = 0x100, base = 0x1000 } }
+    assert.equals(0x1000, cpu:sregs().ds.base)
+  end)
+end)
+
+describe("trap handlers", function()
+  it("re-raise errors from enter with the traceback, and the VCPU resumes", function()
+    local g, cpu = H.real("out 0x80, al\nout 0x80, al\nhlt")
+    local calls = 0
+    g:trap("io", 0x80, 1, function()
+      calls = calls + 1
+      if calls == 1 then error("boom") end
+    end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("^vcpu:enter: io handler for port 0x80 %(out, 1 bytes%) failed: .*boom", err)
+    assert.matches("stack traceback", err)
+    assert.equals("hlt", cpu:enter().type)   -- the second out reached the handler
+    assert.equals(2, calls)
+  end)
+
+  it("fail the read when a handler returns a non-integer", function()
+    local g, cpu = H.real("in al, 0x81\nhlt")
+    g:trap("io", 0x81, 1, function() return 1.5 end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("handler returned a non%-integer number for an io read of 0x81", err)
+    assert.equals(0xff, cpu.rax & 0xff)   -- the guest saw all-ones
+    assert.equals("hlt", cpu:enter().type)
+  end)
+
+  it("accept floats that hold an integer", function()
+    local g, cpu = H.real("in al, 0x81\nhlt")
+    g:trap("io", 0x81, 1, function() return 7.0 end)
+    cpu:enter()
+    assert.equals(7, cpu.rax & 0xff)
+  end)
+
+  it("refuse a nested enter of the same VCPU", function()
+    local g, cpu = H.real("out 0x80, al\nhlt")
+    g:trap("io", 0x80, 1, function(_, c) c:enter() end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("vcpu:enter: called from inside a trap handler of the same VCPU", err)
+    assert.equals("hlt", cpu:enter().type)
+  end)
+
+  it("can close the guest; enter then reports it", function()
+    local g, cpu = H.real("out 0x80, al\nhlt")
+    g:trap("io", 0x80, 1, function() g:close() end)
+    assert.has_error(function() cpu:enter() end, "vcpu:enter: the guest was closed by a trap handler")
+    assert.equals("Guest(closed)", tostring(g))
+    assert.has_error(function() cpu:enter() end, "vcpu:enter: attempt to use a vcpu of a closed guest")
+  end)
+end)
+
+describe("vcpu:kick()", function()
+  it("before enter makes that enter return a kick exit at once", function()
+    local g, cpu = H.real("jmp $")
+    cpu:kick()
+    assert.equals("kick", cpu:enter().type)
+    assert.equals(0x1000, cpu.rip)
+  end)
+
+  it("from a handler stops a spinning guest", function()
+    local g, cpu = H.real("l: out 0x80, al\njmp l")
+    local n = 0
+    g:trap("io", 0x80, 1, function(_, c) n = n + 1; if n == 100 then c:kick() end end)
+    assert.equals("kick", cpu:enter().type)
+    assert.equals(100, n)
+  end)
+end)
+
+describe("vcpu:interrupt()", function()
+  it("delivers a queued vector through the real-mode IVT when IF is set", function()
+    local g, cpu = H.real([[
+      mov word [0x20*4], isr
+      mov word [0x20*4+2], 0
+      mov sp, 0x8000
+      sti
+      l: out 0x80, al
+      jmp l
+      isr: mov al, 0x42
+      out 0x81, al
+      hlt]])
+    local n = 0
+    g:trap("io", 0x80, 1, function(_, c) n = n + 1; if n == 3 then c:interrupt(0x20) end end)
+    local got
+    g:trap("io", 0x81, 1, function(e) got = e.data end)
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(0x42, got)
+  end)
+end)
+
+describe("lifetime", function()
+  it("a VCPU keeps its guest alive after the guest variable is gone", function()
+    local cpu
+    do
+      local g = H.real("mov ax, 7\nhlt")
+      cpu = select(2, H.real("mov ax, 7\nhlt"))
+      g = nil
+    end
+    collectgarbage(); collectgarbage()
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(7, cpu.rax & 0xffff)
+  end)
+
+  it("close is idempotent and __close closes at scope end", function()
+    local before = H.fd_count()
+    do
+      local g <close> = H.real("hlt")
+      local ram <close> = mv.vmo(0x1000)
+      g:map(0x10000, ram)
+      ram:close(); ram:close()   -- the mapping keeps the memory
+      assert.equals(0, g:u8(0x10000))
+    end
+    local g, cpu = H.real("hlt")
+    cpu:close(); cpu:close()
+    g:close(); g:close()
+    assert.equals("Vcpu(closed)", tostring(cpu))
+    assert.equals(before, H.fd_count())
+  end)
+
+  it("creating and closing 500 guests leaks no file descriptor", function()
+    local before = H.fd_count()
+    for i = 1, 500 do
+      local g, cpu = H.real("hlt")
+      assert.equals("hlt", cpu:enter().type)
+      g:close()
+    end
+    collectgarbage()
+    assert.equals(before, H.fd_count())
+  end)
+
+  it("prints something useful", function()
+    local g, cpu = H.real("hlt")
+    g:trap("io", 1, 1, function() end)
+    assert.equals(("Guest(%s, 1 maps, 1 traps)"):format(H.backend), tostring(g))
+    assert.equals(("Vcpu(0, %s)"):format(H.backend), tostring(cpu))
+    assert.equals("Vmo(4096 bytes)", tostring(mv.vmo(1)))
+  end)
+end)
