@@ -1,0 +1,71 @@
+-- runner_spec.lua - the moonvisor executable: scripts with arguments, -e,
+-- errors with tracebacks and exit status, the basic prompt on a pipe, and
+-- the flagship example.
+local H = require "helpers"
+
+local exe = "build/moonvisor"
+
+local function run(args, stdin)
+  local tmp = os.tmpname()
+  local cmd = ("MOONVISOR_BACKEND=%s %s %s 2>&1 >%s"):format(H.backend, exe, args, tmp)
+  local input = os.tmpname()
+  local i = io.open(input, "w")
+  i:write(stdin or "")
+  i:close()
+  cmd = cmd .. " <" .. input
+  local p = io.popen(cmd)
+  local err = p:read("a")
+  local ok, _, code = p:close()
+  local f = io.open(tmp)
+  local out = f:read("a")
+  f:close()
+  os.remove(tmp)
+  os.remove(input)
+  return out, err, ok and 0 or code
+end
+
+describe("the moonvisor executable", function()
+  it("runs a script with arg set as lua does", function()
+    local tmp = os.tmpname()
+    local f = io.open(tmp, "w")
+    f:write("print(arg[0] == ..., select('#', ...), arg[1], arg[2], arg[-1] ~= nil)")
+    f:close()
+    local out, err, code = run(("%s one two"):format(tmp))
+    os.remove(tmp)
+    assert.equals(0, code, err)
+    assert.equals("false\t2\tone\ttwo\ttrue\n", out)
+  end)
+
+  it("has moonvisor preloaded for -e chunks", function()
+    local out, err, code = run([[-e 'local mv = require "moonvisor"; print(mv.version, #mv.vmo(1))']])
+    assert.equals(0, code, err)
+    assert.equals("0.1.0\t4096\n", out)
+  end)
+
+  it("prints the error with a traceback and exits non-zero", function()
+    local out, err, code = run([[-e 'local mv = require "moonvisor"; mv.vmo(0)']])
+    assert.equals(1, code)
+    assert.matches("mv.vmo: size must be positive, got 0", err)
+    assert.matches("stack traceback:", err)
+  end)
+
+  it("reads statements from a pipe and prints expression values", function()
+    local out, err, code = run("", "x = 6 * 7\nx\nmv = require 'moonvisor'\n#mv.vmo(10)\nerror('oops')\nx + 1\n")
+    assert.equals(0, code)
+    assert.equals("42\n4096\n43\n", out)
+    assert.matches("oops", err)
+  end)
+
+  it("refuses unknown options", function()
+    local _, err, code = run("--frobnicate")
+    assert.equals(1, code)
+    assert.matches("unrecognized option '%-%-frobnicate'", err)
+  end)
+
+  it("runs examples/hello.lua: greeting, the handler's answer, a hlt exit", function()
+    local out, err, code = run("examples/hello.lua")
+    assert.equals(0, code, err)
+    assert.equals("Hello from a real-mode guest!\n" ..
+                  ("guest sent back 42; exit: hlt at rip=0x1018 (backend %s)\n"):format(H.backend), out)
+  end)
+end)
