@@ -1,15 +1,15 @@
 # moonvisor - build, run and test.  `make run` and `make test` work on a fresh
 # Debian 12 machine: the deps target installs what is missing (as root).
 
-DEBIAN_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm
+DEBIAN_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind
 BUILD   := build
 CC      ?= cc
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 UC_LIBS    := $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
-LDFLAGS ?=
+OPT     ?= -O2 -g
+CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
+LDFLAGS := $(LINKOPT)
 LIBS    := $(UC_LIBS) -lpthread
 
 CORE_SRC := $(wildcard core/*.c)
@@ -19,12 +19,13 @@ BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ := $(BUILD)/obj/bindings/main.o
 HEADERS  := $(wildcard core/*.h bindings/*.h)
 
-GUESTS := $(patsubst examples/guests/%.asm,$(BUILD)/guests/%.bin,$(wildcard examples/guests/*.asm))
+GUESTS := $(patsubst examples/guests/%.asm,build/guests/%.bin,$(wildcard examples/guests/*.asm))
 
-BUSTED := lua5.4 /usr/bin/busted
+BUSTED ?= lua5.4 /usr/bin/busted
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/lua/?.so;;"
 
-.PHONY: all deps run test bench clean guests
+.PHONY: all deps run test test-asan test-valgrind bench clean guests
 
 all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests
 
@@ -55,7 +56,7 @@ $(BUILD)/moonvisor: $(MAIN_OBJ) $(BIND_OBJ) $(BUILD)/libmoonvisor.a
 
 guests: $(GUESTS)
 
-$(BUILD)/guests/%.bin: examples/guests/%.asm
+build/guests/%.bin: examples/guests/%.asm
 	@mkdir -p $(dir $@)
 	nasm -f bin -o $@ $<
 
@@ -85,6 +86,29 @@ test: deps all
 	echo; echo "backends: $(TEST_BACKENDS)"; \
 	echo "spec: $$total_p passed, $$total_f failed"; \
 	[ $$total_f -eq 0 ]
+
+# The whole suite again with core and bindings built with ASan and UBSan into
+# build/asan/moonvisor, which runs busted itself (moonvisor.core is
+# preloaded there, so no uninstrumented module is loaded).  Any report fails.
+test-asan: deps
+	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)" \
+	  build/asan/moonvisor guests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	MOONVISOR_EXE=build/asan/moonvisor \
+	  $(MAKE) --no-print-directory test BUILD=build/asan BUSTED="build/asan/moonvisor /usr/bin/busted" \
+	  OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)"
+
+# A representative subset under valgrind memcheck: create/map/trap/enter/
+# close, handler errors, the executable.  Any error fails the run.
+VALGRIND_SPECS := spec/exit_spec.lua spec/vcpu_spec.lua
+test-valgrind: deps all
+	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
+	@for b in $(TEST_BACKENDS); do \
+	  echo "== valgrind, $$b backend"; \
+	  MOONVISOR_BACKEND=$$b $(SPEC_ENV) valgrind -q --error-exitcode=99 --leak-check=full \
+	    --errors-for-leak-kinds=definite --smc-check=all-non-file \
+	    $(BUILD)/moonvisor /usr/bin/busted -o spec/summary.lua $(VALGRIND_SPECS) || exit 1; \
+	done
 
 bench: deps all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/exit

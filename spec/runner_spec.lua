@@ -3,7 +3,7 @@
 -- the flagship example.
 local H = require "helpers"
 
-local exe = "build/moonvisor"
+local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
 
 local function run(args, stdin)
   local tmp = os.tmpname()
