@@ -32,7 +32,7 @@ static int opt_bool(lua_State *L, int t, const char *key, const char *what) {
 static int guest_new(lua_State *L) {
   mv_guest_opts opts = { .backend = MV_BACKEND_KVM };
   if (!lua_isnoneornil(L, 1)) {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    lmv_checktable(L, 1, "mv.guest", "options");
     opts.irqchip = opt_bool(L, 1, "irqchip", "mv.guest");
     if (lua_getfield(L, 1, "backend") != LUA_TNIL) {
       const char *b = lua_tostring(L, -1);
@@ -49,7 +49,7 @@ static int guest_new(lua_State *L) {
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);   /* trap id -> handler */
   mv_err err;
-  if (mv_guest_create(&opts, &g->g, &err) < 0) return lmv_raise(L, &err);
+  if (mv_guest_create(&opts, &g->g, &err) < 0) return lmv_raise_renamed(L, "mv.guest", "guest", &err);
   return 1;
 }
 
@@ -60,7 +60,7 @@ static int guest_map(lua_State *L) {
   lua_Integer offset = 0, size = (lua_Integer)mv_vmo_size(vmo);
   unsigned flags = 0;
   if (!lua_isnoneornil(L, 4)) {
-    luaL_checktype(L, 4, LUA_TTABLE);
+    lmv_checktable(L, 4, "guest:map", "options");
     if (lua_getfield(L, 4, "offset") != LUA_TNIL) offset = lmv_checkint(L, -1, "guest:map", "offset");
     if (lua_getfield(L, 4, "size") != LUA_TNIL) size = lmv_checkint(L, -1, "guest:map", "size");
     lua_pop(L, 2);
@@ -102,7 +102,7 @@ static int guest_write(lua_State *L) {
   mv_guest *g = lmv_checkguest(L, 1, "guest:write");
   lua_Integer gpa = lmv_checkint(L, 2, "guest:write", "gpa");
   size_t len;
-  const char *s = luaL_checklstring(L, 3, &len);
+  const char *s = lmv_checklstring(L, 3, &len, "guest:write", "data");
   mv_err err;
   if (mv_guest_write(g, (uint64_t)gpa, s, len, &err) < 0) return lmv_raise(L, &err);
   return 0;
@@ -164,9 +164,9 @@ int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value
     lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
     if (!isnum) {
       char hex[20];
-      lua_pushfstring(L, "handler returned %s for an %s read of %s (expected an integer or nil)",
+      lua_pushfstring(L, "handler returned %s for %s %s read of %s (expected an integer or nil)",
                       lua_type(L, -1) == LUA_TNUMBER ? "a non-integer number" : luaL_typename(L, -1),
-                      mv_exit_type_name(exit->type), lmv_hex(hex, exit->addr));
+                      exit->type == MV_EXIT_IO ? "an" : "a", mv_exit_type_name(exit->type), lmv_hex(hex, exit->addr));
       lua_setiuservalue(L, lv->base, 3);
       lua_pop(L, 1);
       return MV_TRAP_FAIL;
@@ -180,8 +180,10 @@ int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value
 static int guest_trap(lua_State *L) {
   static const char *const kinds[] = { "io", "mem", "bell", NULL };
   mv_guest *g = lmv_checkguest(L, 1, "guest:trap");
-  const char *k = luaL_checkstring(L, 2);
   int kind = -1;
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return luaL_error(L, "guest:trap: kind must be \"io\", \"mem\" or \"bell\", got %s", lmv_typename(L, 2));
+  const char *k = lua_tostring(L, 2);
   for (int i = 0; kinds[i]; i++)
     if (strcmp(k, kinds[i]) == 0) kind = i;
   if (kind < 0) return luaL_error(L, "guest:trap: kind must be \"io\", \"mem\" or \"bell\", got \"%s\"", k);
@@ -210,8 +212,9 @@ static int guest_trap(lua_State *L) {
 
 /* {====================================================== lifetime */
 
-static int guest_close(lua_State *L) {
-  LGuest *g = luaL_checkudata(L, 1, MV_GUEST);
+static int guest_close(lua_State *L) {   /* also accepts a closed guest */
+  LGuest *g = lmv_toguest(L, 1);
+  if (!g) return luaL_error(L, "guest:close: expected a moonvisor.Guest, got %s", lmv_typename(L, 1));
   if (g->g) {
     mv_guest_close(g->g);         /* deferred to the end of enter when called from a handler */
     if (mv_guest_is_closed(g->g)) {

@@ -51,6 +51,14 @@ lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *na
 int lmv_raise(lua_State *L, const mv_err *err);
 /* The same with the call named what (for methods built on another core call). */
 int lmv_raise_as(lua_State *L, const char *what, const mv_err *err);
+/* The same for core calls that name themselves differently (the core's
+ * "guest: ..." for mv.guest): a leading "from: " becomes "what: ", any other
+ * message (an environment failure such as "/dev/kvm: ...") gets "what: " in front. */
+int lmv_raise_renamed(lua_State *L, const char *what, const char *from, const mv_err *err);
+/* A table argument (idx), or "<what>: <name> must be a table, got <type>". */
+void lmv_checktable(lua_State *L, int idx, const char *what, const char *name);
+/* A string argument (no numbers), or "<what>: <name> must be a string, got <type>". */
+const char *lmv_checklstring(lua_State *L, int idx, size_t *len, const char *what, const char *name);
 /* "moonvisor.Vmo" for our userdata, the plain type name otherwise. */
 const char *lmv_typename(lua_State *L, int idx);
 /* 64-bit hexadecimal, which lua_pushfstring cannot print. */

@@ -8,7 +8,8 @@
 static const char *const kind_names[] = { "io", "mem", "bell" };
 
 static int trap_remove(lua_State *L) {
-  LTrap *t = luaL_checkudata(L, 1, MV_TRAP);
+  LTrap *t = luaL_testudata(L, 1, MV_TRAP);
+  if (!t) return luaL_error(L, "trap:remove: expected a moonvisor.Trap, got %s", lmv_typename(L, 1));
   if (t->id == 0) return 0;   /* removing twice is harmless */
   lua_getiuservalue(L, 1, 1);   /* stack: trap, guest */
   LGuest *lg = lmv_toguest(L, 2);

@@ -42,6 +42,24 @@ int lmv_raise_as(lua_State *L, const char *what, const mv_err *err) {
   return luaL_error(L, "%s: %s", what, msg ? msg + 2 : err->msg);
 }
 
+int lmv_raise_renamed(lua_State *L, const char *what, const char *from, const mv_err *err) {
+  size_t n = strlen(from);
+  if (strncmp(err->msg, from, n) == 0 && strncmp(err->msg + n, ": ", 2) == 0)
+    return luaL_error(L, "%s: %s", what, err->msg + n + 2);
+  return luaL_error(L, "%s: %s", what, err->msg);
+}
+
+void lmv_checktable(lua_State *L, int idx, const char *what, const char *name) {
+  if (lua_type(L, idx) != LUA_TTABLE)
+    luaL_error(L, "%s: %s must be a table, got %s", what, name, lmv_typename(L, idx));
+}
+
+const char *lmv_checklstring(lua_State *L, int idx, size_t *len, const char *what, const char *name) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "%s: %s must be a string, got %s", what, name, lmv_typename(L, idx));
+  return lua_tolstring(L, idx, len);
+}
+
 static void setint(lua_State *L, int t, const char *k, lua_Integer v) {
   lua_pushinteger(L, v);
   lua_setfield(L, t, k);

@@ -4,6 +4,7 @@
  * registers.  cpu:enter() is where Lua handlers get called: it lays out the
  * stack the trap callback in lguest.c relies on.
  */
+#include <stdio.h>
 #include <string.h>
 #include "lmoonvisor.h"
 
@@ -22,7 +23,7 @@ int lmv_vcpu_new(lua_State *L) {
   mv_guest *g = lmv_checkguest(L, 1, "guest:vcpu");
   lua_Integer entry = 0;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    lmv_checktable(L, 2, "guest:vcpu", "options");
     if (lua_getfield(L, 2, "entry") != LUA_TNIL) entry = lmv_checkint(L, -1, "guest:vcpu", "entry");
     if (lua_getfield(L, 2, "mode") != LUA_TNIL &&
         (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "real") != 0))
@@ -151,7 +152,7 @@ static int vcpu_read_state(lua_State *L) {
 
 static int vcpu_write_state(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:write_state");
-  luaL_checktype(L, 2, LUA_TTABLE);
+  lmv_checktable(L, 2, "vcpu:write_state", "the register table");
   mv_regs r;
   read_regs(L, v, &r, "vcpu:write_state");
   lua_pushnil(L);
@@ -221,43 +222,75 @@ static int vcpu_sregs(lua_State *L) {
   return 1;
 }
 
-/* Copies the integer fields of the table at idx named in names[] into obj. */
-static void merge_fields(lua_State *L, int idx, const char *what, void *obj, const char *name, size_t off, size_t size) {
-  if (lua_getfield(L, idx, name) != LUA_TNIL)
-    set_field(obj, off, size, (uint64_t)lmv_checkint(L, -1, what, name));
-  lua_pop(L, 1);
+/* A field value as an integer that fits its field: bits = 64 takes any
+ * integer (two's complement), narrower fields take 0 .. 2^bits - 1. */
+static uint64_t check_field(lua_State *L, int idx, const char *what, const char *path, int bits) {
+  lua_Integer v = lmv_checkint(L, idx, what, path);
+  if (bits < 64 && (v < 0 || (uint64_t)v >> bits)) {
+    char hex[20];
+    if (bits == 1) luaL_error(L, "%s: %s = %I must be 0 or 1", what, path, (LUAI_UACINT)v);
+    else if (v < 0) luaL_error(L, "%s: %s = %I does not fit in %d bits (unsigned)", what, path, (LUAI_UACINT)v, bits);
+    else luaL_error(L, "%s: %s = %s does not fit in %d bits", what, path, lmv_hex(hex, (uint64_t)v), bits);
+  }
+  return (uint64_t)v;
+}
+
+/* The key at idx as a field name, or an "unknown field" error. */
+static const char *field_key(lua_State *L, int idx, const char *what, const char *in) {
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
+  luaL_tolstring(L, idx, NULL);
+  luaL_error(L, "%s: unknown field %s%s%s", what, in ? in : "", in ? "." : "", lua_tostring(L, -1));
+  return NULL;
 }
 
 static int vcpu_write_sregs(lua_State *L) {
   const char *what = "vcpu:write_sregs";
   LVcpu *v = lmv_checkvcpu(L, 1, what);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  lmv_checktable(L, 2, what, "the special register table");
   mv_sregs s;
   mv_err err;
   if (mv_vcpu_read_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
-  for (size_t i = 0; i < COUNT(sreg_segs); i++) {
-    int ty = lua_getfield(L, 2, sreg_segs[i].name);
-    if (ty == LUA_TTABLE) {
+  char path[32];
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {   /* stack: cpu, t, key, value; nothing is written before all is checked */
+    const char *k = field_key(L, -2, what, NULL);
+    size_t i;
+    for (i = 0; i < COUNT(sreg_segs) && strcmp(k, sreg_segs[i].name); i++) {}
+    if (i < COUNT(sreg_segs)) {   /* a segment: any subset of its fields */
+      if (!lua_istable(L, -1)) return luaL_error(L, "%s: %s must be a table, got %s", what, k, lmv_typename(L, -1));
       void *seg = (char *)&s + sreg_segs[i].off;
-      for (size_t f = 0; f < COUNT(seg_fields); f++)
-        merge_fields(L, lua_gettop(L), what, seg, seg_fields[f].name, seg_fields[f].off, seg_fields[f].size);
-    } else if (ty != LUA_TNIL) {
-      return luaL_error(L, "%s: %s must be a table, got %s", what, sreg_segs[i].name, lua_typename(L, ty));
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        const char *f = field_key(L, -2, what, k);
+        size_t j;
+        for (j = 0; j < COUNT(seg_fields) && strcmp(f, seg_fields[j].name); j++) {}
+        if (j == COUNT(seg_fields)) return luaL_error(L, "%s: unknown field %s.%s", what, k, f);
+        snprintf(path, sizeof path, "%s.%s", k, f);
+        int bits = seg_fields[j].size * 8;
+        if (seg_fields[j].size == 1) bits = strcmp(f, "type") == 0 ? 4 : strcmp(f, "dpl") == 0 ? 2 : 1;
+        set_field(seg, seg_fields[j].off, seg_fields[j].size, check_field(L, -1, what, path, bits));
+        lua_pop(L, 1);
+      }
+    } else if (strcmp(k, "gdt") == 0 || strcmp(k, "idt") == 0) {
+      if (!lua_istable(L, -1)) return luaL_error(L, "%s: %s must be a table, got %s", what, k, lmv_typename(L, -1));
+      mv_dtable *dt = k[0] == 'g' ? &s.gdt : &s.idt;
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        const char *f = field_key(L, -2, what, k);
+        int base = strcmp(f, "base") == 0;
+        if (!base && strcmp(f, "limit")) return luaL_error(L, "%s: unknown field %s.%s", what, k, f);
+        snprintf(path, sizeof path, "%s.%s", k, f);
+        if (base) dt->base = check_field(L, -1, what, path, 64);
+        else dt->limit = (uint16_t)check_field(L, -1, what, path, 16);
+        lua_pop(L, 1);
+      }
+    } else {
+      for (i = 0; i < COUNT(sreg_u64) && strcmp(k, sreg_u64[i].name); i++) {}
+      if (i == COUNT(sreg_u64)) return luaL_error(L, "%s: unknown field %s", what, k);
+      set_field(&s, sreg_u64[i].off, 8, check_field(L, -1, what, k, 64));
     }
     lua_pop(L, 1);
   }
-  mv_dtable *dt[2] = { &s.gdt, &s.idt };
-  for (int i = 0; i < 2; i++) {
-    int ty = lua_getfield(L, 2, i == 0 ? "gdt" : "idt");
-    if (ty == LUA_TTABLE) {
-      merge_fields(L, lua_gettop(L), what, dt[i], "base", offsetof(mv_dtable, base), 8);
-      merge_fields(L, lua_gettop(L), what, dt[i], "limit", offsetof(mv_dtable, limit), 2);
-    } else if (ty != LUA_TNIL) {
-      return luaL_error(L, "%s: %s must be a table, got %s", what, i == 0 ? "gdt" : "idt", lua_typename(L, ty));
-    }
-    lua_pop(L, 1);
-  }
-  for (size_t i = 0; i < COUNT(sreg_u64); i++) merge_fields(L, 2, what, &s, sreg_u64[i].name, sreg_u64[i].off, 8);
   if (mv_vcpu_write_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
   return 0;
 }
@@ -284,12 +317,13 @@ static int vcpu_newindex(lua_State *L) {
   read_regs(L, v, &r, "vcpu.register");
   *reg_slot(&r, (size_t)i) = (uint64_t)val;
   mv_err err;
-  if (mv_vcpu_write_state(v->cpu, &r, &err) < 0) return lmv_raise(L, &err);
+  if (mv_vcpu_write_state(v->cpu, &r, &err) < 0) return lmv_raise_renamed(L, "vcpu.register", "vcpu:write_state", &err);
   return 0;
 }
 
-static int vcpu_close(lua_State *L) {
-  LVcpu *v = luaL_checkudata(L, 1, MV_VCPU);
+static int vcpu_close(lua_State *L) {   /* also accepts a closed vcpu, or one of a closed guest */
+  LVcpu *v = luaL_testudata(L, 1, MV_VCPU);
+  if (!v) return luaL_error(L, "vcpu:close: expected a moonvisor.Vcpu, got %s", lmv_typename(L, 1));
   if (v->L) return luaL_error(L, "vcpu:close: called from inside a trap handler of this VCPU");
   if (v->cpu) {
     mv_vcpu_destroy(v->cpu);
@@ -307,7 +341,8 @@ static int vcpu_tostring(lua_State *L) {
 }
 
 static int vcpu_guest(lua_State *L) {
-  luaL_checkudata(L, 1, MV_VCPU);
+  if (!luaL_testudata(L, 1, MV_VCPU))
+    return luaL_error(L, "vcpu:guest: expected a moonvisor.Vcpu, got %s", lmv_typename(L, 1));
   lua_getiuservalue(L, 1, 1);
   return 1;
 }

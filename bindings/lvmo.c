@@ -22,7 +22,7 @@ static int vmo_new(lua_State *L) {
   v->vmo = NULL;   /* closed until the memory exists */
   luaL_setmetatable(L, MV_VMO);
   mv_err err;
-  if (mv_vmo_create((uint64_t)size, &v->vmo, &err) < 0) return lmv_raise(L, &err);
+  if (mv_vmo_create((uint64_t)size, &v->vmo, &err) < 0) return lmv_raise_renamed(L, "mv.vmo", "vmo", &err);
   return 1;
 }
 
@@ -50,7 +50,7 @@ static int vmo_write(lua_State *L) {
   mv_vmo *v = lmv_checkvmo(L, 1, "vmo:write");
   lua_Integer off = lmv_checkint(L, 2, "vmo:write", "offset");
   size_t len;
-  const char *s = luaL_checklstring(L, 3, &len);
+  const char *s = lmv_checklstring(L, 3, &len, "vmo:write", "data");
   mv_err err;
   if (off < 0) return luaL_error(L, "vmo:write: offset %I is negative", (LUAI_UACINT)off);
   if (mv_vmo_write(v, (uint64_t)off, s, len, &err) < 0) return lmv_raise(L, &err);
@@ -71,8 +71,9 @@ VMO_UINT(u16, 2)
 VMO_UINT(u32, 4)
 VMO_UINT(u64, 8)
 
-static int vmo_close(lua_State *L) {
-  LVmo *v = luaL_checkudata(L, 1, MV_VMO);
+static int vmo_close(lua_State *L) {   /* also accepts a closed vmo */
+  LVmo *v = luaL_testudata(L, 1, MV_VMO);
+  if (!v) return luaL_error(L, "vmo:close: expected a moonvisor.Vmo, got %s", lmv_typename(L, 1));
   if (v->vmo) {
     mv_vmo_release(v->vmo);   /* live mappings keep the memory */
     v->vmo = NULL;

@@ -259,8 +259,14 @@ static int soft_set_regs(mv_vcpu *c, const mv_regs *r, mv_err *err) {
   uc_engine *uc = SV(c)->uc;
   const uint64_t src[8] = { r->rax, r->rbx, r->rcx, r->rdx, r->rsi, r->rdi, r->rbp, r->rsp };
   const uint64_t high[8] = { r->r8, r->r9, r->r10, r->r11, r->r12, r->r13, r->r14, r->r15 };
+  static const char *const names[10] = { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "rip", "rflags" };
+  const uint64_t all[10] = { r->rax, r->rbx, r->rcx, r->rdx, r->rsi, r->rdi, r->rbp, r->rsp, r->rip, r->rflags };
   for (int i = 0; i < 8; i++)
     if (high[i]) return mv__fail(err, -ENOTSUP, "vcpu:write_state: r8-r15 do not exist in real mode (soft backend)");
+  for (int i = 0; i < 10; i++)   /* refuse before writing anything: no silent truncation */
+    if (all[i] > UINT32_MAX)
+      return mv__fail(err, -ERANGE, "vcpu:write_state: %s = 0x%" PRIx64 " does not fit the 32-bit registers of real mode (soft backend)",
+                      names[i], all[i]);
   for (int i = 0; i < 8; i++) {
     uc_err e = set_reg(uc, gpr_ids[i], src[i] & 0xffffffff);
     if (e) return uc_fail(err, "vcpu:write_state", e);

@@ -1530,7 +1530,7 @@ describe("vcpu:enter", function()
       local t = g:trap("io", 0x10, 1, function() return c[2] end)
       local e = err_of(cpu.enter, cpu)
       assert.matches("^vcpu:enter: io handler for port 0x10 %(in, 1 bytes%) failed: handler returned "
-                     .. c[3] .. " for a io read of 0x10 %(expected an integer or nil%)", e)
+                     .. c[3] .. " for an io read of 0x10 %(expected an integer or nil%)", e)
       vcpu_usable(cpu)
       t:remove()
       g:trap("io", 0x10, 1, function() return 7 end)

@@ -28,8 +28,28 @@ end
 
 -- Enters until the guest halts, shuts down, errors or leaves an exit that no
 -- handler consumed.  Kicks end the run too, so Ctrl-C and timeouts work.
+local enter = Vcpu.enter
+
+-- "moonvisor.Vcpu" for our userdata, the plain type otherwise (as the C side's lmv_typename).
+local function typename(v)
+  local mt = getmetatable(v)
+  local name = type(mt) == "table" and rawget(mt, "__name")
+  return type(name) == "string" and name or type(v)
+end
+
+-- Errors raised by enter name vcpu:run, the call the user made.
+local function rename(ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) == "string" then e = e:gsub("^vcpu:enter: ", "vcpu:run: ", 1) end
+  error(e, 2)   -- run is tail-called away: level 2 is the caller of run, as for C errors
+end
+
 function Vcpu:run()
-  return self:enter()
+  if typename(self) ~= "moonvisor.Vcpu" then
+    error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
+  end
+  return rename(pcall(enter, self))
 end
 
 return mv
