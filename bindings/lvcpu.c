@@ -74,8 +74,28 @@ static int raise_handler_error(lua_State *L, const mv_exit *e) {
   return lua_error(L);
 }
 
+/* cpu:enter{ timeout_ms = N }: N > 0, fractions allowed; 0 or nil: no limit. */
+static uint64_t opt_timeout_ns(lua_State *L, int idx, const char *what) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  lmv_checktable(L, idx, what, "options");
+  uint64_t ns = 0;
+  int ty = lua_getfield(L, idx, "timeout_ms");
+  if (ty != LUA_TNIL) {
+    int isnum = 0;
+    lua_Number ms = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumberx(L, -1, &isnum) : 0;
+    if (!isnum || !(ms >= 0) || ms > 1e9)
+      luaL_error(L, "%s: timeout_ms must be a number of milliseconds in 0..1e9, got %s", what,
+                 isnum ? lua_tostring(L, -1) : lmv_typename(L, -1));
+    ns = (uint64_t)(ms * 1e6);
+    if (ms > 0 && ns == 0) ns = 1;
+  }
+  lua_pop(L, 1);
+  return ns;
+}
+
 static int vcpu_enter(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:enter");
+  uint64_t timeout_ns = opt_timeout_ns(L, 2, "vcpu:enter");
   lua_settop(L, 1);
   lua_getiuservalue(L, 1, 2);        /* base+1: exit table */
   lua_pushcfunction(L, msghandler);  /* base+2 */
@@ -89,13 +109,35 @@ static int vcpu_enter(lua_State *L) {
   if (outer_L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   v->L = L;
   v->base = 1;
-  int r = mv_vcpu_enter(v->cpu, &e, &err);
+  int r = mv_vcpu_enter_timeout(v->cpu, timeout_ns, &e, &err);
   v->L = outer_L;
   v->base = outer_base;
   if (r < 0) return lmv_raise(L, &err);
   if (e.handler_failed) return raise_handler_error(L, &e);
   lmv_pushexit(L, &e);
   return 1;
+}
+
+/* cpu:debug{ singlestep = bool, breakpoints = bool } (no table: both off). */
+static int vcpu_debug(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:debug");
+  unsigned flags = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    lmv_checktable(L, 2, "vcpu:debug", "options");
+    static const struct { const char *key; unsigned flag; } opts[] = {
+      { "singlestep", MV_DEBUG_SINGLESTEP }, { "breakpoints", MV_DEBUG_SW_BREAKPOINTS },
+    };
+    for (size_t i = 0; i < 2; i++) {
+      int ty = lua_getfield(L, 2, opts[i].key);
+      if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
+        return luaL_error(L, "vcpu:debug: %s must be a boolean, got %s", opts[i].key, lmv_typename(L, -1));
+      if (lua_toboolean(L, -1)) flags |= opts[i].flag;
+      lua_pop(L, 1);
+    }
+  }
+  mv_err err;
+  if (mv_vcpu_set_debug(v->cpu, flags, &err) < 0) return lmv_raise(L, &err);
+  return 0;
 }
 
 static int vcpu_kick(lua_State *L) {
@@ -348,7 +390,7 @@ static int vcpu_guest(lua_State *L) {
 }
 
 static const luaL_Reg vcpu_methods[] = {
-  { "enter", vcpu_enter }, { "kick", vcpu_kick }, { "interrupt", vcpu_interrupt },
+  { "enter", vcpu_enter }, { "kick", vcpu_kick }, { "debug", vcpu_debug }, { "interrupt", vcpu_interrupt },
   { "read_state", vcpu_read_state }, { "write_state", vcpu_write_state },
   { "sregs", vcpu_sregs }, { "write_sregs", vcpu_write_sregs },
   { "guest", vcpu_guest }, { "close", vcpu_close }, { NULL, NULL },

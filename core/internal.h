@@ -88,11 +88,17 @@ struct mv_vcpu {
   bool destroyed;
   bool in_enter;           /* guards against enter from inside a callback */
   volatile sig_atomic_t kick_pending;
+  volatile sig_atomic_t timed_out;  /* set by the timeout signal */
+  unsigned debug;          /* MV_DEBUG_* */
   mv_exit *exit;           /* the caller's exit record during enter */
   void *user;              /* the embedder's pointer */
   uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
   int npending_irq;
 };
+
+/* The real-time signal that kicks a VCPU thread (timer.c). */
+int mv__kick_signal(void);
+void mv__install_kick_signal(void);
 
 /* What mv__access tells the backend to do next. */
 enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
@@ -125,6 +131,7 @@ struct mv_backend_ops {
    * Calls mv__access for each IO/MMIO access.  Fills *cpu->exit. */
   int (*vcpu_run)(mv_vcpu *cpu, mv_err *err);
   void (*vcpu_kick)(mv_vcpu *cpu);   /* async-signal-safe */
+  int (*set_debug)(mv_vcpu *cpu, unsigned flags, mv_err *err);
   int (*get_regs)(mv_vcpu *cpu, mv_regs *r, mv_err *err);
   int (*set_regs)(mv_vcpu *cpu, const mv_regs *r, mv_err *err);
   int (*get_sregs)(mv_vcpu *cpu, mv_sregs *s, mv_err *err);

@@ -200,20 +200,6 @@ static uint64_t kvm_bell_take(mv_guest *g, mv_trap *t) {
 
 /* {====================================================== VCPU */
 
-static void on_kick_signal(int sig) { (void)sig; }   /* only interrupts KVM_RUN */
-
-/* The signal another thread sends to make a running VCPU leave KVM_RUN. */
-static int kick_signal(void) { return SIGRTMIN + 4; }
-
-static void install_kick_signal(void) {
-  struct sigaction old;
-  if (sigaction(kick_signal(), NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
-    struct sigaction sa = { .sa_handler = on_kick_signal };   /* no SA_RESTART */
-    sigemptyset(&sa.sa_mask);
-    sigaction(kick_signal(), &sa, NULL);
-  }
-}
-
 static int set_cpuid(int vcpu_fd, mv_err *err) {
   int n = 256;
   struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + (size_t)n * sizeof(struct kvm_cpuid_entry2));
@@ -260,7 +246,7 @@ static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
     goto fail;
   }
   if ((r = set_cpuid(kv->fd, err)) < 0 || (r = reset_real_mode(kv->fd, entry, err)) < 0) goto fail;
-  install_kick_signal();
+  mv__install_kick_signal();
   c->be_state = kv;
   return 0;
 fail:
@@ -283,7 +269,7 @@ static void kvm_vcpu_kick(mv_vcpu *c) {
   kvm_vcpu *kv = KV(c);
   if (!kv) return;
   kv->run->immediate_exit = 1;
-  if (kv->running && !pthread_equal(kv->thread, pthread_self())) pthread_kill(kv->thread, kick_signal());
+  if (kv->running && !pthread_equal(kv->thread, pthread_self())) pthread_kill(kv->thread, mv__kick_signal());
 }
 
 /* {====================================================== KVM_RUN */
@@ -438,6 +424,15 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   }
 }
 
+static int kvm_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
+  struct kvm_guest_debug dbg = { .control = 0 };
+  if (flags)
+    dbg.control = KVM_GUESTDBG_ENABLE | (flags & MV_DEBUG_SINGLESTEP ? KVM_GUESTDBG_SINGLESTEP : 0) |
+                  (flags & MV_DEBUG_SW_BREAKPOINTS ? KVM_GUESTDBG_USE_SW_BP : 0);
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_GUEST_DEBUG, &dbg, "vcpu:debug");
+  return 0;
+}
+
 /* {====================================================== registers */
 
 static int kvm_get_regs(mv_vcpu *c, mv_regs *o, mv_err *err) {
@@ -498,7 +493,7 @@ const mv_backend_ops mv__kvm_backend = {
   .map = kvm_map, .unmap = kvm_unmap, .dirty_log = kvm_dirty_log,
   .bell_add = kvm_bell_add, .bell_remove = kvm_bell_remove, .bell_take = kvm_bell_take,
   .vcpu_create = kvm_vcpu_create, .vcpu_destroy = kvm_vcpu_destroy,
-  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick,
+  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug,
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
 };

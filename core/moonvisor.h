@@ -133,6 +133,7 @@ typedef enum mv_exit_type {
   MV_EXIT_INTERNAL_ERROR,
   MV_EXIT_SYSTEM_EVENT,
   MV_EXIT_EXCEPTION,      /* a CPU exception the backend could not deliver */
+  MV_EXIT_TIMEOUT,        /* mv_vcpu_enter_timeout ran out of time */
   MV_EXIT_UNKNOWN,
   MV_EXIT_TYPE_COUNT
 } mv_exit_type;
@@ -214,6 +215,17 @@ int mv_vcpu_id(const mv_vcpu *cpu);
  * it returns.  Returns 0 with *exit filled, or -errno (EBUSY when called from
  * inside a callback of the same VCPU, EBADF when the guest is closed). */
 int mv_vcpu_enter(mv_vcpu *cpu, mv_exit *exit, mv_err *err);
+
+/* mv_vcpu_enter with a time limit: when timeout_ns (> 0) passes first, the
+ * VCPU is kicked and the exit's type is MV_EXIT_TIMEOUT. */
+int mv_vcpu_enter_timeout(mv_vcpu *cpu, uint64_t timeout_ns, mv_exit *exit, mv_err *err);
+
+enum {
+  MV_DEBUG_SINGLESTEP = 1u << 0,     /* a debug exit (exception 1) after each instruction */
+  MV_DEBUG_SW_BREAKPOINTS = 1u << 1, /* int3 gives a debug exit (exception 3), rip at the int3 */
+};
+/* KVM_SET_GUEST_DEBUG: flags 0 turns guest debugging off. */
+int mv_vcpu_set_debug(mv_vcpu *cpu, unsigned flags, mv_err *err);
 
 /* zx_vcpu_kick: async-signal-safe and thread-safe.  The VCPU leaves the
  * guest as soon as possible; a kick before enter makes that enter return a

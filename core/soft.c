@@ -29,6 +29,7 @@ typedef struct soft_vcpu {
   uc_engine *uc;
   volatile sig_atomic_t stop_requested;   /* set by callbacks, honoured before the next instruction */
   bool exit_set;                           /* *cpu->exit already describes why we stopped */
+  uint64_t pc;                             /* linear address of the instruction last started */
   mmio_page_cb *mmio;                      /* user data of MMIO pages mapped on first touch */
   uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
   uint8_t ro_saved[16];
@@ -155,9 +156,16 @@ static void request_stop(soft_vcpu *sv) {
 static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
-  (void)addr; (void)size;   /* Unicorn's address here is not CS-relative in real mode: use cs_ip() */
-  if (sv->stop_requested || c->kick_pending) uc_emu_stop(uc);
-  else if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) uc_emu_stop(uc);   /* inject it */
+  (void)size;
+  if (sv->stop_requested || c->kick_pending) {
+    uc_emu_stop(uc);
+    return;
+  }
+  if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) {   /* stop to inject it */
+    uc_emu_stop(uc);
+    return;
+  }
+  sv->pc = addr;
 }
 
 static uint64_t guest_access(mv_vcpu *c, mv_exit_type type, uint64_t addr, unsigned size, bool write, uint64_t data) {
@@ -231,7 +239,12 @@ static uint64_t cs_ip(uc_engine *uc) {
 static void intr_hook(uc_engine *uc, uint32_t intno, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
-  *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = cs_ip(uc), .detail = { intno } };
+  if (intno == 3 && (c->debug & MV_DEBUG_SW_BREAKPOINTS)) {   /* as KVM: rip at the int3 */
+    set_reg(uc, UC_X86_REG_EIP, (reg(uc, UC_X86_REG_EIP) - 1) & 0xffff);
+    *c->exit = (mv_exit){ .type = MV_EXIT_DEBUG, .rip = cs_ip(uc), .detail = { 3 } };
+  } else {
+    *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = cs_ip(uc), .detail = { intno } };
+  }
   request_stop(sv);
   uc_emu_stop(uc);
 }
@@ -378,6 +391,11 @@ static void soft_vcpu_destroy(mv_vcpu *c) {
 
 static void soft_vcpu_kick(mv_vcpu *c) { (void)c; }   /* code_hook sees kick_pending */
 
+static int soft_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
+  (void)c; (void)flags; (void)err;   /* soft_vcpu_run and intr_hook read cpu->debug */
+  return 0;
+}
+
 /* Real-mode delivery of a queued vector through the IVT, as the CPU does it. */
 static void inject_real_mode(mv_vcpu *c) {
   uc_engine *uc = SV(c)->uc;
@@ -416,7 +434,9 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     sv->stop_requested = 0;
     sv->exit_set = false;
     sv->ro_size = 0;
-    uc_err e = uc_emu_start(sv->uc, cs_ip(sv->uc), UINT64_MAX, 0, 0);
+    bool step = c->debug & MV_DEBUG_SINGLESTEP;
+    sv->pc = UINT64_MAX;
+    uc_err e = uc_emu_start(sv->uc, cs_ip(sv->uc), UINT64_MAX, 0, step ? 1 : 0);
     if (e == UC_ERR_WRITE_PROT && sv->ro_size && discard_readonly_write(sv) == UC_ERR_OK) return 0;
     if (sv->exit_set) return 0;
     if (c->kick_pending) {
@@ -428,9 +448,13 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     uint64_t pc = cs_ip(sv->uc);
     uint8_t op = 0;
     switch (e) {
-    case UC_ERR_OK:   /* Unicorn stops after a hlt */
-      if (uc_mem_read(sv->uc, pc - 1, &op, 1) == UC_ERR_OK && op == 0xf4) {
+    case UC_ERR_OK:   /* Unicorn stops after a hlt, or after the one step */
+      if (uc_mem_read(sv->uc, sv->pc, &op, 1) == UC_ERR_OK && op == 0xf4 && pc == sv->pc + 1) {
         *x = (mv_exit){ .type = MV_EXIT_HLT, .rip = pc };
+        return 0;
+      }
+      if (step) {
+        *x = (mv_exit){ .type = MV_EXIT_DEBUG, .rip = pc, .detail = { 1 } };
         return 0;
       }
       if (mv__has_interrupt(c)) continue;
@@ -451,7 +475,7 @@ const mv_backend_ops mv__soft_backend = {
   .guest_create = soft_guest_create, .guest_destroy = soft_guest_destroy,
   .map = soft_map, .unmap = soft_unmap, .dirty_log = soft_dirty_log,
   .vcpu_create = soft_vcpu_create, .vcpu_destroy = soft_vcpu_destroy,
-  .vcpu_run = soft_vcpu_run, .vcpu_kick = soft_vcpu_kick,
+  .vcpu_run = soft_vcpu_run, .vcpu_kick = soft_vcpu_kick, .set_debug = soft_set_debug,
   .get_regs = soft_get_regs, .set_regs = soft_set_regs,
   .get_sregs = soft_get_sregs, .set_sregs = soft_set_sregs,
 };

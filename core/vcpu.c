@@ -16,7 +16,7 @@ static const char *const exit_names[MV_EXIT_TYPE_COUNT] = {
   [MV_EXIT_HLT] = "hlt", [MV_EXIT_SHUTDOWN] = "shutdown", [MV_EXIT_KICK] = "kick",
   [MV_EXIT_DEBUG] = "debug", [MV_EXIT_FAIL_ENTRY] = "fail_entry",
   [MV_EXIT_INTERNAL_ERROR] = "internal_error", [MV_EXIT_SYSTEM_EVENT] = "system_event",
-  [MV_EXIT_EXCEPTION] = "exception", [MV_EXIT_UNKNOWN] = "unknown",
+  [MV_EXIT_EXCEPTION] = "exception", [MV_EXIT_TIMEOUT] = "timeout", [MV_EXIT_UNKNOWN] = "unknown",
 };
 
 const char *mv_exit_type_name(mv_exit_type t) {
@@ -139,6 +139,16 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
 void mv_vcpu_kick(mv_vcpu *c) {
   c->kick_pending = 1;
   if (!c->destroyed && !c->guest->closed) c->guest->be->vcpu_kick(c);
+}
+
+int mv_vcpu_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
+  int r = check_live(c, "debug", err);
+  if (r) return r;
+  if (flags & ~(unsigned)(MV_DEBUG_SINGLESTEP | MV_DEBUG_SW_BREAKPOINTS))
+    return mv__fail(err, -EINVAL, "vcpu:debug: unknown flags 0x%x", flags);
+  r = c->guest->be->set_debug(c, flags, err);
+  if (r == 0) c->debug = flags;
+  return r;
 }
 
 /* {====================================================== interrupts */

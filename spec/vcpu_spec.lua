@@ -186,3 +186,64 @@ describe("lifetime", function()
     assert.equals("Vmo(4096 bytes)", tostring(mv.vmo(1)))
   end)
 end)
+
+describe("cpu:run{ timeout_ms }", function()
+  it("stops a spinning guest with a timeout exit, and the VCPU stays usable", function()
+    local g, cpu = H.real("spin: jmp spin\nagain: mov ax, 5\nhlt")
+    local t0 = os.clock()
+    local e = cpu:run{ timeout_ms = 50 }
+    assert.equals("timeout", e.type)
+    assert.equals(0x1000, cpu.rip)
+    cpu.rip = 0x1002
+    assert.equals("hlt", cpu:run{ timeout_ms = 1000 }.type)
+    assert.equals(5, cpu.rax & 0xffff)
+    cpu.rip = 0x1002
+    assert.equals("hlt", cpu:run().type)   -- no stale kick left behind
+  end)
+
+  it("does not fire after a run that ended on its own", function()
+    local g, cpu = H.real("hlt\nhlt\nhlt")
+    assert.equals("hlt", cpu:run{ timeout_ms = 1 }.type)
+    local t = os.time()
+    while os.time() - t < 1 and os.clock() < 0 do end
+    assert.equals("hlt", cpu:enter().type)
+  end)
+
+  it("rejects a bad timeout", function()
+    local g, cpu = H.real("hlt")
+    assert.has_error(function() cpu:enter{ timeout_ms = -1 } end,
+      "vcpu:enter: timeout_ms must be a number of milliseconds in 0..1e9, got -1")
+  end)
+end)
+
+describe("cpu:debug()", function()
+  it("single-steps one instruction per enter with a debug exit", function()
+    local g, cpu = H.real("mov ax, 1\nmov bx, 2\nmov al, 0xf4\nhlt")
+    cpu:debug{ singlestep = true }
+    local rips = {}
+    for i = 1, 3 do
+      local e = cpu:enter()
+      assert.equals("debug", e.type)
+      assert.equals(1, e.exception)
+      rips[i] = cpu.rip
+    end
+    assert.same({ 0x1003, 0x1006, 0x1008 }, rips)
+    assert.equals("hlt", cpu:enter().type)
+    cpu:debug()
+  end)
+
+  it("stops at an int3 breakpoint with rip on the int3", function()
+    local g, cpu = H.real("mov ax, 1\nnop\nmov ax, 2\nhlt")
+    local saved = g:u8(0x1003)
+    g:u8(0x1003, 0xcc)               -- int3 over the nop
+    cpu:debug{ breakpoints = true }
+    local e = cpu:enter()
+    assert.equals("debug", e.type)
+    assert.equals(3, e.exception)
+    assert.equals(0x1003, e.rip)
+    assert.equals(0x1003, cpu.rip)
+    g:u8(0x1003, saved)              -- continue over it, as a debugger does
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(2, cpu.rax & 0xffff)
+  end)
+end)

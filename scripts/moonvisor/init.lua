@@ -45,11 +45,12 @@ local function rename(ok, ...)
   error(e, 2)   -- run is tail-called away: level 2 is the caller of run, as for C errors
 end
 
-function Vcpu:run()
+-- cpu:run{ timeout_ms = N } ends a guest that spins with a "timeout" exit.
+function Vcpu:run(opts)
   if typename(self) ~= "moonvisor.Vcpu" then
     error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
   end
-  return rename(pcall(enter, self))
+  return rename(pcall(enter, self, opts))
 end
 
 return mv

@@ -1,0 +1,66 @@
+/*
+ * timer.c - the kick signal and run timeouts.  One real-time signal makes a
+ * VCPU thread leave KVM_RUN (another thread's kick) and carries timeout
+ * expiries (a POSIX timer aimed at the running thread).  The handler only
+ * sets flags, so it is async-signal-safe.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+
+/* The VCPU this thread runs under a timeout, for the signal handler. */
+static _Thread_local mv_vcpu *timed_vcpu;
+
+int mv__kick_signal(void) { return SIGRTMIN + 4; }
+
+static void on_kick_signal(int sig, siginfo_t *si, void *ctx) {
+  (void)sig; (void)ctx;
+  mv_vcpu *c = timed_vcpu;
+  if (si->si_code == SI_TIMER && c) {
+    c->timed_out = 1;
+    mv_vcpu_kick(c);
+  }   /* a kick from another thread: interrupting KVM_RUN was the point */
+}
+
+void mv__install_kick_signal(void) {
+  struct sigaction old;
+  if (sigaction(mv__kick_signal(), NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_kick_signal;
+    sa.sa_flags = SA_SIGINFO;   /* no SA_RESTART: KVM_RUN must return EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(mv__kick_signal(), &sa, NULL);
+  }
+}
+
+int mv_vcpu_enter_timeout(mv_vcpu *c, uint64_t timeout_ns, mv_exit *exit, mv_err *err) {
+  if (timeout_ns == 0) return mv_vcpu_enter(c, exit, err);
+  if (timed_vcpu) return mv__fail(err, -EBUSY, "vcpu:enter: another timed run is active on this thread");
+  mv__install_kick_signal();
+  struct sigevent sev;
+  memset(&sev, 0, sizeof sev);
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = mv__kick_signal();
+  sev._sigev_un._tid = gettid();
+  timer_t timer;
+  if (timer_create(CLOCK_MONOTONIC, &sev, &timer) < 0)
+    return mv__fail(err, -errno, "vcpu:enter: timer_create: %s", strerror(errno));
+  struct itimerspec its = { .it_value = { .tv_sec = (time_t)(timeout_ns / 1000000000u),
+                                          .tv_nsec = (long)(timeout_ns % 1000000000u) } };
+  timed_vcpu = c;
+  c->timed_out = 0;
+  timer_settime(timer, 0, &its, NULL);
+  int r = mv_vcpu_enter(c, exit, err);
+  timer_delete(timer);   /* a signal still pending is delivered on return from here */
+  timed_vcpu = NULL;
+  if (c->timed_out) {
+    if (r == 0 && exit->type == MV_EXIT_KICK) exit->type = MV_EXIT_TIMEOUT;
+    else c->kick_pending = 0;   /* the run ended on its own just before the timer fired */
+    c->timed_out = 0;
+  }
+  return r;
+}

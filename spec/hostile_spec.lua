@@ -1,0 +1,98 @@
+-- hostile_spec.lua - guests that misbehave on purpose: every exit ends in
+-- an exit description and the objects stay usable or closable.
+local H = require "helpers"
+
+describe("a hostile guest", function()
+  it("that writes every port 0-0xFFFF is seen port by port", function()
+    local g, cpu = H.real([[
+      xor dx, dx
+      l: out dx, al
+      inc dx
+      jnz l
+      hlt]])
+    local seen, n = {}, 0
+    g:trap("io", 0, 0x10000, function(e) if not seen[e.port] then n = n + 1 end; seen[e.port] = true end)
+    assert.equals("hlt", cpu:run{ timeout_ms = 60000 }.type)
+    assert.equals(0x10000, n)
+  end)
+
+  it("that hammers unmapped MMIO gets all-ones and unclaimed exits", function()
+    local g, cpu = H.real([[
+      mov ax, 0x8000
+      mov ds, ax
+      xor si, si
+      l: mov eax, [si]
+      mov [si], eax
+      add si, 0x1000
+      jnz l
+      hlt]])
+    local exits = 0
+    local e
+    repeat
+      e = cpu:run{ timeout_ms = 10000 }
+      if e.type == "mem" then exits = exits + 1 end
+    until e.type ~= "mem"
+    assert.equals("hlt", e.type)
+    assert.equals(32, exits)   -- 16 pages, a read and a write each
+    assert.equals(0xffffffff, cpu.rax & 0xffffffff)
+  end)
+
+  it("that triple-faults ends in an exit and the guest can be closed", function()
+    -- an IDT limit of 0 makes every exception fault again, up to a triple fault
+    local g, cpu = H.real([[
+      lidt [idt]
+      int 0x21
+      hlt
+      idt: dw 0
+      dd 0]])
+    local e = cpu:run{ timeout_ms = 5000 }
+    if H.kvm then
+      assert.equals("shutdown", e.type)
+    else
+      assert.equals("exception", e.type)   -- the soft backend does not deliver exceptions
+      assert.equals(0x21, e.vector)
+    end
+    g:close()
+  end)
+
+  it("that executes an invalid opcode ends in an exit, then resumes elsewhere", function()
+    local g, cpu = H.real([[
+      mov word [6*4], ud_handler
+      mov word [6*4+2], 0
+      mov sp, 0x8000
+      ud2
+      ud_handler: out 0x99, al
+      fine: mov ax, 9
+      hlt]])
+    local e = cpu:run{ timeout_ms = 5000 }
+    if H.kvm then
+      assert.same({ type = "io", port = 0x99, size = 1, write = true, data = e.data }, e)   -- #UD went through the IVT
+    else
+      assert.equals("exception", e.type)
+      assert.equals(6, e.vector)
+      assert.equals(0x100f, e.rip)
+    end
+    cpu.rip = 0x1013
+    assert.equals("hlt", cpu:run().type)
+    assert.equals(9, cpu.rax & 0xffff)
+  end)
+
+  it("that loops forever is stopped by a timeout and can be resumed", function()
+    local g, cpu = H.real("l: inc ax\njmp l")
+    assert.equals("timeout", cpu:run{ timeout_ms = 20 }.type)
+    local ax = cpu.rax
+    assert.equals("timeout", cpu:run{ timeout_ms = 20 }.type)
+    assert.is_true(cpu.rax ~= ax)   -- it ran on from where it stopped
+  end)
+
+  it("whose handler errors leaves the VCPU usable", function()
+    local g, cpu = H.real("l: out 0x80, al\ninc bx\ncmp bx, 3\njne l\nhlt")
+    g:trap("io", 0x80, 1, function() error({ code = 1 }) end)
+    for _ = 1, 3 do
+      local ok, err = pcall(cpu.run, cpu)
+      assert.is_false(ok)
+      assert.matches("error object is a table value", err)
+    end
+    assert.equals("hlt", cpu:run().type)
+  end)
+end)
