@@ -120,3 +120,74 @@ $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- install / uninstall ---------------------------------------------------
+# `make install PREFIX=/opt/mv` (default /usr/local; DESTDIR is prepended to
+# every path, for staging).  Where the Lua files go follows Debian's lua5.4:
+#   Lua library  $(PREFIX)/share/lua/5.4/moonvisor/  (INSTALL_LMOD of lua5.4.pc
+#                is /usr/share/lua/5.4; lua5.4's package.path searches both
+#                /usr/share/lua/5.4 and /usr/local/share/lua/5.4)
+#   C module     $(PREFIX)/lib/<multiarch>/lua/5.4/moonvisor/core.so for
+#                PREFIX=/usr (INSTALL_CMOD of lua5.4.pc), otherwise
+#                $(PREFIX)/lib/lua/5.4/moonvisor/core.so (lua5.4's package.cpath
+#                searches /usr/local/lib/lua/5.4, not a multiarch dir there)
+# Each directory can be overridden: make install LUA_CMOD_DIR=... LUA_LMOD_DIR=...
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+INSTALL      ?= install
+MULTIARCH    := $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
+BIN_DIR      = $(PREFIX)/bin
+LUA_LMOD_DIR = $(PREFIX)/share/lua/5.4
+LUA_CMOD_DIR = $(if $(filter /usr /usr/,$(PREFIX)),$(PREFIX)/lib/$(MULTIARCH)/lua/5.4,$(PREFIX)/lib/lua/5.4)
+EXAMPLES_DIR = $(PREFIX)/share/moonvisor/examples
+MAN1_DIR     = $(PREFIX)/share/man/man1
+LUA_SCRIPTS  := $(shell cd scripts && find moonvisor -name '*.lua' | sort)
+
+.PHONY: install uninstall rock-build rock-install
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(BIN_DIR) $(DESTDIR)$(LUA_CMOD_DIR)/moonvisor $(DESTDIR)$(LUA_LMOD_DIR) \
+	  $(DESTDIR)$(EXAMPLES_DIR)/guests $(DESTDIR)$(MAN1_DIR)
+	$(INSTALL) -m 755 $(BUILD)/moonvisor $(DESTDIR)$(BIN_DIR)/moonvisor
+	$(INSTALL) -m 644 $(BUILD)/lua/moonvisor/core.so $(DESTDIR)$(LUA_CMOD_DIR)/moonvisor/core.so
+	$(foreach f,$(LUA_SCRIPTS),$(INSTALL) -m 644 -D scripts/$(f) $(DESTDIR)$(LUA_LMOD_DIR)/$(f) &&) true
+	$(INSTALL) -m 644 examples/*.lua $(DESTDIR)$(EXAMPLES_DIR)/
+	$(INSTALL) -m 644 examples/guests/* $(GUESTS) $(DESTDIR)$(EXAMPLES_DIR)/guests/
+	$(INSTALL) -m 644 doc/moonvisor.1 $(DESTDIR)$(MAN1_DIR)/moonvisor.1
+
+# Removes what install put there (the moonvisor directories as a whole);
+# leaves shared parent directories such as share/lua/5.4 in place.
+uninstall:
+	rm -f $(DESTDIR)$(BIN_DIR)/moonvisor $(DESTDIR)$(MAN1_DIR)/moonvisor.1
+	rm -f $(DESTDIR)$(LUA_CMOD_DIR)/moonvisor/core.so
+	-rmdir $(DESTDIR)$(LUA_CMOD_DIR)/moonvisor 2>/dev/null
+	rm -rf $(DESTDIR)$(LUA_LMOD_DIR)/moonvisor $(DESTDIR)$(PREFIX)/share/moonvisor
+
+# ---- luarocks (moonvisor-0.1.0-1.rockspec, build.type = "make") -------------
+# luarocks runs `make rock-build VAR=...` then `make rock-install VAR=...`.
+# Its CFLAGS arrive as ROCK_CFLAGS: a CFLAGS on make's command line would
+# replace the project's -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror.  The
+# rock is built in its own tree, $(BUILD)/rock, and installs the module only
+# (moonvisor.core + the Lua library); the executable and the man page come
+# from `make install`.
+ROCK_BUILD   := $(BUILD)/rock
+ROCK_CFLAGS  ?= $(OPT)
+LIBFLAG      ?= -shared
+LUA_INCDIR   ?=
+UNICORN_INCDIR ?=
+UNICORN_LIBDIR ?=
+ROCK_INC     = $(strip $(if $(LUA_INCDIR),-I$(LUA_INCDIR)) $(if $(UNICORN_INCDIR),-I$(UNICORN_INCDIR)))
+INST_LIBDIR  ?= $(LUA_CMOD_DIR)
+INST_LUADIR  ?= $(LUA_LMOD_DIR)
+
+rock-build:
+	$(MAKE) --no-print-directory BUILD=$(ROCK_BUILD) OPT="$(ROCK_CFLAGS)" \
+	  LINKOPT="$(filter-out -shared,$(LIBFLAG))" \
+	  $(if $(ROCK_INC),LUA_CFLAGS="$(ROCK_INC)") \
+	  $(if $(UNICORN_LIBDIR),UC_LIBS="-L$(UNICORN_LIBDIR) -lunicorn") \
+	  $(ROCK_BUILD)/lua/moonvisor/core.so
+
+rock-install:
+	$(INSTALL) -d $(INST_LIBDIR)/moonvisor $(INST_LUADIR)
+	$(INSTALL) -m 644 $(ROCK_BUILD)/lua/moonvisor/core.so $(INST_LIBDIR)/moonvisor/core.so
+	$(foreach f,$(LUA_SCRIPTS),$(INSTALL) -m 644 -D scripts/$(f) $(INST_LUADIR)/$(f) &&) true

@@ -5,7 +5,8 @@
 local mv = require "moonvisor"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local image = assert(io.open(here .. "/../build/guests/hello.bin", "rb"),
+local image = assert(io.open(here .. "/../build/guests/hello.bin", "rb")   -- source tree
+                     or io.open(here .. "/guests/hello.bin", "rb"),     -- installed examples
                      "build/guests/hello.bin is missing: run `make` first"):read("a")
 
 local g <close> = mv.guest{}
