@@ -16,7 +16,7 @@ static const char *const exit_names[MV_EXIT_TYPE_COUNT] = {
   [MV_EXIT_HLT] = "hlt", [MV_EXIT_SHUTDOWN] = "shutdown", [MV_EXIT_KICK] = "kick",
   [MV_EXIT_DEBUG] = "debug", [MV_EXIT_FAIL_ENTRY] = "fail_entry",
   [MV_EXIT_INTERNAL_ERROR] = "internal_error", [MV_EXIT_SYSTEM_EVENT] = "system_event",
-  [MV_EXIT_EXCEPTION] = "exception", [MV_EXIT_TIMEOUT] = "timeout", [MV_EXIT_UNKNOWN] = "unknown",
+  [MV_EXIT_EXCEPTION] = "exception", [MV_EXIT_TIMEOUT] = "timeout", [MV_EXIT_SYSCALL] = "syscall", [MV_EXIT_UNKNOWN] = "unknown",
 };
 
 const char *mv_exit_type_name(mv_exit_type t) {

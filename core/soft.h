@@ -1,0 +1,59 @@
+/*
+ * soft.h - what the two files of the software backend share: soft.c (the
+ * Unicorn engine, hooks, memory and the run loop) and soft_cpu.c (registers,
+ * special registers, CPU modes and guest page-table walks).
+ */
+#ifndef MV_SOFT_H
+#define MV_SOFT_H
+
+#include <unicorn/unicorn.h>
+#include "internal.h"
+
+typedef struct mmio_page_cb {
+  mv_vcpu *cpu;
+  uint64_t base;
+  struct mmio_page_cb *next;
+} mmio_page_cb;
+
+typedef struct soft_vcpu {
+  uc_engine *uc;
+  uc_mode mode;                            /* UC_MODE_16 (real), _32 (protected), _64 (long) */
+  volatile sig_atomic_t stop_requested;   /* set by callbacks, honoured before the next instruction */
+  bool exit_set;                           /* *cpu->exit already describes why we stopped */
+  uint64_t pc;                             /* linear address of the instruction last started */
+  mmio_page_cb *mmio;                      /* user data of MMIO pages mapped on first touch */
+  uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
+  uint8_t ro_saved[16];
+  int ro_size;
+} soft_vcpu;
+
+static inline soft_vcpu *SV(mv_vcpu *c) { return c->be_state; }
+
+/* Unicorn writes as many bytes as it likes (up to 8) into a register read's
+ * buffer, whatever the register's width: always go through a uint64_t. */
+static inline uint64_t reg(uc_engine *uc, int id) {
+  uint64_t v = 0;
+  uc_reg_read(uc, id, &v);
+  return v;
+}
+
+static inline uc_err set_reg(uc_engine *uc, int id, uint64_t v) { return uc_reg_write(uc, id, &v); }
+
+int soft_fail(mv_err *err, const char *what, uc_err e);
+
+/* soft.c: a fresh engine in the given mode, with hooks and memory. */
+int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err);
+void soft_engine_close(mv_vcpu *c);
+
+/* soft_cpu.c */
+int soft_get_regs(mv_vcpu *c, mv_regs *r, mv_err *err);
+int soft_set_regs(mv_vcpu *c, const mv_regs *r, mv_err *err);
+int soft_get_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err);
+int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err);
+/* Where uc_emu_start must begin: CS*16+IP in real mode, RIP otherwise. */
+uint64_t soft_start_address(soft_vcpu *sv);
+/* Guest-physical address of a linear one through the guest's page tables;
+ * false when the page is not present. */
+bool soft_translate(mv_vcpu *c, uint64_t linear, uint64_t *phys);
+
+#endif

@@ -1,0 +1,241 @@
+/*
+ * soft_cpu.c - the software backend's CPU state: general registers in each
+ * mode, special registers and the switch between real, protected and long
+ * mode (Unicorn fixes a register width per engine, so a mode change opens a
+ * new engine), and walks of the guest's page tables.
+ *
+ * Segment registers: Unicorn loads a selector's hidden part from the GDT in
+ * guest memory, as the CPU does, so in protected and long mode the bases and
+ * limits given to write_sregs must match the GDT (x86.lua writes both).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include "soft.h"
+
+#define CR0_PE 1u
+#define CR0_PG UINT64_C(0x80000000)
+#define CR4_PSE 0x10u
+#define CR4_PAE 0x20u
+#define EFER_MSR 0xc0000080u
+#define EFER_LMA 0x400u
+
+static const int gpr32[8] = { UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX,
+                              UC_X86_REG_ESI, UC_X86_REG_EDI, UC_X86_REG_EBP, UC_X86_REG_ESP };
+static const int gpr64[16] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
+                               UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
+                               UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_R10, UC_X86_REG_R11,
+                               UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
+static const char *const reg_names[18] = { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+                                           "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags" };
+
+static uint64_t *reg_slot(mv_regs *r, int i) {
+  uint64_t *slots[18] = { &r->rax, &r->rbx, &r->rcx, &r->rdx, &r->rsi, &r->rdi, &r->rbp, &r->rsp,
+                          &r->r8, &r->r9, &r->r10, &r->r11, &r->r12, &r->r13, &r->r14, &r->r15,
+                          &r->rip, &r->rflags };
+  return slots[i];
+}
+
+/* {====================================================== general registers */
+
+int soft_get_regs(mv_vcpu *c, mv_regs *r, mv_err *err) {
+  (void)err;
+  soft_vcpu *sv = SV(c);
+  memset(r, 0, sizeof *r);
+  bool wide = sv->mode == UC_MODE_64;
+  for (int i = 0; i < (wide ? 16 : 8); i++)
+    *reg_slot(r, i) = wide ? reg(sv->uc, gpr64[i]) : reg(sv->uc, gpr32[i]) & 0xffffffff;
+  r->rip = wide ? reg(sv->uc, UC_X86_REG_RIP) : reg(sv->uc, UC_X86_REG_EIP) & 0xffffffff;
+  r->rflags = reg(sv->uc, UC_X86_REG_EFLAGS) & 0xffffffff;
+  return 0;
+}
+
+int soft_set_regs(mv_vcpu *c, const mv_regs *in, mv_err *err) {
+  soft_vcpu *sv = SV(c);
+  mv_regs r = *in;
+  bool wide = sv->mode == UC_MODE_64;
+  for (int i = 0; i < 18; i++) {   /* refuse before writing anything: no silent truncation */
+    uint64_t v = *reg_slot(&r, i);
+    if (!wide && i >= 8 && i < 16 && v)
+      return mv__fail(err, -ENOTSUP, "vcpu:write_state: %s does not exist outside long mode (soft backend)", reg_names[i]);
+    if (!wide && v > UINT32_MAX)
+      return mv__fail(err, -ERANGE, "vcpu:write_state: %s = 0x%" PRIx64 " does not fit the 32-bit registers of %s mode (soft backend)",
+                      reg_names[i], v, sv->mode == UC_MODE_16 ? "real" : "protected");
+  }
+  for (int i = 0; i < (wide ? 16 : 8); i++) {
+    uc_err e = set_reg(sv->uc, wide ? gpr64[i] : gpr32[i], *reg_slot(&r, i));
+    if (e) return soft_fail(err, "vcpu:write_state", e);
+  }
+  set_reg(sv->uc, wide ? UC_X86_REG_RIP : UC_X86_REG_EIP, r.rip);
+  set_reg(sv->uc, UC_X86_REG_EFLAGS, r.rflags | 2);
+  return 0;
+}
+
+uint64_t soft_start_address(soft_vcpu *sv) {
+  if (sv->mode == UC_MODE_16)
+    return ((reg(sv->uc, UC_X86_REG_CS) & 0xffff) << 4) + (reg(sv->uc, UC_X86_REG_EIP) & 0xffff);
+  return sv->mode == UC_MODE_64 ? reg(sv->uc, UC_X86_REG_RIP) : reg(sv->uc, UC_X86_REG_EIP) & 0xffffffff;
+}
+
+/* {====================================================== page tables */
+
+static bool read_phys(mv_vcpu *c, uint64_t pa, void *buf, size_t n) {
+  return mv_guest_read(c->guest, pa, buf, n, NULL) == 0;
+}
+
+bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
+  uc_engine *uc = SV(c)->uc;
+  uint64_t cr0 = reg(uc, UC_X86_REG_CR0), cr3 = reg(uc, UC_X86_REG_CR3), cr4 = reg(uc, UC_X86_REG_CR4);
+  if (!(cr0 & CR0_PG)) {
+    *pa = va;
+    return true;
+  }
+  if (!(cr4 & CR4_PAE)) {   /* two levels of 32-bit entries */
+    uint32_t pde, pte;
+    if (!read_phys(c, (cr3 & 0xfffff000) + ((va >> 22) & 0x3ff) * 4, &pde, 4) || !(pde & 1)) return false;
+    if ((pde & 0x80) && (cr4 & CR4_PSE)) {
+      *pa = (pde & 0xffc00000u) + (va & 0x3fffff);
+      return true;
+    }
+    if (!read_phys(c, (pde & 0xfffff000u) + ((va >> 12) & 0x3ff) * 4, &pte, 4) || !(pte & 1)) return false;
+    *pa = (pte & 0xfffff000u) + (va & 0xfff);
+    return true;
+  }
+  bool four = SV(c)->mode == UC_MODE_64;   /* PAE: 3 levels; long mode: 4 */
+  uint64_t table = four ? cr3 & ~UINT64_C(0xfff) : cr3 & ~UINT64_C(0x1f);
+  int shift = four ? 39 : 30;
+  const uint64_t addr_mask = UINT64_C(0x000ffffffffff000);
+  for (int level = four ? 4 : 3; level >= 1; level--, shift -= 9) {
+    uint64_t e;
+    unsigned idx = (unsigned)((va >> shift) & (level == 3 && !four ? 3 : 0x1ff));
+    if (!read_phys(c, table + idx * 8, &e, 8) || !(e & 1)) return false;
+    if (level <= 3 && level >= 2 && (e & 0x80)) {   /* 1 GiB or 2 MiB page */
+      uint64_t size = UINT64_C(1) << shift;
+      *pa = (e & addr_mask & ~(size - 1)) + (va & (size - 1));
+      return true;
+    }
+    table = e & addr_mask;
+  }
+  *pa = table + (va & 0xfff);
+  return true;
+}
+
+/* {====================================================== special registers */
+
+static const int seg_ids[6] = { UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_ES,
+                                UC_X86_REG_FS, UC_X86_REG_GS, UC_X86_REG_SS };
+
+static uint64_t read_efer(uc_engine *uc) {
+  uc_x86_msr m = { .rid = EFER_MSR };
+  uc_reg_read(uc, UC_X86_REG_MSR, &m);
+  return m.value;
+}
+
+/* The hidden part of a selector, from its descriptor in the guest's GDT. */
+static mv_segment describe(mv_vcpu *c, uint16_t sel, uint64_t gdt_base) {
+  mv_segment s = { .selector = sel };
+  uint64_t d = 0, pa;
+  if ((sel & ~7u) == 0 || !soft_translate(c, gdt_base + (sel & ~7u), &pa) || !read_phys(c, pa, &d, 8)) {
+    s.unusable = sel == 0;
+    return s;
+  }
+  s.limit = (uint32_t)((d & 0xffff) | ((d >> 32) & 0xf0000));
+  s.base = ((d >> 16) & 0xffffff) | (((d >> 56) & 0xff) << 24);
+  s.type = (d >> 40) & 0xf;
+  s.s = (d >> 44) & 1;
+  s.dpl = (d >> 45) & 3;
+  s.present = (d >> 47) & 1;
+  s.avl = (d >> 52) & 1;
+  s.l = (d >> 53) & 1;
+  s.db = (d >> 54) & 1;
+  s.g = (d >> 55) & 1;
+  if (s.g) s.limit = (s.limit << 12) | 0xfff;
+  return s;
+}
+
+int soft_get_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err) {
+  (void)err;
+  soft_vcpu *sv = SV(c);
+  uc_engine *uc = sv->uc;
+  memset(s, 0, sizeof *s);
+  uc_x86_mmr gdtr = { 0 }, idtr = { 0 }, tr = { 0 }, ldtr = { 0 };
+  uc_reg_read(uc, UC_X86_REG_GDTR, &gdtr);
+  uc_reg_read(uc, UC_X86_REG_IDTR, &idtr);
+  uc_reg_read(uc, UC_X86_REG_TR, &tr);
+  uc_reg_read(uc, UC_X86_REG_LDTR, &ldtr);
+  s->gdt = (mv_dtable){ gdtr.base, (uint16_t)gdtr.limit };
+  s->idt = (mv_dtable){ idtr.base, (uint16_t)idtr.limit };
+  s->cr0 = reg(uc, UC_X86_REG_CR0) & 0xffffffff;
+  s->cr2 = reg(uc, UC_X86_REG_CR2);
+  s->cr3 = reg(uc, UC_X86_REG_CR3);
+  s->cr4 = reg(uc, UC_X86_REG_CR4) & 0xffffffff;
+  s->cr8 = reg(uc, UC_X86_REG_CR8);
+  s->efer = read_efer(uc);
+  s->apic_base = UINT64_C(0xfee00900);
+  mv_segment *segs[6] = { &s->cs, &s->ds, &s->es, &s->fs, &s->gs, &s->ss };
+  for (int i = 0; i < 6; i++) {
+    uint16_t sel = (uint16_t)reg(uc, seg_ids[i]);
+    if (!(s->cr0 & CR0_PE))   /* real mode: the hidden part follows the selector */
+      *segs[i] = (mv_segment){ .base = (uint64_t)sel << 4, .limit = 0xffff, .selector = sel,
+                               .type = i == 0 ? 11 : 3, .present = 1, .s = 1 };
+    else
+      *segs[i] = describe(c, sel, gdtr.base);
+  }
+  s->tr = (mv_segment){ .base = tr.base, .limit = tr.limit, .selector = (uint16_t)tr.selector,
+                        .type = 11, .present = 1 };
+  s->ldt = (mv_segment){ .base = ldtr.base, .limit = ldtr.limit, .selector = (uint16_t)ldtr.selector,
+                         .type = 2, .present = 1, .unusable = ldtr.selector == 0 };
+  return 0;
+}
+
+static uc_mode mode_of(const mv_sregs *s) {
+  if (!(s->cr0 & CR0_PE)) return UC_MODE_16;
+  bool long_mode = (s->efer & EFER_LMA) || ((s->efer & 0x100) && (s->cr0 & CR0_PG));
+  return long_mode ? UC_MODE_64 : UC_MODE_32;
+}
+
+/* Opens an engine of another mode, carrying the general registers over. */
+static int switch_mode(mv_vcpu *c, uc_mode mode, mv_err *err) {
+  mv_regs r;
+  soft_get_regs(c, &r, err);
+  soft_engine_close(c);
+  int e = soft_engine_open(c, mode, err);
+  if (e < 0) return e;
+  if (mode != UC_MODE_64) {   /* narrowing: keep the low halves */
+    for (int i = 0; i < 18; i++) *reg_slot(&r, i) = i >= 8 && i < 16 ? 0 : *reg_slot(&r, i) & 0xffffffff;
+  }
+  return soft_set_regs(c, &r, err);
+}
+
+int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
+  uc_mode mode = mode_of(s);
+  const mv_segment *segs[6] = { &s->cs, &s->ds, &s->es, &s->fs, &s->gs, &s->ss };
+  static const char *const names[6] = { "cs", "ds", "es", "fs", "gs", "ss" };
+  if (mode == UC_MODE_16)
+    for (int i = 0; i < 6; i++)
+      if (segs[i]->base != (uint64_t)segs[i]->selector << 4)
+        return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: %s base 0x%" PRIx64 " is not selector*16 (soft backend, real mode)",
+                        names[i], segs[i]->base);
+  if (mode != SV(c)->mode) {
+    int r = switch_mode(c, mode, err);
+    if (r < 0) return r;
+  }
+  uc_engine *uc = SV(c)->uc;
+  uc_x86_mmr gdtr = { .base = s->gdt.base, .limit = s->gdt.limit }, idtr = { .base = s->idt.base, .limit = s->idt.limit };
+  uc_x86_mmr tr = { .selector = s->tr.selector, .base = s->tr.base, .limit = s->tr.limit };
+  uc_reg_write(uc, UC_X86_REG_GDTR, &gdtr);
+  uc_reg_write(uc, UC_X86_REG_IDTR, &idtr);
+  uc_x86_msr efer = { .rid = EFER_MSR, .value = s->efer };
+  uc_err e;
+  if ((e = set_reg(uc, UC_X86_REG_CR4, s->cr4)) || (e = set_reg(uc, UC_X86_REG_CR3, s->cr3)) ||
+      (e = uc_reg_write(uc, UC_X86_REG_MSR, &efer)) || (e = set_reg(uc, UC_X86_REG_CR0, s->cr0)) ||
+      (e = set_reg(uc, UC_X86_REG_CR2, s->cr2)))
+    return soft_fail(err, "vcpu:write_sregs", e);
+  if (mode != UC_MODE_16) uc_reg_write(uc, UC_X86_REG_TR, &tr);
+  for (int i = 0; i < 6; i++) {
+    e = set_reg(uc, seg_ids[i], segs[i]->selector);   /* protected mode: loads the GDT descriptor */
+    if (e) return mv__fail(err, -EINVAL, "vcpu:write_sregs: %s selector 0x%x: unicorn: %s (is its GDT descriptor valid?)",
+                           names[i], segs[i]->selector, uc_strerror(e));
+  }
+  return 0;
+}
