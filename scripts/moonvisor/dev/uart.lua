@@ -1,0 +1,344 @@
+-- moonvisor.dev.uart: an 8250/16550A UART model (the PC's COM ports), one
+-- io trap over its 8 registers.
+--
+--   local uart = require("moonvisor.dev.uart").new(g, {
+--     base = 0x3f8,          -- first port (COM1); 8 ports are trapped
+--     irq = 4,               -- the line passed to raise_irq
+--     raise_irq = function(line, level) end,  -- called when the interrupt
+--                            -- output changes: level 1 (pending) or 0
+--     output = function(bytes) end,  -- each transmitted byte, at once; default:
+--                            -- io.stdout, buffered up to a newline or 4 KiB
+--                            -- (uart:flush() writes the rest); false discards
+--     input = "string" or function() return byte_or_string_or_nil end,
+--   })
+--   uart:feed(str)    more input, delivered as the guest makes room for it
+--   uart:receive(str) bytes arriving on the line now: they overrun a full FIFO
+--   uart:poll()       pull input (a function source) and update the interrupt
+--   uart:read(port) uart:write(port, byte)   register access, as the guest's
+--   uart:flush() uart:stats() uart:irq_level() uart:remove()
+--
+-- Model:
+-- * Registers: RBR/THR, IER, IIR/FCR, LCR (DLAB), MCR, LSR, MSR, SCR and the
+--   divisor latch DLL/DLM (at offsets 0/1 while LCR.DLAB=1; 12 = 9600 baud
+--   after reset).
+-- * Transmission is instantaneous: THR and the shift register are always
+--   empty (LSR.THRE and TEMT stay set); the TX FIFO never holds anything.
+-- * Reception: the RX holding register (1 byte) or, with FCR bit 0 set, the
+--   16-byte RX FIFO.  Input from `input`/feed() is flow-controlled: it is
+--   moved in whenever the guest touches RBR, LSR or IIR (or on feed/poll)
+--   and only as far as there is room, so none is lost: when the guest
+--   clears the receiver (FCR) or enters loopback, input bytes it has not read
+--   go back to the front of the input queue.  Bytes that arrive
+--   regardless -- loopback THR writes, uart:receive() -- overrun: LSR.OE is
+--   set; in FIFO mode the new byte is lost, without FIFO it replaces RBR.
+--   In loopback (MCR bit 4) the input is disconnected and the modem inputs
+--   follow MCR (RTS->CTS, DTR->DSR, OUT1->RI, OUT2->DCD).
+-- * Interrupts by priority: receiver line status (OE, IER bit 2), received
+--   data (IER bit 0; in FIFO mode 0x04 at or above the trigger level, and the
+--   character timeout 0x0C below it -- there is no time here, so the timeout
+--   counts as elapsed at once), THR empty (IER bit 1), modem status (IER
+--   bit 3).  Reading IIR when it shows THR empty clears that interrupt, as
+--   does a THR write (after which it is raised again: a fresh edge per byte).
+--   Reading LSR clears line status, MSR its delta bits.  IIR bits 6-7 are set
+--   while the FIFOs are enabled.  MCR.OUT2 does not gate the interrupt.
+-- * Not implemented: a raw host terminal mode (stdin in raw mode as input),
+--   parity/framing/break errors, transmit timing, the scratch-less 8250
+--   variant.
+local dev = require "moonvisor.dev"
+
+local M = {}
+local Uart = {}
+Uart.__index = Uart
+M.Uart = Uart
+
+local LSR_DR, LSR_OE, LSR_THRE, LSR_TEMT = 0x01, 0x02, 0x20, 0x40
+local LSR_ERRORS = 0x1e          -- OE, PE, FE, BI
+local IER_RDI, IER_THRI, IER_RLSI, IER_MSI = 0x01, 0x02, 0x04, 0x08
+local IIR_NONE, IIR_MSI, IIR_THRI, IIR_RDI, IIR_RLSI, IIR_CTI = 0x01, 0x00, 0x02, 0x04, 0x06, 0x0c
+local MCR_LOOP = 0x10
+local MSR_DEFAULT = 0xb0         -- DCD, DSR, CTS asserted (a connected terminal)
+local TRIGGER = { [0] = 1, 4, 8, 14 }
+local FIFO_SIZE = 16
+
+local function stdout_sink(self)
+  local buf, n = {}, 0
+  self._flush = function()
+    if n > 0 then io.stdout:write(table.concat(buf, "", 1, n)); io.stdout:flush(); n = 0 end
+  end
+  return function(s)
+    n = n + 1
+    buf[n] = s
+    if s == "\n" or n >= 4096 then self._flush() end
+  end
+end
+
+function M.new(g, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("uart.new: options must be a table, got " .. type(opts), 2) end
+  local self = setmetatable({
+    base = opts.base or 0x3f8, irq = opts.irq or 4, raise_irq = opts.raise_irq,
+    ier = 0, lcr = 0, mcr = 0, scr = 0, dll = 12, dlm = 0,
+    fifo = false, trigger = 1, lsr_err = 0, msr = MSR_DEFAULT,
+    rbr = 0, rx = {},            -- rx[1] is the oldest received byte; +0x100: from input
+    thr_ipending = false, level = 0,
+    inq = {}, inpos = 1,         -- queued input strings, position in inq[1]
+    n_tx = 0, n_rx = 0, n_overrun = 0, n_irq = 0, n_access = 0,
+  }, Uart)
+  if opts.output == false then
+    self.out = function() end
+  elseif opts.output ~= nil then
+    if type(opts.output) ~= "function" then error("uart.new: output must be a function or false", 2) end
+    self.out = opts.output
+  else
+    self.out = stdout_sink(self)
+  end
+  local input = opts.input
+  if type(input) == "function" then self.input_fn = input
+  elseif type(input) == "string" then self.inq[1] = input
+  elseif input ~= nil then error("uart.new: input must be a string or a function, got " .. type(input), 2) end
+  if self.raise_irq ~= nil and type(self.raise_irq) ~= "function" then
+    error("uart.new: raise_irq must be a function", 2)
+  end
+  self.handler = dev.bytewise(self.base, 8,
+    function(port) return self:read(port) end,
+    function(port, v) self:write(port, v) end)
+  self.trap = g:trap("io", self.base, 8, self.handler)
+  self:_pull()
+  return self
+end
+
+-- Next input byte, or nil when there is none now.
+function Uart:_next_input()
+  while true do
+    local s = self.inq[1]
+    if s then
+      local p = self.inpos
+      if p <= #s then
+        self.inpos = p + 1
+        return s:byte(p)
+      end
+      table.remove(self.inq, 1)
+      self.inpos = 1
+    elseif self.input_fn then
+      local v = self.input_fn()
+      if v == nil then return nil end
+      if type(v) == "number" then return v & 0xff end
+      self.inq[#self.inq + 1] = tostring(v)
+    else
+      return nil
+    end
+  end
+end
+
+-- Moves queued input into the receiver as far as there is room.
+function Uart:_pull()
+  if self.mcr & MCR_LOOP ~= 0 then return end
+  local cap = self.fifo and FIFO_SIZE or 1
+  local rx = self.rx
+  while #rx < cap do
+    local b = self:_next_input()
+    if not b then break end
+    rx[#rx + 1] = b | 0x100
+  end
+end
+
+-- Empties the receiver (keeps the bytes from the line when keep_line is
+-- set); bytes that came from the input go back to its queue.
+function Uart:_clear_rx(keep_line)
+  local back, kept = {}, {}
+  for _, b in ipairs(self.rx) do
+    if b & 0x100 ~= 0 then back[#back + 1] = string.char(b & 0xff)
+    elseif keep_line then kept[#kept + 1] = b end
+  end
+  self.rx = kept
+  if #back > 0 then
+    local q = self.inq
+    if q[1] then q[1] = q[1]:sub(self.inpos) end
+    self.inpos = 1
+    table.insert(q, 1, table.concat(back))
+  end
+end
+
+-- A byte arriving on the line now.
+function Uart:_receive(b)
+  local rx = self.rx
+  if #rx >= (self.fifo and FIFO_SIZE or 1) then
+    self.lsr_err = self.lsr_err | LSR_OE
+    self.n_overrun = self.n_overrun + 1
+    if not self.fifo then rx[1] = b end   -- the 8250 holding register is overwritten
+  else
+    rx[#rx + 1] = b
+  end
+end
+
+function Uart:_iir()
+  local ier = self.ier
+  if ier & IER_RLSI ~= 0 and self.lsr_err ~= 0 then return IIR_RLSI end
+  local n = #self.rx
+  if ier & IER_RDI ~= 0 and n > 0 then
+    if self.fifo and n < self.trigger then return IIR_CTI end
+    return IIR_RDI
+  end
+  if ier & IER_THRI ~= 0 and self.thr_ipending then return IIR_THRI end
+  if ier & IER_MSI ~= 0 and self.msr & 0x0f ~= 0 then return IIR_MSI end
+  return IIR_NONE
+end
+
+function Uart:_update_irq()
+  local level = (self:_iir() & 1) == 0 and 1 or 0
+  if level ~= self.level then
+    self.level = level
+    if level == 1 then self.n_irq = self.n_irq + 1 end
+    if self.raise_irq then self.raise_irq(self.irq, level) end
+  end
+end
+
+-- The modem status inputs change to `lines` (bits 4-7 of MSR).
+function Uart:_set_modem_lines(lines)
+  local old = self.msr
+  local delta = 0
+  if (old ~ lines) & 0x10 ~= 0 then delta = delta | 0x01 end       -- DCTS
+  if (old ~ lines) & 0x20 ~= 0 then delta = delta | 0x02 end       -- DDSR
+  if old & 0x40 ~= 0 and lines & 0x40 == 0 then delta = delta | 0x04 end  -- TERI (trailing edge)
+  if (old ~ lines) & 0x80 ~= 0 then delta = delta | 0x08 end       -- DDCD
+  self.msr = (lines & 0xf0) | (old & 0x0f) | delta
+end
+
+local function loop_lines(mcr)
+  return ((mcr & 0x02) << 3) | ((mcr & 0x01) << 5) | ((mcr & 0x04) << 4) | ((mcr & 0x08) << 4)
+end
+
+-- Register read at `port` (base..base+7), with the chip's side effects.
+function Uart:read(port)
+  self.n_access = self.n_access + 1
+  local off = port - self.base
+  local v
+  if off == 0 then
+    if self.lcr & 0x80 ~= 0 then return self.dll end
+    if #self.rx == 0 then self:_pull() end
+    if #self.rx > 0 then
+      self.rbr = table.remove(self.rx, 1) & 0xff
+      self.n_rx = self.n_rx + 1
+      self:_pull()
+    end
+    v = self.rbr
+  elseif off == 1 then
+    if self.lcr & 0x80 ~= 0 then return self.dlm end
+    return self.ier
+  elseif off == 2 then
+    self:_pull()
+    local iir = self:_iir()
+    if iir == IIR_THRI then self.thr_ipending = false end
+    v = iir | (self.fifo and 0xc0 or 0)
+  elseif off == 3 then
+    return self.lcr
+  elseif off == 4 then
+    return self.mcr
+  elseif off == 5 then
+    self:_pull()
+    v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_THRE | LSR_TEMT
+    self.lsr_err = 0
+  elseif off == 6 then
+    v = self.msr
+    self.msr = v & 0xf0
+  elseif off == 7 then
+    return self.scr
+  else
+    return 0xff
+  end
+  self:_update_irq()
+  return v
+end
+
+-- Register write at `port`.
+function Uart:write(port, v)
+  self.n_access = self.n_access + 1
+  v = v & 0xff
+  local off = port - self.base
+  if off == 0 then
+    if self.lcr & 0x80 ~= 0 then self.dll = v return end
+    self.thr_ipending = false
+    self:_update_irq()
+    if self.mcr & MCR_LOOP ~= 0 then
+      self:_receive(v)
+    else
+      self.n_tx = self.n_tx + 1
+      self.out(string.char(v))
+    end
+    self.thr_ipending = true          -- THR empties at once
+  elseif off == 1 then
+    if self.lcr & 0x80 ~= 0 then self.dlm = v return end
+    local changed = self.ier ~ v
+    self.ier = v & 0x0f
+    if changed & IER_THRI ~= 0 then self.thr_ipending = v & IER_THRI ~= 0 end
+  elseif off == 2 then
+    local enable = v & 1 ~= 0
+    if enable ~= self.fifo then self:_clear_rx() end   -- changing FCR0 resets the FIFOs
+    self.fifo = enable
+    if enable then
+      if v & 0x02 ~= 0 then self:_clear_rx() end    -- clear RX FIFO (TX is always empty)
+      self.trigger = TRIGGER[v >> 6]
+    end
+    self:_pull()
+  elseif off == 3 then
+    self.lcr = v
+    return
+  elseif off == 4 then
+    local was_loop = self.mcr & MCR_LOOP ~= 0
+    self.mcr = v & 0x1f
+    if v & MCR_LOOP ~= 0 then
+      if not was_loop then self:_clear_rx(true) end    -- the input is disconnected
+      self:_set_modem_lines(loop_lines(self.mcr))
+    elseif was_loop then
+      self:_set_modem_lines(MSR_DEFAULT)
+      self:_pull()
+    end
+  elseif off == 5 or off == 6 then
+    return                              -- LSR and MSR are read-only here
+  elseif off == 7 then
+    self.scr = v
+    return
+  end
+  self:_update_irq()
+end
+
+function Uart:feed(s)
+  if type(s) ~= "string" then error("uart:feed: expected a string, got " .. type(s), 2) end
+  self.inq[#self.inq + 1] = s
+  self:poll()
+end
+
+function Uart:receive(s)
+  if type(s) ~= "string" then error("uart:receive: expected a string, got " .. type(s), 2) end
+  for i = 1, #s do self:_receive(s:byte(i)) end
+  self:_update_irq()
+end
+
+function Uart:poll()
+  self:_pull()
+  self:_update_irq()
+end
+
+function Uart:irq_level() return self.level end
+
+function Uart:flush()
+  if self._flush then self._flush() end
+end
+
+function Uart:divisor() return (self.dlm << 8) | self.dll end
+
+-- tx/rx: bytes sent and read by the guest; overruns; irqs: rising edges of
+-- the interrupt; rx_fifo: bytes waiting; divisor and baud (of a 1.8432 MHz clock).
+function Uart:stats()
+  local d = self:divisor()
+  return { tx = self.n_tx, rx = self.n_rx, overruns = self.n_overrun, irqs = self.n_irq,
+           accesses = self.n_access, rx_fifo = #self.rx, fifo = self.fifo,
+           divisor = d, baud = d > 0 and 115200 // d or 0 }
+end
+
+function Uart:remove()
+  self:flush()
+  if self.trap then self.trap:remove(); self.trap = nil end
+end
+
+return M
