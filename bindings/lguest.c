@@ -289,6 +289,8 @@ int lmv_open_guest(lua_State *L) {
   luaL_newmetatable(L, MV_GUEST);
   luaL_setfuncs(L, guest_meta, 0);
   luaL_newlib(L, guest_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Guest");   /* core.Guest: the method table, for Lua extensions */
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, guest_new);

@@ -15,15 +15,18 @@ function helpers.guest(opts)
   return mv.guest(opts)
 end
 
--- Assembles 16-bit nasm source (org 0x1000 unless the source sets one).
+-- Assembles nasm source, 16-bit unless bits says otherwise (org 0x1000
+-- unless the source sets one).
 local cache = {}
-function helpers.asm(source)
-  if cache[source] then return cache[source] end
+function helpers.asm(source, bits)
+  bits = bits or 16
+  local key = bits .. "\0" .. source
+  if cache[key] then return cache[key] end
   local src = os.tmpname()
   local out = src .. ".bin"
   local f = assert(io.open(src, "w"))
   if not source:find("org%s") then f:write("org 0x1000\n") end
-  f:write("bits 16\n", source, "\n")
+  f:write("bits ", bits, "\n", source, "\n")
   f:close()
   local ok = os.execute(("nasm -f bin -o %q %q 2>%q.err"):format(out, src, src))
   local bin
@@ -37,8 +40,19 @@ function helpers.asm(source)
     error("nasm failed: " .. e, 2)
   end
   os.remove(src); os.remove(out); os.remove(src .. ".err")
-  cache[source] = bin
+  cache[key] = bin
   return bin
+end
+
+-- A guest with 2 MiB of RAM at 0, code of the given mode at 0x1000 and a
+-- VCPU there in that mode ("protected" or "long").
+function helpers.moded(mode, source, opts)
+  local g = helpers.guest(opts)
+  local ram = mv.vmo(0x200000)
+  g:map(0, ram)
+  g:write(0x1000, helpers.asm(source, mode == "long" and 64 or 32))
+  local cpu = g:vcpu{ entry = 0x1000, mode = mode }
+  return g, cpu, ram
 end
 
 -- A guest with 64 KiB of RAM at 0, the code at 0x1000 and a VCPU there.

@@ -1414,14 +1414,14 @@ describe("guest:vcpu", function()
   end)
 
   it("errors on an unknown mode", function()
-    assert.has_error(function() g:vcpu{ mode = "long" } end,
-                     'guest:vcpu: mode long is not available in this build (modes: "real")')
+    assert.has_error(function() g:vcpu{ mode = "hyper" } end,
+                     'guest:vcpu: unknown mode hyper (modes: "long", "protected", "real")')
     vcpu_ok()
   end)
 
   it("errors on a mode that is not a string", function()
     assert.has_error(function() g:vcpu{ mode = 64 } end,
-                     'guest:vcpu: mode number is not available in this build (modes: "real")')
+                     'guest:vcpu: unknown mode 64 (modes: "long", "protected", "real")')
     vcpu_ok()
   end)
 

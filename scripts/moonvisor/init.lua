@@ -7,6 +7,19 @@ local mv = {}
 for k, v in pairs(core) do mv[k] = v end
 
 local Vcpu = core.Vcpu
+local Guest = core.Guest
+local x86 = require "moonvisor.x86"
+mv.x86 = x86
+
+-- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
+-- core makes a real-mode VCPU, moonvisor.x86 puts it in the mode.
+local new_vcpu = Guest.vcpu
+function Guest.vcpu(g, opts)
+  if type(opts) ~= "table" or opts.mode == nil or opts.mode == "real" then return new_vcpu(g, opts) end
+  local cpu = new_vcpu(g, { entry = 0 })
+  x86.setup(cpu, opts.mode, opts)
+  return cpu
+end
 
 -- The backend a guest gets when mv.guest{} names none: "kvm", unless the
 -- environment says MOONVISOR_BACKEND=soft.

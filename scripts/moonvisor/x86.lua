@@ -1,0 +1,129 @@
+-- x86.lua - CPU modes for g:vcpu{ mode = ... }: the machine state each mode
+-- needs, built in readable Lua so it can be copied and changed.
+--
+--   real       flat real mode: every segment base 0, RIP = entry (the default)
+--   protected  32-bit flat segments from a GDT, paging off, interrupts off
+--   long       64-bit, identity page tables with 2 MiB pages over the first
+--              4 GiB (so MMIO above RAM is reachable), NX, SSE enabled
+--
+-- Options: entry, stack (RSP; default: just below the tables), tables (where
+-- the GDT and page tables go; default: the last 32 KiB of the lowest RAM
+-- mapping).  Layout at `tables`: +0 GDT, +0x1000 PML4, +0x2000 PDPT,
+-- +0x3000..+0x6fff four page directories.
+local x86 = {}
+
+x86.TABLES_SIZE = 0x7000
+
+-- GDT selectors, the same in every mode.
+x86.CODE32, x86.DATA, x86.CODE64 = 0x08, 0x10, 0x18
+
+x86.CR0 = { PE = 1 << 0, MP = 1 << 1, EM = 1 << 2, TS = 1 << 3, ET = 1 << 4, NE = 1 << 5,
+            WP = 1 << 16, AM = 1 << 18, NW = 1 << 29, CD = 1 << 30, PG = 1 << 31 }
+x86.CR4 = { PSE = 1 << 4, PAE = 1 << 5, PGE = 1 << 7, OSFXSR = 1 << 9, OSXMMEXCPT = 1 << 10 }
+x86.EFER = { SCE = 1 << 0, LME = 1 << 8, LMA = 1 << 10, NXE = 1 << 11 }
+
+-- One 8-byte segment descriptor: base, limit (in 4 KiB units when g), type
+-- and flags as the CPU reads them.
+local function descriptor(base, limit, access, flags)
+  return string.pack("<I2I2I1I1I1I1", limit & 0xffff, base & 0xffff, (base >> 16) & 0xff, access,
+                     ((flags & 0xf) << 4) | ((limit >> 16) & 0xf), (base >> 24) & 0xff)
+end
+
+-- The GDT every mode shares: null, 32-bit code, data, 64-bit code.
+function x86.gdt()
+  return descriptor(0, 0, 0, 0)
+      .. descriptor(0, 0xfffff, 0x9a, 0xc)   -- 0x08: code, 32-bit, 4 GiB
+      .. descriptor(0, 0xfffff, 0x92, 0xc)   -- 0x10: data, 4 GiB
+      .. descriptor(0, 0xfffff, 0x9a, 0xa)   -- 0x18: code, 64-bit (L)
+end
+
+-- The hidden part of a segment register that matches a GDT entry above.
+local function segment(selector, code, long)
+  return { selector = selector, base = 0, limit = 0xffffffff, present = 1, dpl = 0, s = 1,
+           type = code and 11 or 3, db = long and 0 or 1, l = long and 1 or 0, g = 1, avl = 0, unusable = 0 }
+end
+
+-- Identity page tables over the first 4 GiB at `at`: PML4, PDPT, 4 PDs.
+function x86.page_tables(at)
+  local parts = {}
+  local P, RW, PS = 1, 2, 0x80
+  parts[1] = string.pack("<I8", (at + 0x2000) | P | RW) .. string.rep("\0", 4088)   -- PML4
+  local pdpt = {}
+  for i = 0, 3 do pdpt[#pdpt + 1] = string.pack("<I8", (at + 0x3000 + i * 0x1000) | P | RW) end
+  parts[2] = table.concat(pdpt) .. string.rep("\0", 4096 - 32)
+  for pd = 0, 3 do
+    local e = {}
+    for i = 0, 511 do e[i + 1] = string.pack("<I8", ((pd * 512 + i) << 21) | P | RW | PS) end
+    parts[#parts + 1] = table.concat(e)
+  end
+  return table.concat(parts)
+end
+
+-- Where the tables go when opts.tables is not given.
+local function default_tables(g)
+  local lowest
+  for _, m in ipairs(g:mappings()) do
+    if not m.readonly and (not lowest or m.gpa < lowest.gpa) then lowest = m end
+  end
+  if not lowest or lowest.size < x86.TABLES_SIZE + 0x1000 then
+    error("guest:vcpu: no RAM mapping large enough for the GDT and page tables (map RAM first or give tables = address)", 4)
+  end
+  return lowest.gpa + lowest.size - 0x8000
+end
+
+local function write_tables(g, at, with_pages)
+  g:write(at, x86.gdt())
+  if with_pages then g:write(at + 0x1000, x86.page_tables(at)) end
+end
+
+x86.modes = {}
+
+function x86.modes.real(cpu, opts)
+  cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or 0, rflags = 2 }
+end
+
+function x86.modes.protected(cpu, opts)
+  local g = cpu:guest()
+  local at = opts.tables or default_tables(g)
+  write_tables(g, at, false)
+  local s = cpu:sregs()
+  local data = segment(x86.DATA, false, false)
+  cpu:write_sregs{
+    gdt = { base = at, limit = 4 * 8 - 1 }, idt = { base = 0, limit = 0 },
+    cr0 = x86.CR0.PE | x86.CR0.ET | x86.CR0.NE, cr4 = 0, efer = 0,
+    cs = segment(x86.CODE32, true, false), ds = data, es = data, fs = data, gs = data, ss = data,
+    tr = s.tr, ldt = s.ldt,
+  }
+  cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or at, rflags = 2 }
+end
+
+function x86.modes.long(cpu, opts)
+  local g = cpu:guest()
+  local at = opts.tables or default_tables(g)
+  write_tables(g, at, true)
+  local data = segment(x86.DATA, false, false)
+  cpu:write_sregs{
+    gdt = { base = at, limit = 4 * 8 - 1 }, idt = { base = 0, limit = 0 },
+    cr3 = at + 0x1000,
+    cr4 = x86.CR4.PAE | x86.CR4.OSFXSR | x86.CR4.OSXMMEXCPT,
+    efer = x86.EFER.LME | x86.EFER.LMA | x86.EFER.NXE | x86.EFER.SCE,
+    cr0 = x86.CR0.PE | x86.CR0.MP | x86.CR0.ET | x86.CR0.NE | x86.CR0.WP | x86.CR0.PG,
+    cs = segment(x86.CODE64, true, true), ds = data, es = data, fs = data, gs = data, ss = data,
+  }
+  cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or at, rflags = 2 }
+end
+
+-- Puts cpu in `mode` as described above.
+function x86.setup(cpu, mode, opts)
+  local set = x86.modes[mode]
+  if not set then
+    local names = {}
+    for k in pairs(x86.modes) do names[#names + 1] = ("%q"):format(k) end
+    table.sort(names)
+    error(("guest:vcpu: unknown mode %s (modes: %s)"):format(tostring(mode), table.concat(names, ", ")), 3)
+  end
+  set(cpu, opts)
+  return cpu
+end
+
+return x86

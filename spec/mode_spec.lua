@@ -1,0 +1,97 @@
+-- mode_spec.lua - g:vcpu{ mode = ... }: each guest proves it runs in its
+-- mode by reading control registers and using that mode's registers.
+local mv = require "moonvisor"
+local H = require "helpers"
+
+describe("mode = \"protected\"", function()
+  it("runs 32-bit code with flat segments, PE set and paging off", function()
+    local g, cpu = H.moded("protected", [[
+      mov eax, cr0
+      mov ebx, 0x12345678     ; a 32-bit immediate: 16-bit code could not
+      mov [0x100000], ebx     ; flat data segment reaches 1 MiB
+      mov ecx, [0x100000]
+      mov dx, ds
+      hlt]])
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    local r = cpu:read_state()
+    assert.equals(1, r.rax & 1)                      -- PE
+    assert.equals(0, r.rax & 0x80000000)             -- PG off
+    assert.equals(0x12345678, r.rcx)
+    assert.equals(mv.x86.DATA, r.rdx & 0xffff)
+    local s = cpu:sregs()
+    assert.equals(mv.x86.CODE32, s.cs.selector)
+    assert.equals(1, s.cs.db)
+    assert.equals(0, s.cs.base)
+  end)
+
+  it("reaches an MMIO trap above RAM", function()
+    local g, cpu = H.moded("protected", "mov eax, [0xfee00020]\nhlt")
+    g:trap("mem", 0xfee00000, 0x1000, function(e) return 0xabcd0000 + e.size end)
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    assert.equals(0xabcd0004, cpu.rax)
+  end)
+end)
+
+describe("mode = \"long\"", function()
+  it("runs 64-bit code with paging, LMA and NX set", function()
+    local g, cpu = H.moded("long", [[
+      mov rax, 0x1122334455667788   ; a 64-bit immediate
+      mov r9, rax
+      mov r13, cr0
+      mov rcx, 0xc0000080
+      rdmsr                         ; EFER into edx:eax
+      mov r10, rax
+      mov r11, cr4
+      mov eax, 0x80000001
+      cpuid                         ; edx bit 20: the CPU offers NX
+      mov r12, rdx
+      hlt]])
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    local r = cpu:read_state()
+    assert.equals(0x1122334455667788, r.r9)
+    assert.equals(0x80000001, r.r13 & 0x80000001)    -- PG and PE
+    assert.equals(0x400, r.r10 & 0x400)              -- LMA
+    assert.equals((r.r12 >> 20 & 1) << 11, r.r10 & 0x800)   -- NXE, where the CPU has NX
+    assert.equals(0x20, r.r11 & 0x20)                -- PAE
+    local s = cpu:sregs()
+    assert.equals(1, s.cs.l)
+    assert.equals(mv.x86.CODE64, s.cs.selector)
+  end)
+
+  it("identity-maps the first 4 GiB: an MMIO trap near 4 GiB answers", function()
+    local g, cpu = H.moded("long", [[
+      mov rsi, 0xfffff000
+      mov eax, [rsi]
+      mov qword [rsi + 8], 7
+      hlt]])
+    local wrote
+    g:trap("mem", 0xfffff000, 0x1000, function(e)
+      if e.write then wrote = wrote or e.addr else return 0x5a5a5a5a end   -- soft splits 8-byte writes
+    end)
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    assert.equals(0x5a5a5a5a, cpu.rax)
+    assert.equals(0xfffff008, wrote)
+  end)
+
+  it("puts the tables where asked and keeps the stack below them", function()
+    local g = H.guest()
+    g:map(0, mv.vmo(0x200000))
+    g:write(0x1000, H.asm("push rax\nhlt", 64))
+    local cpu = g:vcpu{ entry = 0x1000, mode = "long", tables = 0x80000 }
+    assert.equals(0x81000, cpu:sregs().cr3)
+    assert.equals(0x80000, cpu.rsp)
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    assert.equals(0x80000 - 8, cpu.rsp)
+    cpu:close()
+    local cpu2 = g:vcpu{ entry = 0x1000, mode = "long", stack = 0x70000, tables = 0x90000 }
+    assert.equals(0x70000, cpu2.rsp)
+  end)
+
+  it("refuses an unknown mode and a guest without room for the tables", function()
+    local g = H.guest()
+    assert.has_error(function() g:vcpu{ mode = "hyper" } end,
+      'guest:vcpu: unknown mode hyper (modes: "long", "protected", "real")')
+    assert.has_error(function() g:vcpu{ mode = "long" } end,
+      "guest:vcpu: no RAM mapping large enough for the GDT and page tables (map RAM first or give tables = address)")
+  end)
+end)
