@@ -191,3 +191,30 @@ rock-install:
 	$(INSTALL) -d $(INST_LIBDIR)/moonvisor $(INST_LUADIR)
 	$(INSTALL) -m 644 $(ROCK_BUILD)/lua/moonvisor/core.so $(INST_LIBDIR)/moonvisor/core.so
 	$(foreach f,$(LUA_SCRIPTS),$(INSTALL) -m 644 -D scripts/$(f) $(INST_LUADIR)/$(f) &&) true
+
+# ---- loader test kernels (spec/load_spec.lua, spec/load_fuzz_spec.lua) -----
+# ELF kernels from examples/guests/kernel.c, linked at 1 MiB by kernel.ld:
+# ELF32 (-m32), ELF64 (-m64) and a Multiboot ELF kernel (-m32 + multiboot.S).
+# Freestanding: no libc, no libgcc, so -m32 needs no multilib package.  The
+# a.out-kludge Multiboot kernel, examples/guests/multiboot_aout.asm, is built
+# by the build/guests/%.bin rule above.
+GUEST_CC      ?= gcc
+KERNEL_CFLAGS := -Os -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -nostdlib -static -no-pie \
+  -Wl,-T,examples/guests/kernel.ld -Wl,-n -Wl,--build-id=none
+KERNEL_DEPS   := examples/guests/kernel.c examples/guests/kernel.ld
+ELF_GUESTS    := build/guests/elf32.elf build/guests/elf64.elf build/guests/multiboot.elf
+
+guests: $(ELF_GUESTS)
+
+build/guests/elf32.elf: $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 $(KERNEL_CFLAGS) -o $@ examples/guests/kernel.c
+
+build/guests/elf64.elf: $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m64 $(KERNEL_CFLAGS) -o $@ examples/guests/kernel.c
+
+build/guests/multiboot.elf: $(KERNEL_DEPS) examples/guests/multiboot.S
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 $(KERNEL_CFLAGS) -o $@ examples/guests/multiboot.S examples/guests/kernel.c

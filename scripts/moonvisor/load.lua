@@ -1,0 +1,626 @@
+-- moonvisor.load: putting kernels into guest memory.  Pure Lua on g:write.
+--
+--   local load = require "moonvisor.load"
+--   load.flat(g, path, addr)        -> { entry = addr, size = n }
+--   load.elf(g, path[, opts])       -> { entry, class = 32|64, segments, symbols, symbol_list }
+--   load.multiboot(g, path[, opts]) -> { entry, mode = "protected", regs = { rax, rbx },
+--                                        info_addr, info_size, modules, ... }
+--   load.lookup(image, addr)        -> "name", offset   (nearest symbol at or below addr)
+--
+-- `path` is a file name, or { name = "kernel.elf", data = bytes } for an
+-- image already in memory (name is only used in messages).
+--
+-- Every loader checks the whole file and plans every write before the first
+-- g:write: a malformed file, or one that does not fit the guest's mappings,
+-- raises "load.<loader>: <file>: <problem>" and leaves guest memory as it was.
+-- Integers in files are read with explicit little-endian string.unpack
+-- formats, each after a bounds check.
+local load = {}
+
+local MAXI = math.maxinteger
+
+-- {======================================================= errors, files
+
+-- A fail(fmt, ...) function that raises "load.<what>: <file>: <message>".
+local function failer(what, file)
+  return function(fmt, ...)
+    error(("load.%s: %s: " .. fmt):format(what, file, ...), 0)
+  end
+end
+
+local function argfail(what, fmt, ...)
+  error(("load.%s: " .. fmt):format(what, ...), 0)
+end
+
+local function check_guest(what, g)
+  local mt = getmetatable(g)
+  local tname = type(mt) == "table" and rawget(mt, "__name")
+  if tname ~= "moonvisor.Guest" then
+    argfail(what, "expected a moonvisor.Guest, got %s", type(tname) == "string" and tname or type(g))
+  end
+  local ok, maps = pcall(g.mappings, g)
+  if not ok then argfail(what, "%s", (tostring(maps):gsub("^guest:mappings: ", ""))) end
+  return maps
+end
+
+-- Reads `src` (a path or { name =, data = }); returns its display name and bytes.
+local function read_source(what, src)
+  if type(src) == "table" then
+    local name, data = src.name or "(data)", src.data
+    if type(data) ~= "string" then argfail(what, "%s: data must be a string, got %s", tostring(name), type(data)) end
+    return tostring(name), data
+  end
+  if type(src) ~= "string" then argfail(what, "path must be a string, got %s", type(src)) end
+  local f, err = io.open(src, "rb")
+  if not f then
+    err = tostring(err)
+    if err:sub(1, #src + 2) == src .. ": " then err = err:sub(#src + 3) end
+    argfail(what, "%s: cannot open: %s", src, err)
+  end
+  local data, rerr = f:read("a")
+  f:close()
+  if not data then argfail(what, "%s: cannot read: %s", src, tostring(rerr)) end
+  return src, data
+end
+
+local function hex(n) return ("0x%x"):format(n) end
+
+-- {======================================================= guest memory
+
+-- The guest's mappings as sorted, merged [lo, hi) runs.  ram_only leaves out
+-- readonly mappings (ROM) - used for the Multiboot memory map.
+local function runs(maps, ram_only)
+  local list = {}
+  for _, m in ipairs(maps) do
+    if not (ram_only and m.readonly) then list[#list + 1] = { m.gpa, m.gpa + m.size } end
+  end
+  table.sort(list, function(a, b) return a[1] < b[1] end)
+  local out = {}
+  for _, r in ipairs(list) do
+    local last = out[#out]
+    if last and r[1] <= last[2] then
+      if r[2] > last[2] then last[2] = r[2] end
+    else
+      out[#out + 1] = { r[1], r[2] }
+    end
+  end
+  return out
+end
+
+-- True when [addr, addr+len) lies inside mapped memory.  addr and len are
+-- unsigned 64-bit values held in Lua integers (negative = 2^63 and above).
+local function mapped(mruns, addr, len)
+  if addr < 0 or len < 0 or len > MAXI - addr then return false end
+  if len == 0 then return true end
+  for _, r in ipairs(mruns) do
+    if addr >= r[1] and addr + len <= r[2] then return true end
+  end
+  return false
+end
+
+-- A plan: the writes a loader will make, checked as a whole before any is done.
+--   { addr =, len =, data = string or nil (nil: zero fill), what = "segment 0x..+0x.." }
+local function new_plan() return {} end
+
+local function plan_add(plan, addr, len, data, what)
+  if len > 0 then plan[#plan + 1] = { addr = addr, len = len, data = data, what = what } end
+end
+
+-- Every range mapped, no two ranges overlapping; `fail` raises.
+local function plan_check(plan, mruns, fail)
+  for _, p in ipairs(plan) do
+    if not mapped(mruns, p.addr, p.len) then
+      fail("%s is outside guest memory", p.what)
+    end
+  end
+  local sorted = {}
+  for i, p in ipairs(plan) do sorted[i] = p end
+  table.sort(sorted, function(a, b) return a.addr < b.addr end)
+  for i = 2, #sorted do
+    local a, b = sorted[i - 1], sorted[i]
+    if b.addr < a.addr + a.len then
+      fail("%s and %s overlap", a.what, b.what)
+    end
+  end
+end
+
+local ZERO_CHUNK = 0x10000
+local zeros = string.rep("\0", ZERO_CHUNK)
+
+local function plan_run(g, plan)
+  for _, p in ipairs(plan) do
+    if p.data then
+      g:write(p.addr, p.data)
+    else
+      local a, left = p.addr, p.len
+      while left > 0 do
+        local n = math.min(left, ZERO_CHUNK)
+        g:write(a, n == ZERO_CHUNK and zeros or zeros:sub(1, n))
+        a, left = a + n, left - n
+      end
+    end
+  end
+end
+
+local function range_name(kind, addr, len)
+  return ("%s %s+%s"):format(kind, hex(addr), hex(len))
+end
+
+-- {======================================================= load.flat
+
+-- load.flat(g, path, addr) -> { entry = addr, size = n }
+-- Copies the file's bytes to guest-physical addr.
+function load.flat(g, src, addr)
+  local maps = check_guest("flat", g)
+  if math.type(addr) ~= "integer" then
+    argfail("flat", "addr must be an integer, got %s", math.type(addr) or type(addr))
+  end
+  local name, data = read_source("flat", src)
+  local fail = failer("flat", name)
+  if #data == 0 then fail("empty file") end
+  local plan = new_plan()
+  plan_add(plan, addr, #data, data, range_name("image", addr, #data))
+  plan_check(plan, runs(maps), fail)
+  plan_run(g, plan)
+  return { entry = addr, size = #data }
+end
+
+-- {======================================================= ELF
+
+local PT_LOAD, PT_INTERP, PT_DYNAMIC = 1, 3, 2
+local SHT_SYMTAB, SHT_NOBITS = 2, 8
+local EM_386, EM_X86_64 = 3, 62
+
+-- A bounds-checked reader over `data`: r(fmt, off, what) unpacks at the
+-- 0-based offset off, or fails with "truncated <what>".
+local function reader(data, fail)
+  return function(fmt, off, what)
+    local n = string.packsize(fmt)
+    if off < 0 or off > #data - n then fail("truncated %s", what) end
+    return string.unpack(fmt, data, off + 1)
+  end
+end
+
+-- Unsigned 64-bit a+b <= limit (values as Lua integers, negative = huge).
+local function within(off, len, limit)
+  return off >= 0 and len >= 0 and len <= limit - off
+end
+
+-- The C string at off inside [base, base+size) of data, or nil.
+local function cstring(data, base, size, off)
+  if off < 0 or off >= size then return nil end
+  local s = base + off + 1
+  local z = data:find("\0", s, true)
+  if not z or z > base + size then return nil end
+  return data:sub(s, z - 1)
+end
+
+-- Parses an ELF image; returns the plan (not yet checked against memory)
+-- and the description.  opts.use_vaddr loads at p_vaddr instead of p_paddr.
+local function elf_parse(data, fail, opts)
+  local r = reader(data, fail)
+  if #data < 16 or data:sub(1, 4) ~= "\127ELF" then fail("bad magic (not an ELF file)") end
+  local class, endian, version = data:byte(5, 7)
+  if class ~= 1 and class ~= 2 then fail("bad ELF class %d (want 1 = ELF32 or 2 = ELF64)", class) end
+  if endian ~= 1 then fail("not little-endian (EI_DATA %d)", endian) end
+  if version ~= 1 then fail("bad ELF version %d", version) end
+  local is64 = class == 2
+  local ehsize = is64 and 64 or 52
+  if #data < ehsize then fail("truncated ELF header (%d of %d bytes)", #data, ehsize) end
+
+  local e_type, e_machine, e_version = r("<I2I2I4", 16, "ELF header")
+  local e_entry, e_phoff, e_shoff
+  if is64 then
+    e_entry, e_phoff, e_shoff = r("<i8i8i8", 24, "ELF header")
+  else
+    e_entry, e_phoff, e_shoff = r("<I4I4I4", 24, "ELF header")
+  end
+  -- e_flags, e_ehsize, then the table geometry.
+  local _, _, e_phentsize, e_phnum, e_shentsize, e_shnum =
+    r("<I4I2I2I2I2I2", is64 and 48 or 36, "ELF header")
+
+  if e_type ~= 2 then fail("not an executable (e_type %d, want 2 = ET_EXEC)", e_type) end
+  local want = is64 and EM_X86_64 or EM_386
+  if e_machine ~= want then
+    fail("unsupported machine %d for ELF%d (want %d = %s)", e_machine, is64 and 64 or 32, want,
+         is64 and "x86-64" or "i386")
+  end
+  if e_version ~= 1 then fail("bad ELF version %d", e_version) end
+
+  -- Program headers.
+  local phsize = is64 and 56 or 32
+  if e_phnum == 0 then fail("no program headers") end
+  if e_phnum == 0xffff then fail("too many program headers (PN_XNUM is not supported)") end
+  if e_phentsize < phsize then fail("bad program header size %d (want %d)", e_phentsize, phsize) end
+  if not within(e_phoff, e_phnum * e_phentsize, #data) then fail("truncated program header table") end
+
+  local plan, segments = new_plan(), {}
+  local addr_field = opts.use_vaddr and "p_vaddr" or "p_paddr"
+  for i = 0, e_phnum - 1 do
+    local at = e_phoff + i * e_phentsize
+    local p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz
+    if is64 then
+      p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz =
+        r("<I4I4i8i8i8i8i8", at, "program header table")
+    else
+      p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags =
+        r("<I4I4I4I4I4I4I4", at, "program header table")
+    end
+    if p_type == PT_INTERP or p_type == PT_DYNAMIC then
+      fail("program header %d: dynamically linked (PT_%s); only static executables load",
+           i, p_type == PT_INTERP and "INTERP" or "DYNAMIC")
+    end
+    if p_type == PT_LOAD then
+      local addr = opts.use_vaddr and p_vaddr or p_paddr
+      local what = range_name("segment", addr, p_memsz)
+      if p_filesz < 0 or p_memsz < 0 or math.ult(p_memsz, p_filesz) then
+        fail("%s: p_filesz %s is larger than p_memsz %s", what, hex(p_filesz), hex(p_memsz))
+      end
+      if not within(p_offset, p_filesz, #data) then
+        fail("%s: file data %s+%s is past the end of the file (%d bytes)",
+             what, hex(p_offset), hex(p_filesz), #data)
+      end
+      if p_memsz > 0 then
+        if addr < 0 or p_memsz > MAXI - addr then fail("%s is outside guest memory", what) end
+        plan_add(plan, addr, p_filesz, data:sub(p_offset + 1, p_offset + p_filesz), what)
+        plan_add(plan, addr + p_filesz, p_memsz - p_filesz, nil, what)   -- the BSS
+        segments[#segments + 1] = {
+          addr = addr, paddr = p_paddr, vaddr = p_vaddr, filesz = p_filesz, memsz = p_memsz,
+          offset = p_offset, flags = p_flags,
+        }
+      end
+    end
+  end
+  if #segments == 0 then fail("no loadable (PT_LOAD) segments") end
+  -- Segments overlapping each other (not just their file bytes vs bss parts).
+  local sorted = {}
+  for i, s in ipairs(segments) do sorted[i] = s end
+  table.sort(sorted, function(a, b) return a.addr < b.addr end)
+  for i = 2, #sorted do
+    local a, b = sorted[i - 1], sorted[i]
+    if b.addr < a.addr + a.memsz then
+      fail("overlapping segments: %s and %s", range_name("segment", a.addr, a.memsz),
+           range_name("segment", b.addr, b.memsz))
+    end
+  end
+
+  -- Section headers: optional (e_shoff 0), but checked when present.
+  local symbols, list = {}, {}
+  if e_shoff ~= 0 and e_shnum ~= 0 then
+    local shsize = is64 and 64 or 40
+    if e_shentsize < shsize then fail("bad section header size %d (want %d)", e_shentsize, shsize) end
+    if not within(e_shoff, e_shnum * e_shentsize, #data) then fail("truncated section header table") end
+    local function section(k)
+      local at = e_shoff + k * e_shentsize
+      if is64 then
+        local _, ty, _, _, o, sz, link, _, _, es = r("<I4I4i8i8i8i8I4I4i8i8", at, "section header table")
+        return ty, o, sz, link, es
+      else
+        local _, ty, _, _, o, sz, link, _, _, es = r("<I4I4I4I4I4I4I4I4I4I4", at, "section header table")
+        return ty, o, sz, link, es
+      end
+    end
+    for k = 0, e_shnum - 1 do
+      local ty, so, ssz, link, es = section(k)
+      if ty == SHT_SYMTAB then
+        local symsize = is64 and 24 or 16
+        if es ~= 0 and es ~= symsize then fail("section %d: bad symbol size %d (want %d)", k, es, symsize) end
+        if not within(so, ssz, #data) then fail("section %d: truncated symbol table", k) end
+        if link <= 0 or link >= e_shnum then fail("section %d: bad string table index %d", k, link) end
+        local sty, stro, strsz = section(link)
+        if sty == SHT_NOBITS or not within(stro, strsz, #data) then
+          fail("section %d: truncated string table", link)
+        end
+        for j = 1, ssz // symsize - 1 do    -- entry 0 is the null symbol
+          local at = so + j * symsize
+          local st_name, st_info, st_shndx, st_value, st_size
+          if is64 then
+            st_name, st_info, _, st_shndx, st_value, st_size = r("<I4BBI2i8i8", at, "symbol table")
+          else
+            st_name, st_value, st_size, st_info, _, st_shndx = r("<I4I4I4BBI2", at, "symbol table")
+          end
+          local name = cstring(data, stro, strsz, st_name)
+          if not name then fail("symbol %d: name offset %s is outside the string table", j, hex(st_name)) end
+          local stype, bind = st_info & 0xf, st_info >> 4
+          if name ~= "" and st_shndx ~= 0 and stype <= 2 then   -- NOTYPE, OBJECT, FUNC; defined
+            list[#list + 1] = { name = name, addr = st_value, size = st_size, global = bind ~= 0 }
+            if symbols[name] == nil or bind ~= 0 then symbols[name] = st_value end
+          end
+        end
+      end
+    end
+    table.sort(list, function(a, b)
+      if a.addr ~= b.addr then return math.ult(a.addr, b.addr) end
+      return a.name < b.name
+    end)
+  end
+
+  return plan, {
+    entry = e_entry, class = is64 and 64 or 32, segments = segments,
+    symbols = symbols, symbol_list = list, load_field = addr_field,
+  }
+end
+
+-- load.elf(g, path[, opts]) -> image
+-- opts.use_vaddr = true loads each PT_LOAD segment at p_vaddr, not p_paddr.
+-- image = { entry, class = 32|64, segments = { { addr, paddr, vaddr, filesz,
+-- memsz, offset, flags } }, symbols = { name = addr }, symbol_list = sorted
+-- { name, addr, size, global } }.
+function load.elf(g, src, opts)
+  local maps = check_guest("elf", g)
+  if opts ~= nil and type(opts) ~= "table" then argfail("elf", "options must be a table, got %s", type(opts)) end
+  opts = opts or {}
+  local name, data = read_source("elf", src)
+  local fail = failer("elf", name)
+  local plan, image = elf_parse(data, fail, opts)
+  plan_check(plan, runs(maps), fail)
+  plan_run(g, plan)
+  return image
+end
+
+-- load.lookup(image, addr) -> name, offset  (nil when no symbol is at or below addr)
+function load.lookup(image, addr)
+  local list = image and image.symbol_list
+  if not list or #list == 0 then return nil end
+  local lo, hi = 1, #list
+  if math.ult(addr, list[1].addr) then return nil end
+  while lo < hi do                       -- last entry with entry.addr <= addr
+    local mid = (lo + hi + 1) // 2
+    if math.ult(addr, list[mid].addr) then hi = mid - 1 else lo = mid end
+  end
+  return list[lo].name, addr - list[lo].addr
+end
+
+-- {======================================================= Multiboot v1
+
+local MB_MAGIC, MB_BOOT_MAGIC = 0x1BADB002, 0x2BADB002
+local MB_SEARCH = 8192
+local INFO_SIZE = 0x80      -- struct multiboot_info is 120 bytes; padded
+local PAGE = 0x1000
+
+load.MULTIBOOT_INFO_ADDR = 0x9000
+
+local function align(n, a) return (n + a - 1) // a * a end
+
+-- Finds the header: returns its file offset, flags and the raw data.
+local function mb_header(data, fail)
+  local bad
+  local limit = math.min(#data, MB_SEARCH) - 12
+  for off = 0, limit, 4 do
+    local magic, flags, sum = string.unpack("<I4I4I4", data, off + 1)
+    if magic == MB_MAGIC then
+      if (magic + flags + sum) & 0xffffffff == 0 then return off, flags end
+      bad = bad or off
+    end
+  end
+  if bad then fail("bad multiboot checksum (header at file offset %s)", hex(bad)) end
+  fail("no multiboot header in the first 8 KiB")
+end
+
+-- The a.out kludge: the header's address fields say where the file goes.
+local function mb_aout(data, hoff, fail)
+  if hoff + 32 > #data then fail("truncated multiboot header (a.out kludge fields)") end
+  local header_addr, load_addr, load_end_addr, bss_end_addr, entry_addr =
+    string.unpack("<I4I4I4I4I4", data, hoff + 12 + 1)
+  if load_addr > header_addr then
+    fail("load_addr %s is above header_addr %s", hex(load_addr), hex(header_addr))
+  end
+  local file_off = hoff - (header_addr - load_addr)
+  if file_off < 0 then
+    fail("header_addr %s - load_addr %s is more than the header's file offset %s",
+         hex(header_addr), hex(load_addr), hex(hoff))
+  end
+  local len
+  if load_end_addr == 0 then
+    len = #data - file_off
+  else
+    if load_end_addr < load_addr then
+      fail("load_end_addr %s is below load_addr %s", hex(load_end_addr), hex(load_addr))
+    end
+    len = load_end_addr - load_addr
+    if file_off + len > #data then
+      fail("truncated image: load_addr..load_end_addr needs %s bytes from file offset %s, the file has %s",
+           hex(len), hex(file_off), hex(#data))
+    end
+  end
+  local load_end = load_addr + len
+  local bss = 0
+  if bss_end_addr ~= 0 then
+    if bss_end_addr < load_end then
+      fail("bss_end_addr %s is below the end of the loaded image %s", hex(bss_end_addr), hex(load_end))
+    end
+    bss = bss_end_addr - load_end
+  end
+  if load_end + bss > 0x100000000 then fail("image %s+%s is above 4 GiB", hex(load_addr), hex(len + bss)) end
+  local plan = new_plan()
+  local what = range_name("segment", load_addr, len + bss)
+  plan_add(plan, load_addr, len, data:sub(file_off + 1, file_off + len), what)
+  plan_add(plan, load_end, bss, nil, what)   -- the BSS
+  local seg = { addr = load_addr, paddr = load_addr, vaddr = load_addr, filesz = len, memsz = len + bss, offset = file_off }
+  return plan, {
+    entry = entry_addr, format = "aout",
+    header = { header_addr = header_addr, load_addr = load_addr, load_end_addr = load_end_addr,
+               bss_end_addr = bss_end_addr, entry_addr = entry_addr },
+    segments = { seg },
+  }
+end
+
+-- mem_lower/mem_upper in KiB: RAM from 0 (at most 640 KiB) and from 1 MiB on.
+local function mem_sizes(ram)
+  local lower, upper = 0, 0
+  for _, r in ipairs(ram) do
+    if r[1] <= 0 and r[2] > 0 then lower = math.min(r[2], 0xA0000) // 1024 end
+    if r[1] <= 0x100000 and r[2] > 0x100000 then
+      upper = math.min(r[2] - 0x100000, 0xffffffff * 1024) // 1024
+    end
+  end
+  return lower, upper
+end
+
+-- The BIOS-style memory map: RAM (type 1) from the guest's writable
+-- mappings, with 640 KiB..1 MiB always reserved (type 2), and readonly
+-- mappings (ROM) reserved too.
+local function mem_map(maps)
+  local ram = runs(maps, true)
+  local entries = {}
+  local function add(lo, hi, ty) if hi > lo then entries[#entries + 1] = { lo, hi - lo, ty } end end
+  for _, r in ipairs(ram) do
+    add(r[1], math.min(r[2], 0xA0000), 1)
+    add(math.max(r[1], 0x100000), r[2], 1)
+  end
+  add(0xA0000, 0x100000, 2)
+  for _, m in ipairs(maps) do
+    if m.readonly then
+      add(math.max(m.gpa, 0x100000), m.gpa + m.size, 2)
+      add(m.gpa, math.min(m.gpa + m.size, 0xA0000), 2)
+    end
+  end
+  table.sort(entries, function(a, b) return a[1] < b[1] end)
+  return entries
+end
+
+-- load.multiboot(g, path[, opts]) -> boot description
+-- opts: cmdline (string), modules = { { path =, cmdline = } | path, ... },
+--   info_addr (default load.MULTIBOOT_INFO_ADDR = 0x9000), modules_addr
+--   (default: the first page after the kernel), mem_lower / mem_upper (KiB;
+--   default: from g:mappings()), use_vaddr (ELF kernels, as load.elf).
+-- Guest memory written: the kernel, the modules (page-aligned), and at
+-- info_addr the info area: struct multiboot_info (0x80 bytes), the memory
+-- map, the module list, then the strings (cmdline, "moonvisor", module
+-- command lines); its length is returned as info_size.
+function load.multiboot(g, src, opts)
+  local maps = check_guest("multiboot", g)
+  if opts ~= nil and type(opts) ~= "table" then argfail("multiboot", "options must be a table, got %s", type(opts)) end
+  opts = opts or {}
+  local name, data = read_source("multiboot", src)
+  local fail = failer("multiboot", name)
+
+  local cmdline = opts.cmdline or ""
+  if type(cmdline) ~= "string" then fail("cmdline must be a string, got %s", type(cmdline)) end
+  if cmdline:find("\0", 1, true) then fail("cmdline contains a NUL byte") end
+  local info_addr = opts.info_addr or load.MULTIBOOT_INFO_ADDR
+  if math.type(info_addr) ~= "integer" or info_addr < 0 or info_addr % 4 ~= 0 then
+    fail("info_addr must be a 4-byte aligned address, got %s", tostring(info_addr))
+  end
+  for _, k in ipairs{ "mem_lower", "mem_upper" } do
+    local v = opts[k]
+    if v ~= nil and (math.type(v) ~= "integer" or v < 0 or v > 0xffffffff) then
+      fail("%s must be an integer number of KiB, got %s", k, tostring(v))
+    end
+  end
+  local mods_in = opts.modules or {}
+  if type(mods_in) ~= "table" then fail("modules must be a list, got %s", type(mods_in)) end
+
+  -- The kernel.
+  local hoff, flags = mb_header(data, fail)
+  local required = flags & 0xffff
+  if required & 0x4 ~= 0 then fail("flag bit 2 (video mode information) is not supported") end
+  if required & ~0x3 ~= 0 then fail("unsupported required flags %s", hex(required & ~0x3)) end
+  local plan, image
+  if flags & 0x10000 ~= 0 then
+    plan, image = mb_aout(data, hoff, fail)
+  else
+    if data:sub(1, 4) ~= "\127ELF" then
+      fail("not an ELF file and no a.out kludge (flag bit 16) in the multiboot header")
+    end
+    plan, image = elf_parse(data, fail, opts)
+    image.format = "elf"
+    if image.entry < 0 or image.entry > 0xffffffff then fail("entry point %s is above 4 GiB", hex(image.entry)) end
+    for _, s in ipairs(image.segments) do
+      if s.addr + s.memsz > 0x100000000 then
+        fail("%s is above 4 GiB", range_name("segment", s.addr, s.memsz))
+      end
+    end
+  end
+  local kernel_end = 0
+  for _, s in ipairs(image.segments) do kernel_end = math.max(kernel_end, s.addr + s.memsz) end
+
+  -- The modules' files, read before anything is placed.
+  local mods = {}
+  for i, m in ipairs(mods_in) do
+    if type(m) == "string" then m = { path = m } end
+    if type(m) ~= "table" then fail("module %d must be a table or a path, got %s", i, type(m)) end
+    local msrc = m.data and { name = m.path or m.name or ("module " .. i), data = m.data } or m.path
+    if msrc == nil then fail("module %d has no path", i) end
+    local ok, mname, mdata = pcall(read_source, "multiboot", msrc)
+    if not ok then fail("module %d: %s", i, tostring(mname):gsub("^load%.multiboot: ", "")) end
+    local mcmd = m.cmdline or mname
+    if type(mcmd) ~= "string" or mcmd:find("\0", 1, true) then
+      fail("module %d (%s): cmdline must be a string without NUL bytes", i, mname)
+    end
+    mods[i] = { path = mname, data = mdata, cmdline = mcmd }
+  end
+
+  -- The info area: struct, memory map, module list, strings.
+  local mmap = mem_map(maps)
+  local mmap_off = INFO_SIZE
+  local mods_off = mmap_off + 24 * #mmap
+  local str_off = mods_off + 16 * #mods
+  local strings, str_len = {}, 0
+  local function str(s)
+    local at = str_off + str_len
+    strings[#strings + 1] = s .. "\0"
+    str_len = str_len + #s + 1
+    return info_addr + at
+  end
+  local cmdline_addr = str(cmdline)
+  local name_addr = str("moonvisor")
+  for _, m in ipairs(mods) do m.string = str(m.cmdline) end
+  local info_size = str_off + str_len
+  local info_end = info_addr + info_size
+  if info_end > 0x100000000 then fail("info area %s is above 4 GiB", range_name("info area", info_addr, info_size)) end
+
+  -- Module placement: page-aligned after the kernel, skipping the info area.
+  local cursor = opts.modules_addr or kernel_end
+  if math.type(cursor) ~= "integer" or cursor < 0 then fail("modules_addr must be an address, got %s", tostring(cursor)) end
+  for i, m in ipairs(mods) do
+    local at = align(cursor, PAGE)
+    if at < info_end and at + #m.data > info_addr then at = align(info_end, PAGE) end
+    m.start, m["end"] = at, at + #m.data
+    if m["end"] > 0x100000000 then fail("module %d (%s) at %s is above 4 GiB", i, m.path, hex(at)) end
+    plan_add(plan, at, #m.data, m.data, ("module %d (%s) %s+%s"):format(i, m.path, hex(at), hex(#m.data)))
+    cursor = m["end"]
+  end
+
+  local lower, upper = mem_sizes(runs(maps, true))
+  lower, upper = opts.mem_lower or lower, opts.mem_upper or upper
+
+  -- struct multiboot_info.  flags: 0 mem_*, 2 cmdline, 3 mods, 6 mmap, 9 boot_loader_name.
+  local info_flags = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9)
+  local parts = {
+    string.pack("<I4I4I4I4I4I4I4", info_flags, lower, upper, 0, cmdline_addr, #mods,
+                info_addr + mods_off),
+    string.rep("\0", 16),                                    -- syms (a.out / ELF sections): unused
+    string.pack("<I4I4I4I4I4I4I4", 24 * #mmap, info_addr + mmap_off, 0, 0, 0, name_addr, 0),
+  }
+  local head = table.concat(parts)
+  parts = { head, string.rep("\0", INFO_SIZE - #head) }     -- vbe_* and framebuffer_*: zero
+  for _, e in ipairs(mmap) do parts[#parts + 1] = string.pack("<I4I8I8I4", 20, e[1], e[2], e[3]) end
+  for _, m in ipairs(mods) do parts[#parts + 1] = string.pack("<I4I4I4I4", m.start, m["end"], m.string, 0) end
+  for _, s in ipairs(strings) do parts[#parts + 1] = s end
+  local info = table.concat(parts)
+  assert(#info == info_size)
+  plan_add(plan, info_addr, info_size, info, range_name("multiboot info", info_addr, info_size))
+
+  plan_check(plan, runs(maps), fail)
+  plan_run(g, plan)
+
+  local modules = {}
+  for i, m in ipairs(mods) do
+    modules[i] = { path = m.path, cmdline = m.cmdline, start = m.start, ["end"] = m["end"],
+                   size = #m.data, string = m.string }
+  end
+  image.mode = "protected"
+  image.regs = { rax = MB_BOOT_MAGIC, rbx = info_addr }
+  image.info_addr, image.info_size = info_addr, info_size
+  image.modules = modules
+  image.flags = flags
+  image.header_offset = hoff
+  image.kernel_end = kernel_end
+  image.mmap = {}
+  for i, e in ipairs(mmap) do image.mmap[i] = { addr = e[1], len = e[2], type = e[3] } end
+  image.mem_lower, image.mem_upper = lower, upper
+  return image
+end
+
+return load
