@@ -1,7 +1,7 @@
 # moonvisor - build, run and test.  `make run` and `make test` work on a fresh
 # Debian 12 machine: the deps target installs what is missing (as root).
 
-DEBIAN_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind
+DEBIAN_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux
 BUILD   := build
 CC      ?= cc
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
@@ -10,7 +10,8 @@ UC_LIBS    := $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
 LDFLAGS := $(LINKOPT)
-LIBS    := $(UC_LIBS) -lpthread
+LIBS    := $(UC_LIBS) -lcapstone -lpthread
+EXE_LIBS := -lreadline
 
 CORE_SRC := $(wildcard core/*.c)
 BIND_SRC := $(filter-out bindings/main.c,$(wildcard bindings/*.c))
@@ -52,7 +53,7 @@ $(BUILD)/lua/moonvisor/core.so: $(BIND_OBJ) $(BUILD)/libmoonvisor.a
 	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LIBS)
 
 $(BUILD)/moonvisor: $(MAIN_OBJ) $(BIND_OBJ) $(BUILD)/libmoonvisor.a
-	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) -lm -ldl -Wl,-E
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) $(EXE_LIBS) -lm -ldl -Wl,-E
 
 guests: $(GUESTS)
 

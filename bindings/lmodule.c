@@ -1,7 +1,7 @@
 /*
  * lmodule.c - luaopen_moonvisor_core: the C module under require "moonvisor".
  * Module functions (version, kvm_api_version, caps) and the opening of each
- * userdata type in its own file.
+ * userdata type in its own file; disasm (capstone) comes from ldis.c.
  */
 #include <ctype.h>
 #include <string.h>
@@ -45,5 +45,6 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_guest(L);
   lmv_open_vcpu(L);
   lmv_open_trap(L);
+  lmv_open_disasm(L);
   return 1;
 }

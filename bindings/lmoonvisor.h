@@ -30,6 +30,7 @@ typedef struct LVcpu {
   lua_State *L;     /* the thread inside cpu:enter(), NULL outside */
   int base;         /* stack index of the VCPU in L during enter; then the exit table,
                        the message handler and the guest's handler table follow it */
+  unsigned debug;   /* the MV_DEBUG_* flags last set by cpu:debug */
 } LVcpu;
 
 /* A trap handle.  User value 1 = its Guest. */
@@ -73,6 +74,10 @@ void lmv_fillexit(lua_State *L, int idx, const mv_exit *e);
 typedef int (*lmv_rw_fn)(void *obj, uint64_t off, void *buf, uint64_t len, int write, mv_err *err);
 int lmv_uint_access(lua_State *L, void *obj, lmv_rw_fn rw, const char *what, int bytes);
 
+/* Async-signal-safe: kicks the VCPU the calling thread is inside
+ * cpu:enter() with; returns 0 when there is none (for SIGINT handlers). */
+int lmv_kick_entering(void);
+
 /* Trap callback used for Lua handlers. */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 
@@ -80,5 +85,6 @@ int lmv_open_vmo(lua_State *L);
 int lmv_open_guest(lua_State *L);
 int lmv_open_vcpu(lua_State *L);
 int lmv_open_trap(lua_State *L);
+int lmv_open_disasm(lua_State *L);
 
 #endif

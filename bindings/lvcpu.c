@@ -2,7 +2,8 @@
  * lvcpu.c - the moonvisor.Vcpu userdata (g:vcpu{...}): enter, kick,
  * interrupt, registers as tables or single fields (cpu.rax), special
  * registers.  cpu:enter() is where Lua handlers get called: it lays out the
- * stack the trap callback in lguest.c relies on.
+ * stack the trap callback in lguest.c relies on.  It also records, per
+ * thread, the VCPU inside enter, so a SIGINT handler can kick it.
  */
 #include <stdio.h>
 #include <string.h>
@@ -93,6 +94,18 @@ static uint64_t opt_timeout_ns(lua_State *L, int idx, const char *what) {
   return ns;
 }
 
+/* The VCPU this thread is running (innermost enter), for lmv_kick_entering. */
+static _Thread_local LVcpu *volatile entering;
+
+/* Async-signal-safe: kicks the VCPU this thread is entering, if any.  Called
+ * from the executable's SIGINT handler; returns 1 when there was one. */
+int lmv_kick_entering(void) {
+  LVcpu *v = entering;
+  if (!v || !v->cpu) return 0;
+  mv_vcpu_kick(v->cpu);
+  return 1;
+}
+
 static int vcpu_enter(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:enter");
   uint64_t timeout_ns = opt_timeout_ns(L, 2, "vcpu:enter");
@@ -109,7 +122,10 @@ static int vcpu_enter(lua_State *L) {
   if (outer_L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   v->L = L;
   v->base = 1;
+  LVcpu *outer_entering = entering;   /* a handler may enter another VCPU */
+  entering = v;
   int r = mv_vcpu_enter_timeout(v->cpu, timeout_ns, &e, &err);
+  entering = outer_entering;
   v->L = outer_L;
   v->base = outer_base;
   if (r < 0) return lmv_raise(L, &err);
@@ -118,7 +134,17 @@ static int vcpu_enter(lua_State *L) {
   return 1;
 }
 
-/* cpu:debug{ singlestep = bool, breakpoints = bool } (no table: both off). */
+/* Pushes { singlestep = bool, breakpoints = bool } for the flags. */
+static void push_debug(lua_State *L, unsigned flags) {
+  lua_createtable(L, 0, 2);
+  lua_pushboolean(L, flags & MV_DEBUG_SINGLESTEP);
+  lua_setfield(L, -2, "singlestep");
+  lua_pushboolean(L, flags & MV_DEBUG_SW_BREAKPOINTS);
+  lua_setfield(L, -2, "breakpoints");
+}
+
+/* cpu:debug{ singlestep = bool, breakpoints = bool } (no table: both off).
+ * Returns the previous settings, so cpu:debug(old) puts them back. */
 static int vcpu_debug(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:debug");
   unsigned flags = 0;
@@ -137,7 +163,9 @@ static int vcpu_debug(lua_State *L) {
   }
   mv_err err;
   if (mv_vcpu_set_debug(v->cpu, flags, &err) < 0) return lmv_raise(L, &err);
-  return 0;
+  push_debug(L, v->debug);
+  v->debug = flags;
+  return 1;
 }
 
 static int vcpu_kick(lua_State *L) {

@@ -1,14 +1,20 @@
 /*
  * main.c - the moonvisor executable: a Lua 5.4 host with moonvisor.core
  * preloaded and scripts/ on package.path.  Runs a script (arg set as lua
- * does), -e chunks, or a basic prompt; every chunk runs under lua_pcall with
- * a traceback, so errors print and exit non-zero instead of crashing.
+ * does), -e chunks, or the REPL (readline: history, completion, multi-line
+ * chunks, Ctrl-C stops the guest); every chunk runs under lua_pcall with a
+ * traceback, so errors print (and a script exits non-zero) instead of crashing.
  */
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/select.h>
+#include <readline/history.h>
+#include <readline/readline.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -25,7 +31,7 @@ static void usage(void) {
           "  -i         enter the prompt after running the script\n"
           "  -v         show the version\n"
           "  -          run stdin\n"
-          "With no script, reads statements from the prompt (or stdin when it is not a terminal).\n",
+          "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n",
           progname);
 }
 
@@ -106,42 +112,301 @@ static int run_script(lua_State *L, char **argv, int script, int argc) {
   return report(L, docall(L, nargs, 0));
 }
 
-/* The basic prompt: each line is tried as an expression first, then as a
- * statement; results are printed.  The full REPL lives in scripts/. */
-static void prompt_loop(lua_State *L) {
-  int tty = isatty(STDIN_FILENO);
-  char line[8192];
-  for (;;) {
-    if (tty) {
-      fputs("moonvisor> ", stdout);
-      fflush(stdout);
-    }
-    if (!fgets(line, sizeof line, stdin)) break;
-    size_t len = strlen(line);
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-    if (len == 0) continue;
-    const char *ret = lua_pushfstring(L, "return %s", line);
-    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+/* {====================================================== the REPL */
+
+/* The REPL's Lua side is scripts/moonvisor/repl.lua: it pretty-prints
+ * results and completes names; without it results go through print. */
+#define PROMPT "moonvisor> "
+#define PROMPT2 ">> "
+#define EOFMARK "<eof>"
+
+typedef struct Repl {
+  lua_State *L;
+  int lib;                  /* registry ref of moonvisor.repl, LUA_NOREF without it */
+  char *chunk;              /* the lines of an incomplete chunk so far */
+  size_t len, cap;
+  int tty;                  /* prompts, readline, history, Ctrl-C */
+  const char *history;      /* the history file, NULL for none */
+  int done;                 /* Ctrl-D */
+} Repl;
+
+/* What the SIGINT handler needs: it may only set flags, kick and set a hook. */
+static lua_State *volatile sig_L;
+static volatile sig_atomic_t sig_running;    /* a typed statement is running */
+static volatile sig_atomic_t sig_kicked;     /* this statement's VCPU was kicked already */
+static volatile sig_atomic_t sig_prompt;     /* Ctrl-C at the prompt, not yet handled */
+static Repl *active;                         /* for readline's callbacks, which take no cookie */
+
+static void lstop(lua_State *L, lua_Debug *ar) {   /* as lua.c */
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+/* Ctrl-C: at the prompt, clears the line; while a statement runs, kicks the
+ * VCPU inside enter (the guest stops intact and enter returns a kick exit);
+ * pressed again, or when no guest runs, stops the Lua code as lua.c does. */
+static void on_sigint(int sig) {
+  (void)sig;
+  if (!sig_running) {
+    sig_prompt = 1;
+    return;
+  }
+  if (!sig_kicked && lmv_kick_entering()) {
+    sig_kicked = 1;
+    return;
+  }
+  lmv_kick_entering();
+  lua_sethook(sig_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* The message and a short traceback: the REPL's own frames are left out. */
+static int repl_msghandler(lua_State *L) {
+  msghandler(L);
+  const char *msg = lua_tostring(L, -1);
+  const char *tail = msg ? strstr(msg, "\n\t[C]: in ?") : NULL;
+  if (tail && tail[strlen("\n\t[C]: in ?")] == '\0') lua_pushlstring(L, msg, (size_t)(tail - msg));
+  return 1;
+}
+
+/* Runs the function on top with the REPL's handler and Ctrl-C set up. */
+static int repl_call(Repl *r, int narg, int nres) {
+  lua_State *L = r->L;
+  int base = lua_gettop(L) - narg;
+  lua_pushcfunction(L, repl_msghandler);
+  lua_insert(L, base);
+  sig_kicked = 0;
+  sig_running = r->tty;
+  int status = lua_pcall(L, narg, nres, base);
+  sig_running = 0;
+  lua_sethook(L, NULL, 0, 0);   /* a Ctrl-C that came too late to stop anything */
+  lua_remove(L, base);
+  return status;
+}
+
+/* Prints the values above top through repl.pretty (or print). */
+static void repl_print(Repl *r, int top) {
+  lua_State *L = r->L;
+  int n = lua_gettop(L) - top;
+  if (n == 0) return;
+  luaL_checkstack(L, 2, "too many results to print");
+  if (r->lib != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->lib);
+    lua_getfield(L, -1, "print");
     lua_remove(L, -2);
-    if (status != LUA_OK) {
+  } else {
+    lua_getglobal(L, "print");
+  }
+  lua_insert(L, top + 1);
+  report(L, repl_call(r, n, 0));
+}
+
+static int incomplete(lua_State *L, int status) {   /* as lua.c: a syntax error at <eof> */
+  if (status != LUA_ERRSYNTAX) return 0;
+  size_t lmsg;
+  const char *msg = lua_tolstring(L, -1, &lmsg);
+  return lmsg >= sizeof EOFMARK - 1 && strcmp(msg + lmsg - (sizeof EOFMARK - 1), EOFMARK) == 0;
+}
+
+static void chunk_add(Repl *r, const char *line) {
+  size_t n = strlen(line), need = r->len + n + 2;
+  if (need > r->cap) {
+    size_t cap = r->cap ? r->cap : 256;
+    while (cap < need) cap *= 2;
+    char *p = realloc(r->chunk, cap);
+    if (!p) {
+      fprintf(stderr, "%s: out of memory\n", progname);
+      return;
+    }
+    r->chunk = p;
+    r->cap = cap;
+  }
+  if (r->len) r->chunk[r->len++] = '\n';
+  memcpy(r->chunk + r->len, line, n + 1);
+  r->len += n;
+}
+
+static void remember(Repl *r) {   /* the whole chunk is one history entry, as in lua.c */
+  if (!r->tty || r->len == 0) return;
+  HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+  if (last && strcmp(last->line, r->chunk) == 0) return;
+  add_history(r->chunk);
+  if (r->history) append_history(1, r->history);
+}
+
+/* Feeds one line.  Returns 1 while the chunk is incomplete.  An expression
+ * is tried first ("return " prepended), then a statement. */
+static int repl_line(Repl *r, const char *line) {
+  lua_State *L = r->L;
+  chunk_add(r, line);
+  if (r->len == 0) return 0;
+  int top = lua_gettop(L);
+  const char *ret = lua_pushfstring(L, "return %s", r->chunk);
+  int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+  lua_remove(L, -2);
+  if (status != LUA_OK) {
+    lua_pop(L, 1);
+    status = luaL_loadbuffer(L, r->chunk, r->len, "=stdin");
+    if (incomplete(L, status)) {
       lua_pop(L, 1);
-      status = luaL_loadbuffer(L, line, len, "=stdin");
-    }
-    int top = lua_gettop(L) - 1;
-    if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
-    if (status != LUA_OK) {
-      report(L, status);
-      continue;
-    }
-    int nres = lua_gettop(L) - top;
-    if (nres > 0) {
-      lua_getglobal(L, "print");
-      lua_insert(L, top + 1);
-      report(L, docall(L, nres, 0));
+      return 1;
     }
   }
-  if (tty) fputc('\n', stdout);
+  remember(r);
+  r->len = 0;
+  if (status == LUA_OK) status = repl_call(r, 0, LUA_MULTRET);
+  if (status != LUA_OK) report(L, status);
+  else repl_print(r, top);
+  lua_settop(L, top);
+  return 0;
 }
+
+/* moonvisor.repl: its helpers become globals; missing, the REPL still works. */
+static void repl_load(Repl *r) {
+  lua_State *L = r->L;
+  r->lib = LUA_NOREF;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonvisor.repl");
+  if (docall(L, 1, 1) != LUA_OK) {
+    fprintf(stderr, "%s: no REPL helpers: %s\n", progname, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "install");
+  lua_pushglobaltable(L);
+  if (lua_isfunction(L, -2)) report(L, docall(L, 1, 0));
+  else lua_pop(L, 2);
+  r->lib = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* {------------------------------------------------------ readline */
+
+/* Tab completion through repl.complete(word, _G): globals, fields,
+ * methods.  The candidates are copied out of Lua for readline's generator. */
+static char **candidates;
+static size_t ncandidates;
+
+static char *complete_next(const char *text, int state) {
+  static size_t i;
+  (void)text;
+  if (state == 0) i = 0;
+  return i < ncandidates ? strdup(candidates[i++]) : NULL;
+}
+
+static char **complete(const char *text, int start, int end) {
+  (void)start; (void)end;
+  rl_attempted_completion_over = 1;   /* no file names */
+  rl_completion_suppress_append = 1;
+  for (size_t i = 0; i < ncandidates; i++) free(candidates[i]);
+  ncandidates = 0;
+  if (active->lib == LUA_NOREF) return NULL;
+  lua_State *L = active->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, active->lib);
+  lua_getfield(L, -1, "complete");
+  lua_pushstring(L, text);
+  lua_pushglobaltable(L);
+  if (docall(L, 2, 1) == LUA_OK && lua_istable(L, -1)) {
+    size_t n = (size_t)luaL_len(L, -1);
+    char **c = realloc(candidates, (n + 1) * sizeof *c);
+    if (c) {
+      candidates = c;
+      for (size_t i = 1; i <= n; i++, lua_pop(L, 1))
+        if (lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TSTRING && (c[ncandidates] = strdup(lua_tostring(L, -1))))
+          ncandidates++;
+    }
+  }
+  lua_settop(L, top);
+  return ncandidates ? rl_completion_matches(text, complete_next) : NULL;
+}
+
+static void on_line(char *line) {
+  Repl *r = active;
+  if (!line) {
+    r->done = 1;
+    rl_callback_handler_remove();
+    return;
+  }
+  int more = repl_line(r, line);
+  free(line);
+  rl_set_prompt(more ? PROMPT2 : PROMPT);
+}
+
+static void clear_line(Repl *r) {   /* Ctrl-C at the prompt */
+  sig_prompt = 0;
+  r->len = 0;
+  rl_free_line_state();
+  rl_callback_sigcleanup();
+  rl_replace_line("", 0);
+  rl_crlf();
+  rl_on_new_line();
+  rl_set_prompt(PROMPT);
+  rl_redisplay();
+}
+
+static void history_open(Repl *r) {
+  static char path[PATH_MAX];
+  const char *env = getenv("MOONVISOR_HISTORY"), *home = getenv("HOME");
+  if (env && *env) snprintf(path, sizeof path, "%s", env);
+  else if (home && *home) snprintf(path, sizeof path, "%s/.moonvisor_history", home);
+  else return;
+  r->history = path;
+  using_history();
+  if (read_history(path) != 0) write_history(path);   /* append_history needs the file */
+  else history_truncate_file(path, 1000);
+}
+
+static void repl_tty(Repl *r) {
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;   /* no SA_RESTART: select returns at once */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old);
+  history_open(r);
+  rl_readline_name = "moonvisor";
+  rl_catch_signals = 0;
+  rl_completer_word_break_characters = " \t\n\"\\'`><=;+-*/%^~#&|,()[]{}";
+  rl_attempted_completion_function = complete;
+  rl_callback_handler_install(PROMPT, on_line);
+  while (!r->done) {
+    fd_set in;
+    FD_ZERO(&in);
+    FD_SET(STDIN_FILENO, &in);
+    int n = select(STDIN_FILENO + 1, &in, NULL, NULL, NULL);
+    if (sig_prompt) clear_line(r);
+    if (n > 0) rl_callback_read_char();
+    else if (n < 0 && errno != EINTR) break;
+  }
+  if (!r->done) rl_callback_handler_remove();
+  fputc('\n', stdout);
+  sigaction(SIGINT, &old, NULL);
+}
+
+/* {------------------------------------------------------ */
+
+/* The prompt: readline on a terminal; on a pipe, statements without prompts. */
+static void prompt_loop(lua_State *L) {
+  Repl r = { .L = L, .tty = isatty(STDIN_FILENO) };
+  sig_L = L;
+  repl_load(&r);
+  active = &r;
+  if (r.tty) {
+    repl_tty(&r);
+  } else {
+    char line[8192];
+    while (fgets(line, sizeof line, stdin)) {
+      size_t len = strlen(line);
+      while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+      repl_line(&r, line);
+    }
+    if (r.len && luaL_loadbuffer(L, r.chunk, r.len, "=stdin") != LUA_OK) report(L, LUA_ERRSYNTAX);
+  }
+  active = NULL;
+  if (r.lib != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, r.lib);
+  free(r.chunk);
+}
+
+/* }====================================================== */
 
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
