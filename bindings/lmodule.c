@@ -45,6 +45,7 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_guest(L);
   lmv_open_vcpu(L);
   lmv_open_trap(L);
+  lmv_open_snapshot(L);
   lmv_open_disasm(L);
   return 1;
 }

@@ -85,6 +85,7 @@ int lmv_open_vmo(lua_State *L);
 int lmv_open_guest(lua_State *L);
 int lmv_open_vcpu(lua_State *L);
 int lmv_open_trap(lua_State *L);
+int lmv_open_snapshot(lua_State *L);
 int lmv_open_disasm(lua_State *L);
 
 #endif

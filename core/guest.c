@@ -55,7 +55,10 @@ void mv_guest_close(mv_guest *g) {
       g->vcpus[i]->destroyed = true;
     }
   mv__traps_clear(g);
-  for (size_t i = 0; i < g->nmaps; i++) mv_vmo_release(g->maps[i].vmo);   /* the VM fd takes its slots along */
+  for (size_t i = 0; i < g->nmaps; i++) {   /* the VM fd takes its slots along */
+    mv__dirty_free(&g->maps[i]);
+    mv_vmo_release(g->maps[i].vmo);
+  }
   g->nmaps = 0;
   g->nbells = 0;
   g->be->guest_destroy(g);
@@ -104,9 +107,19 @@ int mv_guest_map(mv_guest *g, uint64_t gpa, mv_vmo *vmo, uint64_t offset,
   int slot = free_slot(g);
   if (g->nmaps == MV_MAX_MAPPINGS || slot < 0)
     return mv__fail(err, -ENOSPC, "guest:map: too many mappings (at most %d)", MV_MAX_MAPPINGS);
-  mv_mapping m = { .gpa = gpa, .size = size, .offset = offset, .flags = flags, .vmo = vmo, .slot = (uint32_t)slot };
+  mv_mapping m = { .gpa = gpa, .size = size, .offset = offset, .flags = flags, .vmo = vmo, .slot = (uint32_t)slot,
+                   .tracked = (flags & MV_MAP_LOG_DIRTY) != 0 };
+  if (mv__dirty_alloc(&m) < 0) return mv__fail(err, -ENOMEM, "guest:map: out of memory");
   int r = g->be->map(g, &m, err);
-  if (r < 0) return r;
+  if (r == 0 && g->tracking && !m.tracked) {   /* snapshots need to see its writes too */
+    r = g->be->track(g, &m, err);
+    if (r < 0) g->be->unmap(g, &m, NULL);
+    else m.tracked = true;
+  }
+  if (r < 0) {
+    mv__dirty_free(&m);
+    return r;
+  }
   mv_vmo_retain(vmo);
   g->slot_bits |= UINT64_C(1) << slot;
   memmove(&g->maps[at + 1], &g->maps[at], (g->nmaps - at) * sizeof m);
@@ -125,7 +138,9 @@ int mv_guest_unmap(mv_guest *g, uint64_t gpa, mv_err *err) {
     memmove(&g->maps[i], &g->maps[i + 1], (g->nmaps - i - 1) * sizeof m);
     g->nmaps--;
     g->slot_bits &= ~(UINT64_C(1) << m.slot);
+    mv__dirty_free(&m);
     mv_vmo_release(m.vmo);
+    g->base_snapshot = 0;   /* memory no longer matches any snapshot's layout */
     return 0;
   }
   return mv__fail(err, -ENOENT, "guest:unmap: no mapping starts at 0x%" PRIx64, gpa);
@@ -197,30 +212,18 @@ int mv_guest_write(mv_guest *g, uint64_t gpa, const void *src, uint64_t len, mv_
 
 int64_t mv_guest_dirty_pages(mv_guest *g, uint64_t gpa, uint64_t *pages, uint64_t max, mv_err *err) {
   if (g->closed) return mv__fail(err, -EBADF, "guest:dirty_pages: guest is closed");
-  const mv_mapping *m = mv__guest_find_mapping(g, gpa);
+  mv_mapping *m = (mv_mapping *)mv__guest_find_mapping(g, gpa);
   if (!m || m->gpa != gpa) return mv__fail(err, -ENOENT, "guest:dirty_pages: no mapping starts at 0x%" PRIx64, gpa);
   if (!(m->flags & MV_MAP_LOG_DIRTY))
     return mv__fail(err, -EINVAL, "guest:dirty_pages: the mapping at 0x%" PRIx64 " was not mapped with log_dirty", gpa);
-  uint64_t npages = m->size / MV_PAGE_SIZE;
-  uint64_t *bits = calloc((npages + 63) / 64, sizeof *bits);
-  if (!bits) return mv__fail(err, -ENOMEM, "guest:dirty_pages: out of memory");
-  int r = g->be->dirty_log(g, m, bits, err);
-  if (r < 0) {
-    free(bits);
-    return r;
-  }
+  int r = mv__dirty_collect(g, m, err);
+  if (r < 0) return r;
   int64_t count = 0;
-  uint64_t first = m->offset / MV_PAGE_SIZE;
-  for (uint64_t p = 0; p < npages; p++) {
-    uint64_t hp = first + p;
-    uint64_t hbit = UINT64_C(1) << (hp % 64);
-    bool host = m->vmo->host_dirty[hp / 64] & hbit;
-    m->vmo->host_dirty[hp / 64] &= ~hbit;
-    if (host || (bits[p / 64] >> (p % 64) & 1)) {
-      if ((uint64_t)count < max) pages[count] = p;
-      count++;
-    }
+  for (uint64_t p = 0; p < m->size / MV_PAGE_SIZE; p++) {
+    if (!(m->dirty_user[p / 64] >> (p % 64) & 1)) continue;
+    if ((uint64_t)count < max) pages[count] = p;
+    count++;
   }
-  free(bits);
+  memset(m->dirty_user, 0, (m->size / MV_PAGE_SIZE + 63) / 64 * sizeof(uint64_t));
   return count;
 }

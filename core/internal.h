@@ -25,16 +25,28 @@ struct mv_vmo {
   uint64_t size;           /* whole pages */
   int refs;                /* the owner's plus one per mapping */
   uint64_t *host_dirty;    /* one bit per page written by the host */
+  uint64_t host_writes;    /* bumped by every host write: lets the soft backend drop stale translations */
+  uint64_t *code_dirty;    /* pages written by the host since the soft backend dropped their translations */
 };
 
 void mv__vmo_mark_dirty(mv_vmo *vmo, uint64_t off, uint64_t len);
 
 typedef struct mv_mapping {
   uint64_t gpa, size, offset;
-  unsigned flags;          /* MV_MAP_* */
+  unsigned flags;          /* MV_MAP_* the user asked for */
   mv_vmo *vmo;             /* holds a reference */
   uint32_t slot;           /* backend slot number */
+  bool tracked;            /* the backend logs guest writes (LOG_DIRTY or snapshots) */
+  uint64_t *dirty_user;    /* pages written since the last mv_guest_dirty_pages */
+  uint64_t *dirty_snap;    /* pages written since the guest's base snapshot */
 } mv_mapping;
+
+/* dirty.c: the one place that merges guest writes (backend log) and host
+ * writes (VMO bits) into both consumers' bitmaps. */
+int mv__dirty_alloc(mv_mapping *m);
+void mv__dirty_free(mv_mapping *m);
+int mv__dirty_collect(mv_guest *g, mv_mapping *m, mv_err *err);
+int mv__dirty_track_all(mv_guest *g, mv_err *err);
 
 typedef struct mv_trap {
   int id;                  /* > 0, unique within the guest */
@@ -77,6 +89,9 @@ struct mv_guest {
   /* doorbell writes seen as exits, delivered before enter returns */
   struct { int trap_id; uint64_t addr; } bells[MV_BELL_QUEUE];
   int nbells;
+  bool tracking;           /* snapshots exist: every mapping is tracked */
+  uint64_t base_snapshot;  /* id of the snapshot memory last equalled, 0 if none */
+  uint64_t last_restore_pages;
 };
 
 const mv_mapping *mv__guest_find_mapping(const mv_guest *g, uint64_t gpa);
@@ -120,6 +135,15 @@ struct mv_backend_ops {
   int (*unmap)(mv_guest *g, const mv_mapping *m, mv_err *err);
   /* ORs the guest-dirty bits of mapping m into bitmap and clears them. */
   int (*dirty_log)(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
+  /* Starts logging guest writes to a mapping made without LOG_DIRTY. */
+  int (*track)(mv_guest *g, const mv_mapping *m, mv_err *err);
+  /* The VCPU state the registers do not cover (FPU, MSRs, LAPIC, events),
+   * as an opaque blob of the backend's, for snapshots. */
+  int (*vcpu_save)(mv_vcpu *cpu, void **blob, size_t *len, mv_err *err);
+  int (*vcpu_load)(mv_vcpu *cpu, const void *blob, size_t len, mv_err *err);
+  /* Guest-wide device state (in-kernel irqchip, PIT, clock); optional. */
+  int (*guest_save)(mv_guest *g, void **blob, size_t *len, mv_err *err);
+  int (*guest_load)(mv_guest *g, const void *blob, size_t len, mv_err *err);
   /* Fast-path doorbell (kvm ioeventfd); may decline with 0 and leave bell_fd -1. */
   int (*bell_add)(mv_guest *g, mv_trap *t, mv_err *err);
   void (*bell_remove)(mv_guest *g, mv_trap *t);

@@ -113,6 +113,28 @@ int mv_guest_check_range(mv_guest *g, const char *what, uint64_t gpa, uint64_t l
 int64_t mv_guest_dirty_pages(mv_guest *g, uint64_t gpa, uint64_t *pages,
                              uint64_t max, mv_err *err);
 
+/* {====================================================== Snapshots */
+
+typedef struct mv_snapshot mv_snapshot;
+
+/* Every VCPU's registers, special registers and backend state (FPU/XSAVE,
+ * MSRs, LAPIC, pending events; irqchip and PIT when present) plus a copy of
+ * all mapped memory.  From then on the guest logs writes to every mapping. */
+int mv_guest_snapshot(mv_guest *g, mv_snapshot **out, mv_err *err);
+/* Puts all of it back.  When memory last equalled this snapshot (it was the
+ * last one taken or restored) only the pages written since are copied;
+ * otherwise all of memory is.  The guest's mappings and VCPUs must be those
+ * the snapshot was taken with. */
+int mv_guest_restore(mv_guest *g, mv_snapshot *s, mv_err *err);
+void mv_snapshot_free(mv_snapshot *s);
+uint64_t mv_snapshot_memory_size(const mv_snapshot *s);
+int mv_snapshot_vcpu_count(const mv_snapshot *s);
+/* Pages copied by the last restore (for benchmarks and specs). */
+uint64_t mv_guest_last_restore_pages(const mv_guest *g);
+/* The file format: see snapshot_file.c. */
+int mv_snapshot_save(const mv_snapshot *s, const char *path, mv_err *err);
+int mv_snapshot_load(const char *path, mv_snapshot **out, mv_err *err);
+
 /* {====================================================== Traps and exits */
 
 typedef enum mv_trap_kind {

@@ -49,7 +49,7 @@ static void dirty_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int size,
   mv_vcpu *c = user;
   const mv_mapping *m = mv__guest_find_mapping(c->guest, addr);
   soft_guest *sg = c->guest->be_state;
-  if (!m || !(m->flags & MV_MAP_LOG_DIRTY) || !sg->dirty[m->slot]) return;
+  if (!m || !sg->dirty[m->slot]) return;   /* not tracked */
   for (uint64_t p = (addr - m->gpa) / MV_PAGE_SIZE; p <= (addr + (uint64_t)size - 1 - m->gpa) / MV_PAGE_SIZE
        && p < m->size / MV_PAGE_SIZE; p++)
     sg->dirty[m->slot][p / 64] |= UINT64_C(1) << (p % 64);
@@ -77,12 +77,17 @@ static int map_into(mv_vcpu *c, const mv_mapping *m, mv_err *err) {
   return e ? soft_fail(err, "guest:map", e) : 0;
 }
 
-static int soft_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
+static int soft_track(mv_guest *g, const mv_mapping *m, mv_err *err) {
   soft_guest *sg = g->be_state;
-  if (m->flags & MV_MAP_LOG_DIRTY) {
-    free(sg->dirty[m->slot]);
-    sg->dirty[m->slot] = calloc((m->size / MV_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-    if (!sg->dirty[m->slot]) return mv__fail(err, -ENOMEM, "guest:map: out of memory");
+  free(sg->dirty[m->slot]);
+  sg->dirty[m->slot] = calloc((m->size / MV_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+  return sg->dirty[m->slot] ? 0 : mv__fail(err, -ENOMEM, "guest:map: out of memory");
+}
+
+static int soft_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
+  if (m->tracked) {
+    int r = soft_track(g, m, err);
+    if (r < 0) return r;
   }
   for (int i = 0; i < g->nvcpus; i++) {
     if (!g->vcpus[i] || g->vcpus[i]->destroyed) continue;
@@ -104,9 +109,20 @@ static int soft_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) {
   return 0;
 }
 
+static void mark_guest_page(mv_guest *g, uint64_t gpa) {
+  soft_guest *sg = g->be_state;
+  const mv_mapping *m = mv__guest_find_mapping(g, gpa);
+  if (m && sg->dirty[m->slot]) {
+    uint64_t p = (gpa - m->gpa) / MV_PAGE_SIZE;
+    sg->dirty[m->slot][p / 64] |= UINT64_C(1) << (p % 64);
+  }
+}
+
 static int soft_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err) {
   (void)err;
   soft_guest *sg = g->be_state;
+  for (int i = 0; i < g->nvcpus; i++)
+    if (g->vcpus[i] && !g->vcpus[i]->destroyed) soft_paging_pages(g->vcpus[i], mark_guest_page);
   size_t words = (m->size / MV_PAGE_SIZE + 63) / 64;
   for (size_t i = 0; i < words; i++) {
     bitmap[i] |= sg->dirty[m->slot][i];
@@ -299,6 +315,38 @@ static void soft_vcpu_destroy(mv_vcpu *c) {
 
 static void soft_vcpu_kick(mv_vcpu *c) { (void)c; }   /* code_hook sees kick_pending */
 
+/* The whole Unicorn CPU context.  It holds host pointers, so it is only
+ * good within this process: snapshot files keep registers alone. */
+static int soft_vcpu_save(mv_vcpu *c, void **blob, size_t *len, mv_err *err) {
+  uc_engine *uc = SV(c)->uc;
+  uc_context *ctx;
+  uc_err e = uc_context_alloc(uc, &ctx);
+  if (e) return soft_fail(err, "guest:snapshot", e);
+  size_t n = uc_context_size(uc);
+  void *copy = malloc(n);
+  if (copy && (e = uc_context_save(uc, ctx)) == UC_ERR_OK) memcpy(copy, ctx, n);
+  uc_context_free(ctx);
+  if (!copy || e) {
+    free(copy);
+    return e ? soft_fail(err, "guest:snapshot", e) : mv__fail(err, -ENOMEM, "guest:snapshot: out of memory");
+  }
+  *blob = copy;
+  *len = n;
+  return 0;
+}
+
+static int soft_vcpu_load(mv_vcpu *c, const void *blob, size_t len, mv_err *err) {
+  uc_engine *uc = SV(c)->uc;
+  if (len != uc_context_size(uc)) return mv__fail(err, -EINVAL, "guest:restore: CPU context of another mode or build");
+  uc_context *ctx;
+  uc_err e = uc_context_alloc(uc, &ctx);
+  if (e) return soft_fail(err, "guest:restore", e);
+  memcpy(ctx, blob, len);
+  e = uc_context_restore(uc, ctx);
+  uc_context_free(ctx);
+  return e ? soft_fail(err, "guest:restore", e) : 0;
+}
+
 static int soft_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   (void)c; (void)flags; (void)err;   /* soft_vcpu_run and intr_hook read cpu->debug */
   return 0;
@@ -334,9 +382,33 @@ static uc_err discard_readonly_write(soft_vcpu *sv) {
   return e;
 }
 
+/* Translations of code the host has since overwritten (loaders, breakpoints,
+ * restores) must go: Unicorn only sees writes made through its own API. */
+static void drop_stale_code(mv_vcpu *c) {
+  soft_vcpu *sv = SV(c);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < c->guest->nmaps; i++) sum += c->guest->maps[i].vmo->host_writes;
+  if (sum == sv->seen_host_writes) return;
+  sv->seen_host_writes = sum;
+  for (size_t i = 0; i < c->guest->nmaps; i++) {   /* page by page: a full flush costs Unicorn ~1 GiB */
+    const mv_mapping *m = &c->guest->maps[i];
+    uint64_t *bits = m->vmo->code_dirty, first = m->offset / MV_PAGE_SIZE;
+    for (uint64_t p = 0; p < m->size / MV_PAGE_SIZE; p++) {
+      uint64_t vp = first + p;
+      if (!(bits[vp / 64] >> (vp % 64) & 1)) {
+        if (bits[vp / 64] == 0) p += 63 - vp % 64;   /* skip an empty word */
+        continue;
+      }
+      bits[vp / 64] &= ~(UINT64_C(1) << (vp % 64));
+      uc_ctl_remove_cache(sv->uc, m->gpa + p * MV_PAGE_SIZE, m->gpa + (p + 1) * MV_PAGE_SIZE);
+    }
+  }
+}
+
 static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
   (void)err;
   soft_vcpu *sv = SV(c);
+  drop_stale_code(c);
   for (;;) {
     inject_real_mode(c);
     sv->stop_requested = 0;
@@ -381,7 +453,8 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
 const mv_backend_ops mv__soft_backend = {
   .name = "soft",
   .guest_create = soft_guest_create, .guest_destroy = soft_guest_destroy,
-  .map = soft_map, .unmap = soft_unmap, .dirty_log = soft_dirty_log,
+  .map = soft_map, .unmap = soft_unmap, .dirty_log = soft_dirty_log, .track = soft_track,
+  .vcpu_save = soft_vcpu_save, .vcpu_load = soft_vcpu_load,
   .vcpu_create = soft_vcpu_create, .vcpu_destroy = soft_vcpu_destroy,
   .vcpu_run = soft_vcpu_run, .vcpu_kick = soft_vcpu_kick, .set_debug = soft_set_debug,
   .get_regs = soft_get_regs, .set_regs = soft_set_regs,

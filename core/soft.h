@@ -25,6 +25,7 @@ typedef struct soft_vcpu {
   uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
   uint8_t ro_saved[16];
   int ro_size;
+  uint64_t seen_host_writes;               /* sum of the VMOs' host_writes at the last run */
 } soft_vcpu;
 
 static inline soft_vcpu *SV(mv_vcpu *c) { return c->be_state; }
@@ -55,5 +56,8 @@ uint64_t soft_start_address(soft_vcpu *sv);
 /* Guest-physical address of a linear one through the guest's page tables;
  * false when the page is not present. */
 bool soft_translate(mv_vcpu *c, uint64_t linear, uint64_t *phys);
+/* Calls mark(gpa) for every page of the guest's paging structures: the
+ * page walker sets accessed/dirty bits there without any write hook. */
+void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa));
 
 #endif

@@ -120,6 +120,35 @@ bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
   return true;
 }
 
+/* Visits the table at `table` of the given level and the tables below it. */
+static void visit_tables(mv_vcpu *c, uint64_t table, int level, bool wide, void (*mark)(mv_guest *, uint64_t)) {
+  mark(c->guest, table);
+  if (level == 1) return;
+  int n = wide ? 512 : 1024;
+  for (int i = 0; i < n; i++) {
+    uint64_t e = 0;
+    if (!read_phys(c, table + (uint64_t)i * (wide ? 8 : 4), &e, wide ? 8 : 4) || !(e & 1)) continue;
+    if (level <= 3 && (e & 0x80)) continue;   /* a large page: data, not a table */
+    visit_tables(c, e & (wide ? UINT64_C(0x000ffffffffff000) : 0xfffff000u), level - 1, wide, mark);
+  }
+}
+
+void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa)) {
+  uc_engine *uc = SV(c)->uc;
+  uint64_t cr0 = reg(uc, UC_X86_REG_CR0), cr3 = reg(uc, UC_X86_REG_CR3), cr4 = reg(uc, UC_X86_REG_CR4);
+  if (!(cr0 & CR0_PG)) return;
+  if (SV(c)->mode == UC_MODE_64) visit_tables(c, cr3 & ~UINT64_C(0xfff), 4, true, mark);
+  else if (!(cr4 & CR4_PAE)) visit_tables(c, cr3 & 0xfffff000u, 2, false, mark);
+  else {   /* PAE: four PDPT entries, then two 512-entry levels */
+    mark(c->guest, cr3 & ~UINT64_C(0x1f));
+    for (int i = 0; i < 4; i++) {
+      uint64_t e = 0;
+      if (read_phys(c, (cr3 & ~UINT64_C(0x1f)) + (uint64_t)i * 8, &e, 8) && (e & 1))
+        visit_tables(c, e & UINT64_C(0x000ffffffffff000), 2, true, mark);
+    }
+  }
+}
+
 /* {====================================================== special registers */
 
 static const int seg_ids[6] = { UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_ES,

@@ -31,9 +31,11 @@ int mv_vmo_create(uint64_t size, mv_vmo **out, mv_err *err) {
   uint64_t pages = (size + MV_PAGE_SIZE - 1) / MV_PAGE_SIZE;
   mv_vmo *v = calloc(1, sizeof *v);
   uint64_t *dirty = calloc((pages + 63) / 64, sizeof *dirty);
-  if (!v || !dirty) {
+  uint64_t *code = calloc((pages + 63) / 64, sizeof *code);
+  if (!v || !dirty || !code) {
     free(v);
     free(dirty);
+    free(code);
     return mv__fail(err, -ENOMEM, "vmo: out of memory");
   }
   void *mem = mmap(NULL, pages * MV_PAGE_SIZE, PROT_READ | PROT_WRITE,
@@ -42,12 +44,14 @@ int mv_vmo_create(uint64_t size, mv_vmo **out, mv_err *err) {
     int e = errno;
     free(v);
     free(dirty);
+    free(code);
     return mv__fail(err, -e, "vmo: mmap of %" PRIu64 " bytes: %s", pages * MV_PAGE_SIZE, strerror(e));
   }
   v->mem = mem;
   v->size = pages * MV_PAGE_SIZE;
   v->refs = 1;
   v->host_dirty = dirty;
+  v->code_dirty = code;
   *out = v;
   return 0;
 }
@@ -58,6 +62,7 @@ void mv_vmo_release(mv_vmo *vmo) {
   if (!vmo || --vmo->refs > 0) return;
   munmap(vmo->mem, vmo->size);
   free(vmo->host_dirty);
+  free(vmo->code_dirty);
   free(vmo);
 }
 
@@ -72,8 +77,11 @@ static int check_range(const mv_vmo *vmo, const char *what, uint64_t off, uint64
 
 void mv__vmo_mark_dirty(mv_vmo *vmo, uint64_t off, uint64_t len) {
   if (len == 0) return;
-  for (uint64_t p = off / MV_PAGE_SIZE; p <= (off + len - 1) / MV_PAGE_SIZE; p++)
+  vmo->host_writes++;
+  for (uint64_t p = off / MV_PAGE_SIZE; p <= (off + len - 1) / MV_PAGE_SIZE; p++) {
     vmo->host_dirty[p / 64] |= UINT64_C(1) << (p % 64);
+    vmo->code_dirty[p / 64] |= UINT64_C(1) << (p % 64);
+  }
 }
 
 int mv_vmo_read(mv_vmo *vmo, uint64_t off, void *dst, uint64_t len, mv_err *err) {
