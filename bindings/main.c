@@ -134,6 +134,7 @@ typedef struct Repl {
 static lua_State *volatile sig_L;
 static volatile sig_atomic_t sig_running;    /* a typed statement is running */
 static volatile sig_atomic_t sig_kicked;     /* this statement's VCPU was kicked already */
+static volatile sig_atomic_t sig_seen;       /* Ctrl-C while it ran: the output starts a line */
 static volatile sig_atomic_t sig_prompt;     /* Ctrl-C at the prompt, not yet handled */
 static Repl *active;                         /* for readline's callbacks, which take no cookie */
 
@@ -152,6 +153,7 @@ static void on_sigint(int sig) {
     sig_prompt = 1;
     return;
   }
+  sig_seen = 1;
   if (!sig_kicked && lmv_kick_entering()) {
     sig_kicked = 1;
     return;
@@ -180,6 +182,8 @@ static int repl_call(Repl *r, int narg, int nres) {
   int status = lua_pcall(L, narg, nres, base);
   sig_running = 0;
   lua_sethook(L, NULL, 0, 0);   /* a Ctrl-C that came too late to stop anything */
+  if (sig_seen) fputc('\n', stdout);   /* after the terminal's ^C */
+  sig_seen = 0;
   lua_remove(L, base);
   return status;
 }
