@@ -205,6 +205,18 @@ describe("breakpoint() and cont()", function()
     assert.equals(0x1001, s.rip)
   end)
 
+  -- Known soft-backend bug (core): after single steps that stop on the jne,
+  -- a run makes no progress.  Pending there until the core is fixed.
+  local after_steps = H.backend == "soft" and pending or it
+  after_steps("runs on after single steps", function()
+    local _, cpu = H.real(LOOP)
+    R.step(cpu, 3)
+    assert.equals(0x1007, cpu.rip)
+    local s = R.cont(cpu, { timeout_ms = 500 })
+    assert.equals("hlt", s.how)
+    assert.equals(3, cpu.rcx & 0xffff)
+  end)
+
   it("refuses what is not a vcpu", function()
     assert.has_error(function() R.step({}) end, "step: expected a moonvisor.Vcpu, got table")
     assert.has_error(function() R.cont(nil) end, "cont: expected a moonvisor.Vcpu, got nil")
