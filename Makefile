@@ -114,7 +114,7 @@ test-valgrind: deps all
 bench: deps all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/exit
 	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
-	$$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
+	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
 
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)

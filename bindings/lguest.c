@@ -45,6 +45,7 @@ static int guest_new(lua_State *L) {
   }
   LGuest *g = lua_newuserdatauv(L, sizeof *g, 1);
   g->g = NULL;
+  g->trace = NULL;
   luaL_setmetatable(L, MV_GUEST);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);   /* trap id -> handler */
@@ -218,6 +219,7 @@ static int guest_close(lua_State *L) {   /* also accepts a closed guest */
   if (g->g) {
     mv_guest_close(g->g);         /* deferred to the end of enter when called from a handler */
     if (mv_guest_is_closed(g->g)) {
+      lmv_trace_close(g);
       mv_guest_release(g->g);     /* VCPUs hold references of their own */
       g->g = NULL;
     }
@@ -227,6 +229,7 @@ static int guest_close(lua_State *L) {   /* also accepts a closed guest */
 
 static int guest_gc(lua_State *L) {
   LGuest *g = luaL_checkudata(L, 1, MV_GUEST);
+  lmv_trace_close(g);
   if (g->g) {
     mv_guest_close(g->g);
     mv_guest_release(g->g);

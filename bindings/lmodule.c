@@ -46,6 +46,7 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_vcpu(L);
   lmv_open_trap(L);
   lmv_open_snapshot(L);
+  lmv_open_stats(L);
   lmv_open_disasm(L);
   return 1;
 }

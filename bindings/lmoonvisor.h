@@ -15,9 +15,15 @@
 #define MV_TRAP "moonvisor.Trap"
 
 /* User value 1: the table of trap handlers, keyed by trap id. */
+typedef struct lmv_trace lmv_trace;
+
 typedef struct LGuest {
   mv_guest *g;      /* NULL once closed */
+  lmv_trace *trace; /* the open trace file, or NULL */
 } LGuest;
+
+/* lstats.c: ends g's trace, closing its file. */
+void lmv_trace_close(LGuest *g);
 
 typedef struct LVmo {
   mv_vmo *vmo;      /* NULL once closed; mappings keep their own reference */
@@ -86,6 +92,7 @@ int lmv_open_guest(lua_State *L);
 int lmv_open_vcpu(lua_State *L);
 int lmv_open_trap(lua_State *L);
 int lmv_open_snapshot(lua_State *L);
+int lmv_open_stats(lua_State *L);
 int lmv_open_disasm(lua_State *L);
 
 #endif

@@ -56,6 +56,7 @@ typedef struct mv_trap {
   mv_trap_release_fn release;
   void *cookie;
   int bell_fd;             /* kvm ioeventfd for a single doorbell address, or -1 */
+  uint64_t calls, ns;      /* statistics */
 } mv_trap;
 
 /* A sorted, non-overlapping array of traps of one address space. */
@@ -92,6 +93,9 @@ struct mv_guest {
   bool tracking;           /* snapshots exist: every mapping is tracked */
   uint64_t base_snapshot;  /* id of the snapshot memory last equalled, 0 if none */
   uint64_t last_restore_pages;
+  bool timing;             /* time trap callbacks */
+  mv_trace_fn trace;       /* NULL: tracing off */
+  void *trace_cookie;
 };
 
 const mv_mapping *mv__guest_find_mapping(const mv_guest *g, uint64_t gpa);
@@ -107,6 +111,7 @@ struct mv_vcpu {
   unsigned debug;          /* MV_DEBUG_* */
   mv_exit *exit;           /* the caller's exit record during enter */
   void *user;              /* the embedder's pointer */
+  mv_vcpu_stats stats;
   uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
   int npending_irq;
 };
@@ -123,6 +128,12 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
  * reads *value receives the data to feed the guest.  Returns CONTINUE when
  * a trap consumed it, STOP when enter must return *exit to its caller. */
 int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* stats.c: runs a trap's callback, counting (and timing, tracing) it. */
+int mv__call_trap(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
+/* stats.c: counts (and traces) an exit enter returns. */
+void mv__note_exit(mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns);
+uint64_t mv__now_ns(void);
+
 /* The highest-priority queued vector, removed from the queue, or -1. */
 int mv__take_interrupt(mv_vcpu *cpu);
 bool mv__has_interrupt(const mv_vcpu *cpu);

@@ -198,6 +198,34 @@ int mv_guest_set_trap(mv_guest *g, mv_trap_kind kind, uint64_t addr, uint64_t si
 int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err);
 size_t mv_guest_trap_count(const mv_guest *g);
 
+/* {====================================================== Statistics and tracing */
+
+typedef struct mv_vcpu_stats {
+  uint64_t exits[MV_EXIT_TYPE_COUNT];    /* exits enter returned, by type */
+  uint64_t handled[MV_EXIT_TYPE_COUNT];  /* accesses trap callbacks consumed, by type */
+  uint64_t handler_ns;                   /* time in callbacks (with timing on) */
+} mv_vcpu_stats;
+
+typedef struct mv_trap_stats {
+  int id;
+  mv_trap_kind kind;
+  uint64_t addr, size;
+  uint64_t calls, ns;                    /* ns only with timing on */
+} mv_trap_stats;
+
+/* Trap i (0 <= i < mv_guest_trap_count) of the guest, ports first. */
+bool mv_guest_trap_stats(const mv_guest *g, size_t i, mv_trap_stats *out);
+void mv_vcpu_stats_get(const mv_vcpu *cpu, mv_vcpu_stats *out);
+/* Time every trap callback (two clock reads per call). */
+void mv_guest_set_timing(mv_guest *g, bool on);
+
+/* Called for every exit: accesses a callback consumed and exits enter
+ * returns.  start_ns is CLOCK_MONOTONIC; dur_ns the callback's time (or the
+ * run's, for exits returned).  NULL turns tracing off. */
+typedef void (*mv_trace_fn)(void *cookie, const mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns,
+                            uint64_t dur_ns);
+void mv_guest_set_trace(mv_guest *g, mv_trace_fn fn, void *cookie);
+
 /* {====================================================== VCPU */
 
 typedef struct mv_regs {

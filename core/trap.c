@@ -130,7 +130,7 @@ int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed) {
     if (!tr || tr->id != g->bells[b].trap_id) continue;
     mv_exit e = { .type = MV_EXIT_BELL, .addr = g->bells[b].addr, .write = true, .trap_id = tr->id };
     uint64_t ignored = 0;
-    if (tr->fn(tr->cookie, cpu, &e, &ignored) == MV_TRAP_FAIL) {
+    if (mv__call_trap(cpu, tr, &e, &ignored) == MV_TRAP_FAIL) {
       memmove(&g->bells[0], &g->bells[b + 1], (size_t)(g->nbells - b - 1) * sizeof g->bells[0]);
       g->nbells -= b + 1;
       e.handler_failed = true;
@@ -149,7 +149,7 @@ int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed) {
       if (!tr || tr->id != id) break;
       mv_exit e = { .type = MV_EXIT_BELL, .addr = addr, .write = true, .trap_id = id };
       uint64_t ignored = 0;
-      if (tr->fn(tr->cookie, cpu, &e, &ignored) == MV_TRAP_FAIL) {
+      if (mv__call_trap(cpu, tr, &e, &ignored) == MV_TRAP_FAIL) {
         e.handler_failed = true;
         *failed = e;
         return MV_TRAP_FAIL;

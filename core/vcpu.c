@@ -94,7 +94,7 @@ int mv__access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
     return MV_ACCESS_STOP;
   }
   e->trap_id = (uint32_t)tr->id;
-  int r = tr->fn(tr->cookie, c, e, &answer);   /* tr may be gone now: the callback can remove traps */
+  int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
   if (r == MV_TRAP_FAIL || g->close_requested) {
     e->handler_failed = true;
     if (!e->write) *value = e->data = UINT64_MAX;
@@ -113,6 +113,7 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   if (c->in_enter) return mv__fail(err, -EBUSY, "vcpu:enter: called from inside a trap handler of the same VCPU");
   memset(exit, 0, sizeof *exit);
   mv_guest *g = c->guest;
+  uint64_t start = g->trace ? mv__now_ns() : 0;
   c->in_enter = true;
   c->exit = exit;
   if (c->kick_pending) {
@@ -133,6 +134,7 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
     mv_guest_close(g);
     return mv__fail(err, -EBADF, "vcpu:enter: the guest was closed by a trap handler");
   }
+  if (r == 0) mv__note_exit(c, exit, start);
   return r;
 }
 
