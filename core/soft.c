@@ -144,8 +144,8 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
   (void)size;
-  if (sv->stop_requested || c->kick_pending) {
-    uc_emu_stop(uc);
+  if (sv->stop_requested || c->kick_pending || (sv->stepping && sv->started++ > 0)) {
+    uc_emu_stop(uc);   /* Unicorn's own instruction count leaves stale translations behind */
     return;
   }
   if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) {   /* stop to inject it */
@@ -376,7 +376,10 @@ static uc_err discard_readonly_write(soft_vcpu *sv) {
   uint64_t page = sv->ro_addr & ~(uint64_t)(MV_PAGE_SIZE - 1);
   uc_mem_protect(sv->uc, page, MV_PAGE_SIZE, UC_PROT_ALL);
   sv->stop_requested = 0;   /* let code_hook run this one instruction */
-  uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, 1);
+  sv->stepping = true;
+  sv->started = 0;
+  uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, 0);
+  sv->stepping = false;
   uc_mem_write(sv->uc, sv->ro_addr, sv->ro_saved, (size_t)sv->ro_size);
   uc_mem_protect(sv->uc, page, MV_PAGE_SIZE, UC_PROT_READ | UC_PROT_EXEC);
   return e;
@@ -416,7 +419,10 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     sv->ro_size = 0;
     bool step = c->debug & MV_DEBUG_SINGLESTEP;
     sv->pc = UINT64_MAX;
-    uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, step ? 1 : 0);
+    sv->stepping = step;
+    sv->started = 0;
+    uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, 0);
+    sv->stepping = false;
     if (e == UC_ERR_WRITE_PROT && sv->ro_size && discard_readonly_write(sv) == UC_ERR_OK) return 0;
     if (sv->exit_set) return 0;
     if (c->kick_pending) {

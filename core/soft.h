@@ -26,6 +26,8 @@ typedef struct soft_vcpu {
   uint8_t ro_saved[16];
   int ro_size;
   uint64_t seen_host_writes;               /* sum of the VMOs' host_writes at the last run */
+  bool stepping;                           /* single-step: stop before the second instruction */
+  uint64_t started;                        /* instructions begun in this uc_emu_start */
 } soft_vcpu;
 
 static inline soft_vcpu *SV(mv_vcpu *c) { return c->be_state; }
