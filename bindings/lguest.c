@@ -213,9 +213,22 @@ static int guest_trap(lua_State *L) {
 
 /* {====================================================== lifetime */
 
+/* Calls registry["moonvisor.on_close"](guest) if set (--stats uses it):
+ * the last look at a guest's traps before they go. */
+static void on_close_hook(lua_State *L, LGuest *g) {
+  if (!g->g || mv_guest_is_closed(g->g)) return;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "moonvisor.on_close") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);   /* a report must not stop a close */
+}
+
 static int guest_close(lua_State *L) {   /* also accepts a closed guest */
   LGuest *g = lmv_toguest(L, 1);
   if (!g) return luaL_error(L, "guest:close: expected a moonvisor.Guest, got %s", lmv_typename(L, 1));
+  on_close_hook(L, g);
   if (g->g) {
     mv_guest_close(g->g);         /* deferred to the end of enter when called from a handler */
     if (mv_guest_is_closed(g->g)) {
@@ -229,6 +242,7 @@ static int guest_close(lua_State *L) {   /* also accepts a closed guest */
 
 static int guest_gc(lua_State *L) {
   LGuest *g = luaL_checkudata(L, 1, MV_GUEST);
+  on_close_hook(L, g);
   lmv_trace_close(g);
   if (g->g) {
     mv_guest_close(g->g);

@@ -30,6 +30,8 @@ static void usage(void) {
           "  -e chunk   run the string 'chunk'\n"
           "  -i         enter the prompt after running the script\n"
           "  -v         show the version\n"
+          "  --trace F  write every exit of every guest to F (Chrome trace JSON, for Perfetto)\n"
+          "  --stats    print exits by type and by trap, with handler time, as guests close\n"
           "  -          run stdin\n"
           "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n",
           progname);
@@ -412,6 +414,21 @@ static void prompt_loop(lua_State *L) {
 
 /* }====================================================== */
 
+/* require("moonvisor").configure{ [key] = value } for --trace and --stats. */
+static int configure(lua_State *L, const char *key, const char *value) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonvisor");
+  int status = docall(L, 1, 1);
+  if (status != LUA_OK) return report(L, status);
+  lua_getfield(L, -1, "configure");
+  lua_remove(L, -2);
+  lua_createtable(L, 0, 1);
+  if (value) lua_pushstring(L, value);
+  else lua_pushboolean(L, 1);
+  lua_setfield(L, -2, key);
+  return report(L, docall(L, 1, 0));
+}
+
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
   lua_State *L = luaL_newstate();
@@ -435,6 +452,15 @@ int main(int argc, char **argv) {
       ran = 1;
     } else if (strcmp(argv[i], "-i") == 0) {
       interactive = 1;
+    } else if (strcmp(argv[i], "--trace") == 0) {
+      if (++i >= argc) {
+        usage();
+        status = LUA_ERRRUN;
+        break;
+      }
+      status = configure(L, "trace", argv[i]);
+    } else if (strcmp(argv[i], "--stats") == 0) {
+      status = configure(L, "stats", NULL);
     } else if (strcmp(argv[i], "-v") == 0) {
       printf("moonvisor %s (%s)\n", MV_VERSION, LUA_RELEASE);
       ran = 1;

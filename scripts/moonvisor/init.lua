@@ -14,12 +14,59 @@ mv.x86 = x86
 -- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
 -- core makes a real-mode VCPU, moonvisor.x86 puts it in the mode.
 local new_vcpu = Guest.vcpu
+local cpus_of = setmetatable({}, { __mode = "k" })   -- guest -> its VCPUs, for --stats
+
 function Guest.vcpu(g, opts)
-  if type(opts) ~= "table" or opts.mode == nil or opts.mode == "real" then return new_vcpu(g, opts) end
-  local cpu = new_vcpu(g, { entry = 0 })
-  x86.setup(cpu, opts.mode, opts)
+  local cpu
+  if type(opts) ~= "table" or opts.mode == nil or opts.mode == "real" then
+    cpu = new_vcpu(g, opts)
+  else
+    cpu = new_vcpu(g, { entry = 0 })
+    x86.setup(cpu, opts.mode, opts)
+  end
+  if mv.options.stats then
+    cpus_of[g] = cpus_of[g] or setmetatable({}, { __mode = "v" })
+    table.insert(cpus_of[g], cpu)
+  end
   return cpu
 end
+
+-- {====================================================== --trace and --stats
+
+-- Options the moonvisor executable sets from its command line.
+mv.options = {}
+local traced = 0
+
+-- Prints what cpu:stats() says of each VCPU of g, to stderr.
+function mv.print_stats(g, out)
+  out = out or io.stderr
+  for _, cpu in ipairs(cpus_of[g] or {}) do
+    local ok, s = pcall(cpu.stats, cpu)
+    if ok then
+      out:write(("%s: %s\n"):format(tostring(g), tostring(cpu)))
+      local types = {}
+      for t in pairs(s.exits) do types[#types + 1] = t end
+      for t in pairs(s.handled) do if not s.exits[t] then types[#types + 1] = t end end
+      table.sort(types)
+      out:write("  exit type        returned    handled\n")
+      for _, t in ipairs(types) do
+        out:write(("  %-14s %10d %10d\n"):format(t, s.exits[t] or 0, s.handled[t] or 0))
+      end
+      out:write("  trap                          calls    handler ms\n")
+      for _, t in ipairs(s.traps) do
+        out:write(("  %-4s 0x%-8x +0x%-8x %10d %12.3f\n"):format(t.kind, t.addr, t.size, t.calls, t.time_ns / 1e6))
+      end
+      out:write(("  time in handlers: %.3f ms\n"):format(s.handler_ns / 1e6))
+    end
+  end
+end
+
+function mv.configure(opts)
+  for k, v in pairs(opts) do mv.options[k] = v end
+  if mv.options.stats then debug.getregistry()["moonvisor.on_close"] = mv.print_stats end
+end
+
+-- }======================================================
 
 -- The backend a guest gets when mv.guest{} names none: "kvm", unless the
 -- environment says MOONVISOR_BACKEND=soft.
@@ -36,7 +83,13 @@ function mv.guest(opts)
     copy.backend = mv.default_backend
     opts = copy
   end
-  return core.guest(opts)
+  local g = core.guest(opts)
+  if mv.options.trace then   -- one file per guest: out.json, out.2.json, ...
+    traced = traced + 1
+    g:trace(traced == 1 and mv.options.trace or mv.options.trace:gsub("(%.?[^./]*)$", "." .. traced .. "%1", 1))
+  end
+  if mv.options.stats then g:timing(true) end
+  return g
 end
 
 -- Enters until the guest halts, shuts down, errors or leaves an exit that no
