@@ -220,3 +220,78 @@ build/guests/elf64.elf: $(KERNEL_DEPS)
 build/guests/multiboot.elf: $(KERNEL_DEPS) examples/guests/multiboot.S
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) -m32 $(KERNEL_CFLAGS) -o $@ examples/guests/multiboot.S examples/guests/kernel.c
+
+# ---- guest experiments (examples/*.lua, spec/examples_spec.lua) ------------
+# Freestanding C guests linked at 1 MiB by examples/guests/guest.ld with
+# start.S (no libc, no libgcc: -m32 needs no multilib), the real-mode
+# interrupts.bin (by the build/guests/%.bin rule above) and the Multiboot
+# kernel mbhello.elf.  `make examples` builds them and runs every example
+# once, failing on any error.
+EXAMPLE_CFLAGS := -O2 -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -mgeneral-regs-only \
+  -nostdlib -static -no-pie -Wall -Wextra \
+  -Wl,-T,examples/guests/guest.ld -Wl,-n -Wl,--build-id=none -Wl,--no-warn-rwx-segments
+EXAMPLE_DEPS   := examples/guests/guest.ld examples/guests/start.S examples/guests/guest.h
+EXAMPLE_GUESTS := build/guests/protected.elf build/guests/long.elf build/guests/mmio.elf \
+  build/guests/hypercall.elf build/guests/sandbox.elf build/guests/mbhello.elf
+
+guests: $(EXAMPLE_GUESTS)
+
+build/guests/protected.elf: examples/guests/protected.c $(EXAMPLE_DEPS)
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 $(EXAMPLE_CFLAGS) -o $@ examples/guests/start.S $<
+
+build/guests/long.elf build/guests/mmio.elf build/guests/hypercall.elf build/guests/sandbox.elf: \
+  build/guests/%.elf: examples/guests/%.c $(EXAMPLE_DEPS)
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m64 $(EXAMPLE_CFLAGS) -o $@ examples/guests/start.S $<
+
+build/guests/mbhello.elf: examples/guests/mbhello.S $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 $(KERNEL_CFLAGS) -o $@ $<
+
+# ---- fuzzing (scripts/moonvisor/fuzz.lua, examples/fuzz_parser.lua) ---------
+# The example fuzz target: examples/guests/fuzz_target.c with the entry stub
+# fuzz_entry.S, -O1, linked at 1 MiB by kernel.ld; and its basic-block starts
+# for breakpoint coverage (function symbols, jump/call targets, the
+# instruction after each branch), read from objdump -d by blocks.awk.
+FUZZ_CFLAGS := -O1 -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -nostdlib -static -no-pie \
+  -Wl,-T,examples/guests/kernel.ld -Wl,-n -Wl,--build-id=none
+FUZZ_GUESTS := build/guests/fuzz_target.elf build/guests/fuzz_target.blocks
+
+guests: $(FUZZ_GUESTS)
+
+build/guests/fuzz_target.elf: examples/guests/fuzz_target.c examples/guests/fuzz_entry.S examples/guests/kernel.ld
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m64 $(FUZZ_CFLAGS) -o $@ examples/guests/fuzz_entry.S examples/guests/fuzz_target.c
+
+build/guests/fuzz_target.blocks: build/guests/fuzz_target.elf examples/guests/blocks.awk
+	objdump -d --no-show-raw-insn $< | awk -f examples/guests/blocks.awk | sort -u > $@
+
+# The experiments find their guests in ../build/guests or, installed, in guests/.
+install: install-example-guests
+install-example-guests: all
+	$(INSTALL) -d $(DESTDIR)$(EXAMPLES_DIR)/guests
+	$(INSTALL) -m 644 $(EXAMPLE_GUESTS) $(DESTDIR)$(EXAMPLES_DIR)/guests/
+
+# `make examples`: every example once, on MOONVISOR_BACKEND or else kvm when
+# /dev/kvm exists, soft otherwise.  multiboot.lua boots the built mbhello.elf
+# with a command line and a module; it must end through port 0xf4 with 0x10
+# (exit status 33).
+EXAMPLE_SCRIPTS := examples/hello.lua examples/protected.lua examples/long.lua \
+  examples/mmio_device.lua examples/hypercall.lua examples/interrupts.lua examples/sandbox.lua
+MULTIBOOT_DEMO  := examples/multiboot.lua --timeout 10000 --module examples/guests/mbmodule.txt=greeting \
+  build/guests/mbhello.elf hello from make
+
+.PHONY: examples install-example-guests
+examples: deps all
+	@backend=$${MOONVISOR_BACKEND:-$$(test -c /dev/kvm && echo kvm || echo soft)}; \
+	for s in $(EXAMPLE_SCRIPTS); do \
+	  echo "== $$s ($$backend backend)"; \
+	  MOONVISOR_BACKEND=$$backend $(BUILD)/moonvisor $$s || { echo "$$s failed"; exit 1; }; \
+	done; \
+	echo "== examples/multiboot.lua ($$backend backend)"; status=0; \
+	MOONVISOR_BACKEND=$$backend $(BUILD)/moonvisor $(MULTIBOOT_DEMO) || status=$$?; \
+	[ $$status -eq 33 ] || { echo "examples/multiboot.lua: exit status $$status, want 33 (0x10 on port 0xf4)"; exit 1; }; \
+	echo "== all examples ran"
