@@ -10,7 +10,7 @@ UC_LIBS    := $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
 LDFLAGS := $(LINKOPT)
-LIBS    := $(UC_LIBS) -lcapstone -lpthread
+LIBS    := -ldl -lpthread   # libunicorn and libcapstone are dlopen()ed on first use
 EXE_LIBS := -lreadline
 
 CORE_SRC := $(wildcard core/*.c)
@@ -118,7 +118,7 @@ bench: deps all
 
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) -lm -ldl -Wl,-E
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) $(UC_LIBS) -lm -ldl -Wl,-E
 
 clean:
 	rm -rf $(BUILD)

@@ -2,11 +2,38 @@
  * ldis.c - core.disasm(bytes, addr, bits[, count]): x86 disassembly through
  * capstone, for the REPL's dis() and trace().  The three capstone handles
  * (16, 32, 64 bits) are opened once and live in a userdata upvalue that
- * closes them when the module is collected.
+ * closes them when the module is collected.  libcapstone is loaded with
+ * dlopen on the first disassembly, so a moonvisor start does not pay for its
+ * relocations.
  */
+#include <dlfcn.h>
 #include <string.h>
 #include <capstone/capstone.h>
 #include "lmoonvisor.h"
+
+static struct {
+  cs_err (*open)(cs_arch, cs_mode, csh *);
+  cs_err (*close)(csh *);
+  size_t (*disasm)(csh, const uint8_t *, size_t, uint64_t, size_t, cs_insn **);
+  void (*free)(cs_insn *, size_t);
+  const char *(*strerror)(cs_err);
+} cs;   /* filled once by load_capstone, then only read */
+
+static void load_capstone(lua_State *L) {
+  if (cs.open) return;
+  void *lib = dlopen("libcapstone.so.4", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) lib = dlopen("libcapstone.so", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) luaL_error(L, "disasm: needs libcapstone (Debian: apt-get install libcapstone4): %s", dlerror());
+  void *f[5] = { dlsym(lib, "cs_open"), dlsym(lib, "cs_close"), dlsym(lib, "cs_disasm"), dlsym(lib, "cs_free"),
+                 dlsym(lib, "cs_strerror") };
+  for (int i = 0; i < 5; i++)
+    if (!f[i]) luaL_error(L, "disasm: libcapstone lacks a function moonvisor uses");
+  memcpy(&cs.close, &f[1], sizeof f[1]);
+  memcpy(&cs.disasm, &f[2], sizeof f[2]);
+  memcpy(&cs.free, &f[3], sizeof f[3]);
+  memcpy(&cs.strerror, &f[4], sizeof f[4]);
+  memcpy(&cs.open, &f[0], sizeof f[0]);   /* last: it marks the table complete */
+}
 
 #define MV_DISASM "moonvisor.Disasm"
 
@@ -19,7 +46,7 @@ static int mode_index(int bits) { return bits == 16 ? 0 : bits == 32 ? 1 : bits 
 static int disasm_gc(lua_State *L) {
   LDisasm *d = luaL_checkudata(L, 1, MV_DISASM);
   for (int i = 0; i < 3; i++)
-    if (d->h[i]) cs_close(&d->h[i]);
+    if (d->h[i]) cs.close(&d->h[i]);
   return 0;
 }
 
@@ -28,10 +55,11 @@ static csh handle(lua_State *L, int bits) {
   int i = mode_index(bits);
   if (!d->h[i]) {
     static const cs_mode modes[3] = { CS_MODE_16, CS_MODE_32, CS_MODE_64 };
-    cs_err e = cs_open(CS_ARCH_X86, modes[i], &d->h[i]);
+    load_capstone(L);
+    cs_err e = cs.open(CS_ARCH_X86, modes[i], &d->h[i]);
     if (e != CS_ERR_OK) {
       d->h[i] = 0;
-      luaL_error(L, "disasm: capstone: %s", cs_strerror(e));
+      luaL_error(L, "disasm: capstone: %s", cs.strerror(e));
     }
   }
   return d->h[i];
@@ -51,7 +79,7 @@ static int mod_disasm(lua_State *L) {
   if (count < 0) return luaL_error(L, "disasm: count must not be negative, got %I", (LUAI_UACINT)count);
   csh h = handle(L, (int)bits);
   cs_insn *insn;
-  size_t n = cs_disasm(h, (const uint8_t *)code, len, (uint64_t)addr, (size_t)count, &insn);
+  size_t n = cs.disasm(h, (const uint8_t *)code, len, (uint64_t)addr, (size_t)count, &insn);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_createtable(L, 0, 5);
@@ -67,7 +95,7 @@ static int mod_disasm(lua_State *L) {
     lua_setfield(L, -2, "bytes");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  if (n) cs_free(insn, n);
+  if (n) cs.free(insn, n);
   return 1;
 }
 

@@ -30,6 +30,8 @@ int soft_fail(mv_err *err, const char *what, uc_err e) {
 /* {====================================================== guest */
 
 static int soft_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err) {
+  int r = mv__uc_load(err);
+  if (r < 0) return r;
   if (opts->irqchip)
     return mv__fail(err, -ENOTSUP, "guest: irqchip = true needs the kvm backend");
   g->be_state = calloc(1, sizeof(soft_guest));

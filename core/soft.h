@@ -6,8 +6,7 @@
 #ifndef MV_SOFT_H
 #define MV_SOFT_H
 
-#include <unicorn/unicorn.h>
-#include "internal.h"
+#include "ucapi.h"
 
 typedef struct mmio_page_cb {
   mv_vcpu *cpu;
