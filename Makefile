@@ -115,6 +115,9 @@ bench: deps all
 	@$(MAKE) --no-print-directory $(BUILD)/bench/exit
 	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
+	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/memory.lua
+	@if command -v qemu-system-x86_64 >/dev/null; then bench/startup.sh; \
+	else echo "startup bench skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; fi
 
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# bench/startup.sh - start-up time: the same Multiboot kernel (built from
+# examples/guests/mbhello.S: prints two lines on COM1, exits through port
+# 0xf4) run by moonvisor (examples/multiboot.lua) and by QEMU in its fastest
+# sensible configuration (microvm, no firmware, -kernel), alternated, N runs
+# each (default 11), medians in ms and their ratio.  QEMU uses KVM when
+# /dev/kvm exists, TCG otherwise; moonvisor the kvm or soft backend likewise.
+set -u
+cd "$(dirname "$0")/.."
+N=${1:-11}
+KERNEL=build/guests/mbhello.elf
+command -v qemu-system-x86_64 >/dev/null || { echo "startup: qemu-system-x86_64 missing (apt-get install qemu-system-x86)"; exit 1; }
+[ -f "$KERNEL" ] || { echo "startup: $KERNEL missing: run make"; exit 1; }
+if [ -c /dev/kvm ]; then accel=kvm; backend=kvm; else accel=tcg; backend=soft; fi
+now() { date +%s%N; }
+mv_times=(); qemu_times=()
+for ((i = 0; i < N; i++)); do
+  t0=$(now)
+  MOONVISOR_BACKEND=$backend build/moonvisor examples/multiboot.lua "$KERNEL" >/dev/null
+  [ $? -eq 33 ] || { echo "startup: moonvisor run failed"; exit 1; }
+  t1=$(now)
+  qemu-system-x86_64 -accel $accel -M microvm,pit=off,pic=off,rtc=off,acpi=off -nodefaults -vga none \
+    -display none -serial stdio -kernel "$KERNEL" -device isa-debug-exit,iobase=0xf4,iosize=0x04 >/dev/null 2>&1
+  [ $? -eq 33 ] || { echo "startup: qemu run failed"; exit 1; }
+  t2=$(now)
+  mv_times+=($(( (t1 - t0) / 1000 ))); qemu_times+=($(( (t2 - t1) / 1000 )))
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+m=$(median "${mv_times[@]}"); q=$(median "${qemu_times[@]}")
+echo "start-up, Multiboot hello kernel, median of $N alternated runs:"
+printf '  moonvisor (%s backend)   %8.1f ms\n' "$backend" "$(echo "$m / 1000" | bc -l)"
+printf '  qemu -accel %-4s microvm  %8.1f ms\n' "$accel" "$(echo "$q / 1000" | bc -l)"
+printf '  qemu / moonvisor          %8.1fx\n' "$(echo "$q / $m" | bc -l)"
