@@ -1,0 +1,43 @@
+-- fuzz_parser.lua - fuzz the record parser of examples/guests/fuzz_target.c
+-- (a 64-bit freestanding guest with a planted bug) from a snapshot taken
+-- where it is ready for input, with breakpoint coverage.
+--
+--   build/moonvisor examples/fuzz_parser.lua [--seconds 60] [--seed N] [--no-coverage]
+--   build/moonvisor examples/fuzz_parser.lua --repro findings/mem-write-0x....bin
+--
+-- Findings go to fuzz-findings/ (--findings DIR).  Run from the repository
+-- root after `make` (the guest and its block list are under build/guests/).
+local mv = require "moonvisor"
+local load = require "moonvisor.load"
+local fuzz = require "moonvisor.fuzz"
+
+local DIR = os.getenv("MOONVISOR_FUZZ_GUESTS") or "build/guests"
+local image
+
+local config
+config = {
+  -- the guest, stopped at the stub's "ready" OUT to port 0x500
+  setup = function()
+    local g = mv.guest{ backend = os.getenv("MOONVISOR_BACKEND") or mv.default_backend }
+    g:map(0, mv.vmo(4 << 20))
+    image = load.elf(g, DIR .. "/fuzz_target.elf")
+    config.input.addr = image.symbols.input_buf
+    local cpu = g:vcpu{ entry = image.entry, mode = "long" }
+    local e = cpu:run{ timeout_ms = 2000 }
+    assert(e.type == "io" and e.port == 0x500, "fuzz target did not get ready: " .. fuzz.describe_exit(e))
+    return g, cpu
+  end,
+  -- each input goes into input_buf, its length into RSI
+  input = { addr = nil --[[ input_buf, set by setup ]], max_len = 512, len_reg = "rsi" },
+  -- an input ends normally with the OUT of fuzz_one's result to port 0x501
+  done = function(exit) return exit.type == "io" and exit.port == 0x501 end,
+  coverage = { blocks = DIR .. "/fuzz_target.blocks" },
+  corpus = { "MVFZ\1\1\1\4abcd" },   -- one well-formed record
+  timeout_ms = 50,
+  seconds = 60,
+  findings = "fuzz-findings",
+  stop_after = 1,
+}
+
+local result = fuzz.main(config, arg)
+if result and result.repro then os.exit(result.key and 0 or 1) end   -- --repro: 0 when it is a finding

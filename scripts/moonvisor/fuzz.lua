@@ -1,0 +1,599 @@
+-- moonvisor.fuzz: a snapshot fuzz driver in Lua.
+--
+--   local fuzz = require "moonvisor.fuzz"
+--   local f = fuzz.new{
+--     setup   = function() ... return g, cpu end,   -- the guest, stopped where each run starts
+--     snapshot = "start.snap",                      -- optional: restore this file over setup's guest
+--     input   = { addr = 0x105000, max_len = 4096, len_reg = "rsi" },   -- bytes into memory
+--     done    = function(exit, cpu) return exit.type == "io" and exit.port == 0x501 end,
+--     oracle  = { fail_port = 0x502, timeout = true, check = function(exit, cpu, data) end },
+--     coverage = { blocks = "build/guests/fuzz_target.blocks" },   -- or a list of addresses
+--     seed = 1, iterations = 100000, seconds = 60, timeout_ms = 50,
+--     corpus = "corpus/" or { "seed input", ... }, findings = "findings/",
+--   }
+--   local summary = f:run()            -- fuzz within the budget
+--   local outcome = f:exec(bytes)      -- one input: { kind, rip, key, exit, ... } (kind nil: no finding)
+--   f:minimize(bytes, key)             -- smallest input found that still gives `key`
+--   fuzz.main(config, arg)             -- the command line of a fuzz script (--repro FILE, --seed, ...)
+--
+-- Each run: restore the start snapshot (dirty pages only), put the input in
+-- guest memory (and/or behind fuzz.input_port / fuzz.input_mmio traps), set
+-- the length register, cpu:run{ timeout_ms }.  The run's last exit decides:
+-- `done` says the input was handled normally; otherwise it is a finding, by
+-- kind: "exception-<vector>", "shutdown" (triple fault), "timeout",
+-- "mem-read"/"mem-write" (an access to an unmapped address), "guest-failure"
+-- (an OUT to oracle.fail_port), "io-in"/"io-out", "hlt", or whatever
+-- oracle.check returns.  Findings are de-duplicated by kind and RIP.
+--
+-- Coverage (snapchange style): an int3 on every basic-block start, put in
+-- guest memory before the start snapshot is taken.  A hit puts the original
+-- byte back and runs on (RIP stays at the int3, so the instruction runs);
+-- an input that hit a new block joins the corpus.  The start snapshot still
+-- holds the 0xCC of every removed breakpoint, so after the iteration that
+-- removed some, the driver restores, patches the removed bytes out and takes
+-- a fresh start snapshot (a full copy of guest memory, but only when coverage
+-- grew, which is rare); every other iteration is a dirty-page restore alone.
+-- Re-patching after every restore would instead dirty the code pages each
+-- time and copy them back on every restore.
+local mv = require "moonvisor"
+
+local fuzz = {}
+
+local function hex(n) return ("0x%x"):format(n) end
+
+-- {======================================================= PRNG
+
+-- splitmix64: seeds (one per iteration) from a base seed.
+function fuzz.splitmix(x)
+  x = x + 0x9e3779b97f4a7c15
+  local z = x
+  z = (z ~ (z >> 30)) * 0xbf58476d1ce4e5b9
+  z = (z ~ (z >> 27)) * 0x94d049bb133111eb
+  return z ~ (z >> 31)
+end
+
+local Rng = {}
+Rng.__index = Rng
+
+-- xorshift64* seeded through splitmix64 (so seed 0 works).
+function fuzz.rng(seed)
+  local s = fuzz.splitmix(seed)
+  if s == 0 then s = 0x2545f4914f6cdd1d end
+  return setmetatable({ s = s }, Rng)
+end
+
+function Rng:next()
+  local x = self.s
+  x = x ~ (x >> 12)
+  x = x ~ (x << 25)
+  x = x ~ (x >> 27)
+  self.s = x
+  return x * 0x2545f4914f6cdd1d
+end
+
+-- An integer in 0 .. n-1.
+function Rng:below(n)
+  return ((self:next() >> 1) % n)
+end
+
+function Rng:byte() return (self:next() >> 56) & 0xff end
+function Rng:chance(n) return self:below(n) == 0 end
+
+-- {======================================================= mutators
+
+fuzz.INTERESTING = {
+  [1] = { 0, 1, 0x7f, 0x80, 0xff, 0x10, 0x20, 0x40, 0x64 },
+  [2] = { 0, 1, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x3ff, 0x400, 0x1000 },
+  [4] = { 0, 1, 0x7f, 0x80, 0xff, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff },
+  [8] = { 0, 1, 0x7fffffff, 0x80000000, 0xffffffff, 0x100000000, math.maxinteger, math.mininteger, -1 },
+}
+
+local function put(data, pos, bytes)   -- pos is 1-based; bytes replace
+  return data:sub(1, pos - 1) .. bytes .. data:sub(pos + #bytes)
+end
+
+local function random_bytes(rng, n)
+  local t = {}
+  for i = 1, n do t[i] = rng:byte() end
+  return string.char(table.unpack(t))
+end
+
+-- Each mutator: function(rng, data, ctx) -> new data (ctx.corpus: a list of
+-- inputs to splice from, ctx.max_len).  All are deterministic in rng.
+fuzz.mutators = {}
+local M = fuzz.mutators
+
+function M.bitflip(rng, data)
+  if #data == 0 then return data end
+  local pos = rng:below(#data) + 1
+  return put(data, pos, string.char(data:byte(pos) ~ (1 << rng:below(8))))
+end
+
+function M.byte_set(rng, data)
+  if #data == 0 then return data end
+  return put(data, rng:below(#data) + 1, string.char(rng:byte()))
+end
+
+function M.arith(rng, data)
+  if #data == 0 then return data end
+  local pos = rng:below(#data) + 1
+  local d = rng:below(35) - 17
+  return put(data, pos, string.char((data:byte(pos) + d) & 0xff))
+end
+
+-- A boundary integer of 1, 2, 4 or 8 bytes, little- or big-endian.
+function M.interesting(rng, data)
+  local sizes = {}
+  for _, s in ipairs{ 1, 2, 4, 8 } do if s <= #data then sizes[#sizes + 1] = s end end
+  if #sizes == 0 then return data end
+  local size = sizes[rng:below(#sizes) + 1]
+  local list = fuzz.INTERESTING[size]
+  local v = list[rng:below(#list) + 1]
+  local bytes = size < 8 and string.pack("<I" .. size, v & ((1 << (8 * size)) - 1)) or string.pack("<i8", v)
+  if rng:chance(2) then bytes = bytes:reverse() end
+  return put(data, rng:below(#data - size + 1) + 1, bytes)
+end
+
+function M.insert(rng, data, ctx)
+  local room = (ctx and ctx.max_len or 4096) - #data
+  if room <= 0 then return data end
+  local n = math.min(room, rng:below(16) + 1)
+  local pos = rng:below(#data + 1) + 1
+  local bytes = rng:chance(2) and random_bytes(rng, n) or string.rep(string.char(rng:byte()), n)
+  return data:sub(1, pos - 1) .. bytes .. data:sub(pos)
+end
+
+function M.delete(rng, data)
+  if #data <= 1 then return data end
+  local pos = rng:below(#data) + 1
+  local n = math.min(#data - pos + 1, rng:below(16) + 1)
+  return data:sub(1, pos - 1) .. data:sub(pos + n)
+end
+
+-- Copies a block of the input over another place in it.
+function M.clone(rng, data)
+  if #data < 2 then return data end
+  local from = rng:below(#data) + 1
+  local n = rng:below(math.min(32, #data - from + 1)) + 1
+  return put(data, rng:below(#data - n + 1) + 1, data:sub(from, from + n - 1))
+end
+
+-- Head of this input, tail of another corpus entry (or a block of it inserted).
+function M.splice(rng, data, ctx)
+  local corpus = ctx and ctx.corpus
+  if not corpus or #corpus == 0 then return M.byte_set(rng, data) end
+  local other = corpus[rng:below(#corpus) + 1]
+  if #other == 0 then return data end
+  if rng:chance(2) then
+    local cut = rng:below(#data + 1)
+    return data:sub(1, cut) .. other:sub(rng:below(#other) + 1)
+  end
+  local from = rng:below(#other) + 1
+  local n = rng:below(math.min(32, #other - from + 1)) + 1
+  local pos = rng:below(#data + 1) + 1
+  return data:sub(1, pos - 1) .. other:sub(from, from + n - 1) .. data:sub(pos)
+end
+
+fuzz.MUTATOR_ORDER = { "bitflip", "byte_set", "arith", "interesting", "insert", "delete", "clone", "splice" }
+
+-- 1, 2, 4 or 8 stacked mutations (havoc); returns the input and the names
+-- of the mutators used.
+function fuzz.mutate(rng, data, ctx)
+  local n = 1 << rng:below(4)
+  local names = {}
+  for i = 1, n do
+    local name = fuzz.MUTATOR_ORDER[rng:below(#fuzz.MUTATOR_ORDER) + 1]
+    data = M[name](rng, data, ctx)
+    names[i] = name
+  end
+  local max = ctx and ctx.max_len
+  if max and #data > max then data = data:sub(1, max) end
+  return data, names
+end
+
+-- {======================================================= inputs behind traps
+
+-- The input of the run in progress, for input_port / input_mmio traps.
+local stream = { data = "", pos = 1 }
+
+local function take(n)
+  local d = stream.data
+  if stream.pos > #d then return nil end   -- exhausted: all-ones, an empty bus
+  local v = 0
+  for i = 0, n - 1 do v = v | ((d:byte(stream.pos + i) or 0) << (8 * i)) end
+  stream.pos = stream.pos + n
+  return v
+end
+
+-- IN from `port` returns the next bytes of the current input (as many as
+-- the access is wide, little-endian); all-ones once it is used up.
+function fuzz.input_port(g, port, size)
+  return g:trap("io", port, size or 1, function(exit) if not exit.write then return take(exit.size) end end)
+end
+
+-- The same for MMIO reads of [addr, addr + size).
+function fuzz.input_mmio(g, addr, size)
+  return g:trap("mem", addr, size or 0x1000, function(exit) if not exit.write then return take(exit.size) end end)
+end
+
+-- {======================================================= files, clock, blocks
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then error("fuzz: " .. tostring(err), 0) end
+  local d = f:read("a")
+  f:close()
+  return d
+end
+
+local function write_file(path, data)
+  local f, err = io.open(path, "wb")
+  if not f then error("fuzz: " .. tostring(err), 0) end
+  f:write(data)
+  f:close()
+end
+
+local function mkdir(path) os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''"))) end
+
+local function list_dir(path)
+  local p = io.popen(("ls -1 '%s' 2>/dev/null"):format(path:gsub("'", "'\\''")))
+  local names = {}
+  for line in p:lines() do names[#names + 1] = line end
+  p:close()
+  table.sort(names)
+  return names
+end
+
+-- Wall-clock seconds (10 ms resolution from /proc/uptime; CPU time without it).
+function fuzz.now()
+  local f = io.open("/proc/uptime", "r")
+  if f then
+    local t = f:read("n")
+    f:close()
+    if t then return t end
+  end
+  return os.clock()
+end
+
+-- Basic-block starts: a file of hex addresses, one a line ("#" comments).
+function fuzz.read_blocks(path)
+  local list = {}
+  for line in read_file(path):gmatch("[^\n]+") do
+    local a = line:match("^%s*0x(%x+)") or line:match("^%s*(%x+)%s*$")
+    if a then list[#list + 1] = tonumber(a, 16) end
+  end
+  return list
+end
+
+local function fnv(data)   -- FNV-1a, for file names of corpus entries
+  local h = 0xcbf29ce484222325
+  for i = 1, #data do h = (h ~ data:byte(i)) * 0x100000001b3 end
+  return h
+end
+
+-- {======================================================= the driver
+
+local Fuzzer = {}
+Fuzzer.__index = Fuzzer
+
+local function default_log(s) io.stdout:write(s, "\n") io.stdout:flush() end
+
+function fuzz.new(cfg)
+  assert(type(cfg) == "table", "fuzz.new: config must be a table")
+  assert(type(cfg.setup) == "function", "fuzz.new: setup must be a function returning g, cpu")
+  local self = setmetatable({ cfg = cfg }, Fuzzer)
+  self.g, self.cpu = cfg.setup()   -- first: it may fill in cfg.input from the image's symbols
+  assert(self.g and self.cpu, "fuzz.new: setup must return g, cpu")
+  self.seed = cfg.seed or 1
+  self.input = cfg.input or {}
+  self.max_len = self.input.max_len or 4096
+  self.timeout_ms = cfg.timeout_ms or 100
+  self.oracle = cfg.oracle or {}
+  self.done = cfg.done or function(exit) return exit.type == "hlt" end
+  self.log = cfg.log or (cfg.quiet and function() end or default_log)
+  if cfg.snapshot then
+    local s = type(cfg.snapshot) == "string" and mv.load_snapshot(cfg.snapshot) or cfg.snapshot
+    self.g:restore(s)
+  end
+  -- coverage: breakpoints go in before the start snapshot
+  self.breakpoints, self.nblocks, self.covered = {}, 0, 0
+  if cfg.coverage then
+    local blocks = cfg.coverage.blocks
+    if type(blocks) == "string" then blocks = fuzz.read_blocks(blocks) end
+    local g = self.g
+    for _, a in ipairs(blocks or {}) do
+      if not self.breakpoints[a] then
+        local ok, orig = pcall(g.u8, g, a)
+        if ok and orig ~= 0xcc then
+          self.breakpoints[a] = orig
+          g:u8(a, 0xcc)
+          self.nblocks = self.nblocks + 1
+        end
+      end
+    end
+    self.cpu:debug{ breakpoints = true }
+  end
+  self.removed = {}      -- breakpoints removed since the start snapshot was taken
+  self.start = self.g:snapshot()
+  -- the corpus: seeds from a directory or a list
+  self.corpus = {}
+  local seeds = cfg.corpus
+  if type(seeds) == "string" then
+    for _, name in ipairs(list_dir(seeds)) do self.corpus[#self.corpus + 1] = read_file(seeds .. "/" .. name) end
+  elseif type(seeds) == "table" then
+    for _, d in ipairs(seeds) do self.corpus[#self.corpus + 1] = d end
+  end
+  if #self.corpus == 0 then self.corpus[1] = ("\0"):rep(math.min(16, self.max_len)) end
+  self.nseeds = #self.corpus
+  self.findings, self.unique = {}, {}
+  self.iterations, self.execs = 0, 0
+  return self
+end
+
+-- The kind of finding an exit is, and its RIP (nil: the input ended normally).
+function Fuzzer:classify(exit, data)
+  local cpu, o = self.cpu, self.oracle
+  local kind, rip
+  local t = exit.type
+  if self.done(exit, cpu) then
+    kind = nil
+  elseif t == "timeout" then
+    if o.timeout ~= false then kind = "timeout" end
+  elseif t == "exception" then
+    kind, rip = "exception-" .. exit.vector, exit.rip
+  elseif t == "io" then
+    if o.fail_port and exit.port == o.fail_port and exit.write then kind = "guest-failure"
+    else kind = exit.write and "io-out" or "io-in" end
+  elseif t == "mem" then
+    kind = exit.write and "mem-write" or "mem-read"
+  else
+    kind, rip = t, exit.rip   -- shutdown (triple fault), hlt, debug, internal_error, ...
+  end
+  if o.check then
+    local k = o.check(exit, cpu, data)
+    if k then kind = k end
+  end
+  if not kind then return nil end
+  rip = rip or cpu.rip
+  return kind, rip
+end
+
+-- The start state again: a dirty-page restore, plus a fresh start snapshot
+-- when breakpoints were removed since it was taken (see the top of the file).
+function Fuzzer:reset()
+  local g = self.g
+  g:restore(self.start)
+  if #self.removed > 0 then
+    for _, a in ipairs(self.removed) do g:u8(a, self.breakpoints[a]) end
+    self.removed = {}
+    self.start:close()
+    self.start = g:snapshot()
+    self.snapshots = (self.snapshots or 0) + 1
+  end
+end
+
+-- Runs one input from the start snapshot.  Returns an outcome: { kind, rip,
+-- key (nil when the input was handled normally), exit (a copy), new_blocks }.
+function Fuzzer:exec(data)
+  local g, cpu, inp = self.g, self.cpu, self.input
+  self:reset()
+  if #data > self.max_len then data = data:sub(1, self.max_len) end
+  if inp.addr then
+    g:write(inp.addr, data)
+    if inp.len_reg then cpu[inp.len_reg] = #data end
+    if inp.addr_reg then cpu[inp.addr_reg] = inp.addr end
+  end
+  stream.data, stream.pos = data, 1
+  self.execs = self.execs + 1
+  local new_blocks = 0
+  local exit
+  while true do
+    exit = cpu:run{ timeout_ms = self.timeout_ms }
+    if exit.type == "debug" and exit.exception == 3 and self.breakpoints[exit.rip]
+       and g:u8(exit.rip) == 0xcc then
+      g:u8(exit.rip, self.breakpoints[exit.rip])   -- and run on: RIP is at the int3
+      self.removed[#self.removed + 1] = exit.rip
+      self.covered = self.covered + 1
+      new_blocks = new_blocks + 1
+    else
+      break
+    end
+  end
+  local copy = {}
+  for k, v in pairs(exit) do copy[k] = v end
+  local kind, rip = self:classify(copy, data)
+  return { kind = kind, rip = rip, key = kind and (kind .. "@" .. hex(rip)) or nil, exit = copy,
+           new_blocks = new_blocks, data = data }
+end
+
+-- Shrinks `data` while it still gives the finding `key`: deletes chunks of
+-- halving size, then tries each byte as 0.  At most `budget` runs.
+function Fuzzer:minimize(data, key, budget)
+  budget = budget or self.cfg.minimize_runs or 2000
+  local runs = 0
+  local function same(d)
+    runs = runs + 1
+    return self:exec(d).key == key
+  end
+  local best = data
+  local chunk = #best // 2
+  while chunk >= 1 and runs < budget do
+    local i = 1
+    while i <= #best and runs < budget do
+      local cand = best:sub(1, i - 1) .. best:sub(i + chunk)
+      if #cand < #best and same(cand) then best = cand else i = i + chunk end
+    end
+    chunk = chunk // 2
+  end
+  return best, runs
+end
+
+local function describe_exit(e)
+  if e.type == "mem" then return ("mem %s at %s"):format(e.write and "write" or "read", hex(e.addr)) end
+  if e.type == "io" then return ("io %s port %s"):format(e.write and "out" or "in", hex(e.port)) end
+  if e.type == "exception" then return ("exception %d at %s"):format(e.vector, hex(e.rip)) end
+  return e.type
+end
+fuzz.describe_exit = describe_exit
+
+-- Records a finding (unless its key is known): minimises it, writes it to
+-- the findings directory, logs it with the iteration's seed.
+function Fuzzer:found(out, iter, iseed)
+  if self.unique[out.key] then
+    self.unique[out.key].count = self.unique[out.key].count + 1
+    return nil
+  end
+  local data, original = out.data, #out.data
+  if self.cfg.minimize ~= false then data = self:minimize(data, out.key) end
+  local f = { key = out.key, kind = out.kind, rip = out.rip, seed = iseed, base_seed = self.seed,
+              iteration = iter, data = data, original_size = original, exit = out.exit, count = 1,
+              elapsed = fuzz.now() - (self.t0 or fuzz.now()), execs = self.execs }
+  self.unique[out.key] = f
+  self.findings[#self.findings + 1] = f
+  local where = ""
+  if self.cfg.findings then
+    mkdir(self.cfg.findings)
+    local base = ("%s/%s-%s"):format(self.cfg.findings, out.kind, hex(out.rip))
+    write_file(base .. ".bin", data)
+    write_file(base .. ".txt", ("kind %s\nrip %s\nexit %s\nseed %s (base seed %d, iteration %d)\nsize %d (minimised from %d)\n")
+      :format(out.kind, hex(out.rip), describe_exit(out.exit), hex(iseed), self.seed, iter, #data, original))
+    f.path = base .. ".bin"
+    where = " -> " .. f.path
+  end
+  self:clear_status()
+  self.log(("finding: %s at rip=%s (%s) seed=%s iteration=%d size=%d (from %d)%s")
+    :format(out.kind, hex(out.rip), describe_exit(out.exit), hex(iseed), iter, #data, original, where))
+  return f
+end
+
+function Fuzzer:status_text()
+  local el = fuzz.now() - self.t0
+  return ("[fuzz] %.1fs  %d iterations  %.0f exec/s  corpus %d  blocks %d/%d  findings %d")
+    :format(el, self.iterations, self.execs / math.max(el, 1e-3), #self.corpus, self.covered, self.nblocks,
+            #self.findings)
+end
+
+function Fuzzer:clear_status()
+  if self.tty then io.stderr:write("\r\27[K") end
+end
+
+-- Fuzzes until the budget (cfg.iterations and/or cfg.seconds; default
+-- 10000 iterations) is spent or cfg.stop_after findings were made.
+-- Returns a summary { iterations, execs, elapsed, exec_per_s, corpus, covered, blocks, findings }.
+function Fuzzer:run()
+  local cfg = self.cfg
+  local max_iter = cfg.iterations or (cfg.seconds and math.maxinteger or 10000)
+  local max_s = cfg.seconds or math.huge
+  if cfg.status == nil then self.tty = os.execute("test -t 2") == true else self.tty = cfg.status end
+  self.t0 = fuzz.now()
+  local last_status = self.t0
+  local ctx = { corpus = self.corpus, max_len = self.max_len }
+  for iter = 1, max_iter do
+    local iseed = fuzz.splitmix(self.seed * 0x100000001 + iter)
+    local rng = fuzz.rng(iseed)
+    -- half the time the newest corpus entry (it found something new), else any
+    local parent = self.corpus[rng:chance(2) and #self.corpus or rng:below(#self.corpus) + 1]
+    local data = fuzz.mutate(rng, parent, ctx)
+    local out = self:exec(data)
+    self.iterations = iter
+    if out.new_blocks > 0 then
+      self.corpus[#self.corpus + 1] = out.data
+      if cfg.corpus_out then
+        mkdir(cfg.corpus_out)
+        write_file(("%s/cov-%016x"):format(cfg.corpus_out, fnv(out.data)), out.data)
+      end
+    end
+    if out.key then self:found(out, iter, iseed) end
+    if cfg.stop_after and #self.findings >= cfg.stop_after then break end
+    if iter % 16 == 0 then
+      local t = fuzz.now()
+      if t - self.t0 >= max_s then break end
+      if self.tty and t - last_status >= 0.25 then
+        io.stderr:write("\r\27[K", self:status_text())
+        last_status = t
+      end
+    end
+  end
+  self:clear_status()
+  local el = fuzz.now() - self.t0
+  local summary = { iterations = self.iterations, execs = self.execs, elapsed = el,
+                    exec_per_s = self.execs / math.max(el, 1e-3), corpus = #self.corpus,
+                    covered = self.covered, blocks = self.nblocks, findings = self.findings }
+  self.log(("fuzz: %d iterations, %d execs in %.2f s (%.0f exec/s), corpus %d (%d seeds), blocks %d/%d, %d unique findings (seed %d)")
+    :format(summary.iterations, summary.execs, el, summary.exec_per_s, summary.corpus, self.nseeds,
+            self.covered, self.nblocks, #self.findings, self.seed))
+  return summary
+end
+
+-- Runs one input (bytes, or a file name) and reports what it does.
+function Fuzzer:repro(input)
+  local data = input
+  if type(input) == "string" and #input < 4096 and io.open(input, "rb") then data = read_file(input) end
+  local out = self:exec(data)
+  if out.key then
+    self.log(("reproduced: %s at rip=%s (%s), %d-byte input"):format(out.kind, hex(out.rip), describe_exit(out.exit), #data))
+  else
+    self.log(("no finding: the input ended normally (%s), %d-byte input"):format(describe_exit(out.exit), #data))
+  end
+  return out
+end
+
+-- {======================================================= command line
+
+local USAGE = [[
+usage: %s [options]
+  --repro FILE      run one input and report what it does (exit status 0 when it is a finding)
+  --seed N          base seed (default %d)
+  --iterations N    iteration budget
+  --seconds S       time budget
+  --no-coverage     blind mutation: no breakpoints, the corpus stays the seeds
+  --findings DIR    where findings go (default %s)
+  --corpus DIR      seed inputs
+  --no-minimize     keep findings as found
+  --stop-after N    stop after N unique findings]]
+
+-- The command line of a fuzz script: `cfg` as for fuzz.new, `argv` the
+-- script's arg table.  Returns the summary (fuzzing) or the outcome of the
+-- input, with repro = true (--repro), and the Fuzzer.
+function fuzz.main(cfg, argv)
+  argv = argv or {}
+  local c = {}
+  for k, v in pairs(cfg) do c[k] = v end
+  local repro
+  local i = 1
+  local function val()
+    i = i + 1
+    if argv[i] == nil then error(("fuzz: %s needs a value"):format(argv[i - 1]), 0) end
+    return argv[i]
+  end
+  while argv[i] do
+    local a = argv[i]
+    if a == "--repro" then repro = val()
+    elseif a == "--seed" then c.seed = math.tointeger(tonumber(val()))
+    elseif a == "--iterations" then c.iterations = math.tointeger(tonumber(val()))
+    elseif a == "--seconds" then c.seconds = tonumber(val())
+    elseif a == "--no-coverage" then c.coverage = nil
+    elseif a == "--findings" then c.findings = val()
+    elseif a == "--corpus" then c.corpus = val()
+    elseif a == "--no-minimize" then c.minimize = false
+    elseif a == "--stop-after" then c.stop_after = math.tointeger(tonumber(val()))
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE:format(argv[0] or "fuzz", cfg.seed or 1, tostring(cfg.findings)), "\n")
+      return nil
+    else
+      error(("fuzz: unknown option %s (try --help)"):format(a), 0)
+    end
+    i = i + 1
+  end
+  if repro then
+    c.coverage = nil   -- one run: no breakpoints needed
+    local f = fuzz.new(c)
+    local out = f:repro(repro)
+    out.repro = true
+    return out, f
+  end
+  local f = fuzz.new(c)
+  return f:run(), f
+end
+
+return fuzz
