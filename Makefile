@@ -298,22 +298,3 @@ examples: deps all
 	MOONVISOR_BACKEND=$$backend $(BUILD)/moonvisor $(MULTIBOOT_DEMO) || status=$$?; \
 	[ $$status -eq 33 ] || { echo "examples/multiboot.lua: exit status $$status, want 33 (0x10 on port 0xf4)"; exit 1; }; \
 	echo "== all examples ran"
-
-# ---- fuzzing (scripts/moonvisor/fuzz.lua, examples/fuzz_parser.lua) ---------
-# The example fuzz target: examples/guests/fuzz_target.c with the entry stub
-# fuzz_entry.S, -O1, linked at 1 MiB by kernel.ld; and its basic-block starts
-# for breakpoint coverage (function symbols, jump/call targets, the
-# instruction after each branch), read from objdump -d by blocks.awk.
-FUZZ_CFLAGS := -O1 -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
-  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -nostdlib -static -no-pie \
-  -Wl,-T,examples/guests/kernel.ld -Wl,-n -Wl,--build-id=none
-FUZZ_GUESTS := build/guests/fuzz_target.elf build/guests/fuzz_target.blocks
-
-guests: $(FUZZ_GUESTS)
-
-build/guests/fuzz_target.elf: examples/guests/fuzz_target.c examples/guests/fuzz_entry.S examples/guests/kernel.ld
-	@mkdir -p $(dir $@)
-	$(GUEST_CC) -m64 $(FUZZ_CFLAGS) -o $@ examples/guests/fuzz_entry.S examples/guests/fuzz_target.c
-
-build/guests/fuzz_target.blocks: build/guests/fuzz_target.elf examples/guests/blocks.awk
-	objdump -d --no-show-raw-insn $< | awk -f examples/guests/blocks.awk | sort -u > $@
