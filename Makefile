@@ -118,6 +118,8 @@ bench: deps all
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/memory.lua
 	@if command -v qemu-system-x86_64 >/dev/null; then bench/startup.sh; \
 	else echo "startup bench skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; fi
+	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua
+	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/fuzz.lua
 
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)
