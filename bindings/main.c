@@ -32,6 +32,7 @@ static void usage(void) {
           "  -v         show the version\n"
           "  --trace F  write every exit of every guest to F (Chrome trace JSON, for Perfetto)\n"
           "  --stats    print exits by type and by trap, with handler time, as guests close\n"
+          "  --gdb H:P  the first cpu:run() waits for gdb on H:P (target remote H:P) and runs under it\n"
           "  -          run stdin\n"
           "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n",
           progname);
@@ -414,7 +415,7 @@ static void prompt_loop(lua_State *L) {
 
 /* }====================================================== */
 
-/* require("moonvisor").configure{ [key] = value } for --trace and --stats. */
+/* require("moonvisor").configure{ [key] = value } for --trace, --stats and --gdb. */
 static int configure(lua_State *L, const char *key, const char *value) {
   lua_getglobal(L, "require");
   lua_pushliteral(L, "moonvisor");
@@ -459,6 +460,13 @@ int main(int argc, char **argv) {
         break;
       }
       status = configure(L, "trace", argv[i]);
+    } else if (strcmp(argv[i], "--gdb") == 0) {
+      if (++i >= argc) {
+        usage();
+        status = LUA_ERRRUN;
+        break;
+      }
+      status = configure(L, "gdb", argv[i]);
     } else if (strcmp(argv[i], "--stats") == 0) {
       status = configure(L, "stats", NULL);
     } else if (strcmp(argv[i], "-v") == 0) {

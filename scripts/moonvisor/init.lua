@@ -111,11 +111,25 @@ local function rename(ok, ...)
   error(e, 2)   -- run is tail-called away: level 2 is the caller of run, as for C errors
 end
 
+-- g:gdbserver{ host, port, cpu, wait, elf }: a gdb remote stub (moonvisor.gdb).
+function Guest.gdbserver(g, opts) return require("moonvisor.gdb").gdbserver(g, opts) end
+
+-- moonvisor --gdb host:port: the first cpu:run() waits for gdb and runs
+-- under it until gdb detaches (then the run goes on) or kills (an error).
+local function run_under_gdb(cpu)
+  local gdb = require "moonvisor.gdb"
+  local host, port = gdb.parse_address(mv.options.gdb)
+  mv.options.gdb = nil
+  local r = gdb.gdbserver(cpu:guest(), { host = host, port = port, cpu = cpu, wait = true })
+  if r.how == "kill" then error("vcpu:run: killed from gdb", 3) end
+end
+
 -- cpu:run{ timeout_ms = N } ends a guest that spins with a "timeout" exit.
 function Vcpu:run(opts)
   if typename(self) ~= "moonvisor.Vcpu" then
     error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
   end
+  if mv.options.gdb then run_under_gdb(self) end
   return rename(pcall(enter, self, opts))
 end
 

@@ -1,0 +1,722 @@
+-- moonvisor.gdb: a GDB remote serial protocol stub, so real gdb can debug
+-- a guest:  g:gdbserver{ host = "127.0.0.1", port = 1234, cpu = cpu,
+-- wait = true, elf = path }  or  moonvisor --gdb 127.0.0.1:1234 script.lua.
+--
+-- One VCPU, one client at a time (thread 1 in gdb).  The guest is stopped
+-- while gdb looks at it; on `continue` it runs in slices of SLICE_MS
+-- (cpu:enter{ timeout_ms = SLICE_MS }) and between two slices the stub polls
+-- the connection for gdb's Ctrl-C (0x03, answered with a SIGINT stop) and
+-- turns away a second client.  Trap handlers run inside the slices as usual.
+--
+-- Packets: framing with checksums and +/- acks, QStartNoAckMode, qSupported,
+-- qXfer:features:read (target.xml: i386:x86-64 in long mode, i386
+-- otherwise, decided when gdb connects), qXfer:exec-file:read (with elf:
+-- gdb loads the symbols itself), ?, g/G, p/P, m/M/X (addresses are linear,
+-- segments flat; with paging on they go through the guest's page tables:
+-- 4-level with 1 GiB/2 MiB pages, PAE, 32-bit with 4 MiB pages), c/C, s/S,
+-- vCont?/vCont, Z0/z0 (int3 patching; memory reads show the original bytes;
+-- continuing from one steps over it), H, T, qC, qfThreadInfo, qAttached (1:
+-- gdb detaches on quit), D, k/vKill, 0x03.  Z1-Z4 get the empty reply (no
+-- hardware breakpoints or watchpoints: KVM_CAP_GUEST_DEBUG_HW_BPS is 0 on
+-- these hosts and the soft backend has none; gdb falls back to software
+-- watchpoints).  x87/SSE registers read as their reset values and writes to
+-- them, and to segment registers, are ignored (the Lua API has no FPU state).
+--
+-- Ends of a session: D (detach) removes the breakpoints and returns
+-- { how = "detach" } with the guest stopped where it was, free to run on;
+-- k returns { how = "kill" }.  A client that disconnects (or errors) is a
+-- detach that keeps the server: breakpoints go, the guest stays stopped and
+-- the stub waits for the next client.
+local core = require "moonvisor.core"
+
+local M = {}
+M.SLICE_MS = 20
+M.PACKET_SIZE = 0x4000   -- what qSupported announces; longer packets are refused with '-'
+
+-- {====================================================== registers
+
+local function reglist(spec)
+  local regs = {}
+  for name, bits in spec:gmatch("(%w+):(%d+)") do regs[#regs + 1] = { name = name, bits = tonumber(bits) } end
+  return regs
+end
+
+local X87 = "st0:80 st1:80 st2:80 st3:80 st4:80 st5:80 st6:80 st7:80 fctrl:32 fstat:32 ftag:32 fiseg:32 fioff:32 foseg:32 fooff:32 fop:32 "
+local LAYOUT = {
+  amd64 = reglist("rax:64 rbx:64 rcx:64 rdx:64 rsi:64 rdi:64 rbp:64 rsp:64 r8:64 r9:64 r10:64 r11:64 r12:64 r13:64 r14:64 r15:64 " ..
+    "rip:64 eflags:32 cs:32 ss:32 ds:32 es:32 fs:32 gs:32 " .. X87 ..
+    "xmm0:128 xmm1:128 xmm2:128 xmm3:128 xmm4:128 xmm5:128 xmm6:128 xmm7:128 xmm8:128 xmm9:128 xmm10:128 " ..
+    "xmm11:128 xmm12:128 xmm13:128 xmm14:128 xmm15:128 mxcsr:32"),
+  i386 = reglist("eax:32 ecx:32 edx:32 ebx:32 esp:32 ebp:32 esi:32 edi:32 eip:32 eflags:32 " ..
+    "cs:32 ss:32 ds:32 es:32 fs:32 gs:32 " .. X87 ..
+    "xmm0:128 xmm1:128 xmm2:128 xmm3:128 xmm4:128 xmm5:128 xmm6:128 xmm7:128 mxcsr:32"),
+}
+-- gdb's name -> moonvisor's register (the rest are FPU or segments).
+local GPR = { eax = "rax", ecx = "rcx", edx = "rdx", ebx = "rbx", esp = "rsp", ebp = "rbp", esi = "rsi",
+              edi = "rdi", eip = "rip", eflags = "rflags", rip = "rip" }
+for _, r in ipairs { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+                     "r12", "r13", "r14", "r15" } do GPR[r] = r end
+local SEG = { cs = true, ss = true, ds = true, es = true, fs = true, gs = true }
+local RESET = { fctrl = 0x37f, mxcsr = 0x1f80, ftag = 0xffff }
+
+local TYPES = {
+  rip = "code_ptr", eip = "code_ptr", rsp = "data_ptr", rbp = "data_ptr", esp = "data_ptr", ebp = "data_ptr",
+  eflags = "i386_eflags", mxcsr = "i386_mxcsr",
+}
+
+-- The target description: gdb's core and sse features, one file.
+local function target_xml(arch)
+  local regs, core_regs, sse_regs = LAYOUT[arch], {}, {}
+  for i, r in ipairs(regs) do
+    local ty = TYPES[r.name] or (r.bits == 80 and "i387_ext") or (r.bits == 128 and "vec128") or
+               (arch == "amd64" and r.bits == 64 and "int64") or "int32"
+    local line = ('    <reg name="%s" bitsize="%d" type="%s" regnum="%d"/>'):format(r.name, r.bits, ty, i - 1)
+    if r.name:match("^xmm") or r.name == "mxcsr" then sse_regs[#sse_regs + 1] = line else core_regs[#core_regs + 1] = line end
+  end
+  return table.concat({
+    '<?xml version="1.0"?>',
+    '<!DOCTYPE target SYSTEM "gdb-target.dtd">',
+    '<target version="1.0">',
+    ("  <architecture>%s</architecture>"):format(arch == "amd64" and "i386:x86-64" or "i386"),
+    '  <feature name="org.gnu.gdb.i386.core">',
+    '    <flags id="i386_eflags" size="4">',
+    '      <field name="CF" start="0" end="0"/><field name="" start="1" end="1"/>',
+    '      <field name="PF" start="2" end="2"/><field name="AF" start="4" end="4"/>',
+    '      <field name="ZF" start="6" end="6"/><field name="SF" start="7" end="7"/>',
+    '      <field name="TF" start="8" end="8"/><field name="IF" start="9" end="9"/>',
+    '      <field name="DF" start="10" end="10"/><field name="OF" start="11" end="11"/>',
+    '      <field name="NT" start="14" end="14"/><field name="RF" start="16" end="16"/>',
+    '      <field name="VM" start="17" end="17"/><field name="AC" start="18" end="18"/>',
+    '      <field name="VIF" start="19" end="19"/><field name="VIP" start="20" end="20"/>',
+    '      <field name="ID" start="21" end="21"/>',
+    '    </flags>',
+    table.concat(core_regs, "\n"),
+    '  </feature>',
+    '  <feature name="org.gnu.gdb.i386.sse">',
+    '    <vector id="v4f" type="ieee_single" count="4"/><vector id="v2d" type="ieee_double" count="2"/>',
+    '    <vector id="v16i8" type="int8" count="16"/><vector id="v8i16" type="int16" count="8"/>',
+    '    <vector id="v4i32" type="int32" count="4"/><vector id="v2i64" type="int64" count="2"/>',
+    '    <union id="vec128"><field name="v4_float" type="v4f"/><field name="v2_double" type="v2d"/>',
+    '      <field name="v16_int8" type="v16i8"/><field name="v8_int16" type="v8i16"/>',
+    '      <field name="v4_int32" type="v4i32"/><field name="v2_int64" type="v2i64"/>',
+    '      <field name="uint128" type="uint128"/></union>',
+    '    <flags id="i386_mxcsr" size="4">',
+    '      <field name="IE" start="0" end="0"/><field name="DE" start="1" end="1"/>',
+    '      <field name="ZE" start="2" end="2"/><field name="OE" start="3" end="3"/>',
+    '      <field name="UE" start="4" end="4"/><field name="PE" start="5" end="5"/>',
+    '      <field name="DAZ" start="6" end="6"/><field name="IM" start="7" end="7"/>',
+    '      <field name="DM" start="8" end="8"/><field name="ZM" start="9" end="9"/>',
+    '      <field name="OM" start="10" end="10"/><field name="UM" start="11" end="11"/>',
+    '      <field name="PM" start="12" end="12"/><field name="FZ" start="15" end="15"/>',
+    '    </flags>',
+    table.concat(sse_regs, "\n"),
+    '  </feature>',
+    '</target>', "" }, "\n")
+end
+M.target_xml = target_xml
+
+-- Little-endian hex of v in bits (values wider than 64 bits: v in the low 64).
+local function lehex(v, bits)
+  local out = {}
+  for i = 0, bits // 8 - 1 do out[i + 1] = ("%02x"):format(i < 8 and (v >> (8 * i)) & 0xff or 0) end
+  return table.concat(out)
+end
+
+local function unlehex(h)
+  local v = 0
+  for i = math.min(#h // 2, 8), 1, -1 do v = (v << 8) | tonumber(h:sub(2 * i - 1, 2 * i), 16) end
+  return v
+end
+
+local function tohex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+local function fromhex(h)
+  if #h % 2 ~= 0 or h:find("[^%x]") then return nil end
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- }======================================================
+
+-- {====================================================== guest memory
+
+-- Linear -> physical through the guest's page tables (s: cpu:sregs()), or nil.
+function M.translate(g, s, addr)
+  if s.cr0 & 0x80000000 == 0 then return addr end
+  local ok, pa = pcall(function()
+    local MASK = 0x000ffffffffff000
+    if s.efer & 0x400 ~= 0 then   -- long mode: PML4, PDPT (1 GiB), PD (2 MiB), PT
+      local e = g:u64((s.cr3 & MASK) + ((addr >> 39) & 511) * 8)
+      if e & 1 == 0 then return nil end
+      e = g:u64((e & MASK) + ((addr >> 30) & 511) * 8)
+      if e & 1 == 0 then return nil end
+      if e & 0x80 ~= 0 then return (e & 0x000fffffc0000000) | (addr & 0x3fffffff) end
+      e = g:u64((e & MASK) + ((addr >> 21) & 511) * 8)
+      if e & 1 == 0 then return nil end
+      if e & 0x80 ~= 0 then return (e & 0x000fffffffe00000) | (addr & 0x1fffff) end
+      e = g:u64((e & MASK) + ((addr >> 12) & 511) * 8)
+      if e & 1 == 0 then return nil end
+      return (e & MASK) | (addr & 0xfff)
+    elseif s.cr4 & 0x20 ~= 0 then   -- PAE: PDPT (4 entries), PD (2 MiB), PT
+      addr = addr & 0xffffffff
+      local e = g:u64((s.cr3 & 0xffffffe0) + ((addr >> 30) & 3) * 8)
+      if e & 1 == 0 then return nil end
+      e = g:u64((e & MASK) + ((addr >> 21) & 511) * 8)
+      if e & 1 == 0 then return nil end
+      if e & 0x80 ~= 0 then return (e & 0x000fffffffe00000) | (addr & 0x1fffff) end
+      e = g:u64((e & MASK) + ((addr >> 12) & 511) * 8)
+      if e & 1 == 0 then return nil end
+      return (e & MASK) | (addr & 0xfff)
+    else   -- 32-bit: PD (4 MiB pages with PSE), PT
+      addr = addr & 0xffffffff
+      local e = g:u32((s.cr3 & 0xfffff000) + (addr >> 22) * 4)
+      if e & 1 == 0 then return nil end
+      if e & 0x80 ~= 0 and s.cr4 & 0x10 ~= 0 then
+        return (e & 0xffc00000) | (((e >> 13) & 0xff) << 32) | (addr & 0x3fffff)
+      end
+      e = g:u32((e & 0xfffff000) + ((addr >> 12) & 1023) * 4)
+      if e & 1 == 0 then return nil end
+      return (e & 0xfffff000) | (addr & 0xfff)
+    end
+  end)
+  return ok and pa or nil
+end
+
+-- }======================================================
+
+-- {====================================================== the session
+
+local Session = {}
+Session.__index = Session
+
+local function checksum(s)
+  local sum = 0
+  for i = 1, #s do sum = sum + s:byte(i) end
+  return sum & 0xff
+end
+
+local function escape(s) return (s:gsub("[%$#}%*]", function(c) return "}" .. string.char(c:byte() ~ 0x20) end)) end
+local function unescape(s) return (s:gsub("}(.)", function(c) return string.char(c:byte() ~ 0x20) end)) end
+
+function Session:log(fmt, ...)
+  if self.server.verbose then io.stderr:write("moonvisor gdb: ", fmt:format(...), "\n") end
+end
+
+function Session:raw(s) self.conn:send(s) end
+
+function Session:send(body)
+  local pkt = "$" .. body .. ("#%02x"):format(checksum(body))
+  self.last = pkt
+  self:raw(pkt)
+end
+
+-- Turns away clients that connect while this one is served.
+function Session:refuse_others()
+  local ok, other = pcall(self.server.listener.accept, self.server.listener, 0)
+  if ok and other then
+    pcall(other.send, other, "$E10#a6")   -- busy; gdb reports the error and gives up
+    other:close()
+    self.server.refused = self.server.refused + 1
+    self:log("refused a second client")
+  end
+end
+
+-- Parses one packet, 0x03 or nothing from the input buffer.
+function Session:parse()
+  local buf = self.inbuf
+  local i = 1
+  while i <= #buf do
+    local c = buf:sub(i, i)
+    if c == "$" then
+      local j = buf:find("#", i + 1, true)
+      if not j or #buf < j + 2 then
+        if #buf - i > self.server.packet_size + 3 then   -- oversized: drop it, resync at the next '$'
+          local nxt = buf:find("$", i + 1, true)
+          self.inbuf = nxt and buf:sub(nxt) or ""
+          self.bad = self.bad + 1
+          if not self.noack then self:raw("-") end
+          return self:parse()
+        end
+        self.inbuf = buf:sub(i)
+        return nil
+      end
+      local body, sum = buf:sub(i + 1, j - 1), buf:sub(j + 1, j + 2)
+      self.inbuf = buf:sub(j + 3)
+      local inner = body:find("$", 1, true)
+      if inner then   -- a '$' inside: the start of the packet was lost; take the later one
+        self.inbuf = body:sub(inner) .. buf:sub(j)
+        return self:parse()
+      end
+      if #body > self.server.packet_size then
+        self.bad = self.bad + 1
+        if not self.noack then self:raw("-") end
+      elseif tonumber(sum, 16) == checksum(body) or (self.noack and sum:match("^%x%x$")) then
+        if not self.noack then self:raw("+") end
+        return body
+      else
+        self.bad = self.bad + 1
+        if not self.noack then self:raw("-") end
+      end
+      return self:parse()
+    elseif c == "\3" then
+      self.inbuf = buf:sub(i + 1)
+      return "\3"
+    elseif c == "-" and self.last and not self.noack then
+      self:raw(self.last)   -- gdb did not get our last packet right
+    end
+    i = i + 1   -- '+', and garbage outside packets, are skipped
+  end
+  self.inbuf = ""
+  return nil
+end
+
+-- The next packet (or "\3"); nil when the client went away.
+function Session:read()
+  while true do
+    local p = self:parse()
+    if p then return p end
+    local ok, data = pcall(self.conn.recv, self.conn, 65536, 200)
+    if not ok then return nil end
+    if data then self.inbuf = self.inbuf .. data else self:refuse_others() end
+  end
+end
+
+function Session:regs()
+  local r, s = self.cpu:read_state(), self.cpu:sregs()
+  local out = {}
+  for i, reg in ipairs(LAYOUT[self.arch]) do
+    local v = GPR[reg.name] and r[GPR[reg.name]] or SEG[reg.name] and s[reg.name].selector or RESET[reg.name] or 0
+    out[i] = lehex(v, reg.bits)
+  end
+  return out
+end
+
+function Session:write_reg(reg, hex)
+  if #hex ~= reg.bits // 4 or hex:find("[^%x]") then return false end
+  local name = GPR[reg.name]
+  if not name then return true end   -- FPU, SSE, segments: ignored
+  local v = unlehex(hex)
+  if name == "rflags" then v = v | 2 end
+  if self.arch == "i386" then v = v & 0xffffffff end
+  return pcall(self.cpu.write_state, self.cpu, { [name] = v })
+end
+
+-- Reads len bytes at linear addr: as many as are readable (nil: none).
+function Session:read_mem(addr, len)
+  local s, parts, at = self.cpu:sregs(), {}, addr
+  while len > 0 do
+    local n = math.min(len, 0x1000 - (at & 0xfff))
+    local pa = M.translate(self.g, s, at)
+    local ok, data = pcall(self.g.read, self.g, pa or -1, n)
+    if not (pa and ok) then break end
+    parts[#parts + 1] = data
+    at, len = at + n, len - n
+  end
+  local data = table.concat(parts)
+  if data == "" then return nil end
+  local bytes
+  for a, bp in pairs(self.bps) do   -- the original bytes where our int3s are
+    if a >= addr and a < addr + #data then
+      bytes = bytes or { data:byte(1, -1) }
+      bytes[a - addr + 1] = bp.saved
+    end
+  end
+  if bytes then
+    for i, b in ipairs(bytes) do bytes[i] = string.char(b) end
+    data = table.concat(bytes)
+  end
+  return data
+end
+
+function Session:write_mem(addr, data)
+  local s = self.cpu:sregs()
+  local off = 1
+  while off <= #data do
+    local at = addr + off - 1
+    local n = math.min(#data - off + 1, 0x1000 - (at & 0xfff))
+    local pa = M.translate(self.g, s, at)
+    if not pa then return false end
+    local chunk = data:sub(off, off + n - 1)
+    for a, bp in pairs(self.bps) do   -- keep our int3s, remember the new byte under them
+      if a >= at and a < at + n then
+        bp.saved = chunk:byte(a - at + 1)
+        chunk = chunk:sub(1, a - at) .. "\xcc" .. chunk:sub(a - at + 2)
+      end
+    end
+    if not pcall(self.g.write, self.g, pa, chunk) then return false end
+    off = off + n
+  end
+  return true
+end
+
+function Session:insert_bp(addr)
+  if self.bps[addr] then return true end
+  local pa = M.translate(self.g, self.cpu:sregs(), addr)
+  local ok, saved = pcall(self.g.u8, self.g, pa or -1)
+  if not (pa and ok) then return false end
+  self.g:u8(pa, 0xcc)
+  self.bps[addr] = { pa = pa, saved = saved }
+  return true
+end
+
+function Session:remove_bp(addr)
+  local bp = self.bps[addr]
+  if not bp then return true end
+  if self.g:u8(bp.pa) == 0xcc then self.g:u8(bp.pa, bp.saved) end
+  self.bps[addr] = nil
+  return true
+end
+
+function Session:remove_all()
+  for addr in pairs(self.bps) do pcall(self.remove_bp, self, addr) end
+end
+
+-- {------------------------------------------------------ running
+
+local SIG = { INT = 2, ILL = 4, TRAP = 5, ABRT = 6, FPE = 8, KILL = 9, SEGV = 11 }
+local VECTOR_SIG = { [0] = SIG.FPE, [6] = SIG.ILL, [13] = SIG.SEGV, [14] = SIG.SEGV, [12] = SIG.SEGV,
+                     [11] = SIG.SEGV, [10] = SIG.SEGV }
+
+-- The console message for exits that are not a debug stop (gdb prints it).
+function Session:console(text)
+  pcall(self.send, self, "O" .. tohex(text .. "\n"))
+end
+
+-- A T stop reply; the PC is in it so gdb needs no register read.
+function Session:stop_reply(sig, extra)
+  local pcreg = self.arch == "amd64" and 16 or 8
+  local ok, rip = pcall(function() return self.cpu.rip end)
+  local reply = ("T%02x%s%02x:%s;thread:1;"):format(sig, extra or "", pcreg,
+    lehex(ok and rip or 0, self.arch == "amd64" and 64 or 32))
+  self.stopped = reply
+  return reply
+end
+
+local function describe(e)
+  local parts = {}
+  for k, v in pairs(e) do
+    if k ~= "type" then parts[#parts + 1] = ("%s=%s"):format(k, math.type(v) == "integer" and ("0x%x"):format(v) or tostring(v)) end
+  end
+  table.sort(parts)
+  return ("moonvisor: %s exit %s"):format(e.type, table.concat(parts, " "))
+end
+
+-- What gdb hears about an exit.
+function Session:report(e)
+  if e.type == "debug" then
+    local rip = self.cpu.rip
+    if e.exception == 3 and self.bps[rip] then return self:stop_reply(SIG.TRAP, "swbreak:;") end
+    return self:stop_reply(SIG.TRAP)
+  elseif e.type == "kick" then
+    return self:stop_reply(SIG.INT)
+  elseif e.type == "exception" then
+    self:console(describe(e))
+    return self:stop_reply(VECTOR_SIG[e.vector] or SIG.TRAP)
+  elseif e.type == "shutdown" then
+    self:console(describe(e))
+    return self:stop_reply(SIG.KILL)
+  end
+  self:console(describe(e))   -- hlt, unclaimed io/mem, ...
+  return self:stop_reply(SIG.TRAP)
+end
+
+function Session:enter(opts)
+  local ok, e = pcall(self.cpu.enter, self.cpu, opts)
+  if ok then return e end
+  self:console("moonvisor: " .. tostring(e))
+  io.stderr:write("moonvisor gdb: ", tostring(e), "\n")
+  return nil
+end
+
+-- One instruction; a breakpoint of ours at rip is stepped over.
+function Session:step1()
+  local rip = self.cpu.rip
+  local bp = self.bps[rip]
+  if bp then self.g:u8(bp.pa, bp.saved) end
+  self.cpu:debug { singlestep = true, breakpoints = true }
+  local e = self:enter()
+  self.cpu:debug { singlestep = false, breakpoints = true }
+  if bp and self.bps[rip] == bp then self.g:u8(bp.pa, 0xcc) end
+  return e
+end
+
+function Session:step()
+  local e = self:step1()
+  if not e then return self:stop_reply(SIG.ABRT) end
+  return self:report(e)
+end
+
+-- Runs in slices until an exit gdb must hear about, a Ctrl-C or the
+-- client leaving (then: nil).
+function Session:continue()
+  if self.bps[self.cpu.rip] then
+    local e = self:step1()
+    if not e then return self:stop_reply(SIG.ABRT) end
+    if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
+  end
+  local opts = { timeout_ms = self.server.slice_ms }
+  while true do
+    local e = self:enter(opts)
+    if not e then return self:stop_reply(SIG.ABRT) end
+    if e.type ~= "timeout" then return self:report(e) end
+    local ok, data = pcall(self.conn.recv, self.conn, 65536, 0)
+    if not ok then return nil end
+    if data then
+      local brk = data:find("\3", 1, true)
+      if brk then
+        self.inbuf = self.inbuf .. data:sub(brk + 1)
+        return self:stop_reply(SIG.INT)
+      end
+      self.inbuf = self.inbuf .. data   -- acks; anything else waits for the stop
+    end
+    self:refuse_others()
+  end
+end
+
+-- }------------------------------------------------------
+
+local function xfer(data, off, len)
+  if off >= #data then return "l" end
+  local chunk = data:sub(off + 1, off + len)
+  return (off + len >= #data and "l" or "m") .. chunk
+end
+
+-- Answers one packet: the reply (nil: none), and "detach"/"kill"/"gone" to end.
+function Session:handle(p)
+  local c = p:sub(1, 1)
+  if p == "\3" then return self.stopped end   -- already stopped
+  if c == "?" then return self.stopped end
+  if c == "g" then return table.concat(self:regs()) end
+  if c == "G" then
+    local hex, ok = p:sub(2), true
+    local pos = 1
+    for _, reg in ipairs(LAYOUT[self.arch]) do
+      local n = reg.bits // 4
+      if pos + n - 1 > #hex then break end
+      ok = self:write_reg(reg, hex:sub(pos, pos + n - 1)) and ok
+      pos = pos + n
+    end
+    return ok and "OK" or "E01"
+  end
+  if c == "p" then
+    local n = tonumber(p:sub(2), 16)
+    if not n or not LAYOUT[self.arch][n + 1] then return "E01" end
+    return self:regs()[n + 1]
+  end
+  if c == "P" then
+    local n, v = p:match("^P(%x+)=(%x+)$")
+    local reg = n and LAYOUT[self.arch][tonumber(n, 16) + 1]
+    if not reg then return "E01" end
+    return self:write_reg(reg, v) and "OK" or "E01"
+  end
+  if c == "m" then
+    local a, l = p:match("^m(%x+),(%x+)$")
+    if not a then return "E01" end
+    local data = self:read_mem(tonumber(a, 16), math.min(tonumber(l, 16), (self.server.packet_size - 4) // 2))
+    return data and tohex(data) or "E14"
+  end
+  if c == "M" then
+    local a, l, hex = p:match("^M(%x+),(%x+):(%x*)$")
+    local data = hex and fromhex(hex)
+    if not data or #data ~= tonumber(l, 16) then return "E01" end
+    return self:write_mem(tonumber(a, 16), data) and "OK" or "E14"
+  end
+  if c == "X" then
+    local a, l, bin = p:match("^X(%x+),(%x+):(.*)$")
+    if not a then return "E01" end
+    local data = unescape(bin)
+    if #data ~= tonumber(l, 16) then return "E01" end
+    if #data == 0 then return "OK" end   -- gdb's probe for X support
+    return self:write_mem(tonumber(a, 16), data) and "OK" or "E14"
+  end
+  if c == "c" or c == "s" or c == "C" or c == "S" then
+    local addr = p:match(c:lower() == c and "^.(%x+)$" or "^.%x+;(%x+)$")
+    if addr then self.cpu.rip = tonumber(addr, 16) end
+    local r
+    if c:lower() == "s" then r = self:step() else r = self:continue() end
+    if not r then return nil, "gone" end
+    return r
+  end
+  if p == "vCont?" then return "vCont;c;C;s;S" end
+  if p:sub(1, 6) == "vCont;" then
+    for action in p:sub(7):gmatch("[^;]+") do
+      local a, tid = action:match("^(%a)%x*:?(.*)$")
+      if a and (tid == "" or tid == "1" or tid == "-1" or tid == "p1.1" or tid == "p1.-1") then
+        if a == "s" or a == "S" then return self:step() end
+        if a == "c" or a == "C" then
+          local r = self:continue()
+          if not r then return nil, "gone" end
+          return r
+        end
+        if a == "t" then return self.stopped end
+      end
+    end
+    return "E01"
+  end
+  if c == "Z" or c == "z" then
+    local kind, a = p:match("^[Zz](%d),(%x+),%x+")
+    if not kind then return "E01" end
+    if kind ~= "0" then return "" end   -- no hardware breakpoints or watchpoints
+    local addr = tonumber(a, 16)
+    if c == "Z" then return self:insert_bp(addr) and "OK" or "E14" end
+    return self:remove_bp(addr) and "OK" or "E01"
+  end
+  if c == "H" then return "OK" end
+  if c == "T" then return p:match("^T0*1$") and "OK" or "E01" end
+  if c == "D" then return "OK", "detach" end
+  if c == "k" then return nil, "kill" end
+  if p:match("^vKill") then return "OK", "kill" end
+  if p:sub(1, 11) == "qSupported:" or p == "qSupported" then
+    local s = ("PacketSize=%x;qXfer:features:read+;QStartNoAckMode+;swbreak+"):format(self.server.packet_size)
+    if self.server.elf then s = s .. ";qXfer:exec-file:read+" end
+    return s
+  end
+  if p == "QStartNoAckMode" then
+    self:send("OK")   -- acked, then no more acks either way
+    self.noack = true
+    return nil
+  end
+  if p:sub(1, 28) == "qXfer:features:read:target.x" then
+    local off, len = p:match("^qXfer:features:read:target%.xml:(%x+),(%x+)$")
+    if not off then return "E00" end
+    return xfer(target_xml(self.arch), tonumber(off, 16), tonumber(len, 16))
+  end
+  if p:sub(1, 20) == "qXfer:features:read:" then return "E00" end
+  if p:sub(1, 21) == "qXfer:exec-file:read:" and self.server.elf then
+    local off, len = p:match(":(%x+),(%x+)$")
+    if not off then return "E00" end
+    return xfer(self.server.elf, tonumber(off, 16), tonumber(len, 16))
+  end
+  if p == "qC" then return "QC1" end
+  if p == "qfThreadInfo" then return "m1" end
+  if p == "qsThreadInfo" then return "l" end
+  if p:sub(1, 9) == "qAttached" then return "1" end
+  return ""   -- not supported
+end
+
+-- Serves one client until it detaches, kills or goes away.
+function Session:run()
+  while true do
+    local p = self:read()
+    if not p then return "gone" end
+    local ok, reply, how = pcall(self.handle, self, p)
+    if not ok then   -- a bug or a guest error: tell gdb, keep serving
+      io.stderr:write("moonvisor gdb: ", tostring(reply), "\n")
+      reply, how = "E01", nil
+    end
+    if reply then
+      if not pcall(self.send, self, escape(reply)) then return "gone" end
+    end
+    if how then return how end
+  end
+end
+
+-- }======================================================
+
+-- {====================================================== the server
+
+local Server = { __name = "moonvisor.GdbServer" }
+Server.__index = Server
+
+function Server:__tostring()
+  return ("GdbServer(%s:%d%s)"):format(self.host, self.port, self.listener and "" or ", closed")
+end
+
+local function typename(v)
+  local mt = getmetatable(v)
+  local name = type(mt) == "table" and rawget(mt, "__name")
+  return type(name) == "string" and name or type(v)
+end
+
+-- The arch gdb gets: amd64 when the VCPU is in 64-bit mode.
+local function arch_of(cpu)
+  local s = cpu:sregs()
+  return (s.efer & 0x400 ~= 0 and s.cs.l == 1) and "amd64" or "i386"
+end
+
+-- Accepts clients until one detaches or kills.  Returns { how = "detach" |
+-- "kill", clients = n, refused = n }.
+function Server:serve()
+  if not self.listener then error("gdbserver:serve: the server is closed", 2) end
+  local cpu, g = self.cpu, self.g
+  local old = cpu:debug { singlestep = false, breakpoints = true }
+  local how
+  local ok, err = pcall(function()
+    repeat
+      local conn = self.listener:accept(self.accept_timeout_ms)
+      if not conn then how = "timeout"; break end
+      self.clients = self.clients + 1
+      local arch = self.arch or arch_of(cpu)
+      local session = setmetatable({ server = self, conn = conn, g = g, cpu = cpu, arch = arch, bps = {},
+                                     inbuf = "", noack = false, bad = 0 }, Session)
+      session:stop_reply(5)
+      session:log("client %d connected (%s)", self.clients, arch)
+      how = session:run()
+      session:remove_all()
+      self.bad_packets = self.bad_packets + session.bad
+      pcall(conn.close, conn)
+      session:log("client %d: %s", self.clients, how)
+    until how ~= "gone"
+  end)
+  pcall(cpu.debug, cpu, old)
+  if not ok then error(err, 0) end
+  return { how = how, clients = self.clients, refused = self.refused, bad_packets = self.bad_packets }
+end
+
+function Server:close()
+  if self.listener then self.listener:close() end
+  self.listener = nil
+end
+Server.__close = Server.close
+Server.__gc = Server.close
+
+-- g:gdbserver{ host = "127.0.0.1", port = 1234, cpu = cpu, wait = true,
+-- elf = path, verbose = false, quiet = false }: listens (port 0: any free
+-- port; srv.port says which).  wait = true (the default) serves at once and
+-- returns what serve() returns, the listener closed; wait = false returns
+-- the server: srv:serve() later, srv:close().
+function M.gdbserver(g, opts)
+  if typename(g) ~= "moonvisor.Guest" then error("guest:gdbserver: expected a moonvisor.Guest, got " .. typename(g), 2) end
+  if type(opts) ~= "table" then error("guest:gdbserver: options must be a table, got " .. type(opts), 2) end
+  if typename(opts.cpu) ~= "moonvisor.Vcpu" then
+    error("guest:gdbserver: cpu must be a moonvisor.Vcpu, got " .. typename(opts.cpu), 2)
+  end
+  if opts.cpu:guest() ~= g then error("guest:gdbserver: cpu belongs to another guest", 2) end
+  local host, port = opts.host or "127.0.0.1", opts.port or 1234
+  if math.type(port) ~= "integer" then error("guest:gdbserver: port must be an integer, got " .. type(port), 2) end
+  local elf
+  if opts.elf ~= nil then
+    if type(opts.elf) ~= "string" then error("guest:gdbserver: elf must be a path, got " .. type(opts.elf), 2) end
+    local f = io.open(opts.elf, "rb")
+    if not f then error("guest:gdbserver: cannot open " .. opts.elf, 2) end
+    f:close()
+    elf = opts.elf
+    if elf:sub(1, 1) ~= "/" then   -- gdb opens it from its own directory
+      local pwd = os.getenv("PWD")
+      if pwd then elf = pwd .. "/" .. elf end
+    end
+  end
+  local ok, listener = pcall(core.tcp_listen, host, port)
+  if not ok then error((tostring(listener):gsub("^core%.tcp_listen", "guest:gdbserver")), 2) end
+  local srv = setmetatable({ g = g, cpu = opts.cpu, host = host, port = listener:port(), listener = listener,
+                             elf = elf, verbose = opts.verbose, slice_ms = opts.slice_ms or M.SLICE_MS,
+                             packet_size = M.PACKET_SIZE, accept_timeout_ms = opts.accept_timeout_ms,
+                             arch = opts.arch, clients = 0, refused = 0, bad_packets = 0 }, Server)
+  if not opts.quiet then
+    io.stderr:write(("moonvisor: gdb stub listening on %s:%d (gdb: target remote %s:%d)\n"):format(
+      host, srv.port, host, srv.port))
+    io.stderr:flush()
+  end
+  if opts.wait == false then return srv end
+  local r = srv:serve()
+  srv:close()
+  return r
+end
+
+-- "host:port" (or ":port", or "port") for --gdb.
+function M.parse_address(s)
+  local host, port = tostring(s):match("^(.-):(%d+)$")
+  if not host then host, port = "", tostring(s):match("^(%d+)$") end
+  if not port then error(("--gdb: expected host:port, got %q"):format(tostring(s)), 0) end
+  return host ~= "" and host or "127.0.0.1", tonumber(port)
+end
+
+return M

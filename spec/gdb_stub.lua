@@ -1,0 +1,25 @@
+-- gdb_stub.lua - the stub side of spec/gdb_spec.lua and the README's gdb
+-- transcript: spec/gdb_target.c's ELF in a long-mode guest, COM1 writes
+-- collected by a Lua trap, and a gdb stub.
+--   moonvisor spec/gdb_stub.lua PORT ELF            g:gdbserver{ ... }
+--   moonvisor --gdb 127.0.0.1:PORT spec/gdb_stub.lua PORT ELF cli
+local mv = require "moonvisor"
+local load = require "moonvisor.load"
+
+local port, elf, how = tonumber(arg[1]), arg[2], arg[3]
+local g <close> = mv.guest{}
+g:map(0, mv.vmo(0x400000))
+local img = load.elf(g, elf)
+local out = {}
+g:trap("io", 0x3f8, 1, function(e) out[#out + 1] = string.char(e.data) end)
+local cpu = g:vcpu{ entry = img.entry, mode = "long" }
+
+if how ~= "cli" then
+  local r = g:gdbserver{ host = "127.0.0.1", port = port, cpu = cpu, elf = elf, verbose = true }
+  print(("session: %s clients=%d refused=%d bad_packets=%d"):format(r.how, r.clients, r.refused, r.bad_packets))
+  if r.how == "kill" then return end
+end
+local e = cpu:run{ timeout_ms = 100 }   -- with --gdb: gdb first, then the rest of the run
+print(("then: %s"):format(e.type))
+print(("uart: %s"):format(table.concat(out)))
+print(("counter > 6: %s"):format(tostring(g:u64(img.symbols.counter) > 6)))
