@@ -168,6 +168,23 @@ static int vcpu_debug(lua_State *L) {
   return 1;
 }
 
+/* cpu:msr(index) -> value; cpu:msr(index, value) writes it. */
+static int vcpu_msr(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:msr");
+  lua_Integer index = lmv_checkint(L, 2, "vcpu:msr", "index");
+  if (index < 0 || index > 0xffffffff) return luaL_error(L, "vcpu:msr: index %I is not a 32-bit MSR number", (LUAI_UACINT)index);
+  mv_err err;
+  if (lua_isnoneornil(L, 3)) {
+    uint64_t value;
+    if (mv_vcpu_read_msr(v->cpu, (uint32_t)index, &value, &err) < 0) return lmv_raise(L, &err);
+    lua_pushinteger(L, (lua_Integer)value);
+    return 1;
+  }
+  lua_Integer value = lmv_checkint(L, 3, "vcpu:msr", "value");
+  if (mv_vcpu_write_msr(v->cpu, (uint32_t)index, (uint64_t)value, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
 static int vcpu_kick(lua_State *L) {
   mv_vcpu_kick(lmv_checkvcpu(L, 1, "vcpu:kick")->cpu);
   return 0;
@@ -418,7 +435,7 @@ static int vcpu_guest(lua_State *L) {
 }
 
 static const luaL_Reg vcpu_methods[] = {
-  { "enter", vcpu_enter }, { "kick", vcpu_kick }, { "debug", vcpu_debug }, { "interrupt", vcpu_interrupt },
+  { "enter", vcpu_enter }, { "kick", vcpu_kick }, { "msr", vcpu_msr }, { "debug", vcpu_debug }, { "interrupt", vcpu_interrupt },
   { "read_state", vcpu_read_state }, { "write_state", vcpu_write_state },
   { "sregs", vcpu_sregs }, { "write_sregs", vcpu_write_sregs },
   { "guest", vcpu_guest }, { "close", vcpu_close }, { NULL, NULL },

@@ -171,6 +171,8 @@ struct mv_backend_ops {
   int (*set_regs)(mv_vcpu *cpu, const mv_regs *r, mv_err *err);
   int (*get_sregs)(mv_vcpu *cpu, mv_sregs *s, mv_err *err);
   int (*set_sregs)(mv_vcpu *cpu, const mv_sregs *s, mv_err *err);
+  int (*get_msr)(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
+  int (*set_msr)(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
 };
 
 extern const mv_backend_ops mv__kvm_backend;

@@ -598,6 +598,21 @@ static int kvm_set_sregs(mv_vcpu *c, const mv_sregs *i, mv_err *err) {
   return 0;
 }
 
+static int kvm_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
+  struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e.index = index };
+  if (ioctl(KV(c)->fd, KVM_GET_MSRS, &m) != 1)
+    return mv__fail(err, -EINVAL, "vcpu:msr: KVM_GET_MSRS: MSR 0x%" PRIx32 " cannot be read", index);
+  *value = m.e.data;
+  return 0;
+}
+
+static int kvm_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
+  struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e = { .index = index, .data = value } };
+  if (ioctl(KV(c)->fd, KVM_SET_MSRS, &m) != 1)
+    return mv__fail(err, -EINVAL, "vcpu:msr: KVM_SET_MSRS: MSR 0x%" PRIx32 " = 0x%" PRIx64 " refused", index, value);
+  return 0;
+}
+
 const mv_backend_ops mv__kvm_backend = {
   .name = "kvm",
   .guest_create = kvm_guest_create, .guest_destroy = kvm_guest_destroy,
@@ -609,4 +624,5 @@ const mv_backend_ops mv__kvm_backend = {
   .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug,
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
+  .get_msr = kvm_get_msr, .set_msr = kvm_set_msr,
 };

@@ -290,6 +290,9 @@ int mv_vcpu_interrupt(mv_vcpu *cpu, uint32_t vector, mv_err *err);
 int mv_vcpu_read_state(mv_vcpu *cpu, mv_regs *regs, mv_err *err);
 int mv_vcpu_write_state(mv_vcpu *cpu, const mv_regs *regs, mv_err *err);
 int mv_vcpu_read_sregs(mv_vcpu *cpu, mv_sregs *sregs, mv_err *err);
+/* Model-specific registers, one at a time (KVM_GET_MSRS / KVM_SET_MSRS). */
+int mv_vcpu_read_msr(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
+int mv_vcpu_write_msr(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
 int mv_vcpu_write_sregs(mv_vcpu *cpu, const mv_sregs *sregs, mv_err *err);
 
 #endif

@@ -467,4 +467,5 @@ const mv_backend_ops mv__soft_backend = {
   .vcpu_run = soft_vcpu_run, .vcpu_kick = soft_vcpu_kick, .set_debug = soft_set_debug,
   .get_regs = soft_get_regs, .set_regs = soft_set_regs,
   .get_sregs = soft_get_sregs, .set_sregs = soft_set_sregs,
+  .get_msr = soft_get_msr, .set_msr = soft_set_msr,
 };

@@ -52,6 +52,8 @@ int soft_get_regs(mv_vcpu *c, mv_regs *r, mv_err *err);
 int soft_set_regs(mv_vcpu *c, const mv_regs *r, mv_err *err);
 int soft_get_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err);
 int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err);
+int soft_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err);
+int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err);
 /* Where uc_emu_start must begin: CS*16+IP in real mode, RIP otherwise. */
 uint64_t soft_start_address(soft_vcpu *sv);
 /* Guest-physical address of a linear one through the guest's page tables;

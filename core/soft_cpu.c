@@ -149,6 +149,22 @@ void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa)) {
   }
 }
 
+int soft_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
+  uc_x86_msr m = { .rid = index };
+  uc_err e = uc_reg_read(SV(c)->uc, UC_X86_REG_MSR, &m);
+  if (e) return mv__fail(err, -EINVAL, "vcpu:msr: MSR 0x%" PRIx32 " cannot be read (unicorn: %s)", index, uc_strerror(e));
+  *value = m.value;
+  return 0;
+}
+
+int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
+  uc_x86_msr m = { .rid = index, .value = value };
+  uc_err e = uc_reg_write(SV(c)->uc, UC_X86_REG_MSR, &m);
+  if (e) return mv__fail(err, -EINVAL, "vcpu:msr: MSR 0x%" PRIx32 " = 0x%" PRIx64 " refused (unicorn: %s)", index, value,
+                         uc_strerror(e));
+  return 0;
+}
+
 /* {====================================================== special registers */
 
 static const int seg_ids[6] = { UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_ES,

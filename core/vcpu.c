@@ -197,6 +197,16 @@ int mv_vcpu_read_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err) {
   return r ? r : c->guest->be->get_sregs(c, s, err);
 }
 
+int mv_vcpu_read_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
+  int r = check_live(c, "msr", err);
+  return r ? r : c->guest->be->get_msr(c, index, value, err);
+}
+
+int mv_vcpu_write_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
+  int r = check_live(c, "msr", err);
+  return r ? r : c->guest->be->set_msr(c, index, value, err);
+}
+
 int mv_vcpu_write_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
   int r = check_live(c, "write_sregs", err);
   return r ? r : c->guest->be->set_sregs(c, s, err);

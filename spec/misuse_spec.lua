@@ -1415,13 +1415,13 @@ describe("guest:vcpu", function()
 
   it("errors on an unknown mode", function()
     assert.has_error(function() g:vcpu{ mode = "hyper" } end,
-                     'guest:vcpu: unknown mode hyper (modes: "long", "protected", "real")')
+                     'guest:vcpu: unknown mode hyper (modes: "long", "protected", "real", "user")')
     vcpu_ok()
   end)
 
   it("errors on a mode that is not a string", function()
     assert.has_error(function() g:vcpu{ mode = 64 } end,
-                     'guest:vcpu: unknown mode 64 (modes: "long", "protected", "real")')
+                     'guest:vcpu: unknown mode 64 (modes: "long", "protected", "real", "user")')
     vcpu_ok()
   end)
 

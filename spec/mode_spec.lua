@@ -90,7 +90,7 @@ describe("mode = \"long\"", function()
   it("refuses an unknown mode and a guest without room for the tables", function()
     local g = H.guest()
     assert.has_error(function() g:vcpu{ mode = "hyper" } end,
-      'guest:vcpu: unknown mode hyper (modes: "long", "protected", "real")')
+      'guest:vcpu: unknown mode hyper (modes: "long", "protected", "real", "user")')
     assert.has_error(function() g:vcpu{ mode = "long" } end,
       "guest:vcpu: no RAM mapping large enough for the GDT and page tables (map RAM first or give tables = address)")
   end)

@@ -9,7 +9,8 @@ for k, v in pairs(core) do mv[k] = v end
 local Vcpu = core.Vcpu
 local Guest = core.Guest
 local x86 = require "moonvisor.x86"
-mv.x86 = x86
+local user = require "moonvisor.user"   -- adds mode = "user"
+mv.x86, mv.user = x86, user
 
 -- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
 -- core makes a real-mode VCPU, moonvisor.x86 puts it in the mode.
@@ -125,11 +126,13 @@ local function run_under_gdb(cpu)
 end
 
 -- cpu:run{ timeout_ms = N } ends a guest that spins with a "timeout" exit.
+-- For mode = "user" it also reports the sandbox's exceptions and syscalls.
 function Vcpu:run(opts)
   if typename(self) ~= "moonvisor.Vcpu" then
     error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
   end
   if mv.options.gdb then run_under_gdb(self) end
+  if user.cpus[self] then return user.translate(self, rename(pcall(enter, self, opts))) end
   return rename(pcall(enter, self, opts))
 end
 

@@ -43,10 +43,11 @@ local function segment(selector, code, long)
            type = code and 11 or 3, db = long and 0 or 1, l = long and 1 or 0, g = 1, avl = 0, unusable = 0 }
 end
 
--- Identity page tables over the first 4 GiB at `at`: PML4, PDPT, 4 PDs.
-function x86.page_tables(at)
+-- Identity page tables over the first 4 GiB at `at`: PML4, PDPT, 4 PDs;
+-- with `user`, every page is reachable from CPL3 too.
+function x86.page_tables(at, user)
   local parts = {}
-  local P, RW, PS = 1, 2, 0x80
+  local P, RW, PS = 1, 2 | (user and 4 or 0), 0x80
   parts[1] = string.pack("<I8", (at + 0x2000) | P | RW) .. string.rep("\0", 4088)   -- PML4
   local pdpt = {}
   for i = 0, 3 do pdpt[#pdpt + 1] = string.pack("<I8", (at + 0x3000 + i * 0x1000) | P | RW) end
@@ -59,17 +60,20 @@ function x86.page_tables(at)
   return table.concat(parts)
 end
 
--- Where the tables go when opts.tables is not given.
-local function default_tables(g)
+-- Where the tables go when opts.tables is not given: the end of the lowest
+-- RAM mapping, leaving 4 KiB above them.
+function x86.default_tables(g, size)
+  size = size or x86.TABLES_SIZE
   local lowest
   for _, m in ipairs(g:mappings()) do
     if not m.readonly and (not lowest or m.gpa < lowest.gpa) then lowest = m end
   end
-  if not lowest or lowest.size < x86.TABLES_SIZE + 0x1000 then
+  if not lowest or lowest.size < size + 0x1000 then
     error("guest:vcpu: no RAM mapping large enough for the GDT and page tables (map RAM first or give tables = address)", 4)
   end
-  return lowest.gpa + lowest.size - 0x8000
+  return lowest.gpa + lowest.size - ((size + 0x1fff) & ~0xfff)
 end
+local default_tables = x86.default_tables
 
 local function write_tables(g, at, with_pages)
   g:write(at, x86.gdt())

@@ -1,0 +1,140 @@
+-- user.lua - mode = "user": 64-bit code at CPL3 in a sandbox the runtime
+-- builds, Hyperlight style.  User-accessible identity page tables over the
+-- first 4 GiB, a GDT with user segments and a TSS, an IDT and a syscall
+-- entry whose ring-0 stubs turn every exception and system call into an
+-- exit the script sees:
+--
+--   { type = "exception", vector, error_code, rip }   (error_code where the CPU pushes one)
+--   { type = "syscall", rip }                         (registers as the guest left them)
+--
+-- After either the VCPU is back in ring 3 with the user's registers and
+-- cpu:run() resumes: a syscall returns to the instruction after it (set rax
+-- for its result); an exception re-executes the faulting instruction unless
+-- the script moved cpu.rip or reset the call (e.g. g:restore(snapshot)).
+-- Use cpu:run(), not cpu:enter(), which reports the stubs' raw port exits.
+--
+-- How: on KVM the stubs run at CPL0 and report through port 0xEE
+-- (exceptions: vector in eax, frame on the kernel stack) and 0xEF (syscall),
+-- which user.lua turns into the exits above.  The soft backend reports
+-- exceptions and syscalls itself, without running the stubs.
+--
+-- Layout at `tables` (0xA000 bytes): +0 GDT, +0x1000.. page tables (as
+-- x86.lua, with the user bit), +0x7000 IDT, +0x8000 stubs and TSS, kernel
+-- stack up to +0xA000.
+local x86 = require "moonvisor.x86"
+
+local user = {}
+
+user.TABLES_SIZE = 0xA000
+user.KERNEL_CS, user.KERNEL_DS = 0x08, 0x10
+user.USER_DS, user.USER_CS = 0x23, 0x2b          -- RPL 3
+user.TSS_SEL = 0x30
+user.EXCEPTION_PORT, user.SYSCALL_PORT = 0xee, 0xef
+
+local MSR = { STAR = 0xc0000081, LSTAR = 0xc0000082, SFMASK = 0xc0000084 }
+local HAS_ERROR_CODE = { [8] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true,
+                         [17] = true, [21] = true, [29] = true, [30] = true }
+
+local function descriptor(base, limit, access, flags)
+  return string.pack("<I2I2I1I1I1I1", limit & 0xffff, base & 0xffff, (base >> 16) & 0xff, access,
+                     ((flags & 0xf) << 4) | ((limit >> 16) & 0xf), (base >> 24) & 0xff)
+end
+
+-- null, kernel code64, kernel data, user code32 (sysret's base), user data,
+-- user code64, 16-byte TSS descriptor.  STAR below relies on this order.
+function user.gdt(tss)
+  return descriptor(0, 0, 0, 0)
+      .. descriptor(0, 0xfffff, 0x9a, 0xa) .. descriptor(0, 0xfffff, 0x92, 0xc)
+      .. descriptor(0, 0xfffff, 0xfa, 0xc) .. descriptor(0, 0xfffff, 0xf2, 0xc)
+      .. descriptor(0, 0xfffff, 0xfa, 0xa)
+      .. descriptor(tss, 0x67, 0x89, 0) .. string.pack("<I4I4", tss >> 32, 0)
+end
+
+-- 32 exception stubs of 16 bytes, then the common tail and the syscall entry:
+--   stub v:  [push 0]  push v  jmp common
+--   common:  push rax; mov eax, [rsp+8]; out 0xee, eax; pop rax; add rsp, 16; iretq
+--   syscall: out 0xef, al; o64 sysret
+function user.stubs(base)
+  local common = base + 32 * 16
+  local parts = {}
+  for v = 0, 31 do
+    local code = (HAS_ERROR_CODE[v] and "" or "\x6a\x00") .. string.pack("<BB", 0x6a, v)
+    local jmp_at = base + v * 16 + #code
+    code = code .. "\xe9" .. string.pack("<i4", common - (jmp_at + 5))
+    parts[#parts + 1] = code .. string.rep("\x90", 16 - #code)
+  end
+  parts[#parts + 1] = "\x50\x8b\x44\x24\x08\xe7\xee\x58\x48\x83\xc4\x10\x48\xcf"
+  return table.concat(parts), common + 14   -- the syscall entry follows the common tail
+end
+user.SYSCALL_STUB = "\xe6\xef\x48\x0f\x07"
+
+-- 16-byte interrupt gates, DPL 0, to the stubs.
+function user.idt(stubs)
+  local gates = {}
+  for v = 0, 31 do
+    local at = stubs + v * 16
+    gates[#gates + 1] = string.pack("<I2I2I1I1I2I4I4", at & 0xffff, user.KERNEL_CS, 0, 0x8e,
+                                    (at >> 16) & 0xffff, at >> 32, 0)
+  end
+  return table.concat(gates)
+end
+
+function x86.modes.user(cpu, opts)
+  local g = cpu:guest()
+  local at = opts.tables or x86.default_tables(g, user.TABLES_SIZE)
+  local stubs_at, tss_at, kstack = at + 0x8000, at + 0x8400, at + 0xA000
+  local stubs, syscall_at = user.stubs(stubs_at)
+  g:write(at, user.gdt(tss_at))
+  g:write(at + 0x1000, x86.page_tables(at, true))
+  g:write(at + 0x7000, user.idt(stubs_at))
+  g:write(stubs_at, stubs .. user.SYSCALL_STUB)
+  g:write(tss_at, string.pack("<I4I8", 0, kstack) .. string.rep("\0", 0x68 - 12))   -- RSP0
+  local function seg(sel, code, dpl)
+    return { selector = sel, base = 0, limit = 0xffffffff, present = 1, dpl = dpl, s = 1,
+             type = code and 11 or 3, db = code and 0 or 1, l = code and 1 or 0, g = 1, avl = 0, unusable = 0 }
+  end
+  local data = seg(user.USER_DS, false, 3)
+  cpu:write_sregs{
+    gdt = { base = at, limit = 8 * 8 - 1 }, idt = { base = at + 0x7000, limit = 32 * 16 - 1 },
+    cr3 = at + 0x1000,
+    cr4 = x86.CR4.PAE | x86.CR4.OSFXSR | x86.CR4.OSXMMEXCPT,
+    efer = x86.EFER.LME | x86.EFER.LMA | x86.EFER.SCE,
+    cr0 = x86.CR0.PE | x86.CR0.MP | x86.CR0.ET | x86.CR0.NE | x86.CR0.WP | x86.CR0.PG,
+    cs = seg(user.USER_CS, true, 3), ds = data, es = data, fs = data, gs = data, ss = data,
+    tr = { selector = user.TSS_SEL, base = tss_at, limit = 0x67, type = 11, present = 1, dpl = 0, s = 0,
+           db = 0, l = 0, g = 0, avl = 0, unusable = 0 },
+  }
+  cpu:msr(MSR.STAR, (0x18 << 48) | (user.KERNEL_CS << 32))   -- sysret: CS 0x2b, SS 0x23
+  cpu:msr(MSR.LSTAR, syscall_at)
+  cpu:msr(MSR.SFMASK, 0x200)                                  -- IF off in the stub
+  cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or at, rflags = 0x202 }
+  user.cpus[cpu] = { cs = seg(user.USER_CS, true, 3), ss = data }
+end
+
+user.cpus = setmetatable({}, { __mode = "k" })   -- user-mode VCPUs
+
+-- Turns the stubs' port exits (KVM) into exception and syscall exits, and
+-- does the stub's return itself (iretq / sysret) so the VCPU is back in ring
+-- 3 with the user's registers, as on the soft backend: cpu.rip is the
+-- faulting instruction, or the one after the syscall.  Other exits pass.
+function user.translate(cpu, e)
+  local ring3 = user.cpus[cpu]
+  if not ring3 or e.type ~= "io" or not e.write then return e end
+  if e.port == user.SYSCALL_PORT then
+    local r = cpu:read_state()            -- syscall left the user's rip in rcx, rflags in r11
+    cpu:write_state{ rip = r.rcx, rflags = r.r11 | 2 }
+    cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
+    return { type = "syscall", rip = r.rcx }
+  elseif e.port == user.EXCEPTION_PORT then
+    -- the kernel stack: saved rax, vector, error code, then the CPU's frame
+    local rax, vector, err, rip, _, rflags, rsp = string.unpack("<I8I8I8I8I8I8I8", cpu:guest():read(cpu.rsp, 56))
+    cpu:write_state{ rax = rax, rip = rip, rflags = rflags, rsp = rsp }
+    cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
+    local out = { type = "exception", vector = vector, rip = rip }
+    if HAS_ERROR_CODE[vector] then out.error_code = err end
+    return out
+  end
+  return e
+end
+
+return user

@@ -1,0 +1,69 @@
+-- user_spec.lua - mode = "user": 64-bit code at CPL3 whose exceptions and
+-- system calls come back as exits, after which the sandbox goes on.
+local mv = require "moonvisor"
+local H = require "helpers"
+
+local function sandbox(source)
+  local g = H.guest()
+  g:map(0, mv.vmo(0x400000))
+  g:write(0x100000, H.asm("org 0x100000\n" .. source, 64))
+  return g, g:vcpu{ entry = 0x100000, mode = "user", stack = 0x200000 }
+end
+
+describe('mode = "user"', function()
+  it("runs at CPL3 and makes system calls the script answers", function()
+    local g, cpu = sandbox([[
+      mov rax, cs
+      mov r12, rax          ; CS: its low two bits are the CPL
+      mov rax, 1            ; "syscall 1": the host doubles rdi
+      mov rdi, 21
+      syscall
+      mov r13, rax
+      mov rax, 60           ; "exit"
+      syscall]])
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.equals("syscall", e.type)
+    assert.equals(1, cpu.rax)
+    assert.equals(3, cpu.r12 & 3)
+    cpu.rax = cpu.rdi * 2
+    e = cpu:run{ timeout_ms = 5000 }
+    assert.equals("syscall", e.type)
+    assert.equals(60, cpu.rax)
+    assert.equals(42, cpu.r13)
+  end)
+
+  it("reports a faulting instruction as an exception, and the next call works", function()
+    -- hlt at CPL3 is a #GP on a real CPU (kvm); Unicorn does not check the
+    -- privilege of hlt, cli, in/out or wrmsr, so the soft pass uses ud2
+    local g, cpu = sandbox(H.kvm and "hlt\ngood: mov rax, 60\nsyscall" or "ud2\ngood: mov rax, 60\nsyscall")
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.equals("exception", e.type)
+    assert.equals(H.kvm and 13 or 6, e.vector)
+    assert.equals(0x100000, e.rip)
+    if H.kvm then assert.equals(0, e.error_code) end
+    cpu.rip = H.kvm and 0x100001 or 0x100002
+    assert.equals("syscall", cpu:run{ timeout_ms = 5000 }.type)
+  end)
+
+  it("reports invalid opcodes and page faults as exceptions", function()
+    local g, cpu = sandbox("ud2")
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 6, 0x100000 }, { e.type, e.vector, e.rip })
+    g, cpu = sandbox("mov rbx, 0x100000000000\nmov rax, [rbx]   ; not in the page tables")
+    e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 14 }, { e.type, e.vector })
+  end)
+
+  it("keeps compute-heavy code in ring 3 (a loop of a million iterations)", function()
+    local g, cpu = sandbox([[
+      mov rcx, 1000000
+      xor rax, rax
+      l: add rax, rcx
+      loop l
+      mov rbx, rax
+      mov rax, 60
+      syscall]])
+    assert.equals("syscall", cpu:run{ timeout_ms = 60000 }.type)
+    assert.equals(1000000 * 1000001 // 2, cpu.rbx)
+  end)
+end)
