@@ -47,6 +47,7 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_trap(L);
   lmv_open_snapshot(L);
   lmv_open_stats(L);
+  lmv_open_cpu(L);
   lmv_open_disasm(L);
   lmv_open_socket(L);
   return 1;

@@ -93,6 +93,7 @@ int lmv_open_vcpu(lua_State *L);
 int lmv_open_trap(lua_State *L);
 int lmv_open_snapshot(lua_State *L);
 int lmv_open_stats(lua_State *L);
+int lmv_open_cpu(lua_State *L);
 int lmv_open_disasm(lua_State *L);
 /* lsocket.c: core.tcp_listen, core.tcp_connect (for the gdb stub). */
 int lmv_open_socket(lua_State *L);

@@ -171,6 +171,10 @@ struct mv_backend_ops {
   int (*set_regs)(mv_vcpu *cpu, const mv_regs *r, mv_err *err);
   int (*get_sregs)(mv_vcpu *cpu, mv_sregs *s, mv_err *err);
   int (*set_sregs)(mv_vcpu *cpu, const mv_sregs *s, mv_err *err);
+  int (*get_fpu)(mv_vcpu *cpu, mv_fpu *fpu, mv_err *err);
+  int (*set_fpu)(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
+  int (*set_cpuid)(mv_vcpu *cpu, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
+  int (*irq)(mv_guest *g, uint32_t line, int level, mv_err *err);   /* optional */
   int (*get_msr)(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
   int (*set_msr)(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
 };

@@ -78,6 +78,8 @@ typedef struct kvm_guest {
 
 typedef struct kvm_vcpu {
   int fd;
+  struct kvm_cpuid2 *cpuid;          /* what KVM_SET_CPUID2 got, for cpuid_set */
+  bool ran;                          /* KVM_RUN happened: the CPUID is fixed */
   struct kvm_run *run;
   pthread_t thread;                  /* valid while running */
   volatile sig_atomic_t running;
@@ -206,18 +208,67 @@ static uint64_t kvm_bell_take(mv_guest *g, mv_trap *t) {
 
 /* {====================================================== VCPU */
 
-static int set_cpuid(int vcpu_fd, mv_err *err) {
-  int n = 256;
-  struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + (size_t)n * sizeof(struct kvm_cpuid_entry2));
+#define CPUID_MAX 256
+
+static int set_cpuid(kvm_vcpu *kv, mv_err *err) {
+  struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + CPUID_MAX * sizeof(struct kvm_cpuid_entry2));
   if (!cpuid) return mv__fail(err, -ENOMEM, "guest:vcpu: out of memory");
-  cpuid->nent = (uint32_t)n;
+  cpuid->nent = CPUID_MAX - 8;   /* room for leaves cpuid_set adds */
   int r = 0;
   if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
     r = mv__fail(err, -errno, "guest:vcpu: KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
-  else if (ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid) < 0)
+  else if (ioctl(kv->fd, KVM_SET_CPUID2, cpuid) < 0)
     r = mv__fail(err, -errno, "guest:vcpu: KVM_SET_CPUID2: %s", strerror(errno));
-  free(cpuid);
+  if (r < 0) free(cpuid);
+  else kv->cpuid = cpuid;
   return r;
+}
+
+static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
+  kvm_vcpu *kv = KV(c);
+  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: KVM fixes the CPUID at the first enter: set it before");
+  struct kvm_cpuid2 *cp = kv->cpuid;
+  struct kvm_cpuid_entry2 *e = NULL;
+  for (uint32_t i = 0; i < cp->nent && !e; i++)
+    if (cp->entries[i].function == leaf &&
+        (!(cp->entries[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) || cp->entries[i].index == subleaf))
+      e = &cp->entries[i];
+  if (!e) {
+    if (cp->nent == CPUID_MAX) return mv__fail(err, -ENOSPC, "vcpu:cpuid_set: too many CPUID leaves");
+    e = &cp->entries[cp->nent++];
+    *e = (struct kvm_cpuid_entry2){ .function = leaf, .index = subleaf,
+                                    .flags = subleaf ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0 };
+  }
+  e->eax = regs[0]; e->ebx = regs[1]; e->ecx = regs[2]; e->edx = regs[3];
+  IOCTL_OR_FAIL(kv->fd, KVM_SET_CPUID2, cp, "vcpu:cpuid_set");
+  return 0;
+}
+
+static int kvm_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
+  struct kvm_fpu f;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:fpu");
+  memset(o, 0, sizeof *o);
+  for (int i = 0; i < 8; i++) memcpy(o->st[i], f.fpr[i], 10);
+  memcpy(o->xmm, f.xmm, sizeof o->xmm);
+  o->fcw = f.fcw; o->fsw = f.fsw; o->ftw = f.ftwx; o->mxcsr = f.mxcsr;
+  return 0;
+}
+
+static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
+  struct kvm_fpu f;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:write_fpu");   /* keeps last_ip and friends */
+  for (int i = 0; i < 8; i++) memcpy(f.fpr[i], in->st[i], 10);
+  memcpy(f.xmm, in->xmm, sizeof f.xmm);
+  f.fcw = in->fcw; f.fsw = in->fsw; f.ftwx = in->ftw; f.mxcsr = in->mxcsr;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_FPU, &f, "vcpu:write_fpu");
+  return 0;
+}
+
+static int kvm_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
+  if (!KG(g)->irqchip) return mv__fail(err, -ENOTSUP, "guest:irq: create the guest with irqchip = true");
+  struct kvm_irq_level irq = { .irq = line, .level = level ? 1 : 0 };
+  IOCTL_OR_FAIL(KG(g)->vm_fd, KVM_IRQ_LINE, &irq, "guest:irq");
+  return 0;
 }
 
 /* Flat real mode: every segment base 0, RIP = entry. */
@@ -251,13 +302,14 @@ static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
     r = mv__fail(err, -errno, "guest:vcpu: mmap of kvm_run: %s", strerror(errno));
     goto fail;
   }
-  if ((r = set_cpuid(kv->fd, err)) < 0 || (r = reset_real_mode(kv->fd, entry, err)) < 0) goto fail;
+  if ((r = set_cpuid(kv, err)) < 0 || (r = reset_real_mode(kv->fd, entry, err)) < 0) goto fail;
   mv__install_kick_signal();
   c->be_state = kv;
   return 0;
 fail:
   if (kv->run != MAP_FAILED) munmap(kv->run, (size_t)kg->run_size);
   if (kv->fd >= 0) close(kv->fd);
+  free(kv->cpuid);
   free(kv);
   return r;
 }
@@ -267,6 +319,7 @@ static void kvm_vcpu_destroy(mv_vcpu *c) {
   if (!kv) return;
   munmap(kv->run, (size_t)KG(c->guest)->run_size);
   close(kv->fd);
+  free(kv->cpuid);
   free(kv);
   c->be_state = NULL;
 }
@@ -371,6 +424,7 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     if (c->kick_pending) run->immediate_exit = 1;   /* a kick that raced the check in enter */
     r = ioctl(kv->fd, KVM_RUN, 0);
     kv->running = 0;
+    kv->ran = true;
     if (r < 0) {
       if (errno != EINTR && errno != EAGAIN)
         return mv__fail(err, -errno, "vcpu:enter: KVM_RUN: %s", strerror(errno));
@@ -625,4 +679,5 @@ const mv_backend_ops mv__kvm_backend = {
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
   .get_msr = kvm_get_msr, .set_msr = kvm_set_msr,
+  .get_fpu = kvm_get_fpu, .set_fpu = kvm_set_fpu, .set_cpuid = kvm_set_cpuid, .irq = kvm_irq,
 };

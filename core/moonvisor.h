@@ -290,6 +290,25 @@ int mv_vcpu_interrupt(mv_vcpu *cpu, uint32_t vector, mv_err *err);
 int mv_vcpu_read_state(mv_vcpu *cpu, mv_regs *regs, mv_err *err);
 int mv_vcpu_write_state(mv_vcpu *cpu, const mv_regs *regs, mv_err *err);
 int mv_vcpu_read_sregs(mv_vcpu *cpu, mv_sregs *sregs, mv_err *err);
+typedef struct mv_fpu {
+  uint8_t st[8][10];       /* x87 ST0..ST7, 80-bit extended precision, little-endian */
+  uint16_t fcw, fsw;
+  uint8_t ftw;             /* abridged tag word (FXSAVE format): bit i set = ST register i valid */
+  uint32_t mxcsr;
+  uint8_t xmm[16][16];     /* xmm8-15 exist in long mode only */
+} mv_fpu;
+
+/* KVM_GET_FPU / KVM_SET_FPU. */
+int mv_vcpu_read_fpu(mv_vcpu *cpu, mv_fpu *fpu, mv_err *err);
+int mv_vcpu_write_fpu(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
+
+/* Sets what CPUID leaf/subleaf returns (eax, ebx, ecx, edx), on top of what
+ * the host supports.  On KVM, before the VCPU's first enter. */
+int mv_vcpu_set_cpuid(mv_vcpu *cpu, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
+
+/* KVM_IRQ_LINE on the in-kernel irqchip (guest created with irqchip). */
+int mv_guest_irq(mv_guest *g, uint32_t line, int level, mv_err *err);
+
 /* Model-specific registers, one at a time (KVM_GET_MSRS / KVM_SET_MSRS). */
 int mv_vcpu_read_msr(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
 int mv_vcpu_write_msr(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);

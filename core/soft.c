@@ -265,6 +265,7 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, out_hook, c, 1, 0, UC_X86_INS_OUT)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, in_hook, c, 1, 0, UC_X86_INS_IN)) ||
       (mode == UC_MODE_64 && (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, syscall_hook, c, 1, 0, UC_X86_INS_SYSCALL))) ||
+      (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, soft_cpuid_hook, c, 1, 0, UC_X86_INS_CPUID)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_UNMAPPED, unmapped_hook, c, 1, 0)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_WRITE_PROT, write_prot_hook, c, 1, 0)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_WRITE, dirty_hook, c, 1, 0)) ||
@@ -468,4 +469,5 @@ const mv_backend_ops mv__soft_backend = {
   .get_regs = soft_get_regs, .set_regs = soft_set_regs,
   .get_sregs = soft_get_sregs, .set_sregs = soft_set_sregs,
   .get_msr = soft_get_msr, .set_msr = soft_set_msr,
+  .get_fpu = soft_get_fpu, .set_fpu = soft_set_fpu, .set_cpuid = soft_set_cpuid,
 };

@@ -26,6 +26,8 @@ typedef struct soft_vcpu {
   int ro_size;
   uint64_t seen_host_writes;               /* sum of the VMOs' host_writes at the last run */
   bool stepping;                           /* single-step: stop before the second instruction */
+  struct { uint32_t leaf, subleaf, regs[4]; } cpuid[32];   /* cpuid_set overrides */
+  int ncpuid;
   uint64_t started;                        /* instructions begun in this uc_emu_start */
 } soft_vcpu;
 
@@ -53,6 +55,11 @@ int soft_set_regs(mv_vcpu *c, const mv_regs *r, mv_err *err);
 int soft_get_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err);
 int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err);
 int soft_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err);
+int soft_get_fpu(mv_vcpu *c, mv_fpu *fpu, mv_err *err);
+int soft_set_fpu(mv_vcpu *c, const mv_fpu *fpu, mv_err *err);
+int soft_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
+/* The CPUID instruction hook: answers overridden leaves. */
+int soft_cpuid_hook(uc_engine *uc, void *user);
 int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err);
 /* Where uc_emu_start must begin: CS*16+IP in real mode, RIP otherwise. */
 uint64_t soft_start_address(soft_vcpu *sv);

@@ -165,6 +165,81 @@ int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
   return 0;
 }
 
+/* {====================================================== FPU and CPUID */
+
+/* Unicorn numbers x87 registers physically; ST(i) is FP[(TOP + i) % 8]. */
+int soft_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
+  (void)err;
+  uc_engine *uc = SV(c)->uc;
+  memset(o, 0, sizeof *o);
+  o->fcw = (uint16_t)reg(uc, UC_X86_REG_FPCW);
+  o->fsw = (uint16_t)reg(uc, UC_X86_REG_FPSW);
+  o->mxcsr = (uint32_t)reg(uc, UC_X86_REG_MXCSR);
+  unsigned top = (o->fsw >> 11) & 7, tags = (unsigned)reg(uc, UC_X86_REG_FPTAG);
+  for (unsigned i = 0; i < 8; i++) {
+    uint8_t buf[16] = { 0 };
+    unsigned phys = (top + i) & 7;
+    uc_reg_read(uc, UC_X86_REG_FP0 + (int)phys, buf);
+    memcpy(o->st[i], buf, 10);
+    if (((tags >> (2 * phys)) & 3) != 3) o->ftw |= (uint8_t)(1u << phys);   /* abridged: not empty */
+  }
+  for (int i = 0; i < (SV(c)->mode == UC_MODE_64 ? 16 : 8); i++) {
+    uint8_t buf[16] = { 0 };
+    uc_reg_read(uc, UC_X86_REG_XMM0 + i, buf);
+    memcpy(o->xmm[i], buf, 16);
+  }
+  return 0;
+}
+
+int soft_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
+  uc_engine *uc = SV(c)->uc;
+  unsigned top = (in->fsw >> 11) & 7, tags = 0;
+  for (unsigned i = 0; i < 8; i++) {
+    uint8_t buf[16] = { 0 };
+    unsigned phys = (top + i) & 7;
+    memcpy(buf, in->st[i], 10);
+    uc_reg_write(uc, UC_X86_REG_FP0 + (int)phys, buf);
+  }
+  for (unsigned p = 0; p < 8; p++) tags |= (in->ftw >> p & 1 ? 0u : 3u) << (2 * p);   /* valid or empty */
+  uc_err e;
+  if ((e = set_reg(uc, UC_X86_REG_FPCW, in->fcw)) || (e = set_reg(uc, UC_X86_REG_FPSW, in->fsw)) ||
+      (e = set_reg(uc, UC_X86_REG_FPTAG, tags)) || (e = set_reg(uc, UC_X86_REG_MXCSR, in->mxcsr)))
+    return soft_fail(err, "vcpu:write_fpu", e);
+  for (int i = 0; i < (SV(c)->mode == UC_MODE_64 ? 16 : 8); i++) {
+    uint8_t buf[16];
+    memcpy(buf, in->xmm[i], 16);
+    uc_reg_write(uc, UC_X86_REG_XMM0 + i, buf);
+  }
+  return 0;
+}
+
+int soft_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
+  soft_vcpu *sv = SV(c);
+  int i = 0;
+  while (i < sv->ncpuid && !(sv->cpuid[i].leaf == leaf && sv->cpuid[i].subleaf == subleaf)) i++;
+  if (i == sv->ncpuid) {
+    if (sv->ncpuid == (int)(sizeof sv->cpuid / sizeof sv->cpuid[0]))
+      return mv__fail(err, -ENOSPC, "vcpu:cpuid_set: too many CPUID overrides");
+    sv->ncpuid++;
+  }
+  sv->cpuid[i].leaf = leaf;
+  sv->cpuid[i].subleaf = subleaf;
+  memcpy(sv->cpuid[i].regs, regs, sizeof sv->cpuid[i].regs);
+  return 0;
+}
+
+int soft_cpuid_hook(uc_engine *uc, void *user) {
+  soft_vcpu *sv = SV((mv_vcpu *)user);
+  uint32_t leaf = (uint32_t)reg(uc, UC_X86_REG_EAX), subleaf = (uint32_t)reg(uc, UC_X86_REG_ECX);
+  for (int i = 0; i < sv->ncpuid; i++) {
+    if (sv->cpuid[i].leaf != leaf || sv->cpuid[i].subleaf != subleaf) continue;
+    const int ids[4] = { UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX };
+    for (int k = 0; k < 4; k++) set_reg(uc, ids[k], sv->cpuid[i].regs[k]);   /* zero-extends in long mode */
+    return 1;   /* handled: Unicorn skips its own CPUID */
+  }
+  return 0;
+}
+
 /* {====================================================== special registers */
 
 static const int seg_ids[6] = { UC_X86_REG_CS, UC_X86_REG_DS, UC_X86_REG_ES,

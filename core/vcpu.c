@@ -197,6 +197,27 @@ int mv_vcpu_read_sregs(mv_vcpu *c, mv_sregs *s, mv_err *err) {
   return r ? r : c->guest->be->get_sregs(c, s, err);
 }
 
+int mv_vcpu_read_fpu(mv_vcpu *c, mv_fpu *fpu, mv_err *err) {
+  int r = check_live(c, "fpu", err);
+  return r ? r : c->guest->be->get_fpu(c, fpu, err);
+}
+
+int mv_vcpu_write_fpu(mv_vcpu *c, const mv_fpu *fpu, mv_err *err) {
+  int r = check_live(c, "write_fpu", err);
+  return r ? r : c->guest->be->set_fpu(c, fpu, err);
+}
+
+int mv_vcpu_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
+  int r = check_live(c, "cpuid_set", err);
+  return r ? r : c->guest->be->set_cpuid(c, leaf, subleaf, regs, err);
+}
+
+int mv_guest_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
+  if (g->closed) return mv__fail(err, -EBADF, "guest:irq: guest is closed");
+  if (!g->be->irq) return mv__fail(err, -ENOTSUP, "guest:irq: the %s backend has no interrupt controller", g->be->name);
+  return g->be->irq(g, line, level, err);
+}
+
 int mv_vcpu_read_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
   int r = check_live(c, "msr", err);
   return r ? r : c->guest->be->get_msr(c, index, value, err);

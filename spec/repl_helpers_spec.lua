@@ -54,7 +54,7 @@ describe("repl.complete()", function()
   it("completes methods of userdata through their metatable", function()
     local _, cpu = H.real(SNIPPET)
     assert.same({ "cpu:read_state" }, R.complete("cpu:re", { cpu = cpu }))
-    assert.same({ "cpu:write_sregs", "cpu:write_state" }, R.complete("cpu:wr", { cpu = cpu }))
+    assert.same({ "cpu:write_fpu", "cpu:write_sregs", "cpu:write_state" }, R.complete("cpu:wr", { cpu = cpu }))
   end)
 
   it("completes globals, keywords and fields of tables", function()
