@@ -1,7 +1,7 @@
 # moonvisor - build, run and test.  `make run` and `make test` work on a fresh
 # Debian 12 machine: the deps target installs what is missing (as root).
 
-DEBIAN_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux
+DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux gdb
 BUILD   := build
 CC      ?= cc
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)

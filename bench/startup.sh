@@ -28,6 +28,7 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 m=$(median "${mv_times[@]}"); q=$(median "${qemu_times[@]}")
 echo "start-up, Multiboot hello kernel, median of $N alternated runs:"
-printf '  moonvisor (%s backend)   %8.1f ms\n' "$backend" "$(echo "$m / 1000" | bc -l)"
-printf '  qemu -accel %-4s microvm  %8.1f ms\n' "$accel" "$(echo "$q / 1000" | bc -l)"
-printf '  qemu / moonvisor          %8.1fx\n' "$(echo "$q / $m" | bc -l)"
+awk -v m="$m" -v q="$q" -v b="$backend" -v a="$accel" 'BEGIN {
+  printf "  moonvisor (%s backend)   %8.1f ms\n", b, m / 1000
+  printf "  qemu -accel %-4s microvm  %8.1f ms\n", a, q / 1000
+  printf "  qemu / moonvisor          %8.1fx\n", q / m }'
