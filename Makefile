@@ -300,3 +300,78 @@ examples: deps all
 	MOONVISOR_BACKEND=$$backend $(BUILD)/moonvisor $(MULTIBOOT_DEMO) || status=$$?; \
 	[ $$status -eq 33 ] || { echo "examples/multiboot.lua: exit status $$status, want 33 (0x10 on port 0xf4)"; exit 1; }; \
 	echo "== all examples ran"
+
+# ---- Linux boot protocol (scripts/moonvisor/linux.lua, examples/linux.lua) --
+# build/guests/bzImage: the protocol test kernel, a bzImage made from
+# examples/guests/bzkernel*: bzkernel.c built twice (-m32 as a flat blob at
+# 0x120000 by bzkernel32.ld, -m64 with the entry points of bzkernel_head.S,
+# which includes the blob, by bzkernel.ld at 1 MiB), flattened, then behind
+# the boot sector and setup header of bzkernel.nasm (init_size from _end).
+# The sources are flat in examples/guests/ (not a subdirectory) because
+# `make install` copies examples/guests/* with install(1), which refuses
+# directories.
+BZ_CFLAGS := -O2 -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -mgeneral-regs-only \
+  -nostdlib -static -no-pie -Wall -Wextra -Iexamples/guests \
+  -Wl,-n -Wl,--build-id=none -Wl,--no-warn-rwx-segments
+BZ_DEPS := examples/guests/bzkernel.c examples/guests/guest.h
+
+guests: build/guests/bzImage
+
+build/guests/bzkernel32.elf: examples/guests/bzkernel32.ld $(BZ_DEPS)
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 $(BZ_CFLAGS) -Wl,-T,examples/guests/bzkernel32.ld -o $@ examples/guests/bzkernel.c
+
+build/guests/bzkernel.elf: build/guests/bzkernel32.bin examples/guests/bzkernel_head.S examples/guests/bzkernel.ld $(BZ_DEPS)
+	$(GUEST_CC) -m64 $(BZ_CFLAGS) -Wl,-T,examples/guests/bzkernel.ld -DBZKERNEL32='"$<"' \
+	  -o $@ examples/guests/bzkernel_head.S examples/guests/bzkernel.c
+
+build/guests/bzkernel32.bin: build/guests/bzkernel32.elf
+	objcopy -O binary $< $@
+
+build/guests/bzkernel.pm: build/guests/bzkernel.elf
+	objcopy -O binary $< $@
+
+build/guests/bzImage: examples/guests/bzkernel.nasm build/guests/bzkernel.pm build/guests/bzkernel.elf
+	nasm -f bin -DPM_IMAGE='"build/guests/bzkernel.pm"' \
+	  -DKERNEL_END=0x$$(nm build/guests/bzkernel.elf | awk '$$3 == "_end" { print $$1 }') -o $@ $<
+
+# `make linux-initramfs`: build/linux/initramfs.cpio, busybox-static and an
+# /init that runs examples/linux.lua's --run command (examples/mkinitramfs.lua).
+# `make test-linux` (not part of `make test`): boots a real kernel unpacked
+# under build/linux/ (LINUX_KERNEL=path overrides), with the initramfs when
+# it exists, and prints how long it took.  Without a kernel it says how to
+# get one and fails.  Takes long on the soft backend (an emulated CPU).
+LINUX_KERNEL ?= $(firstword $(wildcard build/linux/boot/vmlinuz-*))
+LINUX_TIMEOUT_MS ?= 1800000
+.PHONY: linux-initramfs test-linux
+linux-initramfs: build/linux/initramfs.cpio
+build/linux/initramfs.cpio: examples/mkinitramfs.lua
+	@test -x /bin/busybox || { echo "needs a static /bin/busybox: apt-get install busybox-static"; exit 1; }
+	@mkdir -p $(dir $@)
+	lua5.4 examples/mkinitramfs.lua $@ /bin/busybox
+
+test-linux: all
+	@if [ -z "$(LINUX_KERNEL)" ] || [ ! -f "$(LINUX_KERNEL)" ]; then \
+	  echo "test-linux: no kernel under build/linux/boot/. To get Debian's:"; \
+	  echo "  mkdir -p build/linux && cd build && apt-get download \$$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print \$$2 }')"; \
+	  echo "  dpkg-deb -x linux-image-*.deb linux     # gives build/linux/boot/vmlinuz-*"; \
+	  echo "  make linux-initramfs                    # optional: busybox-static initramfs"; \
+	  exit 1; \
+	fi
+	@backend=$${MOONVISOR_BACKEND:-$$(test -c /dev/kvm && echo kvm || echo soft)}; \
+	initrd=""; [ -f build/linux/initramfs.cpio ] && initrd="--initrd build/linux/initramfs.cpio"; \
+	echo "== booting $(LINUX_KERNEL) on the $$backend backend (timeout $(LINUX_TIMEOUT_MS) ms)"; \
+	start=$$(date +%s); status=0; \
+	MOONVISOR_BACKEND=$$backend $(BUILD)/moonvisor examples/linux.lua --kernel "$(LINUX_KERNEL)" $$initrd \
+	  --mem 512M --cmdline "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1 reboot=k" \
+	  --run 'uname -a; cat /proc/cmdline' --timeout $(LINUX_TIMEOUT_MS) --stats || status=$$?; \
+	echo "test-linux: exit status $$status after $$(( $$(date +%s) - start )) s"; \
+	exit $$status
+
+# The installed examples/linux.lua finds the test kernel in guests/.
+install: install-linux-guest
+.PHONY: install-linux-guest
+install-linux-guest: all
+	$(INSTALL) -d $(DESTDIR)$(EXAMPLES_DIR)/guests
+	$(INSTALL) -m 644 build/guests/bzImage $(DESTDIR)$(EXAMPLES_DIR)/guests/
