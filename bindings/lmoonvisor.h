@@ -54,6 +54,9 @@ LVcpu *lmv_checkvcpu(lua_State *L, int idx, const char *what);
 
 /* An integer argument, with floats accepted only when they hold an integer. */
 lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *name);
+/* The message handler every pcall from C uses: a string with a traceback. */
+int lmv_msghandler(lua_State *L);
+
 /* Raises the core's message (it already names the call and the value). */
 int lmv_raise(lua_State *L, const mv_err *err);
 /* The same with the call named what (for methods built on another core call). */

@@ -33,6 +33,17 @@ const char *lmv_hex(char buf[20], uint64_t v) {
   return buf;
 }
 
+/* As lua.c's msghandler: any error object becomes a string with a traceback. */
+int lmv_msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
 int lmv_raise(lua_State *L, const mv_err *err) {
   return luaL_error(L, "%s", err->msg);
 }

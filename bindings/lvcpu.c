@@ -48,17 +48,6 @@ int lmv_vcpu_new(lua_State *L) {
 
 /* {====================================================== enter */
 
-/* As lua.c's msghandler: any error object becomes a string with a traceback. */
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
 static int raise_handler_error(lua_State *L, const mv_exit *e) {
   lua_getiuservalue(L, 1, 3);
   const char *msg = lua_tostring(L, -1);
@@ -111,7 +100,7 @@ static int vcpu_enter(lua_State *L) {
   uint64_t timeout_ns = opt_timeout_ns(L, 2, "vcpu:enter");
   lua_settop(L, 1);
   lua_getiuservalue(L, 1, 2);        /* base+1: exit table */
-  lua_pushcfunction(L, msghandler);  /* base+2 */
+  lua_pushcfunction(L, lmv_msghandler);  /* base+2 */
   lua_getiuservalue(L, 1, 1);
   lua_getiuservalue(L, -1, 1);       /* base+3: the guest's handlers */
   lua_remove(L, -2);

@@ -38,15 +38,6 @@ static void usage(void) {
           progname);
 }
 
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
 
 static int report(lua_State *L, int status) {
   if (status != LUA_OK) {
@@ -59,7 +50,7 @@ static int report(lua_State *L, int status) {
 
 static int docall(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
-  lua_pushcfunction(L, msghandler);
+  lua_pushcfunction(L, lmv_msghandler);
   lua_insert(L, base);
   int status = lua_pcall(L, narg, nres, base);
   lua_remove(L, base);
@@ -167,7 +158,7 @@ static void on_sigint(int sig) {
 
 /* The message and a short traceback: the REPL's own frames are left out. */
 static int repl_msghandler(lua_State *L) {
-  msghandler(L);
+  lmv_msghandler(L);
   const char *msg = lua_tostring(L, -1);
   const char *tail = msg ? strstr(msg, "\n\t[C]: in ?") : NULL;
   if (tail && tail[strlen("\n\t[C]: in ?")] == '\0') lua_pushlstring(L, msg, (size_t)(tail - msg));

@@ -8,14 +8,7 @@
 local mv = require "moonvisor"
 local load = require "moonvisor.load"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local function guest_file(name)   -- the source tree's build/guests, or the installed examples/guests
-  for _, p in ipairs{ here .. "/../build/guests/" .. name, here .. "/guests/" .. name } do
-    local f = io.open(p)
-    if f then f:close() return p end
-  end
-  error("build/guests/" .. name .. " is missing: run `make guests` first")
-end
+local function guest_file(name) return load.guest_file(name, arg and arg[0]) end
 
 -- 64 KiB of input: a sentence, then bytes from a fixed LCG (so the
 -- output is the same on every run).

@@ -19,14 +19,7 @@
 local mv = require "moonvisor"
 local load = require "moonvisor.load"
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local function guest_file(name)   -- the source tree's build/guests, or the installed examples/guests
-  for _, p in ipairs{ here .. "/../build/guests/" .. name, here .. "/guests/" .. name } do
-    local f = io.open(p)
-    if f then f:close() return p end
-  end
-  error("build/guests/" .. name .. " is missing: run `make guests` first")
-end
+local function guest_file(name) return load.guest_file(name, arg and arg[0]) end
 
 local g <close> = mv.guest{}
 g:map(0x100000, mv.vmo(0x200000))            -- RAM at 1 MiB..3 MiB: nothing at 0

@@ -623,4 +623,19 @@ function load.multiboot(g, src, opts)
   return image
 end
 
+-- The path of an example's guest image: the source tree's build/guests/ or,
+-- once installed, the guests/ directory beside the script.  script is the
+-- running script's path (arg[0]).
+function load.guest_file(name, script)
+  local here = (script or ""):match("^(.*)/[^/]*$") or "."
+  for _, p in ipairs{ here .. "/../build/guests/" .. name, here .. "/guests/" .. name } do
+    local f = io.open(p)
+    if f then
+      f:close()
+      return p
+    end
+  end
+  error(("load.guest_file: build/guests/%s is missing: run `make guests` first"):format(name), 2)
+end
+
 return load
