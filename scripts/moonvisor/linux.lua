@@ -59,6 +59,7 @@
 -- guest memory: a malformed image or one that does not fit leaves the guest
 -- untouched (and maps nothing).
 local x86 = require "moonvisor.x86"
+local load = require "moonvisor.load"
 
 local linux = {}
 
@@ -197,27 +198,7 @@ end
 
 -- RAM as sorted, merged { lo, hi } runs from the writable mappings, capped at
 -- `limit` when given.
-local function ram_runs(maps, limit)
-  local list = {}
-  for _, m in ipairs(maps) do
-    if not m.readonly then
-      local hi = m.gpa + m.size
-      if limit and hi > limit then hi = limit end
-      if hi > m.gpa then list[#list + 1] = { m.gpa, hi } end
-    end
-  end
-  table.sort(list, function(a, b) return a[1] < b[1] end)
-  local out = {}
-  for _, r in ipairs(list) do
-    local last = out[#out]
-    if last and r[1] <= last[2] then
-      if r[2] > last[2] then last[2] = r[2] end
-    else
-      out[#out + 1] = { r[1], r[2] }
-    end
-  end
-  return out
-end
+local function ram_runs(maps, limit) return load.memory_runs(maps, true, limit) end
 
 local function in_ram(runs, addr, len)
   for _, r in ipairs(runs) do

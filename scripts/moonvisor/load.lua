@@ -68,11 +68,15 @@ local function hex(n) return ("0x%x"):format(n) end
 -- {======================================================= guest memory
 
 -- The guest's mappings as sorted, merged [lo, hi) runs.  ram_only leaves out
--- readonly mappings (ROM) - used for the Multiboot memory map.
-local function runs(maps, ram_only)
+-- readonly mappings (ROM) - used for the Multiboot memory map; limit, when
+-- given, cuts the runs off there (linux.lua's mem option).
+local function runs(maps, ram_only, limit)
   local list = {}
   for _, m in ipairs(maps) do
-    if not (ram_only and m.readonly) then list[#list + 1] = { m.gpa, m.gpa + m.size } end
+    if not (ram_only and m.readonly) then
+      local hi = limit and math.min(m.gpa + m.size, limit) or m.gpa + m.size
+      if hi > m.gpa then list[#list + 1] = { m.gpa, hi } end
+    end
   end
   table.sort(list, function(a, b) return a[1] < b[1] end)
   local out = {}
@@ -622,6 +626,8 @@ function load.multiboot(g, src, opts)
   image.mem_lower, image.mem_upper = lower, upper
   return image
 end
+
+load.memory_runs = runs
 
 -- The path of an example's guest image: the source tree's build/guests/ or,
 -- once installed, the guests/ directory beside the script.  script is the
