@@ -1,20 +1,17 @@
 -- sandbox.lua - one freestanding C function run again and again, each call
 -- from the same clean state, with faults contained.  The guest
--- (examples/guests/sandbox.c) is 64-bit code in long mode: the issue's
--- "user" mode (ring 3 with kernel stubs) does not exist yet, so the
--- function runs in ring 0 and its faults end the run instead of reaching a
--- guest kernel.  Shows:
+-- (examples/guests/sandbox.c) is 64-bit C at CPL3 in mode = "user": its
+-- exceptions and system calls come back as exits.  Shows:
 --   * calling into the guest: RIP = sandbox_entry (from load.elf's symbols),
---     RDI/RSI = the arguments; the result comes back on port 0x600;
+--     RDI/RSI = the arguments; the result comes back as system call 60
+--     ("exit") with the value in RDI;
 --   * g:snapshot() once, g:restore(s) before each call: memory and
 --     registers as they were, so a call cannot leak into the next one (the
 --     guest counts its calls in a global: it always sees 1);
 --   * a NULL-pointer read: RAM starts at 1 MiB, guest-physical page 0 is
 --     unmapped, so the read is an unclaimed "mem" exit at address 0;
 --   * ud2 (#UD) and a write above 4 GiB, outside the identity page tables
---     (#PF): on the soft backend "exception" exits with vectors 6 and 14;
---     on KVM exceptions go through the guest's IDT, empty here, so each
---     ends as a triple-fault "shutdown" exit;
+--     (#PF): "exception" exits with vectors 6 and 14;
 --   * and the calls after each fault working as before.
 local mv = require "moonvisor"
 local load = require "moonvisor.load"
@@ -25,10 +22,7 @@ local g <close> = mv.guest{}
 g:map(0x100000, mv.vmo(0x200000))            -- RAM at 1 MiB..3 MiB: nothing at 0
 local image = load.elf(g, guest_file("sandbox.elf"))
 
-local result = {}
-g:trap("io", 0x600, 4, function(e) result[#result + 1] = e.data end)
-
-local cpu = g:vcpu{ entry = image.symbols.sandbox_entry, mode = "long" }
+local cpu = g:vcpu{ entry = image.symbols.sandbox_entry, mode = "user" }
 local clean = g:snapshot()                    -- taken before any call
 
 local VECTORS = { [6] = "#UD, invalid opcode", [13] = "#GP, general protection", [14] = "#PF, page fault" }
@@ -40,11 +34,10 @@ end
 -- Runs sandbox_call(op, arg) from the clean state; returns a description.
 local function call(op, arg)
   g:restore(clean)
-  result = {}
   cpu:write_state{ rdi = op, rsi = arg or 0 }
   local e = cpu:run{ timeout_ms = 5000 }
-  if e.type == "hlt" and #result == 2 then
-    return tostring(result[1] | (result[2] << 32)), true
+  if e.type == "syscall" and cpu.rax == 60 then
+    return tostring(cpu.rdi), true
   elseif e.type == "mem" then
     return ("fault: %s of %d bytes at unmapped 0x%x, in %s"):format(
       e.write and "write" or "read", e.size, e.addr, where(cpu.rip))

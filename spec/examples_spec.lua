@@ -101,13 +101,8 @@ describe("the guest experiments", function()
     assert.equals("111", rest(1, "collatz(27)"))
     assert.matches("^fault: read of 4 bytes at unmapped 0x0, in sandbox_call%+0x%x+$", rest(2, "null_read(0)"))
     assert.equals("118", rest(3, "collatz(97)"))
-    if H.kvm then   -- through the guest's empty IDT: a triple fault
-      assert.matches("^fault: shutdown exit", rest(4, "ud2()"))
-      assert.matches("^fault: shutdown exit", rest(6, "wild_write(7)"))
-    else
-      assert.matches("^fault: exception 6 %(#UD, invalid opcode%) in sandbox_call[%w.]*%+0x%x+$", rest(4, "ud2()"))
-      assert.matches("^fault: exception 14 %(#PF, page fault%) in sandbox_call%+0x%x+$", rest(6, "wild_write(7)"))
-    end
+    assert.matches("^fault: exception 6 %(#UD, invalid opcode%) in sandbox_call[%w.]*%+0x%x+$", rest(4, "ud2()"))
+    assert.matches("^fault: exception 14 %(#PF, page fault%) in sandbox_call%+0x%x+$", rest(6, "wild_write(7)"))
     assert.equals("178", rest(5, "collatz(871)"))
     assert.equals("1", rest(7, "calls()"))
     assert.equals("524", rest(8, "collatz(837799)"))

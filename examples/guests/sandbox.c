@@ -1,9 +1,10 @@
 /*
  * sandbox.c - the guest of examples/sandbox.lua: one freestanding 64-bit C
  * function, sandbox_call(op, arg), that the host calls again and again.
- * The host enters at sandbox_entry with RDI = op and RSI = arg; the result
- * leaves through a 64-bit value written to port 0x600 (two 32-bit OUTs,
- * low half first) and the VCPU halts.  Some ops misbehave on purpose.
+ * It runs at CPL3 in moonvisor's "user" mode.  The host enters at
+ * sandbox_entry with RDI = op and RSI = arg; the result leaves through
+ * system call 60 ("exit") with the value in RDI.  Some ops misbehave on
+ * purpose.
  */
 long calls;   /* how many calls this guest has seen: the host's snapshot resets it */
 
@@ -35,11 +36,9 @@ __asm__(".globl sandbox_entry\n"
         "sandbox_entry:\n"
         "  lea stack_top(%rip), %rsp\n"
         "  call sandbox_call\n"
-        "  mov $0x600, %dx\n"
-        "  out %eax, %dx\n"                /* low half */
-        "  shr $32, %rax\n"
-        "  out %eax, %dx\n"                /* high half */
-        "1: hlt\n"
+        "  mov %rax, %rdi\n"
+        "1: mov $60, %eax\n"                /* exit(result): the host sees a syscall exit */
+        "  syscall\n"
         "  jmp 1b\n");
 
 int main(void) { return 0; }   /* start.S wants one; the host never runs it */
