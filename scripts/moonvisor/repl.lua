@@ -262,17 +262,8 @@ end
 
 -- {====================================================== views
 
-local FLAGS = { { 0, "CF" }, { 2, "PF" }, { 4, "AF" }, { 6, "ZF" }, { 7, "SF" }, { 8, "TF" },
-                { 9, "IF" }, { 10, "DF" }, { 11, "OF" } }
-
--- The set flags of rflags by name, e.g. "ZF PF IF".
-function M.flags(rflags)
-  local set = {}
-  for _, f in ipairs(FLAGS) do
-    if rflags & (1 << f[1]) ~= 0 then set[#set + 1] = f[2] end
-  end
-  return table.concat(set, " ")
-end
+-- The set flags of rflags by name, e.g. "PF ZF IF".
+function M.flags(rflags) return require("moonvisor.x86").describe("rflags", rflags) end
 
 -- A compact register view: 32-bit registers outside long mode.
 function M.regs(cpu)
@@ -299,6 +290,9 @@ function M.regs(cpu)
   lines[#lines + 1] = table.concat(segs, "  ")
   lines[#lines + 1] = ("mode %s  cr0 %08x  cr3 %08x  cr4 %08x  efer %08x  linear rip 0x%x"):format(
     mode, s.cr0, s.cr3, s.cr4, s.efer, s.cs.base + r.rip)
+  local x86 = require "moonvisor.x86"
+  lines[#lines + 1] = ("cr0 [%s]  cr4 [%s]  efer [%s]"):format(x86.describe("cr0", s.cr0), x86.describe("cr4", s.cr4),
+                                                            x86.describe("efer", s.efer))
   return table.concat(lines, "\n")
 end
 

@@ -22,6 +22,31 @@ x86.CR0 = { PE = 1 << 0, MP = 1 << 1, EM = 1 << 2, TS = 1 << 3, ET = 1 << 4, NE 
 x86.CR4 = { PSE = 1 << 4, PAE = 1 << 5, PGE = 1 << 7, OSFXSR = 1 << 9, OSXMMEXCPT = 1 << 10 }
 x86.EFER = { SCE = 1 << 0, LME = 1 << 8, LMA = 1 << 10, NXE = 1 << 11 }
 
+-- Bit names of the registers with flags, lowest bit first.
+x86.BITS = {
+  rflags = { { 0, "CF" }, { 2, "PF" }, { 4, "AF" }, { 6, "ZF" }, { 7, "SF" }, { 8, "TF" }, { 9, "IF" },
+             { 10, "DF" }, { 11, "OF" }, { 14, "NT" }, { 16, "RF" }, { 17, "VM" }, { 18, "AC" }, { 21, "ID" } },
+  cr0 = { { 0, "PE" }, { 1, "MP" }, { 2, "EM" }, { 3, "TS" }, { 4, "ET" }, { 5, "NE" }, { 16, "WP" },
+          { 18, "AM" }, { 29, "NW" }, { 30, "CD" }, { 31, "PG" } },
+  cr4 = { { 0, "VME" }, { 1, "PVI" }, { 2, "TSD" }, { 3, "DE" }, { 4, "PSE" }, { 5, "PAE" }, { 6, "MCE" },
+          { 7, "PGE" }, { 8, "PCE" }, { 9, "OSFXSR" }, { 10, "OSXMMEXCPT" }, { 11, "UMIP" }, { 13, "VMXE" },
+          { 16, "FSGSBASE" }, { 17, "PCIDE" }, { 18, "OSXSAVE" }, { 20, "SMEP" }, { 21, "SMAP" } },
+  efer = { { 0, "SCE" }, { 8, "LME" }, { 10, "LMA" }, { 11, "NXE" }, { 12, "SVME" }, { 14, "FFXSR" } },
+}
+
+-- The set bits of a flags register by name: x86.describe("cr0", 0x80000011)
+-- is "PE ET PG"; rflags also shows its IOPL when not 0.
+function x86.describe(register, value)
+  local bits = x86.BITS[register]
+  if not bits then error("x86.describe: no flag names for " .. tostring(register), 2) end
+  local set = {}
+  for _, b in ipairs(bits) do
+    if value & (1 << b[1]) ~= 0 then set[#set + 1] = b[2] end
+  end
+  if register == "rflags" and (value >> 12) & 3 ~= 0 then set[#set + 1] = "IOPL=" .. ((value >> 12) & 3) end
+  return table.concat(set, " ")
+end
+
 -- One 8-byte segment descriptor: base, limit (in 4 KiB units when g), type
 -- and flags as the CPU reads them.
 local function descriptor(base, limit, access, flags)
