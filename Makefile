@@ -116,6 +116,7 @@ bench: deps all
 	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/memory.lua
+	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/modes.lua
 	@if command -v qemu-system-x86_64 >/dev/null; then bench/startup.sh; \
 	else echo "startup bench skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; fi
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua

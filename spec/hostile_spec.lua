@@ -85,6 +85,30 @@ describe("a hostile guest", function()
     assert.is_true(cpu.rax ~= ax)   -- it ran on from where it stopped
   end)
 
+  it("that rewrites its own page tables into garbage ends in an exit and can be restored", function()
+    local mv = require "moonvisor"
+    local g = H.guest()
+    g:map(0, mv.vmo(0x200000))
+    -- the tables sit at 0x100000 (PML4 at +0x1000): scribble over all of them
+    g:write(0x1000, H.asm([[
+      mov rdi, 0x101000
+      mov rcx, 6 * 512
+      mov rax, 0xdeadbeefcafef00d
+      rep stosq
+      mov rbx, [0x5000]   ; any access now walks garbage
+      hlt]], 64))
+    local cpu = g:vcpu{ entry = 0x1000, mode = "long", tables = 0x100000 }
+    local s = g:snapshot()
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.is_true(e.type == "exception" or e.type == "shutdown" or e.type == "internal_error"
+                   or e.type == "mem", "got " .. e.type)
+    g:restore(s)
+    g:write(0x1000, H.asm("mov rax, 7\nhlt", 64))
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    assert.equals(7, cpu.rax)
+    g:close()
+  end)
+
   it("whose handler errors leaves the VCPU usable", function()
     local g, cpu = H.real("l: out 0x80, al\ninc bx\ncmp bx, 3\njne l\nhlt")
     g:trap("io", 0x80, 1, function() error({ code = 1 }) end)

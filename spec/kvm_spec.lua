@@ -28,6 +28,39 @@ describe("KVM #kvm", function()
     g:close()
   end)
 
+  it("delivers g:irq through the in-kernel PIC to a real-mode guest", function()
+    local g = mv.guest{ backend = "kvm", irqchip = true }
+    g:map(0, mv.vmo(0x10000))
+    -- program the master PIC (vector base 0x20, only IRQ 4 unmasked), set
+    -- the IVT entry of vector 0x24, enable interrupts and wait
+    g:write(0x1000, H.asm([[
+      mov word [0x24*4], isr
+      mov word [0x24*4+2], 0
+      mov sp, 0x8000
+      mov al, 0x11
+      out 0x20, al
+      mov al, 0x20
+      out 0x21, al
+      mov al, 0x04
+      out 0x21, al
+      mov al, 0x01
+      out 0x21, al
+      mov al, 0xef
+      out 0x21, al
+      sti
+      l: out 0x80, al
+      jmp l
+      isr: out 0x81, al
+      hlt]]))
+    local cpu = g:vcpu{ entry = 0x1000 }
+    local n = 0
+    g:trap("io", 0x80, 1, function() n = n + 1; if n == 3 then g:irq(4, 1) end end)
+    local got
+    g:trap("io", 0x81, 1, function() got = true end)
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    assert.is_true(got)
+  end)
+
   it("refuses mappings over the TSS and identity-map pages", function()
     local g = mv.guest{ backend = "kvm" }
     assert.has_error(function() g:map(0xfff00000, mv.vmo(0x100000)) end,

@@ -131,6 +131,37 @@ describe("guest snapshots", function()
     assert.matches("No such file", select(2, pcall(mv.load_snapshot, path)))
   end)
 
+  it("survive fuzzed files: truncated, bit-flipped and random bytes give errors, never a crash", function()
+    local g = H.guest()
+    g:map(0, mv.vmo(0x2000))
+    local path = os.tmpname()
+    g:snapshot():save(path)
+    local good = io.open(path, "rb"):read("a")
+    local seed = 12345
+    local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n + 1 end
+    local refused = 0
+    for i = 1, 300 do
+      local bytes
+      if i <= 100 then bytes = good:sub(1, rnd(#good))                       -- truncated
+      elseif i <= 200 then                                                   -- bit flips
+        local at = rnd(#good)
+        bytes = good:sub(1, at - 1) .. string.char(good:byte(at) ~ (1 << (rnd(8) - 1))) .. good:sub(at + 1)
+      else                                                                   -- random bytes after a valid magic
+        local t = {}
+        for k = 1, rnd(200) do t[k] = string.char(rnd(256) - 1) end
+        bytes = good:sub(1, 12) .. table.concat(t)
+      end
+      local f = io.open(path, "wb"); f:write(bytes); f:close()
+      local ok, err = pcall(mv.load_snapshot, path)
+      if not ok then
+        refused = refused + 1
+        assert.matches("^mv.load_snapshot: ", err)
+      end
+    end
+    os.remove(path)
+    assert.is_true(refused >= 299, refused .. " of 300 refused")   -- a truncation to full length loads
+  end)
+
   it("refuse a snapshot of another shape", function()
     local g = setup()
     local s = g:snapshot()
