@@ -95,7 +95,7 @@ test-asan: deps
 	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)" \
 	  build/asan/moonvisor guests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	MOONVISOR_EXE=build/asan/moonvisor \
+	MOONVISOR_EXE=build/asan/moonvisor MOONVISOR_SCRIPTS=$(CURDIR)/scripts \
 	  $(MAKE) --no-print-directory test BUILD=build/asan BUSTED="build/asan/moonvisor /usr/bin/busted" \
 	  OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)"
 
