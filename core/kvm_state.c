@@ -1,0 +1,112 @@
+/*
+ * kvm_state.c - the VCPU and device state a snapshot keeps on the KVM
+ * backend beyond the registers: XSAVE, XCRs, pending events, debug
+ * registers, MP state, the MSRs listed below and the LAPIC; guest-wide the
+ * in-kernel PIC/IOAPIC, the PIT and the clock.
+ */
+#include <stdlib.h>
+#include "kvm.h"
+
+/* MSRs a snapshot keeps besides EFER (in sregs): syscall/sysenter entry,
+ * the kernel GS base, TSC, PAT, misc enable. */
+static const uint32_t saved_msrs[] = { 0x10, 0x174, 0x175, 0x176, 0x1a0, 0x277, 0xc0000081,
+                                       0xc0000082, 0xc0000083, 0xc0000084, 0xc0000102, 0xc0000103 };
+#define NSAVED_MSRS (sizeof saved_msrs / sizeof saved_msrs[0])
+
+typedef struct kvm_blob {
+  struct kvm_xsave xsave;
+  struct kvm_vcpu_events events;
+  struct kvm_debugregs debugregs;
+  struct kvm_xcrs xcrs;
+  struct kvm_mp_state mp_state;
+  struct kvm_lapic_state lapic;
+  uint32_t has_lapic, nmsrs;
+  struct { struct kvm_msrs hdr; struct kvm_msr_entry e[NSAVED_MSRS]; } msrs;
+} kvm_blob;
+
+int kvm_vcpu_save(mv_vcpu *c, void **out, size_t *len, mv_err *err) {
+  int fd = KV(c)->fd;
+  kvm_blob *b = calloc(1, sizeof *b);
+  if (!b) return mv__fail(err, -ENOMEM, "guest:snapshot: out of memory");
+  int r = -EIO;
+  if (ioctl(fd, KVM_GET_XSAVE, &b->xsave) < 0 || ioctl(fd, KVM_GET_VCPU_EVENTS, &b->events) < 0 ||
+      ioctl(fd, KVM_GET_DEBUGREGS, &b->debugregs) < 0 || ioctl(fd, KVM_GET_XCRS, &b->xcrs) < 0 ||
+      ioctl(fd, KVM_GET_MP_STATE, &b->mp_state) < 0) {
+    r = mv__fail(err, -errno, "guest:snapshot: KVM_GET_XSAVE/VCPU_EVENTS/DEBUGREGS/XCRS/MP_STATE: %s", strerror(errno));
+    goto fail;
+  }
+  if (KG(c->guest)->irqchip) {
+    if (ioctl(fd, KVM_GET_LAPIC, &b->lapic) < 0) {
+      r = mv__fail(err, -errno, "guest:snapshot: KVM_GET_LAPIC: %s", strerror(errno));
+      goto fail;
+    }
+    b->has_lapic = 1;
+  }
+  b->msrs.hdr.nmsrs = NSAVED_MSRS;
+  for (size_t i = 0; i < NSAVED_MSRS; i++) b->msrs.e[i].index = saved_msrs[i];
+  int n = ioctl(fd, KVM_GET_MSRS, &b->msrs);
+  b->nmsrs = n > 0 ? (uint32_t)n : 0;   /* those the host knows, in order */
+  *out = b;
+  *len = sizeof *b;
+  return 0;
+fail:
+  free(b);
+  return r;
+}
+
+int kvm_vcpu_load(mv_vcpu *c, const void *blob, size_t len, mv_err *err) {
+  if (len != sizeof(kvm_blob)) return mv__fail(err, -EINVAL, "guest:restore: VCPU state of %zu bytes, expected %zu", len, sizeof(kvm_blob));
+  int fd = KV(c)->fd;
+  kvm_blob b;
+  memcpy(&b, blob, sizeof b);
+  b.msrs.hdr.nmsrs = b.nmsrs;
+  b.events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR | KVM_VCPUEVENT_VALID_SHADOW;
+  if (ioctl(fd, KVM_SET_XSAVE, &b.xsave) < 0 || ioctl(fd, KVM_SET_XCRS, &b.xcrs) < 0 ||
+      ioctl(fd, KVM_SET_VCPU_EVENTS, &b.events) < 0 || ioctl(fd, KVM_SET_DEBUGREGS, &b.debugregs) < 0 ||
+      ioctl(fd, KVM_SET_MP_STATE, &b.mp_state) < 0 || ioctl(fd, KVM_SET_MSRS, &b.msrs) < 0 ||
+      (b.has_lapic && ioctl(fd, KVM_SET_LAPIC, &b.lapic) < 0))
+    return mv__fail(err, -errno, "guest:restore: KVM_SET_XSAVE/XCRS/VCPU_EVENTS/DEBUGREGS/MP_STATE/MSRS/LAPIC: %s",
+                    strerror(errno));
+  return 0;
+}
+
+typedef struct kvm_guest_blob {
+  struct kvm_irqchip chips[3];   /* PIC master, PIC slave, IOAPIC */
+  struct kvm_pit_state2 pit;
+  struct kvm_clock_data clock;
+} kvm_guest_blob;
+
+int kvm_guest_save(mv_guest *g, void **out, size_t *len, mv_err *err) {
+  *out = NULL;
+  *len = 0;
+  if (!KG(g)->irqchip) return 0;   /* nothing guest-wide without the in-kernel devices */
+  kvm_guest_blob *b = calloc(1, sizeof *b);
+  if (!b) return mv__fail(err, -ENOMEM, "guest:snapshot: out of memory");
+  int fd = KG(g)->vm_fd;
+  for (int i = 0; i < 3; i++) b->chips[i].chip_id = (uint32_t)i;
+  if (ioctl(fd, KVM_GET_IRQCHIP, &b->chips[0]) < 0 || ioctl(fd, KVM_GET_IRQCHIP, &b->chips[1]) < 0 ||
+      ioctl(fd, KVM_GET_IRQCHIP, &b->chips[2]) < 0 || ioctl(fd, KVM_GET_PIT2, &b->pit) < 0 ||
+      ioctl(fd, KVM_GET_CLOCK, &b->clock) < 0) {
+    free(b);
+    return mv__fail(err, -errno, "guest:snapshot: KVM_GET_IRQCHIP/PIT2/CLOCK: %s", strerror(errno));
+  }
+  *out = b;
+  *len = sizeof *b;
+  return 0;
+}
+
+int kvm_guest_load(mv_guest *g, const void *blob, size_t len, mv_err *err) {
+  if (!KG(g)->irqchip && len == 0) return 0;
+  if (len != sizeof(kvm_guest_blob) || !KG(g)->irqchip)
+    return mv__fail(err, -EINVAL, "guest:restore: the snapshot's irqchip state does not fit this guest");
+  kvm_guest_blob b;
+  memcpy(&b, blob, sizeof b);
+  int fd = KG(g)->vm_fd;
+  b.clock.flags = 0;
+  if (ioctl(fd, KVM_SET_IRQCHIP, &b.chips[0]) < 0 || ioctl(fd, KVM_SET_IRQCHIP, &b.chips[1]) < 0 ||
+      ioctl(fd, KVM_SET_IRQCHIP, &b.chips[2]) < 0 || ioctl(fd, KVM_SET_PIT2, &b.pit) < 0 ||
+      ioctl(fd, KVM_SET_CLOCK, &b.clock) < 0)
+    return mv__fail(err, -errno, "guest:restore: KVM_SET_IRQCHIP/PIT2/CLOCK: %s", strerror(errno));
+  return 0;
+}
+
