@@ -305,6 +305,46 @@ describe("vmo:write", function()
   end)
 end)
 
+-- The integer accessors u8..u64 of a Vmo and of a Guest share these cases:
+-- obj() is the object under test, usable(o) checks it still works, where
+-- names the offset argument in the spec's title.
+local function integer_accessor_cases(fn, name, bytes, obj, usable, where)
+  for _, c in ipairs(bad_ints(true)) do
+    it("errors on " .. c[1] .. " as " .. where, function()
+      local o = obj()
+      assert.has_error(function() o[name](o, c[2]) end, fn .. ": offset must be an integer, got " .. c[3])
+      usable(o)
+    end)
+  end
+  for _, c in ipairs(bad_ints(false)) do
+    it("errors on " .. c[1] .. " as value and writes nothing", function()
+      local o = obj()
+      o[name](o, 0, 0x55)
+      assert.has_error(function() o[name](o, 0, c[2]) end, fn .. ": value must be an integer, got " .. c[3])
+      assert.equals(0x55, o[name](o, 0))
+      usable(o)
+    end)
+  end
+  it("accepts floats that hold integers", function()
+    local o = obj()
+    o[name](o, 8.0, 42.0)
+    assert.equals(42, o[name](o, 8))
+  end)
+  if bytes < 8 then
+    local bits = 8 * bytes
+    it("errors on a value above " .. bits .. " bits", function()
+      local o, big = obj(), 1 << bits
+      assert.has_error(function() o[name](o, 0, big) end, ("%s: value %d does not fit in %d bits"):format(fn, big, bits))
+      usable(o)
+    end)
+    it("errors on a value below the signed " .. bits .. "-bit range", function()
+      local o, small = obj(), -(1 << (bits - 1)) - 1
+      assert.has_error(function() o[name](o, 0, small) end, ("%s: value %d does not fit in %d bits"):format(fn, small, bits))
+      usable(o)
+    end)
+  end
+end
+
 for _, w in ipairs{ { "u8", 1 }, { "u16", 2 }, { "u32", 4 }, { "u64", 8 } } do
   local name, bytes = w[1], w[2]
   local fn = "vmo:" .. name
@@ -314,40 +354,10 @@ for _, w in ipairs{ { "u8", 1 }, { "u16", 2 }, { "u32", 4 }, { "u64", 8 } } do
     before_each(function() v = mv.vmo(RAM) end)
     after_each(function() v:close() end)
 
-    for _, c in ipairs(bad_ints(true)) do
-      it("errors on " .. c[1] .. " as offset", function()
-        assert.has_error(function() v[name](v, c[2]) end, fn .. ": offset must be an integer, got " .. c[3])
-        vmo_usable(v)
-      end)
-    end
-    for _, c in ipairs(bad_ints(false)) do
-      it("errors on " .. c[1] .. " as value and writes nothing", function()
-        v[name](v, 0, 0x55)
-        assert.has_error(function() v[name](v, 0, c[2]) end, fn .. ": value must be an integer, got " .. c[3])
-        assert.equals(0x55, v[name](v, 0))
-        vmo_usable(v)
-      end)
-    end
-
-    it("accepts floats that hold integers", function()
-      v[name](v, 8.0, 42.0)
-      assert.equals(42, v[name](v, 8))
-    end)
+    integer_accessor_cases(fn, name, bytes, function() return v end, vmo_usable, "offset")
 
     if bytes < 8 then
       local bits = 8 * bytes
-      it("errors on a value above " .. bits .. " bits", function()
-        local big = 1 << bits
-        assert.has_error(function() v[name](v, 0, big) end,
-                         ("%s: value %d does not fit in %d bits"):format(fn, big, bits))
-        vmo_usable(v)
-      end)
-      it("errors on a value below the signed " .. bits .. "-bit range", function()
-        local small = -(1 << (bits - 1)) - 1
-        assert.has_error(function() v[name](v, 0, small) end,
-                         ("%s: value %d does not fit in %d bits"):format(fn, small, bits))
-        vmo_usable(v)
-      end)
       it("stores a negative value that fits as two's complement", function()
         v[name](v, 0, -1)
         assert.equals((1 << bits) - 1, v[name](v, 0))
@@ -1021,41 +1031,7 @@ for _, w in ipairs{ { "u8", 1 }, { "u16", 2 }, { "u32", 4 }, { "u64", 8 } } do
     end)
     after_each(function() g:close() end)
 
-    for _, c in ipairs(bad_ints(true)) do
-      it("errors on " .. c[1] .. " as gpa", function()
-        assert.has_error(function() g[name](g, c[2]) end, fn .. ": offset must be an integer, got " .. c[3])
-        guest_usable(g)
-      end)
-    end
-    for _, c in ipairs(bad_ints(false)) do
-      it("errors on " .. c[1] .. " as value and writes nothing", function()
-        g[name](g, 0, 0x55)
-        assert.has_error(function() g[name](g, 0, c[2]) end, fn .. ": value must be an integer, got " .. c[3])
-        assert.equals(0x55, g[name](g, 0))
-        guest_usable(g)
-      end)
-    end
-
-    it("accepts floats that hold integers", function()
-      g[name](g, 8.0, 42.0)
-      assert.equals(42, g[name](g, 8))
-    end)
-
-    if bytes < 8 then
-      local bits = 8 * bytes
-      it("errors on a value above " .. bits .. " bits", function()
-        local big = 1 << bits
-        assert.has_error(function() g[name](g, 0, big) end,
-                         ("%s: value %d does not fit in %d bits"):format(fn, big, bits))
-        guest_usable(g)
-      end)
-      it("errors on a value below the signed " .. bits .. "-bit range", function()
-        local small = -(1 << (bits - 1)) - 1
-        assert.has_error(function() g[name](g, 0, small) end,
-                         ("%s: value %d does not fit in %d bits"):format(fn, small, bits))
-        guest_usable(g)
-      end)
-    end
+    integer_accessor_cases(fn, name, bytes, function() return g end, guest_usable, "gpa")
 
     it("errors on a read of an unmapped address, naming " .. fn, function()
       assert_err(function() g[name](g, 0x20000) end, fn .. ": ", 0x20000)
