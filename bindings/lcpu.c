@@ -110,19 +110,15 @@ static int guest_irq(lua_State *L) {
   return 0;
 }
 
+static const luaL_Reg vcpu_methods[] = {
+  { "fpu", vcpu_fpu }, { "write_fpu", vcpu_write_fpu }, { "cpuid_set", vcpu_cpuid_set }, { NULL, NULL },
+};
+
+static const luaL_Reg guest_methods[] = { { "irq", guest_irq }, { NULL, NULL } };
+
 /* stack: module table */
 int lmv_open_cpu(lua_State *L) {
-  lua_getfield(L, -1, "Vcpu");
-  lua_pushcfunction(L, vcpu_fpu);
-  lua_setfield(L, -2, "fpu");
-  lua_pushcfunction(L, vcpu_write_fpu);
-  lua_setfield(L, -2, "write_fpu");
-  lua_pushcfunction(L, vcpu_cpuid_set);
-  lua_setfield(L, -2, "cpuid_set");
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "Guest");
-  lua_pushcfunction(L, guest_irq);
-  lua_setfield(L, -2, "irq");
-  lua_pop(L, 1);
+  lmv_add_methods(L, "Vcpu", vcpu_methods);
+  lmv_add_methods(L, "Guest", guest_methods);
   return 0;
 }

@@ -54,6 +54,10 @@ LVcpu *lmv_checkvcpu(lua_State *L, int idx, const char *what);
 
 /* An integer argument, with floats accepted only when they hold an integer. */
 lua_Integer lmv_checkint(lua_State *L, int idx, const char *what, const char *name);
+/* Adds methods to module.<type> ("Guest", "Vcpu"), the method table of a
+ * userdata type opened earlier; the module table is on the stack top. */
+void lmv_add_methods(lua_State *L, const char *type, const luaL_Reg *methods);
+
 /* The message handler every pcall from C uses: a string with a traceback. */
 int lmv_msghandler(lua_State *L);
 

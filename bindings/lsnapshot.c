@@ -98,11 +98,7 @@ int lmv_open_snapshot(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, load_snapshot);
   lua_setfield(L, -2, "load_snapshot");
-  lua_getfield(L, -1, "Guest");   /* the guest's methods gain snapshot and restore */
-  lua_pushcfunction(L, guest_snapshot);
-  lua_setfield(L, -2, "snapshot");
-  lua_pushcfunction(L, guest_restore);
-  lua_setfield(L, -2, "restore");
-  lua_pop(L, 1);
+  static const luaL_Reg guest_methods[] = { { "snapshot", guest_snapshot }, { "restore", guest_restore }, { NULL, NULL } };
+  lmv_add_methods(L, "Guest", guest_methods);
   return 0;
 }

@@ -113,17 +113,12 @@ static int vcpu_stats(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg guest_methods[] = { { "trace", guest_trace }, { "timing", guest_timing }, { NULL, NULL } };
+static const luaL_Reg vcpu_methods[] = { { "stats", vcpu_stats }, { NULL, NULL } };
+
 /* stack: module table */
 int lmv_open_stats(lua_State *L) {
-  lua_getfield(L, -1, "Guest");
-  lua_pushcfunction(L, guest_trace);
-  lua_setfield(L, -2, "trace");
-  lua_pushcfunction(L, guest_timing);
-  lua_setfield(L, -2, "timing");
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "Vcpu");
-  lua_pushcfunction(L, vcpu_stats);
-  lua_setfield(L, -2, "stats");
-  lua_pop(L, 1);
+  lmv_add_methods(L, "Guest", guest_methods);
+  lmv_add_methods(L, "Vcpu", vcpu_methods);
   return 0;
 }

@@ -33,6 +33,12 @@ const char *lmv_hex(char buf[20], uint64_t v) {
   return buf;
 }
 
+void lmv_add_methods(lua_State *L, const char *type, const luaL_Reg *methods) {
+  lua_getfield(L, -1, type);   /* stack: module, methods */
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 1);
+}
+
 /* As lua.c's msghandler: any error object becomes a string with a traceback. */
 int lmv_msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
