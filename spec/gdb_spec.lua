@@ -114,6 +114,40 @@ describe("the gdb stub", function()
     assert.matches("exit=1", res)
   end)
 
+  it("shows the x87/SSE state the guest loaded and writes it, and segment selectors, back", function()
+    local p = port()
+    local log = stub(("%d %s fpu"):format(p, elf))   -- fninit, fld1, fldpi, movdqu xmm1, ldmxcsr 0x9f80
+    local out = gdb(p, {
+      "info registers st0", "p $st1", "p/x $xmm1.uint128", "p $mxcsr", "p/x $ftag", "p/x $fstat", "p/x $fctrl",
+      "p $fop",
+      "set $xmm1.v4_int32 = {0x11111111, 0x22222222, 0x33333333, 0x44444444}", "p/x $xmm1.uint128",
+      "set $xmm1.v2_int64[1] = 0x0123456789abcdef", "p/x $xmm1.uint128",
+      "set $st0 = 2.5", "p $st0", "p $st1", "set $mxcsr = 0x1f80", "p $mxcsr",
+      "set $es = 0", "p $es", "p $ds", "info float", "detach" })
+    assert.matches("st0%s+3%.14159265358979323851 %(raw 0x4000c90fdaa22168c235%)", out)
+    assert.matches("%$1 = 1\n", out)
+    assert.matches("%$2 = 0xffeeddccbbaa99887766554433221100\n", out)
+    assert.matches("%$3 = %[ IM DM ZM OM UM PM FZ %]\n", out)
+    assert.matches("%$4 = 0xfff\n", out)       -- the full tag word: R6 and R7 valid, the rest empty
+    assert.matches("%$5 = 0x3000\n", out)      -- TOP = 6
+    assert.matches("%$6 = 0x37f\n", out)
+    assert.matches("%$7 = 0\n", out)
+    assert.matches("%$8 = 0x44444444333333332222222211111111\n", out)
+    assert.matches("%$9 = 0x123456789abcdef2222222211111111\n", out)
+    assert.matches("%$10 = 2%.5\n%$11 = 1\n", out)
+    assert.matches("%$12 = %[ IM DM ZM OM UM PM %]\n", out)
+    assert.matches("%$13 = 0\n%$14 = 16\n", out)
+    assert.matches("=>R6: Valid%s+0x4000a000000000000000 %+2%.5", out)
+    assert.matches("R7: Valid%s+0x3fff8000000000000000 %+1", out)
+    assert.matches("Tag Word:%s+0x0fff", out)
+    local res = poll(log, "exit=", 10)
+    assert.matches("fpu code: hlt", res)
+    assert.matches("session: detach clients=1 refused=0", res)
+    -- the writes reached the VCPU (the guest then ran on; it uses no x87/SSE or es)
+    assert.matches("xmm1 0123456789abcdef2222222211111111 st0 4000a000000000000000 mxcsr 0x1f80 es 0x0", res)
+    assert.matches("exit=0", res)
+  end)
+
   describe("on a raw socket", function()
     local function pkt(body)
       local sum = 0

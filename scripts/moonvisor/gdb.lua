@@ -19,8 +19,10 @@
 -- gdb detaches on quit), D, k/vKill, 0x03.  Z1-Z4 get the empty reply (no
 -- hardware breakpoints or watchpoints: KVM_CAP_GUEST_DEBUG_HW_BPS is 0 on
 -- these hosts and the soft backend has none; gdb falls back to software
--- watchpoints).  x87/SSE registers read as their reset values and writes to
--- them, and to segment registers, are ignored (the Lua API has no FPU state).
+-- watchpoints).  Registers (moonvisor.gdb_regs): general, segment
+-- selectors (a write changes the selector only), x87 (st0-7, fctrl, fstat,
+-- ftag as the full tag word; fiseg..fop read 0) and SSE (xmm, mxcsr)
+-- through cpu:fpu()/cpu:write_fpu().  Page walks: moonvisor.paging.
 --
 -- Ends of a session: D (detach) removes the breakpoints and returns
 -- { how = "detach" } with the guest stopped where it was, free to run on;
@@ -28,159 +30,17 @@
 -- detach that keeps the server: breakpoints go, the guest stays stopped and
 -- the stub waits for the next client.
 local core = require "moonvisor.core"
+local paging = require "moonvisor.paging"
+local regs = require "moonvisor.gdb_regs"
 
 local M = {}
 M.SLICE_MS = 20
 M.PACKET_SIZE = 0x4000   -- what qSupported announces; longer packets are refused with '-'
 
--- {====================================================== registers
-
-local function reglist(spec)
-  local regs = {}
-  for name, bits in spec:gmatch("(%w+):(%d+)") do regs[#regs + 1] = { name = name, bits = tonumber(bits) } end
-  return regs
-end
-
-local X87 = "st0:80 st1:80 st2:80 st3:80 st4:80 st5:80 st6:80 st7:80 fctrl:32 fstat:32 ftag:32 fiseg:32 fioff:32 foseg:32 fooff:32 fop:32 "
-local LAYOUT = {
-  amd64 = reglist("rax:64 rbx:64 rcx:64 rdx:64 rsi:64 rdi:64 rbp:64 rsp:64 r8:64 r9:64 r10:64 r11:64 r12:64 r13:64 r14:64 r15:64 " ..
-    "rip:64 eflags:32 cs:32 ss:32 ds:32 es:32 fs:32 gs:32 " .. X87 ..
-    "xmm0:128 xmm1:128 xmm2:128 xmm3:128 xmm4:128 xmm5:128 xmm6:128 xmm7:128 xmm8:128 xmm9:128 xmm10:128 " ..
-    "xmm11:128 xmm12:128 xmm13:128 xmm14:128 xmm15:128 mxcsr:32"),
-  i386 = reglist("eax:32 ecx:32 edx:32 ebx:32 esp:32 ebp:32 esi:32 edi:32 eip:32 eflags:32 " ..
-    "cs:32 ss:32 ds:32 es:32 fs:32 gs:32 " .. X87 ..
-    "xmm0:128 xmm1:128 xmm2:128 xmm3:128 xmm4:128 xmm5:128 xmm6:128 xmm7:128 mxcsr:32"),
-}
--- gdb's name -> moonvisor's register (the rest are FPU or segments).
-local GPR = { eax = "rax", ecx = "rcx", edx = "rdx", ebx = "rbx", esp = "rsp", ebp = "rbp", esi = "rsi",
-              edi = "rdi", eip = "rip", eflags = "rflags", rip = "rip" }
-for _, r in ipairs { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
-                     "r12", "r13", "r14", "r15" } do GPR[r] = r end
-local SEG = { cs = true, ss = true, ds = true, es = true, fs = true, gs = true }
-local RESET = { fctrl = 0x37f, mxcsr = 0x1f80, ftag = 0xffff }
-
-local TYPES = {
-  rip = "code_ptr", eip = "code_ptr", rsp = "data_ptr", rbp = "data_ptr", esp = "data_ptr", ebp = "data_ptr",
-  eflags = "i386_eflags", mxcsr = "i386_mxcsr",
-}
-
--- The target description: gdb's core and sse features, one file.
-local function target_xml(arch)
-  local regs, core_regs, sse_regs = LAYOUT[arch], {}, {}
-  for i, r in ipairs(regs) do
-    local ty = TYPES[r.name] or (r.bits == 80 and "i387_ext") or (r.bits == 128 and "vec128") or
-               (arch == "amd64" and r.bits == 64 and "int64") or "int32"
-    local line = ('    <reg name="%s" bitsize="%d" type="%s" regnum="%d"/>'):format(r.name, r.bits, ty, i - 1)
-    if r.name:match("^xmm") or r.name == "mxcsr" then sse_regs[#sse_regs + 1] = line else core_regs[#core_regs + 1] = line end
-  end
-  return table.concat({
-    '<?xml version="1.0"?>',
-    '<!DOCTYPE target SYSTEM "gdb-target.dtd">',
-    '<target version="1.0">',
-    ("  <architecture>%s</architecture>"):format(arch == "amd64" and "i386:x86-64" or "i386"),
-    '  <feature name="org.gnu.gdb.i386.core">',
-    '    <flags id="i386_eflags" size="4">',
-    '      <field name="CF" start="0" end="0"/><field name="" start="1" end="1"/>',
-    '      <field name="PF" start="2" end="2"/><field name="AF" start="4" end="4"/>',
-    '      <field name="ZF" start="6" end="6"/><field name="SF" start="7" end="7"/>',
-    '      <field name="TF" start="8" end="8"/><field name="IF" start="9" end="9"/>',
-    '      <field name="DF" start="10" end="10"/><field name="OF" start="11" end="11"/>',
-    '      <field name="NT" start="14" end="14"/><field name="RF" start="16" end="16"/>',
-    '      <field name="VM" start="17" end="17"/><field name="AC" start="18" end="18"/>',
-    '      <field name="VIF" start="19" end="19"/><field name="VIP" start="20" end="20"/>',
-    '      <field name="ID" start="21" end="21"/>',
-    '    </flags>',
-    table.concat(core_regs, "\n"),
-    '  </feature>',
-    '  <feature name="org.gnu.gdb.i386.sse">',
-    '    <vector id="v4f" type="ieee_single" count="4"/><vector id="v2d" type="ieee_double" count="2"/>',
-    '    <vector id="v16i8" type="int8" count="16"/><vector id="v8i16" type="int16" count="8"/>',
-    '    <vector id="v4i32" type="int32" count="4"/><vector id="v2i64" type="int64" count="2"/>',
-    '    <union id="vec128"><field name="v4_float" type="v4f"/><field name="v2_double" type="v2d"/>',
-    '      <field name="v16_int8" type="v16i8"/><field name="v8_int16" type="v8i16"/>',
-    '      <field name="v4_int32" type="v4i32"/><field name="v2_int64" type="v2i64"/>',
-    '      <field name="uint128" type="uint128"/></union>',
-    '    <flags id="i386_mxcsr" size="4">',
-    '      <field name="IE" start="0" end="0"/><field name="DE" start="1" end="1"/>',
-    '      <field name="ZE" start="2" end="2"/><field name="OE" start="3" end="3"/>',
-    '      <field name="UE" start="4" end="4"/><field name="PE" start="5" end="5"/>',
-    '      <field name="DAZ" start="6" end="6"/><field name="IM" start="7" end="7"/>',
-    '      <field name="DM" start="8" end="8"/><field name="ZM" start="9" end="9"/>',
-    '      <field name="OM" start="10" end="10"/><field name="UM" start="11" end="11"/>',
-    '      <field name="PM" start="12" end="12"/><field name="FZ" start="15" end="15"/>',
-    '    </flags>',
-    table.concat(sse_regs, "\n"),
-    '  </feature>',
-    '</target>', "" }, "\n")
-end
-M.target_xml = target_xml
-
--- Little-endian hex of v in bits (values wider than 64 bits: v in the low 64).
-local function lehex(v, bits)
-  local out = {}
-  for i = 0, bits // 8 - 1 do out[i + 1] = ("%02x"):format(i < 8 and (v >> (8 * i)) & 0xff or 0) end
-  return table.concat(out)
-end
-
-local function unlehex(h)
-  local v = 0
-  for i = math.min(#h // 2, 8), 1, -1 do v = (v << 8) | tonumber(h:sub(2 * i - 1, 2 * i), 16) end
-  return v
-end
-
-local function tohex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
-local function fromhex(h)
-  if #h % 2 ~= 0 or h:find("[^%x]") then return nil end
-  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
-end
-
--- }======================================================
-
--- {====================================================== guest memory
-
--- Linear -> physical through the guest's page tables (s: cpu:sregs()), or nil.
-function M.translate(g, s, addr)
-  if s.cr0 & 0x80000000 == 0 then return addr end
-  local ok, pa = pcall(function()
-    local MASK = 0x000ffffffffff000
-    if s.efer & 0x400 ~= 0 then   -- long mode: PML4, PDPT (1 GiB), PD (2 MiB), PT
-      local e = g:u64((s.cr3 & MASK) + ((addr >> 39) & 511) * 8)
-      if e & 1 == 0 then return nil end
-      e = g:u64((e & MASK) + ((addr >> 30) & 511) * 8)
-      if e & 1 == 0 then return nil end
-      if e & 0x80 ~= 0 then return (e & 0x000fffffc0000000) | (addr & 0x3fffffff) end
-      e = g:u64((e & MASK) + ((addr >> 21) & 511) * 8)
-      if e & 1 == 0 then return nil end
-      if e & 0x80 ~= 0 then return (e & 0x000fffffffe00000) | (addr & 0x1fffff) end
-      e = g:u64((e & MASK) + ((addr >> 12) & 511) * 8)
-      if e & 1 == 0 then return nil end
-      return (e & MASK) | (addr & 0xfff)
-    elseif s.cr4 & 0x20 ~= 0 then   -- PAE: PDPT (4 entries), PD (2 MiB), PT
-      addr = addr & 0xffffffff
-      local e = g:u64((s.cr3 & 0xffffffe0) + ((addr >> 30) & 3) * 8)
-      if e & 1 == 0 then return nil end
-      e = g:u64((e & MASK) + ((addr >> 21) & 511) * 8)
-      if e & 1 == 0 then return nil end
-      if e & 0x80 ~= 0 then return (e & 0x000fffffffe00000) | (addr & 0x1fffff) end
-      e = g:u64((e & MASK) + ((addr >> 12) & 511) * 8)
-      if e & 1 == 0 then return nil end
-      return (e & MASK) | (addr & 0xfff)
-    else   -- 32-bit: PD (4 MiB pages with PSE), PT
-      addr = addr & 0xffffffff
-      local e = g:u32((s.cr3 & 0xfffff000) + (addr >> 22) * 4)
-      if e & 1 == 0 then return nil end
-      if e & 0x80 ~= 0 and s.cr4 & 0x10 ~= 0 then
-        return (e & 0xffc00000) | (((e >> 13) & 0xff) << 32) | (addr & 0x3fffff)
-      end
-      e = g:u32((e & 0xfffff000) + ((addr >> 12) & 1023) * 4)
-      if e & 1 == 0 then return nil end
-      return (e & 0xfffff000) | (addr & 0xfff)
-    end
-  end)
-  return ok and pa or nil
-end
-
--- }======================================================
+local LAYOUT = regs.LAYOUT
+local lehex, tohex, fromhex = regs.lehex, regs.tohex, regs.fromhex
+M.target_xml = regs.target_xml
+M.translate = paging.walk   -- (g, sregs, linear) -> physical or nil
 
 -- {====================================================== the session
 
@@ -279,32 +139,17 @@ function Session:read()
   end
 end
 
-function Session:regs()
-  local r, s = self.cpu:read_state(), self.cpu:sregs()
-  local out = {}
-  for i, reg in ipairs(LAYOUT[self.arch]) do
-    local v = GPR[reg.name] and r[GPR[reg.name]] or SEG[reg.name] and s[reg.name].selector or RESET[reg.name] or 0
-    out[i] = lehex(v, reg.bits)
-  end
-  return out
-end
+function Session:regs() return regs.read(self.cpu, self.arch) end
 
-function Session:write_reg(reg, hex)
-  if #hex ~= reg.bits // 4 or hex:find("[^%x]") then return false end
-  local name = GPR[reg.name]
-  if not name then return true end   -- FPU, SSE, segments: ignored
-  local v = unlehex(hex)
-  if name == "rflags" then v = v | 2 end
-  if self.arch == "i386" then v = v & 0xffffffff end
-  return pcall(self.cpu.write_state, self.cpu, { [name] = v })
-end
+-- writes: { { reg = LAYOUT entry, hex = value }... }; false if one failed.
+function Session:write_regs(writes) return regs.write(self.cpu, self.arch, writes) end
 
 -- Reads len bytes at linear addr: as many as are readable (nil: none).
 function Session:read_mem(addr, len)
   local s, parts, at = self.cpu:sregs(), {}, addr
   while len > 0 do
     local n = math.min(len, 0x1000 - (at & 0xfff))
-    local pa = M.translate(self.g, s, at)
+    local pa = paging.walk(self.g, s, at)
     local ok, data = pcall(self.g.read, self.g, pa or -1, n)
     if not (pa and ok) then break end
     parts[#parts + 1] = data
@@ -332,7 +177,7 @@ function Session:write_mem(addr, data)
   while off <= #data do
     local at = addr + off - 1
     local n = math.min(#data - off + 1, 0x1000 - (at & 0xfff))
-    local pa = M.translate(self.g, s, at)
+    local pa = paging.walk(self.g, s, at)
     if not pa then return false end
     local chunk = data:sub(off, off + n - 1)
     for a, bp in pairs(self.bps) do   -- keep our int3s, remember the new byte under them
@@ -349,7 +194,7 @@ end
 
 function Session:insert_bp(addr)
   if self.bps[addr] then return true end
-  local pa = M.translate(self.g, self.cpu:sregs(), addr)
+  local pa = paging.walk(self.g, self.cpu:sregs(), addr)
   local ok, saved = pcall(self.g.u8, self.g, pa or -1)
   if not (pa and ok) then return false end
   self.g:u8(pa, 0xcc)
@@ -486,15 +331,14 @@ function Session:handle(p)
   if c == "?" then return self.stopped end
   if c == "g" then return table.concat(self:regs()) end
   if c == "G" then
-    local hex, ok = p:sub(2), true
-    local pos = 1
+    local hex, writes, pos = p:sub(2), {}, 1
     for _, reg in ipairs(LAYOUT[self.arch]) do
       local n = reg.bits // 4
       if pos + n - 1 > #hex then break end
-      ok = self:write_reg(reg, hex:sub(pos, pos + n - 1)) and ok
+      writes[#writes + 1] = { reg = reg, hex = hex:sub(pos, pos + n - 1) }
       pos = pos + n
     end
-    return ok and "OK" or "E01"
+    return self:write_regs(writes) and "OK" or "E01"
   end
   if c == "p" then
     local n = tonumber(p:sub(2), 16)
@@ -505,7 +349,7 @@ function Session:handle(p)
     local n, v = p:match("^P(%x+)=(%x+)$")
     local reg = n and LAYOUT[self.arch][tonumber(n, 16) + 1]
     if not reg then return "E01" end
-    return self:write_reg(reg, v) and "OK" or "E01"
+    return self:write_regs { { reg = reg, hex = v } } and "OK" or "E01"
   end
   if c == "m" then
     local a, l = p:match("^m(%x+),(%x+)$")
@@ -577,7 +421,7 @@ function Session:handle(p)
   if p:sub(1, 28) == "qXfer:features:read:target.x" then
     local off, len = p:match("^qXfer:features:read:target%.xml:(%x+),(%x+)$")
     if not off then return "E00" end
-    return xfer(target_xml(self.arch), tonumber(off, 16), tonumber(len, 16))
+    return xfer(regs.target_xml(self.arch), tonumber(off, 16), tonumber(len, 16))
   end
   if p:sub(1, 20) == "qXfer:features:read:" then return "E00" end
   if p:sub(1, 21) == "qXfer:exec-file:read:" and self.server.elf then
