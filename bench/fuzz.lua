@@ -1,4 +1,5 @@
--- bench/fuzz.lua - fuzzing throughput on examples/fuzz_parser.lua's target:
+-- bench/fuzz.lua - fuzzing throughput on examples/fuzz_parser.lua's target
+-- (CPL3 code in mode = "user"; each run ends in a system call exit):
 -- exec/s with breakpoint coverage and with blind mutation (the bug is not
 -- hunted: findings are not minimised, the run lasts the time budget).
 --   build/moonvisor bench/fuzz.lua [seconds per mode]          (default 3)

@@ -1,6 +1,9 @@
 -- fuzz_parser.lua - fuzz the record parser of examples/guests/fuzz_target.c
 -- (a 64-bit freestanding guest with a planted bug) from a snapshot taken
--- where it is ready for input, with breakpoint coverage.
+-- where it is ready for input, with breakpoint coverage.  The target runs at
+-- CPL3 in mode = "user" (on kvm-pvm hosts ring-3 code runs natively, ring 0
+-- is emulated) and talks to the host only through system calls: 1 "ready",
+-- 60 "exit" with the parse result in RDI.
 --
 --   build/moonvisor examples/fuzz_parser.lua [--seconds 60] [--seed N] [--no-coverage]
 --   build/moonvisor examples/fuzz_parser.lua --repro findings/mem-write-0x....bin
@@ -16,21 +19,24 @@ local image
 
 local config
 config = {
-  -- the guest, stopped at the stub's "ready" OUT to port 0x500
+  -- the guest, stopped after the stub's "ready" system call (1).  The
+  -- sandbox's tables (0xA000 bytes) go at their default, the end of RAM,
+  -- which the target (1 MiB .. ~1.1 MiB) does not use.
   setup = function()
     local g = mv.guest{ backend = os.getenv("MOONVISOR_BACKEND") or mv.default_backend }
     g:map(0, mv.vmo(4 << 20))
     image = load.elf(g, DIR .. "/fuzz_target.elf")
     config.input.addr = image.symbols.input_buf
-    local cpu = g:vcpu{ entry = image.entry, mode = "long" }
+    local cpu = g:vcpu{ entry = image.entry, mode = "user", stack = image.symbols.stack_top }
     local e = cpu:run{ timeout_ms = 2000 }
-    assert(e.type == "io" and e.port == 0x500, "fuzz target did not get ready: " .. fuzz.describe_exit(e))
+    assert(e.type == "syscall" and cpu.rax == 1, "fuzz target did not get ready: " .. fuzz.describe_exit(e))
     return g, cpu
   end,
   -- each input goes into input_buf, its length into RSI
   input = { addr = nil --[[ input_buf, set by setup ]], max_len = 512, len_reg = "rsi" },
-  -- an input ends normally with the OUT of fuzz_one's result to port 0x501
-  done = function(exit) return exit.type == "io" and exit.port == 0x501 end,
+  -- an input ends normally with system call 60 ("exit", fuzz_one's result
+  -- in RDI); any other system call, exception or unclaimed access is a finding
+  done = function(exit, cpu) return exit.type == "syscall" and cpu.rax == 60 end,
   coverage = { blocks = DIR .. "/fuzz_target.blocks" },
   corpus = { "MVFZ\1\1\1\4abcd" },   -- one well-formed record
   timeout_ms = 50,

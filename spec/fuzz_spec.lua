@@ -1,6 +1,7 @@
 -- fuzz_spec.lua - moonvisor.fuzz: deterministic PRNG and mutators, the same
 -- seed gives the same inputs and findings, de-duplication, minimisation,
--- breakpoint coverage, the example target's planted bug and --repro.
+-- breakpoint coverage (at CPL0 and at CPL3), the example target's planted
+-- bug (found in mode = "user") and --repro.
 local mv = require "moonvisor"
 local H = require "helpers"
 local fuzz = require "moonvisor.fuzz"
@@ -195,6 +196,75 @@ describe("the fuzz driver", function()
   end)
 end)
 
+describe("a user-mode (CPL3) fuzz target", function()
+  -- the same parser shape in mode = "user": the end is system call 60, a
+  -- guest-detected failure system call 2 (reported through oracle.check),
+  -- ud2 an exception exit, the wild write an unclaimed mem exit
+  local user_target = [[
+  cmp rsi, 2
+  jb done
+  mov al, [0x10000]
+  cmp al, 'Z'
+  je wild
+  cmp al, 'F'
+  je fail
+  cmp al, 'A'
+  jne done
+  mov al, [0x10001]
+  cmp al, 'B'
+  jne done
+  ud2
+fail:
+  mov eax, 2
+  syscall
+wild:
+  mov byte [0x40000000], 1
+done:
+  mov eax, 60
+  syscall
+  jmp done]]
+
+  local function user_config()
+    return config{
+      setup = function()
+        local g = H.guest()
+        g:map(0, mv.vmo(0x200000))   -- the sandbox's tables at its end (the default)
+        g:write(0x1000, H.asm(user_target, 64))
+        return g, g:vcpu{ entry = 0x1000, mode = "user", stack = 0x8000 }
+      end,
+      done = function(exit, cpu) return exit.type == "syscall" and cpu.rax == 60 end,
+      oracle = { check = function(exit, cpu)
+        if exit.type == "syscall" and cpu.rax == 2 then return "guest-failure" end
+      end },
+    }
+  end
+
+  it("ends through a system call and reports faults, failures and int3 coverage", function()
+    local blocks = {}
+    for _, insn in ipairs(require("moonvisor.core").disasm(H.asm(user_target, 64), 0x1000, 64)) do
+      blocks[#blocks + 1] = insn.address
+    end
+    local c = user_config()
+    c.iterations, c.seed, c.minimize, c.coverage, c.corpus = 20000, 3, false, { blocks = blocks }, { "Axxxx" }
+    local f = fuzz.new(c)
+    assert.equals(3, f.cpu:sregs().cs.dpl)
+    assert.equals(0xcc, f.g:u8(0x1000))
+    local s = f:run()
+    assert.is_true(s.covered >= 8, "int3 at CPL3 gives debug exits: covered " .. s.covered)
+    assert.is_true(s.corpus > 1)
+    local kinds = {}
+    for _, x in ipairs(s.findings) do kinds[x.kind] = true end
+    assert.is_true(kinds["exception-6"], "found the ud2")
+    -- and each outcome, with the removed breakpoints staying removed
+    assert.is_nil(f:exec("hello").key)
+    assert.equals("exception-6", f:exec("AB").kind)
+    assert.equals("mem-write", f:exec("Zx").kind)
+    assert.equals("guest-failure", f:exec("Fx").kind)
+    assert.equals(3, f.cpu:sregs().cs.dpl)
+    assert.equals(0, #f.removed)
+  end)
+end)
+
 describe("the example fuzz target", function()
   local function example_config(extra)
     local chunk = assert(loadfile("examples/fuzz_parser.lua"))
@@ -214,8 +284,11 @@ describe("the example fuzz target", function()
     assert.is_truthy(io.open(ELF), "make builds " .. ELF)
     local dir = os.tmpname()
     os.remove(dir)
-    -- seed 8 finds it after 64080 iterations (~4 s); the bound is 400000
+    -- seed 8 finds it after 64080 iterations (~3 s); the bound is 400000
     local f = fuzz.new(example_config{ seed = 8, iterations = 400000, seconds = false, findings = dir })
+    -- at CPL3 (mode = "user"), stopped after the "ready" system call
+    assert.equals(3, f.cpu:sregs().cs.dpl)
+    assert.is_true(f.nblocks > 0)
     local s = f:run()
     assert.equals(1, #s.findings)
     local x = s.findings[1]
@@ -233,7 +306,7 @@ describe("the example fuzz target", function()
       :format(dir, H.backend, dir))
     local out2 = p2:read("a")
     p2:close()
-    assert.matches("no finding", out2)
+    assert.matches("no finding: the input ended normally %(syscall%)", out2)
     assert.matches("status=1", out2)
     os.execute(("rm -rf %q"):format(dir))
   end)

@@ -5,7 +5,7 @@
 --     setup   = function() ... return g, cpu end,   -- the guest, stopped where each run starts
 --     snapshot = "start.snap",                      -- optional: restore this file over setup's guest
 --     input   = { addr = 0x105000, max_len = 4096, len_reg = "rsi" },   -- bytes into memory
---     done    = function(exit, cpu) return exit.type == "io" and exit.port == 0x501 end,
+--     done    = function(exit, cpu) return exit.type == "syscall" and cpu.rax == 60 end,   -- mode = "user"
 --     oracle  = { fail_port = 0x502, timeout = true, check = function(exit, cpu, data) end },
 --     coverage = { blocks = "build/guests/fuzz_target.blocks" },   -- or a list of addresses
 --     seed = 1, iterations = 100000, seconds = 60, timeout_ms = 50,
@@ -22,8 +22,10 @@
 -- `done` says the input was handled normally; otherwise it is a finding, by
 -- kind: "exception-<vector>", "shutdown" (triple fault), "timeout",
 -- "mem-read"/"mem-write" (an access to an unmapped address), "guest-failure"
--- (an OUT to oracle.fail_port), "io-in"/"io-out", "hlt", or whatever
--- oracle.check returns.  Findings are de-duplicated by kind and RIP.
+-- (an OUT to oracle.fail_port), "io-in"/"io-out", "hlt", "syscall" (one
+-- `done` does not accept), or whatever oracle.check returns (a CPL3 target
+-- in mode = "user" reports its own failures through a system call number
+-- that oracle.check names).  Findings are de-duplicated by kind and RIP.
 --
 -- Coverage (snapchange style): an int3 on every basic-block start, put in
 -- guest memory before the start snapshot is taken.  A hit puts the original
