@@ -231,3 +231,85 @@ describe("cpu:debug()", function()
     assert.same({ singlestep = false, breakpoints = true }, cpu:debug())
   end)
 end)
+
+-- A long-mode guest on page tables of its own (at 0x4000): the first 2 MiB
+-- identity-mapped with one 2 MiB page, and virtual 0x40000000 -> physical
+-- 0x3000 with a 4 KiB page; 0x40001000 is not mapped.  The code at 0x3000:
+-- 0x40000000 mov eax, 1 / 0x40000005 mov ebx, 2 / 0x4000000a nop / 0x4000000b hlt
+--
+-- Running there needs KVM: on the soft backend Unicorn 2.0.1 (Debian 12)
+-- walks the tables for faults but then fetches and reads at the virtual
+-- address as if it were physical (identity maps hide it), so the run part
+-- is pending there.  x, dis and breakpoint only read the tables: both.
+local run_paged = H.kvm and it or pending
+local function paged()
+  local g, cpu = H.moded("long", "hlt")
+  g:write(0x3000, H.asm("org 0x40000000\nmov eax, 1\nmov ebx, 2\nnop\nhlt", 64))
+  g:u64(0x4000, 0x5000 | 3)          -- PML4[0] -> PDPT
+  g:u64(0x5000, 0x6000 | 3)          -- PDPT[0] -> PD (0 .. 1 GiB)
+  g:u64(0x6000, 0x0 | 0x83)          --   PD[0]: 2 MiB page at 0
+  g:u64(0x5008, 0x7000 | 3)          -- PDPT[1] -> PD (1 .. 2 GiB)
+  g:u64(0x7000, 0x8000 | 3)          --   PD[0] -> PT
+  g:u64(0x8000, 0x3000 | 3)          --     PT[0]: 0x40000000 -> 0x3000
+  cpu:write_sregs { cr3 = 0x4000 }
+  cpu.rip = 0x40000000
+  return g, cpu
+end
+
+describe("the helpers with paging on", function()
+  it("x and dis read virtual addresses through the page tables; unmapped pages show ??", function()
+    local g, cpu = paged()
+    assert.equals("40000000  b8 01 00 00 00 bb 02 00  00 00 90 f4              |............|",
+                  R.x(cpu, 0x40000000, 12))
+    assert.equals("40000ffc  00 00 00 00 ?? ?? ?? ??                           |....????|", R.x(cpu, 0x40000ffc, 8))
+    assert.matches("^00003000  b8 01 00 00 00", R.x(g, 0x3000, 5))   -- a guest: physical
+    local lines = {}
+    for l in R.dis(cpu, nil, 4):gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equals("=>  0x40000000:  b8 01 00 00 00           mov eax, 1", lines[1])
+    assert.matches("0x40000005:  bb 02 00 00 00%s+mov ebx, 2$", lines[2])
+    assert.matches("0x4000000b:  f4%s+hlt$", lines[4])
+    assert.matches("linear rip 0x40000000", R.regs(cpu))
+  end)
+
+  it("breakpoint patches the physical byte behind a virtual address; x and dis show the original", function()
+    local g, cpu = paged()
+    local bp = R.breakpoint(cpu, 0x4000000a)
+    assert.equals(0x300a, bp.pa)
+    assert.equals(0xcc, g:u8(0x300a))
+    assert.matches("  %* 0x4000000a:  90%s+nop", R.dis(cpu, 0x4000000a, 1))
+    assert.matches("^4000000a  90 f4", R.x(cpu, 0x4000000a, 2))
+    assert.matches("^0000300a  90 f4", R.x(g, 0x300a, 2))
+    assert.has_error(function() R.breakpoint(cpu, 0x40001000) end,
+                     "breakpoint: 0x40001000 is not mapped by the page tables")
+    assert.equals(1, R.delete(cpu, bp.id))
+    assert.equals(0x90, g:u8(0x300a))
+    assert.same({ singlestep = false, breakpoints = false }, cpu:debug())
+  end)
+
+  it("runs to a breakpoint and steps over it under the identity tables of mode long", function()
+    local g, cpu = H.moded("long", "mov eax, 1\nmov ebx, 2\nnop\nhlt")
+    local bp = R.breakpoint(cpu, 0x100a)
+    assert.equals(0x100a, bp.pa)
+    assert.equals("breakpoint 1 at 0x100a:  nop", tostring(R.cont(cpu)))
+    assert.equals("0x100b:  hlt", tostring(R.step(cpu)))
+    assert.equals(0xcc, g:u8(0x100a))
+    R.delete(cpu)
+    assert.equals(0x90, g:u8(0x100a))
+  end)
+
+  run_paged("stops at a breakpoint's virtual rip, steps over it and deletes it", function()
+    local g, cpu = paged()
+    R.breakpoint(cpu, 0x4000000a)
+    local s = R.cont(cpu)
+    assert.equals("breakpoint", s.how)
+    assert.equals(0x4000000a, cpu.rip)
+    assert.equals("breakpoint 1 at 0x4000000a:  nop", tostring(s))
+    assert.equals(2, cpu.rbx)
+    s = R.step(cpu)
+    assert.equals("0x4000000b:  hlt", tostring(s))
+    assert.equals(0xcc, g:u8(0x300a))   -- back in after the step
+    assert.equals(1, R.delete(cpu, 0x4000000a))
+    assert.equals(0x90, g:u8(0x300a))
+    assert.equals("hlt", R.cont(cpu).how)
+  end)
+end)

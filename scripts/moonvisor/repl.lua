@@ -4,7 +4,8 @@
 -- them too:  local R = require "moonvisor.repl"; print(R.regs(cpu))
 --
 --   regs(cpu)                 registers, decoded rflags, the CPU mode
---   x(g, addr[, len])         hexdump with ASCII (g: a guest or a vcpu)
+--   x(g, addr[, len])         hexdump with ASCII (g: a guest: physical
+--                             addresses; a vcpu: linear ones)
 --   dis(cpu[, addr[, n]])     disassembly in the current mode (capstone)
 --   step(cpu[, n])            single-steps n instructions
 --   trace(cpu[, n[, out]])    steps, printing each instruction first
@@ -13,10 +14,13 @@
 --   delete(cpu[, addr or id]) removes one breakpoint (none given: all)
 --   cont(cpu[, opts])         runs until a breakpoint, hlt or another exit
 --
--- Addresses are linear: cs.base + ip.  In real mode that is the physical
--- address; paging is not translated yet, so in paged modes they are taken
--- as physical.
+-- Addresses given with a vcpu are linear (the rip of a stop is cs.base +
+-- rip); with paging on they go through the guest's page tables
+-- (moonvisor.paging), page by page: bytes on an unmapped page read as "??".
+-- Breakpoints are kept by linear address and patch the physical byte
+-- behind it.
 local core = require "moonvisor.core"
+local paging = require "moonvisor.paging"
 
 local M = {}
 
@@ -217,23 +221,35 @@ local function bpstate(g)
 end
 
 -- Up to len bytes at addr as a table of byte values (false: not readable),
--- with the original bytes where breakpoints are.
-local function readbytes(g, addr, len)
-  local ok, s = pcall(g.read, g, addr, len)
-  local bytes = {}
-  if ok then
-    for i = 1, #s do bytes[i] = s:byte(i) end
-  else
-    for i = 1, len do
-      local okb, b = pcall(g.u8, g, addr + i - 1)
-      bytes[i] = okb and b
+-- with the original bytes where breakpoints are.  With s (cpu:sregs()),
+-- addr is linear and each page goes through the page tables; without, addr
+-- is physical.
+local function readbytes(g, addr, len, s)
+  local bytes, st, off = {}, state[g], 0
+  while off < len do
+    local at = addr + off
+    local n = math.min(len - off, 0x1000 - (at & 0xfff))
+    local pa = at
+    if s then pa = paging.walk(g, s, at) end
+    local ok, data = false, nil
+    if pa then ok, data = pcall(g.read, g, pa, n) end
+    for i = 1, n do
+      if ok then
+        bytes[off + i] = data:byte(i)
+      elseif pa then
+        local okb, b = pcall(g.u8, g, pa + i - 1)
+        bytes[off + i] = okb and b
+      else
+        bytes[off + i] = false
+      end
     end
-  end
-  local st = state[g]
-  if st then
-    for a, bp in pairs(st.at) do
-      if a >= addr and a < addr + len and bytes[a - addr + 1] then bytes[a - addr + 1] = bp.saved end
+    if pa and st then
+      for _, bp in pairs(st.at) do
+        local i = bp.pa - pa + 1
+        if i >= 1 and i <= n and bytes[off + i] then bytes[off + i] = bp.saved end
+      end
     end
+    off = off + n
   end
   return bytes
 end
@@ -247,9 +263,9 @@ local function bytestring(bytes)
   return table.concat(chars)
 end
 
--- Instructions at addr: a list of capstone's tables (core.disasm).
+-- Instructions at linear addr: a list of capstone's tables (core.disasm).
 local function decode(cpu, addr, n, bits)
-  local code = bytestring(readbytes(cpu:guest(), addr, 15 * n))
+  local code = bytestring(readbytes(cpu:guest(), addr, 15 * n, cpu:sregs()))
   return core.disasm(code, addr, bits, n)
 end
 
@@ -296,13 +312,16 @@ function M.regs(cpu)
   return table.concat(lines, "\n")
 end
 
--- A hexdump as hexdump -C prints it; "??" marks bytes that are not readable.
+-- A hexdump as hexdump -C prints it; "??" marks bytes that are not readable
+-- (outside guest memory, or on a page the page tables do not map).  g: a
+-- guest (addr is physical) or a vcpu (addr is linear).
 function M.x(g, addr, len)
-  if typename(g) == "moonvisor.Vcpu" then g = g:guest() end
+  local s
+  if typename(g) == "moonvisor.Vcpu" then g, s = g:guest(), g:sregs() end
   if typename(g) ~= "moonvisor.Guest" then error("x: expected a moonvisor.Guest or Vcpu, got " .. typename(g), 2) end
   if math.type(addr) ~= "integer" then error("x: addr must be an integer, got " .. type(addr), 2) end
   len = len or 64
-  local bytes = readbytes(g, addr, len)
+  local bytes = readbytes(g, addr, len, s)
   local lines = {}
   for off = 0, len - 1, 16 do
     local hex, ascii = {}, {}
@@ -389,11 +408,11 @@ local function step1(cpu)
   local st = state[g]
   local rip = where(cpu)
   local bp = st and st.at[rip]
-  if bp then g:u8(rip, bp.saved) end
+  if bp then g:u8(bp.pa, bp.saved) end
   local old = setdebug(cpu, { singlestep = true })
   local ok, e = pcall(cpu.enter, cpu)
   cpu:debug(old)
-  if bp and st.at[rip] == bp then g:u8(rip, 0xcc) end
+  if bp and st.at[rip] == bp then g:u8(bp.pa, 0xcc) end
   if not ok then error(e, 0) end
   return e
 end
@@ -450,8 +469,9 @@ local Bp = { __name = "moonvisor.Breakpoint" }
 Bp.__index = Bp
 function Bp:__tostring() return ("breakpoint %d at 0x%04x"):format(self.id, self.addr) end
 
--- An int3 at addr (linear; default: rip).  Turns on the VCPU's breakpoint
--- exits so that cpu:run() and cpu:enter() stop there too.
+-- An int3 at addr (linear, through the page tables; default: rip).  Turns
+-- on the VCPU's breakpoint exits so that cpu:run() and cpu:enter() stop
+-- there too.
 function M.breakpoint(cpu, addr)
   checkvcpu(cpu, "breakpoint")
   addr = addr or where(cpu)
@@ -459,10 +479,15 @@ function M.breakpoint(cpu, addr)
   local g = cpu:guest()
   local st = bpstate(g)
   if st.at[addr] then return st.at[addr] end
-  local ok, saved = pcall(g.u8, g, addr)
+  local pa = paging.walk(g, cpu:sregs(), addr)
+  if not pa then error(("breakpoint: 0x%x is not mapped by the page tables"):format(addr), 2) end
+  local ok, saved = pcall(g.u8, g, pa)
   if not ok then error(("breakpoint: 0x%x is not in guest memory"):format(addr), 2) end
-  g:u8(addr, 0xcc)
-  local bp = setmetatable({ id = st.next, addr = addr, saved = saved }, Bp)
+  for _, other in pairs(st.at) do   -- another linear address of the same byte
+    if other.pa == pa then saved = other.saved end
+  end
+  g:u8(pa, 0xcc)
+  local bp = setmetatable({ id = st.next, addr = addr, pa = pa, saved = saved }, Bp)
   st.next = st.next + 1
   st.at[addr] = bp
   st.list[#st.list + 1] = bp
@@ -494,8 +519,10 @@ function M.delete(cpu, which)
   for i = #st.list, 1, -1 do
     local bp = st.list[i]
     if match(bp) then
-      if g:u8(bp.addr) == 0xcc then g:u8(bp.addr, bp.saved) end
       st.at[bp.addr] = nil
+      local shared = false   -- the int3 stays while another breakpoint uses the byte
+      for _, other in pairs(st.at) do shared = shared or other.pa == bp.pa end
+      if not shared and g:u8(bp.pa) == 0xcc then g:u8(bp.pa, bp.saved) end
       table.remove(st.list, i)
       gone = gone + 1
     end
