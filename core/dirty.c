@@ -47,7 +47,10 @@ int mv__dirty_collect(mv_guest *g, mv_mapping *m, mv_err *err) {
   uint64_t *host = m->vmo->host_dirty;
   for (uint64_t p = 0; p < npages; p++) {
     uint64_t hp = first + p, hbit = UINT64_C(1) << (hp % 64);
-    if (!(host[hp / 64] & hbit)) continue;
+    if (!(host[hp / 64] & hbit)) {
+      if ((host[hp / 64] >> (hp % 64)) == 0) p += 63 - hp % 64;   /* nothing more in this word */
+      continue;
+    }
     host[hp / 64] &= ~hbit;
     m->dirty_user[p / 64] |= UINT64_C(1) << (p % 64);
     m->dirty_snap[p / 64] |= UINT64_C(1) << (p % 64);
