@@ -2,6 +2,8 @@
 # Debian 12 machine: the deps target installs what is missing (as root).
 
 DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux gdb
+# bash: the test recipe reads PIPESTATUS
+SHELL   := /bin/bash
 BUILD   := build
 CC      ?= cc
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
@@ -78,10 +80,14 @@ test: deps all
 	  echo "== specs on the $$b backend"; \
 	  tags=""; [ "$$b" = kvm ] || tags="--exclude-tags=kvm"; \
 	  MOONVISOR_BACKEND=$$b $(SPEC_ENV) $(BUSTED) -o spec/summary.lua $$tags spec 2>&1 | tee $(BUILD)/spec-$$b.log; \
-	  line=$$(grep -E '^spec: [0-9]+ passed, [0-9]+ failed' $(BUILD)/spec-$$b.log | tail -1); \
+	  status=$${PIPESTATUS[0]}; \
+	  line=$$(grep -a -E '^spec: [0-9]+ passed, [0-9]+ failed' $(BUILD)/spec-$$b.log | tail -1); \
 	  p=$$(echo "$$line" | sed -E 's/^spec: ([0-9]+) passed.*/\1/'); \
 	  f=$$(echo "$$line" | sed -E 's/^spec: [0-9]+ passed, ([0-9]+) failed.*/\1/'); \
 	  [ -n "$$line" ] || { p=0; f=1; echo "the $$b pass printed no summary"; }; \
+	  if [ "$$status" -ne 0 ] && [ "$$f" -eq 0 ]; then \
+	    f=1; echo "the $$b pass exited with status $$status after its specs (a sanitizer report or a crash): counted as a failure"; \
+	  fi; \
 	  total_p=$$((total_p + p)); total_f=$$((total_f + f)); \
 	done; \
 	echo; echo "backends: $(TEST_BACKENDS)"; \
@@ -95,6 +101,7 @@ test-asan: deps
 	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)" \
 	  build/asan/moonvisor guests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
 	MOONVISOR_EXE=build/asan/moonvisor MOONVISOR_SCRIPTS=$(CURDIR)/scripts \
 	  $(MAKE) --no-print-directory test BUILD=build/asan BUSTED="build/asan/moonvisor /usr/bin/busted" \
 	  OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)"
