@@ -17,13 +17,9 @@ local CR0_PG, CR4_PSE, CR4_PAE, EFER_LMA = 0x80000000, 0x10, 0x20, 0x400
 local MASK = 0x000ffffffffff000   -- a table or 4 KiB page address in a 64-bit entry
 local PS = 0x80                   -- a large page
 
-local function long4(g, s, addr)
-  local e = g:u64((s.cr3 & MASK) + ((addr >> 39) & 511) * 8)
-  if e & 1 == 0 then return nil end
-  e = g:u64((e & MASK) + ((addr >> 30) & 511) * 8)
-  if e & 1 == 0 then return nil end
-  if e & PS ~= 0 then return (e & 0x000fffffc0000000) | (addr & 0x3fffffff) end
-  e = g:u64((e & MASK) + ((addr >> 21) & 511) * 8)
+-- The two lowest levels, shared by long mode and PAE: the page directory
+-- entry e (2 MiB page or a page table) and the page table below it.
+local function from_pde(g, e, addr)
   if e & 1 == 0 then return nil end
   if e & PS ~= 0 then return (e & 0x000fffffffe00000) | (addr & 0x1fffff) end
   e = g:u64((e & MASK) + ((addr >> 12) & 511) * 8)
@@ -31,16 +27,20 @@ local function long4(g, s, addr)
   return (e & MASK) | (addr & 0xfff)
 end
 
+local function long4(g, s, addr)
+  local e = g:u64((s.cr3 & MASK) + ((addr >> 39) & 511) * 8)
+  if e & 1 == 0 then return nil end
+  e = g:u64((e & MASK) + ((addr >> 30) & 511) * 8)
+  if e & 1 == 0 then return nil end
+  if e & PS ~= 0 then return (e & 0x000fffffc0000000) | (addr & 0x3fffffff) end
+  return from_pde(g, g:u64((e & MASK) + ((addr >> 21) & 511) * 8), addr)
+end
+
 local function pae(g, s, addr)
   addr = addr & 0xffffffff
   local e = g:u64((s.cr3 & 0xffffffe0) + ((addr >> 30) & 3) * 8)
   if e & 1 == 0 then return nil end
-  e = g:u64((e & MASK) + ((addr >> 21) & 511) * 8)
-  if e & 1 == 0 then return nil end
-  if e & PS ~= 0 then return (e & 0x000fffffffe00000) | (addr & 0x1fffff) end
-  e = g:u64((e & MASK) + ((addr >> 12) & 511) * 8)
-  if e & 1 == 0 then return nil end
-  return (e & MASK) | (addr & 0xfff)
+  return from_pde(g, g:u64((e & MASK) + ((addr >> 21) & 511) * 8), addr)
 end
 
 local function legacy(g, s, addr)
