@@ -15,12 +15,12 @@ LDFLAGS := $(LINKOPT)
 LIBS    := -ldl -lpthread   # libunicorn and libcapstone are dlopen()ed on first use
 EXE_LIBS := -lreadline
 
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(wildcard core/*.c core/kvm/*.c core/soft/*.c)
 BIND_SRC := $(filter-out bindings/main.c,$(wildcard bindings/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
 MAIN_OBJ := $(BUILD)/obj/bindings/main.o
-HEADERS  := $(wildcard core/*.h bindings/*.h)
+HEADERS  := $(wildcard core/*.h core/kvm/*.h core/soft/*.h bindings/*.h)
 
 GUESTS := $(patsubst examples/guests/%.asm,build/guests/%.bin,$(wildcard examples/guests/*.asm))
 

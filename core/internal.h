@@ -2,7 +2,7 @@
  * internal.h - the core's private structures and the backend interface.
  *
  * Files of the core share these; nothing outside core/ includes it.  A
- * backend (kvm.c, soft.c) implements mv_backend_ops and calls back into the
+ * backend (kvm/, soft/) implements mv_backend_ops and calls back into the
  * core through mv__access() for every IO/MMIO access it sees, so the trap
  * lookup and the value fed back to the guest live in one place (vcpu.c).
  */

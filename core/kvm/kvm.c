@@ -15,7 +15,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include "internal.h"
+#include "../internal.h"
 
 /* Where KVM on Intel keeps its real-mode TSS (3 pages) and EPT identity map
  * (1 page): just below the BIOS area, where no guest RAM should go. */

@@ -8,7 +8,7 @@
 #define MV_UCAPI_H
 
 #include <unicorn/unicorn.h>
-#include "internal.h"
+#include "../internal.h"
 
 typedef struct mv_uc_api {
   uc_err (*open)(uc_arch, uc_mode, uc_engine **);

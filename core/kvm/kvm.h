@@ -12,7 +12,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include "internal.h"
+#include "../internal.h"
 
 /* One error per failing ioctl, naming it. */
 #define IOCTL_OR_FAIL(fd, req, arg, what)                                            \
