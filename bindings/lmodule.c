@@ -1,10 +1,11 @@
 /*
  * lmodule.c - luaopen_moonvisor_core: the C module under require "moonvisor".
- * Module functions (version, kvm_api_version, caps) and the opening of each
+ * Module functions (version, kvm_api_version, caps, clock) and the opening of each
  * userdata type in its own file; disasm (capstone) comes from ldis.c.
  */
 #include <ctype.h>
 #include <string.h>
+#include <time.h>
 #include "lmoonvisor.h"
 
 static int mod_kvm_api_version(lua_State *L) {
@@ -33,8 +34,16 @@ static int mod_caps(lua_State *L) {
   return 1;
 }
 
+/* mv.clock() -> seconds of CLOCK_MONOTONIC, for time limits kept in Lua. */
+static int mod_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
 static const luaL_Reg mod_funcs[] = {
-  { "kvm_api_version", mod_kvm_api_version }, { "caps", mod_caps }, { NULL, NULL },
+  { "kvm_api_version", mod_kvm_api_version }, { "caps", mod_caps }, { "clock", mod_clock }, { NULL, NULL },
 };
 
 int luaopen_moonvisor_core(lua_State *L) {

@@ -37,6 +37,8 @@ typedef struct LVcpu {
   int base;         /* stack index of the VCPU in L during enter; then the exit table,
                        the message handler and the guest's handler table follow it */
   unsigned debug;   /* the MV_DEBUG_* flags last set by cpu:debug */
+  uint64_t hw[MV_HW_BREAKPOINTS];   /* and its hardware breakpoints */
+  int nhw;
 } LVcpu;
 
 /* A trap handle.  User value 1 = its Guest. */

@@ -123,20 +123,52 @@ static int vcpu_enter(lua_State *L) {
   return 1;
 }
 
-/* Pushes { singlestep = bool, breakpoints = bool } for the flags. */
-static void push_debug(lua_State *L, unsigned flags) {
-  lua_createtable(L, 0, 2);
+/* Pushes { singlestep = bool, breakpoints = bool[, hw = { addr... }] }. */
+static void push_debug(lua_State *L, unsigned flags, const uint64_t *hw, int nhw) {
+  lua_createtable(L, 0, 3);
   lua_pushboolean(L, flags & MV_DEBUG_SINGLESTEP);
   lua_setfield(L, -2, "singlestep");
   lua_pushboolean(L, flags & MV_DEBUG_SW_BREAKPOINTS);
   lua_setfield(L, -2, "breakpoints");
+  if (nhw == 0) return;
+  lua_createtable(L, nhw, 0);
+  for (int i = 0; i < nhw; i++) {
+    lua_pushinteger(L, (lua_Integer)hw[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "hw");
 }
 
-/* cpu:debug{ singlestep = bool, breakpoints = bool } (no table: both off).
- * Returns the previous settings, so cpu:debug(old) puts them back. */
+/* The hw = { addr, ... } option of cpu:debug: at most MV_HW_BREAKPOINTS
+ * integers.  Returns their number. */
+static int check_hw_breakpoints(lua_State *L, int opts, uint64_t *out) {
+  int ty = lua_getfield(L, opts, "hw");
+  int n = 0;
+  if (ty != LUA_TNIL) {
+    if (ty != LUA_TTABLE) return luaL_error(L, "vcpu:debug: hw must be a list of addresses, got %s", lmv_typename(L, -1));
+    lua_Integer len = luaL_len(L, -1);
+    if (len > MV_HW_BREAKPOINTS)
+      return luaL_error(L, "vcpu:debug: %I hardware breakpoints asked, the CPU has %d", (LUAI_UACINT)len, MV_HW_BREAKPOINTS);
+    for (n = 0; n < (int)len; n++) {
+      lua_geti(L, -1, n + 1);
+      if (!lua_isinteger(L, -1))
+        return luaL_error(L, "vcpu:debug: hw[%d] must be an integer address, got %s", n + 1, lmv_typename(L, -1));
+      out[n] = (uint64_t)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* cpu:debug{ singlestep = bool, breakpoints = bool, hw = { addr... } } (no
+ * table: all off).  Returns the previous settings, so cpu:debug(old) puts
+ * them back. */
 static int vcpu_debug(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:debug");
   unsigned flags = 0;
+  uint64_t hw[MV_HW_BREAKPOINTS];
+  int nhw = 0;
   if (!lua_isnoneornil(L, 2)) {
     lmv_checktable(L, 2, "vcpu:debug", "options");
     static const struct { const char *key; unsigned flag; } opts[] = {
@@ -149,11 +181,15 @@ static int vcpu_debug(lua_State *L) {
       if (lua_toboolean(L, -1)) flags |= opts[i].flag;
       lua_pop(L, 1);
     }
+    nhw = check_hw_breakpoints(L, 2, hw);
   }
   mv_err err;
+  if ((nhw || v->nhw) && mv_vcpu_set_hw_breakpoints(v->cpu, hw, nhw, &err) < 0) return lmv_raise(L, &err);
   if (mv_vcpu_set_debug(v->cpu, flags, &err) < 0) return lmv_raise(L, &err);
-  push_debug(L, v->debug);
+  push_debug(L, v->debug, v->hw, v->nhw);
   v->debug = flags;
+  memcpy(v->hw, hw, sizeof(uint64_t) * (size_t)nhw);
+  v->nhw = nhw;
   return 1;
 }
 

@@ -109,6 +109,8 @@ struct mv_vcpu {
   volatile sig_atomic_t kick_pending;
   volatile sig_atomic_t timed_out;  /* set by the timeout signal */
   unsigned debug;          /* MV_DEBUG_* */
+  uint64_t hw_bp[MV_HW_BREAKPOINTS];   /* instruction breakpoints in DR0..DR3 */
+  int nhw_bp;
   mv_exit *exit;           /* the caller's exit record during enter */
   void *user;              /* the embedder's pointer */
   mv_vcpu_stats stats;
@@ -166,7 +168,9 @@ struct mv_backend_ops {
    * Calls mv__access for each IO/MMIO access.  Fills *cpu->exit. */
   int (*vcpu_run)(mv_vcpu *cpu, mv_err *err);
   void (*vcpu_kick)(mv_vcpu *cpu);   /* async-signal-safe */
+  /* Applies cpu->debug and cpu->hw_bp; hw_bp may be NULL: no debug registers. */
   int (*set_debug)(mv_vcpu *cpu, unsigned flags, mv_err *err);
+  bool hw_breakpoints;
   int (*get_regs)(mv_vcpu *cpu, mv_regs *r, mv_err *err);
   int (*set_regs)(mv_vcpu *cpu, const mv_regs *r, mv_err *err);
   int (*get_sregs)(mv_vcpu *cpu, mv_sregs *s, mv_err *err);

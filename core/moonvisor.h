@@ -278,6 +278,13 @@ enum {
 /* KVM_SET_GUEST_DEBUG: flags 0 turns guest debugging off. */
 int mv_vcpu_set_debug(mv_vcpu *cpu, unsigned flags, mv_err *err);
 
+#define MV_HW_BREAKPOINTS 4   /* DR0..DR3 */
+/* Instruction breakpoints in the debug registers at up to four linear
+ * addresses (n = 0 removes them): a debug exit (exception 1, bit i of dr6
+ * set) before the instruction at addrs[i] runs.  Whether a host fires them
+ * is a probe's question (mv.host() in Lua); the soft backend has none. */
+int mv_vcpu_set_hw_breakpoints(mv_vcpu *cpu, const uint64_t *addrs, int n, mv_err *err);
+
 /* zx_vcpu_kick: async-signal-safe and thread-safe.  The VCPU leaves the
  * guest as soon as possible; a kick before enter makes that enter return a
  * KICK exit at once. */
@@ -298,7 +305,7 @@ typedef struct mv_fpu {
   uint8_t xmm[16][16];     /* xmm8-15 exist in long mode only */
 } mv_fpu;
 
-/* KVM_GET_FPU / KVM_SET_FPU. */
+/* x87 and SSE state (on KVM through the XSAVE area). */
 int mv_vcpu_read_fpu(mv_vcpu *cpu, mv_fpu *fpu, mv_err *err);
 int mv_vcpu_write_fpu(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
 

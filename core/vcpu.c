@@ -153,6 +153,26 @@ int mv_vcpu_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   return r;
 }
 
+int mv_vcpu_set_hw_breakpoints(mv_vcpu *c, const uint64_t *addrs, int n, mv_err *err) {
+  int r = check_live(c, "debug", err);
+  if (r) return r;
+  if (n < 0 || n > MV_HW_BREAKPOINTS)
+    return mv__fail(err, -EINVAL, "vcpu:debug: %d hardware breakpoints (at most %d)", n, MV_HW_BREAKPOINTS);
+  if (n > 0 && !c->guest->be->hw_breakpoints)
+    return mv__fail(err, -ENOTSUP, "vcpu:debug: the %s backend has no hardware breakpoints", c->guest->be->name);
+  uint64_t old[MV_HW_BREAKPOINTS];
+  int nold = c->nhw_bp;
+  memcpy(old, c->hw_bp, sizeof old);
+  for (int i = 0; i < n; i++) c->hw_bp[i] = addrs[i];
+  c->nhw_bp = n;
+  r = c->guest->be->set_debug(c, c->debug, err);
+  if (r < 0) {
+    memcpy(c->hw_bp, old, sizeof old);
+    c->nhw_bp = nold;
+  }
+  return r;
+}
+
 /* {====================================================== interrupts */
 
 int mv_vcpu_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {

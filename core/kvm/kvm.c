@@ -220,23 +220,50 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
   return 0;
 }
 
+/* FPU and SSE state through the XSAVE area's legacy region, not
+ * KVM_GET_FPU/KVM_SET_FPU: those never carry mxcsr, and values written to
+ * a VCPU that has not run yet may not reach the guest. */
+enum { XS_FCW = 0, XS_FSW = 2, XS_FTW = 4, XS_MXCSR = 24, XS_ST = 32, XS_XMM = 160, XS_BV = 512 };
+#define XSTATE_FP_SSE UINT64_C(3)   /* XSTATE_BV bits: x87 and SSE state present */
+
 static int kvm_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
-  struct kvm_fpu f;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:fpu");
+  struct kvm_xsave xs;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &xs, "vcpu:fpu");
+  const uint8_t *a = (const uint8_t *)xs.region;
+  uint64_t bv;
+  memcpy(&bv, a + XS_BV, 8);
   memset(o, 0, sizeof *o);
-  for (int i = 0; i < 8; i++) memcpy(o->st[i], f.fpr[i], 10);
-  memcpy(o->xmm, f.xmm, sizeof o->xmm);
-  o->fcw = f.fcw; o->fsw = f.fsw; o->ftw = f.ftwx; o->mxcsr = f.mxcsr;
+  o->fcw = 0x37f;   /* an x87 or SSE component in its init state is not stored */
+  o->mxcsr = 0x1f80;
+  if (bv & 1) {
+    memcpy(&o->fcw, a + XS_FCW, 2);
+    memcpy(&o->fsw, a + XS_FSW, 2);
+    o->ftw = a[XS_FTW];
+    for (int i = 0; i < 8; i++) memcpy(o->st[i], a + XS_ST + 16 * i, 10);
+  }
+  if (bv & 2) memcpy(o->xmm, a + XS_XMM, sizeof o->xmm);
+  if (bv & 6) memcpy(&o->mxcsr, a + XS_MXCSR, 4);   /* stored with the SSE or AVX component */
   return 0;
 }
 
 static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
-  struct kvm_fpu f;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:write_fpu");   /* keeps last_ip and friends */
-  for (int i = 0; i < 8; i++) memcpy(f.fpr[i], in->st[i], 10);
-  memcpy(f.xmm, in->xmm, sizeof f.xmm);
-  f.fcw = in->fcw; f.fsw = in->fsw; f.ftwx = in->ftw; f.mxcsr = in->mxcsr;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_FPU, &f, "vcpu:write_fpu");
+  struct kvm_xsave xs;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &xs, "vcpu:write_fpu");   /* keeps fop, fip, fdp and AVX state */
+  uint8_t *a = (uint8_t *)xs.region;
+  memcpy(a + XS_FCW, &in->fcw, 2);
+  memcpy(a + XS_FSW, &in->fsw, 2);
+  a[XS_FTW] = in->ftw;
+  memcpy(a + XS_MXCSR, &in->mxcsr, 4);
+  for (int i = 0; i < 8; i++) {
+    memcpy(a + XS_ST + 16 * i, in->st[i], 10);
+    memset(a + XS_ST + 16 * i + 10, 0, 6);
+  }
+  memcpy(a + XS_XMM, in->xmm, sizeof in->xmm);
+  uint64_t bv;
+  memcpy(&bv, a + XS_BV, 8);
+  bv |= XSTATE_FP_SSE;
+  memcpy(a + XS_BV, &bv, 8);
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &xs, "vcpu:write_fpu");
   return 0;
 }
 
@@ -462,9 +489,17 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
 
 static int kvm_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   struct kvm_guest_debug dbg = { .control = 0 };
-  if (flags)
+  if (flags || c->nhw_bp)
     dbg.control = KVM_GUESTDBG_ENABLE | (flags & MV_DEBUG_SINGLESTEP ? KVM_GUESTDBG_SINGLESTEP : 0) |
                   (flags & MV_DEBUG_SW_BREAKPOINTS ? KVM_GUESTDBG_USE_SW_BP : 0);
+  if (c->nhw_bp) {
+    dbg.control |= KVM_GUESTDBG_USE_HW_BP;
+    for (int i = 0; i < c->nhw_bp; i++) {
+      dbg.arch.debugreg[i] = c->hw_bp[i];
+      dbg.arch.debugreg[7] |= UINT64_C(2) << (2 * i);   /* Gi: enabled, R/W = 00 (execute), LEN = 00 */
+    }
+    dbg.arch.debugreg[7] |= 1u << 10;                    /* bit 10 reads as 1 */
+  }
   IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_GUEST_DEBUG, &dbg, "vcpu:debug");
   return 0;
 }
@@ -510,6 +545,31 @@ static int kvm_get_sregs(mv_vcpu *c, mv_sregs *o, mv_err *err) {
   return 0;
 }
 
+/* A host may accept KVM_SET_SREGS and still not apply a mode it does not
+ * implement (kvm-pvm drops CR0.PG unless EFER.LME: it pages only in long
+ * mode).  The mode bits are read back so that such a refusal is an error
+ * naming the register instead of a guest that runs in another mode. */
+static int check_sregs_applied(int fd, const mv_sregs *want, mv_err *err) {
+  static const struct { const char *reg, *bit; int which; uint64_t mask; } mode_bits[] = {
+    { "cr0", "PE", 0, 1u << 0 }, { "cr0", "PG", 0, UINT64_C(1) << 31 },
+    { "cr4", "PAE", 4, 1u << 5 }, { "cr4", "PSE", 4, 1u << 4 },
+    { "efer", "LME", 8, 1u << 8 },
+  };
+  struct kvm_sregs got;
+  IOCTL_OR_FAIL(fd, KVM_GET_SREGS, &got, "vcpu:write_sregs");
+  for (size_t k = 0; k < sizeof mode_bits / sizeof mode_bits[0]; k++) {
+    uint64_t w = mode_bits[k].which == 0 ? want->cr0 : mode_bits[k].which == 4 ? want->cr4 : want->efer;
+    uint64_t h = mode_bits[k].which == 0 ? got.cr0 : mode_bits[k].which == 4 ? got.cr4 : got.efer;
+    if ((w ^ h) & mode_bits[k].mask)
+      return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: the host did not apply %s.%s = %d (%s = 0x%" PRIx64
+                      " asked, 0x%" PRIx64 " set): this KVM does not run that mode%s",
+                      mode_bits[k].reg, mode_bits[k].bit, (w & mode_bits[k].mask) != 0, mode_bits[k].reg, w, h,
+                      mode_bits[k].mask == (UINT64_C(1) << 31) && !(want->efer & (1u << 8))
+                          ? " (some hosts, kvm-pvm among them, page only in long mode)" : "");
+  }
+  return 0;
+}
+
 static int kvm_set_sregs(mv_vcpu *c, const mv_sregs *i, mv_err *err) {
   struct kvm_sregs s;
   IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:write_sregs");   /* keeps interrupt_bitmap */
@@ -520,7 +580,7 @@ static int kvm_set_sregs(mv_vcpu *c, const mv_sregs *i, mv_err *err) {
   s.cr0 = i->cr0; s.cr2 = i->cr2; s.cr3 = i->cr3; s.cr4 = i->cr4; s.cr8 = i->cr8;
   s.efer = i->efer; s.apic_base = i->apic_base;
   IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_SREGS, &s, "vcpu:write_sregs");
-  return 0;
+  return check_sregs_applied(KV(c)->fd, i, err);
 }
 
 static int kvm_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
@@ -546,7 +606,7 @@ const mv_backend_ops mv__kvm_backend = {
   .guest_save = kvm_guest_save, .guest_load = kvm_guest_load,
   .bell_add = kvm_bell_add, .bell_remove = kvm_bell_remove, .bell_take = kvm_bell_take,
   .vcpu_create = kvm_vcpu_create, .vcpu_destroy = kvm_vcpu_destroy,
-  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug,
+  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug, .hw_breakpoints = true,
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
   .get_msr = kvm_get_msr, .set_msr = kvm_set_msr,

@@ -10,6 +10,9 @@ local Vcpu = core.Vcpu
 local Guest = core.Guest
 local x86 = require "moonvisor.x86"
 local user = require "moonvisor.user"   -- adds mode = "user"
+local stubs = require "moonvisor.stubs"
+local host = require "moonvisor.host"
+require "moonvisor.breakpoints"         -- wraps cpu:enter and cpu:debug where the host needs it
 mv.x86, mv.user = x86, user
 
 -- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
@@ -125,14 +128,22 @@ local function run_under_gdb(cpu)
   if r.how == "kill" then error("vcpu:run: killed from gdb", 3) end
 end
 
+-- mv.host([backend]): what the backend and host really do (moonvisor.host).
+function mv.host(backend) return host.probe(backend or mv.default_backend) end
+
 -- cpu:run{ timeout_ms = N } ends a guest that spins with a "timeout" exit.
--- For mode = "user" it also reports the sandbox's exceptions and syscalls.
+-- For mode = "user" it also reports the sandbox's exceptions and syscalls,
+-- for mode = "long" the exceptions its stubs report.
 function Vcpu:run(opts)
   if typename(self) ~= "moonvisor.Vcpu" then
     error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
   end
   if mv.options.gdb then run_under_gdb(self) end
   if user.cpus[self] then return user.translate(self, rename(pcall(enter, self, opts))) end
+  if stubs.cpus[self] then
+    local e = rename(pcall(enter, self, opts))
+    return stubs.take(self, e) or e
+  end
   return rename(pcall(enter, self, opts))
 end
 

@@ -22,6 +22,7 @@
 -- x86.lua, with the user bit), +0x7000 IDT, +0x8000 stubs and TSS, kernel
 -- stack up to +0xA000.
 local x86 = require "moonvisor.x86"
+local stubs = require "moonvisor.stubs"
 
 local user = {}
 
@@ -29,11 +30,9 @@ user.TABLES_SIZE = 0xA000
 user.KERNEL_CS, user.KERNEL_DS = 0x08, 0x10
 user.USER_DS, user.USER_CS = 0x23, 0x2b          -- RPL 3
 user.TSS_SEL = 0x30
-user.EXCEPTION_PORT, user.SYSCALL_PORT = 0xee, 0xef
+user.EXCEPTION_PORT, user.SYSCALL_PORT = stubs.EXCEPTION_PORT, 0xef
 
 local MSR = { STAR = 0xc0000081, LSTAR = 0xc0000082, SFMASK = 0xc0000084 }
-local HAS_ERROR_CODE = { [8] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true,
-                         [17] = true, [21] = true, [29] = true, [30] = true }
 
 local function descriptor(base, limit, access, flags)
   return string.pack("<I2I2I1I1I1I1", limit & 0xffff, base & 0xffff, (base >> 16) & 0xff, access,
@@ -50,44 +49,22 @@ function user.gdt(tss)
       .. descriptor(tss, 0x67, 0x89, 0) .. string.pack("<I4I4", tss >> 32, 0)
 end
 
--- 32 exception stubs of 16 bytes, then the common tail and the syscall entry:
---   stub v:  [push 0]  push v  jmp common
---   common:  push rax; mov eax, [rsp+8]; out 0xee, eax; pop rax; add rsp, 16; iretq
+-- The exception stubs (moonvisor.stubs), then the syscall entry:
 --   syscall: out 0xef, al; o64 sysret
 function user.stubs(base)
-  local common = base + 32 * 16
-  local parts = {}
-  for v = 0, 31 do
-    local code = (HAS_ERROR_CODE[v] and "" or "\x6a\x00") .. string.pack("<BB", 0x6a, v)
-    local jmp_at = base + v * 16 + #code
-    code = code .. "\xe9" .. string.pack("<i4", common - (jmp_at + 5))
-    parts[#parts + 1] = code .. string.rep("\x90", 16 - #code)
-  end
-  parts[#parts + 1] = "\x50\x8b\x44\x24\x08\xe7\xee\x58\x48\x83\xc4\x10\x48\xcf"
-  return table.concat(parts), common + 14   -- the syscall entry follows the common tail
+  return stubs.code(base), base + stubs.SIZE   -- the syscall entry follows the common tail
 end
 user.SYSCALL_STUB = "\xe6\xef\x48\x0f\x07"
-
--- 16-byte interrupt gates, DPL 0, to the stubs.
-function user.idt(stubs)
-  local gates = {}
-  for v = 0, 31 do
-    local at = stubs + v * 16
-    gates[#gates + 1] = string.pack("<I2I2I1I1I2I4I4", at & 0xffff, user.KERNEL_CS, 0, 0x8e,
-                                    (at >> 16) & 0xffff, at >> 32, 0)
-  end
-  return table.concat(gates)
-end
 
 function x86.modes.user(cpu, opts)
   local g = cpu:guest()
   local at = opts.tables or x86.default_tables(g, user.TABLES_SIZE)
   local stubs_at, tss_at, kstack = at + 0x8000, at + 0x8400, at + 0xA000
-  local stubs, syscall_at = user.stubs(stubs_at)
+  local code, syscall_at = user.stubs(stubs_at)
   g:write(at, user.gdt(tss_at))
   g:write(at + 0x1000, x86.page_tables(at, true))
-  g:write(at + 0x7000, user.idt(stubs_at))
-  g:write(stubs_at, stubs .. user.SYSCALL_STUB)
+  g:write(at + 0x7000, stubs.idt(stubs_at, user.KERNEL_CS))
+  g:write(stubs_at, code .. user.SYSCALL_STUB)
   g:write(tss_at, string.pack("<I4I8", 0, kstack) .. string.rep("\0", 0x68 - 12))   -- RSP0
   local function seg(sel, code, dpl)
     return { selector = sel, base = 0, limit = 0xffffffff, present = 1, dpl = dpl, s = 1,
@@ -109,6 +86,7 @@ function x86.modes.user(cpu, opts)
   cpu:msr(MSR.SFMASK, 0x200)                                  -- IF off in the stub
   cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or at, rflags = 0x202 }
   user.cpus[cpu] = { cs = seg(user.USER_CS, true, 3), ss = data }
+  stubs.install(cpu, stubs_at, user.cpus[cpu])
 end
 
 user.cpus = setmetatable({}, { __mode = "k" })   -- user-mode VCPUs
@@ -125,16 +103,8 @@ function user.translate(cpu, e)
     cpu:write_state{ rip = r.rcx, rflags = r.r11 | 2 }
     cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
     return { type = "syscall", rip = r.rcx }
-  elseif e.port == user.EXCEPTION_PORT then
-    -- the kernel stack: saved rax, vector, error code, then the CPU's frame
-    local rax, vector, err, rip, _, rflags, rsp = string.unpack("<I8I8I8I8I8I8I8", cpu:guest():read(cpu.rsp, 56))
-    cpu:write_state{ rax = rax, rip = rip, rflags = rflags, rsp = rsp }
-    cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
-    local out = { type = "exception", vector = vector, rip = rip }
-    if HAS_ERROR_CODE[vector] then out.error_code = err end
-    return out
   end
-  return e
+  return stubs.take(cpu, e) or e
 end
 
 return user

@@ -4,15 +4,21 @@
 --   real       flat real mode: every segment base 0, RIP = entry (the default)
 --   protected  32-bit flat segments from a GDT, paging off, interrupts off
 --   long       64-bit, identity page tables with 2 MiB pages over the first
---              4 GiB (so MMIO above RAM is reachable), NX, SSE enabled
+--              4 GiB (so MMIO above RAM is reachable), NX, SSE enabled, and
+--              moonvisor's exception stubs (moonvisor.stubs) in the IDT, so
+--              a fault is an `exception` exit from cpu:run() on every backend
+--              rather than a triple fault (exceptions = false: no IDT)
 --
 -- Options: entry, stack (RSP; default: just below the tables), tables (where
--- the GDT and page tables go; default: the last 32 KiB of the lowest RAM
--- mapping).  Layout at `tables`: +0 GDT, +0x1000 PML4, +0x2000 PDPT,
--- +0x3000..+0x6fff four page directories.
+-- the GDT and page tables go; default: the last 36 KiB of the lowest RAM
+-- mapping), exceptions (long mode).  Layout at `tables`: +0 GDT, +0x1000
+-- PML4, +0x2000 PDPT, +0x3000..+0x6fff four page directories, +0x7000 IDT,
+-- +0x7200 exception stubs, +0x7440 TSS, the stubs' stack up to +0x8000.
+local stubs = require "moonvisor.stubs"
+
 local x86 = {}
 
-x86.TABLES_SIZE = 0x7000
+x86.TABLES_SIZE = 0x8000
 
 -- GDT selectors, the same in every mode.
 x86.CODE32, x86.DATA, x86.CODE64 = 0x08, 0x10, 0x18
@@ -54,13 +60,16 @@ local function descriptor(base, limit, access, flags)
                      ((flags & 0xf) << 4) | ((limit >> 16) & 0xf), (base >> 24) & 0xff)
 end
 
--- The GDT every mode shares: null, 32-bit code, data, 64-bit code.
-function x86.gdt()
+-- The GDT every mode shares: null, 32-bit code, data, 64-bit code; with
+-- tss, a 16-byte TSS descriptor at 0x20 follows.
+function x86.gdt(tss)
   return descriptor(0, 0, 0, 0)
       .. descriptor(0, 0xfffff, 0x9a, 0xc)   -- 0x08: code, 32-bit, 4 GiB
       .. descriptor(0, 0xfffff, 0x92, 0xc)   -- 0x10: data, 4 GiB
       .. descriptor(0, 0xfffff, 0x9a, 0xa)   -- 0x18: code, 64-bit (L)
+      .. (tss and descriptor(tss, 0x67, 0x89, 0) .. string.pack("<I4I4", tss >> 32, 0) or "")
 end
+x86.TSS = 0x20
 
 -- The hidden part of a segment register that matches a GDT entry above.
 local function segment(selector, code, long)
@@ -126,13 +135,32 @@ function x86.modes.protected(cpu, opts)
   cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or at, rflags = 2 }
 end
 
+-- The exception stubs of mode long: an IDT whose gates switch to their own
+-- stack (IST 1 of a TSS), so that even a fault with a bad RSP reaches them.
+local function write_exception_stubs(g, at)
+  local idt, code, tss, stack = at + 0x7000, at + 0x7200, at + 0x7440, at + 0x8000
+  g:write(at, x86.gdt(tss))
+  g:write(idt, stubs.idt(code, x86.CODE64, 1))
+  g:write(code, stubs.code(code))
+  g:write(tss, string.pack("<I4I8I8I8I8I8", 0, 0, 0, 0, 0, stack) .. string.rep("\0", 0x68 - 44))   -- IST1
+  return { base = idt, limit = 32 * 16 - 1 }, code, tss
+end
+
 function x86.modes.long(cpu, opts)
   local g = cpu:guest()
   local at = opts.tables or default_tables(g)
   write_tables(g, at, true)
+  local idt, tr = { base = 0, limit = 0 }, nil
+  if opts.exceptions ~= false then
+    local code, tss
+    idt, code, tss = write_exception_stubs(g, at)
+    tr = { selector = x86.TSS, base = tss, limit = 0x67, type = 11, present = 1, dpl = 0, s = 0,
+           db = 0, l = 0, g = 0, avl = 0, unusable = 0 }
+    stubs.install(cpu, code)
+  end
   local data = segment(x86.DATA, false, false)
   cpu:write_sregs{
-    gdt = { base = at, limit = 4 * 8 - 1 }, idt = { base = 0, limit = 0 },
+    gdt = { base = at, limit = (tr and 6 or 4) * 8 - 1 }, idt = idt, tr = tr,
     cr3 = at + 0x1000,
     cr4 = x86.CR4.PAE | x86.CR4.OSFXSR | x86.CR4.OSXMMEXCPT,
     efer = x86.EFER.LME | x86.EFER.LMA | x86.EFER.NXE | x86.EFER.SCE,

@@ -1,0 +1,72 @@
+-- stubs.lua - moonvisor's ring-0 exception stubs, shared by mode = "user"
+-- and mode = "long": 32 interrupt gates to 16-byte stubs that report their
+-- vector through port 0xEE, and the Lua half that turns that port exit back
+-- into an exit the script reads,
+--
+--   { type = "exception", vector, error_code, rip }   (error_code where the CPU pushes one)
+--
+-- and returns the VCPU to the faulting instruction with the registers the
+-- guest had (the frame the CPU pushed is unwound here, not by an iretq).
+-- The soft backend reports exceptions itself and never runs the stubs.
+--
+--   stub v:  [push 0]  push v  jmp common
+--   common:  push rax; mov eax, [rsp+8]; out 0xee, eax; pop rax; add rsp, 16; iretq
+local stubs = {}
+
+stubs.EXCEPTION_PORT = 0xee
+stubs.SIZE = 32 * 16 + 14          -- the stubs and the common tail
+stubs.HAS_ERROR_CODE = { [8] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true,
+                         [17] = true, [21] = true, [29] = true, [30] = true }
+local OUT_END = 7                  -- offset in the common tail of the byte after `out 0xee, eax`
+
+-- The code of the stubs placed at base.
+function stubs.code(base)
+  local common = base + 32 * 16
+  local parts = {}
+  for v = 0, 31 do
+    local code = (stubs.HAS_ERROR_CODE[v] and "" or "\x6a\x00") .. string.pack("<BB", 0x6a, v)
+    local jmp_at = base + v * 16 + #code
+    code = code .. "\xe9" .. string.pack("<i4", common - (jmp_at + 5))
+    parts[#parts + 1] = code .. string.rep("\x90", 16 - #code)
+  end
+  parts[#parts + 1] = "\x50\x8b\x44\x24\x08\xe7\xee\x58\x48\x83\xc4\x10\x48\xcf"
+  return table.concat(parts)
+end
+
+-- 16-byte interrupt gates, DPL 0, to the stubs at base through code
+-- selector cs, on interrupt stack ist (0: the current or the TSS's RSP0).
+function stubs.idt(base, cs, ist)
+  local gates = {}
+  for v = 0, 31 do
+    local at = base + v * 16
+    gates[#gates + 1] = string.pack("<I2I2I1I1I2I4I4", at & 0xffff, cs, ist or 0, 0x8e,
+                                    (at >> 16) & 0xffff, at >> 32, 0)
+  end
+  return table.concat(gates)
+end
+
+-- VCPUs whose vectors 0-31 lead to our stubs: cpu -> { report = rip after
+-- the stubs' out, ring3 = the user segments to return to (mode "user") }.
+stubs.cpus = setmetatable({}, { __mode = "k" })
+
+function stubs.install(cpu, base, ring3)
+  stubs.cpus[cpu] = { report = base + 32 * 16 + OUT_END, ring3 = ring3 }
+end
+
+-- If e is the stubs' report (an OUT to port 0xEE from their common tail),
+-- unwinds the frame the CPU pushed and returns the exception exit;
+-- otherwise nil.
+function stubs.take(cpu, e)
+  local info = stubs.cpus[cpu]
+  if not info or e.type ~= "io" or e.port ~= stubs.EXCEPTION_PORT or not e.write then return nil end
+  if cpu.rip ~= info.report then return nil end     -- the guest's own OUT to 0xEE
+  -- the stack: saved rax, vector, error code, then the CPU's frame
+  local rax, vector, err, rip, _, rflags, rsp = string.unpack("<I8I8I8I8I8I8I8", cpu:guest():read(cpu.rsp, 56))
+  cpu:write_state{ rax = rax, rip = rip, rflags = rflags, rsp = rsp }
+  if info.ring3 then cpu:write_sregs{ cs = info.ring3.cs, ss = info.ring3.ss } end
+  local out = { type = "exception", vector = vector, rip = rip }
+  if stubs.HAS_ERROR_CODE[vector] then out.error_code = err end
+  return out
+end
+
+return stubs
