@@ -146,21 +146,20 @@ describe("mem traps", function()
   end)
 
   if H.kvm then
-    it("see 8-byte accesses (SSE movq) whole", function()
-      local g, cpu = H.real([[
-        mov ax, 0x4000
-        mov ds, ax
-        movq xmm0, [0x10]
-        movq [0x20], xmm0
+    it("see 8-byte accesses (mov r64 in long mode) whole", function()
+      -- not SSE movq: KVM's instruction emulator cannot decode it for MMIO on any host
+      local g, cpu = H.moded("long", [[
+        mov rbx, 0xd0000000
+        mov rax, [rbx + 0x10]
+        mov [rbx + 0x20], rax
         hlt]])
-      local s = cpu:sregs()
-      cpu:write_sregs{ cr4 = s.cr4 | 0x200, cr0 = s.cr0 & ~0x4 }   -- OSFXSR on, EM off
       local wrote
-      g:trap("mem", 0x40000, 0x1000, function(e)
+      g:trap("mem", 0xd0000000, 0x1000, function(e)
         if e.write then wrote = e.size .. ":" .. e.data else assert.equals(8, e.size) return 0x0102030405060708 end
       end)
       assert.equals("hlt", cpu:enter().type)
       assert.equals("8:" .. 0x0102030405060708, wrote)
+      assert.equals(0x0102030405060708, cpu.rax)
     end)
   else
     it("see 8-byte accesses as two 4-byte halves (Unicorn's MMIO width)", function()
@@ -248,7 +247,8 @@ describe("dirty logging", function()
     local cpu = g:vcpu{ entry = 0x1000 }
     assert.same({ 0x1000 }, g:dirty_pages(0))     -- the host's write of the code
     assert.equals("hlt", cpu:enter().type)
-    assert.same({ 0x3000, 0x5000 }, g:dirty_pages(0))
+    -- where the host logs pages the guest only ran as dirty too (mv.host().dirty_exact), the code page is in
+    assert.same(mv.host(H.backend).dirty_exact and { 0x3000, 0x5000 } or { 0x1000, 0x3000, 0x5000 }, g:dirty_pages(0))
     assert.same({}, g:dirty_pages(0))
     ram:u8(0x8000, 7)                              -- host writes through the vmo count too
     assert.same({ 0x8000 }, g:dirty_pages(0))

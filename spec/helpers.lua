@@ -65,8 +65,13 @@ function helpers.real(source, opts)
   return g, cpu, ram
 end
 
--- Number of open file descriptors of this process.
+-- Number of open file descriptors of this process, once the guests no
+-- longer referenced are collected and the process-wide /dev/kvm fd (opened
+-- once, kept for the life of the process) is open.
 function helpers.fd_count()
+  collectgarbage()
+  collectgarbage()
+  if helpers.kvm then mv.kvm_api_version() end
   local p = io.popen("ls /proc/" .. helpers.pid() .. "/fd | wc -l")
   local n = tonumber(p:read("a"))
   p:close()

@@ -87,6 +87,51 @@ describe("mode = \"long\"", function()
     assert.equals(0x70000, cpu2.rsp)
   end)
 
+  it("reports faults as exception exits with vector, error code and rip, and resumes at the fault", function()
+    local g, cpu = H.moded("long", [[
+      mov eax, 1
+      ud2                             ; #UD at 0x1005
+      mov rbx, 0x8000000000000000
+      mov rax, [rbx]                  ; non-canonical: #GP(0) at 0x1011
+      mov rbx, 0x180000000
+      mov byte [rbx], 1               ; above RAM, inside the identity map: no trap, an MMIO exit
+      hlt]])
+    local function fault(e) return { e.type, e.vector, e.error_code, e.rip } end
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 6, nil, 0x1005 }, fault(e))
+    assert.equals(0x1005, cpu.rip)
+    assert.equals(1, cpu.rax)
+    assert.same(fault(e), fault(cpu:run{ timeout_ms = 5000 }))   -- not moved on: the same fault again
+    cpu.rip = 0x1007
+    e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 13, 0, 0x1011 }, fault(e))
+  end)
+
+  it("reports a page fault with its error code, also with a broken stack pointer", function()
+    local g, cpu = H.moded("long", [[
+      mov rsp, 0x7fff00000000         ; canonical, not mapped
+      push rax                        ; #PF (write, not present) at 0x100a
+      hlt]])
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 14, 2, 0x100a }, { e.type, e.vector, e.error_code, e.rip })
+    assert.equals(0x7fff00000000, cpu.rsp)
+  end)
+
+  it("leaves a guest's own OUT to port 0xEE alone", function()
+    local g, cpu = H.moded("long", "mov eax, 3\nout 0xee, eax\nhlt")
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "io", 0xee, 3 }, { e.type, e.port, e.data })
+  end)
+
+  it("installs no IDT with exceptions = false", function()
+    local g = H.guest()
+    g:map(0, mv.vmo(0x200000))
+    local cpu = g:vcpu{ entry = 0x1000, mode = "long", exceptions = false }
+    assert.equals(0, cpu:sregs().idt.limit)
+    local cpu2 = g:vcpu{ entry = 0x1000, mode = "long" }
+    assert.equals(32 * 16 - 1, cpu2:sregs().idt.limit)
+  end)
+
   it("refuses an unknown mode and a guest without room for the tables", function()
     local g = H.guest()
     assert.has_error(function() g:vcpu{ mode = "hyper" } end,

@@ -97,11 +97,11 @@ local function step(cpu, opts)
   return e
 end
 
--- The stubs' vector-3 report as the debug exit KVM would give: rip on the int3.
+-- The guest's vector 3 (the stubs' report on KVM; the soft backend's own
+-- exception exit) as the debug exit an intercepting host gives: rip on the int3.
 local function from_stub(cpu, e)
-  local x = stubs.take(cpu, e)
-  if not x then return e end
-  if x.vector ~= 3 then return x end
+  local x = stubs.take(cpu, e) or e
+  if x.type ~= "exception" or x.vector ~= 3 then return x end
   cpu.rip = x.rip - 1
   return { type = "debug", exception = 3, rip = x.rip - 1 }
 end

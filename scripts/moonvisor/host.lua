@@ -13,6 +13,8 @@
 --   hw_breakpoints           DR0-3 instruction breakpoints give debug exits
 --   step_hlt                 a single step over hlt gives a `hlt` exit
 --   paging_without_long_mode 32-bit paging (CR0.PG without EFER.LME) is applied
+--   dirty_exact              the dirty log holds only pages the guest wrote (QEMU's
+--                            emulated SVM also logs pages it only read or ran)
 --   probe_ms                 how long the probes took
 local core = require "moonvisor.core"
 local x86 = require "moonvisor.x86"
@@ -52,6 +54,7 @@ local IVT3_HANDLER = 0x2000   -- hlt: where the guest's IVT sends vector 3
 local HW_CODE = 0x1100     -- nop; hlt
 local HLT_CODE = 0x1200    -- hlt
 local LONG_CODE = 0x3000   -- int3; hlt in 64-bit ring 0
+local LOGGED = 0x10000     -- a page mapped with log_dirty: hlt
 
 local function is_debug(e, exception) return e.type == "debug" and e.exception == exception end
 
@@ -66,8 +69,16 @@ local function probe(backend)
   g:write(HW_CODE, "\x90\xf4")
   g:write(HLT_CODE, "\xf4")
   g:write(LONG_CODE, "\xcc\xf4")
+  g:map(LOGGED, core.vmo(0x1000), { log_dirty = true })
+  g:write(LOGGED, "\xf4")
   local cpu = g:vcpu{ entry = REAL_CODE }
   local limit = { timeout_ms = 2000 }
+
+  cpu:write_state{ rip = LOGGED, rflags = 2 }
+  g:dirty_pages(LOGGED)
+  enter(cpu, limit)
+  answers.dirty_exact = #g:dirty_pages(LOGGED) == 0
+  cpu:write_state{ rip = REAL_CODE, rflags = 2 }
 
   debug(cpu, { breakpoints = true })
   answers.int3_exit = is_debug(enter(cpu, limit), 3)

@@ -13,7 +13,7 @@ local user = require "moonvisor.user"   -- adds mode = "user"
 local stubs = require "moonvisor.stubs"
 local host = require "moonvisor.host"
 require "moonvisor.breakpoints"         -- wraps cpu:enter and cpu:debug where the host needs it
-mv.x86, mv.user = x86, user
+mv.x86, mv.user, mv.stubs = x86, user, stubs
 
 -- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
 -- core makes a real-mode VCPU, moonvisor.x86 puts it in the mode.

@@ -33,13 +33,14 @@ function stubs.code(base)
   return table.concat(parts)
 end
 
--- 16-byte interrupt gates, DPL 0, to the stubs at base through code
--- selector cs, on interrupt stack ist (0: the current or the TSS's RSP0).
+-- 16-byte interrupt gates to the stubs at base through code selector cs, on
+-- interrupt stack ist (0: the current or the TSS's RSP0).  DPL 0, but for
+-- vector 3: int3 from CPL3 reaches its stub as a breakpoint, not as a #GP.
 function stubs.idt(base, cs, ist)
   local gates = {}
   for v = 0, 31 do
     local at = base + v * 16
-    gates[#gates + 1] = string.pack("<I2I2I1I1I2I4I4", at & 0xffff, cs, ist or 0, 0x8e,
+    gates[#gates + 1] = string.pack("<I2I2I1I1I2I4I4", at & 0xffff, cs, ist or 0, v == 3 and 0xee or 0x8e,
                                     (at >> 16) & 0xffff, at >> 32, 0)
   end
   return table.concat(gates)
