@@ -1,14 +1,22 @@
 # moonvisor - build, run and test.  `make run` and `make test` work on a fresh
 # Debian 12 machine: the deps target installs what is missing (as root).
+#
+# Nothing that comes from a package (pkg-config, the compiler) is asked at
+# parse time: on a fresh machine it is not there yet.  The flags below are
+# recursive (=) variables, expanded only in the recipes that build, and the
+# targets that install packages first (run, test, ...) build through a
+# sub-make, `$(MAKE) all`, started by their recipe once deps has run (never
+# `target: deps all`: with -j, all would build while deps installs).
+# spec/makefile_spec.lua checks both.
 
 DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux gdb
 # bash: the test recipe reads PIPESTATUS
 SHELL   := /bin/bash
 BUILD   := build
 CC      ?= cc
-LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
-LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
-UC_LIBS    := $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
+LUA_CFLAGS = $(shell pkg-config --cflags lua5.4 2>/dev/null)
+LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
+UC_LIBS    = $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
 LDFLAGS := $(LINKOPT)
@@ -30,7 +38,10 @@ SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="
 
 .PHONY: all deps run test test-asan test-valgrind bench clean guests
 
+# The empty recipe keeps the sub-make of run, test, ... quiet ("Nothing to be
+# done") when everything is built.
 all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests
+	@:
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 deps:
@@ -65,7 +76,8 @@ build/guests/%.bin: examples/guests/%.asm
 
 # The flagship example; on a host without /dev/kvm it says so and uses the
 # software backend rather than failing.
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@if [ -c /dev/kvm ] || [ -n "$$MOONVISOR_BACKEND" ]; then $(BUILD)/moonvisor examples/hello.lua; \
 	else echo "(no /dev/kvm here: running on the soft backend)"; MOONVISOR_BACKEND=soft $(BUILD)/moonvisor examples/hello.lua; fi
 
@@ -74,7 +86,8 @@ run: deps all
 # The soft pass leaves out the specs tagged #kvm.  The last line adds up both.
 TEST_BACKENDS ?= kvm soft
 
-test: deps all
+test: deps
+	@$(MAKE) --no-print-directory all
 	@total_p=0; total_f=0; \
 	for b in $(TEST_BACKENDS); do \
 	  echo "== specs on the $$b backend"; \
@@ -109,7 +122,8 @@ test-asan: deps
 # A representative subset under valgrind memcheck: create/map/trap/enter/
 # close, handler errors, the executable.  Any error fails the run.
 VALGRIND_SPECS := spec/exit_spec.lua spec/vcpu_spec.lua
-test-valgrind: deps all
+test-valgrind: deps
+	@$(MAKE) --no-print-directory all
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
 	@for b in $(TEST_BACKENDS); do \
 	  echo "== valgrind, $$b backend"; \
@@ -118,8 +132,8 @@ test-valgrind: deps all
 	    $(BUILD)/moonvisor /usr/bin/busted -o spec/summary.lua $(VALGRIND_SPECS) || exit 1; \
 	done
 
-bench: deps all
-	@$(MAKE) --no-print-directory $(BUILD)/bench/exit
+bench: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/exit
 	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/memory.lua
@@ -150,7 +164,7 @@ clean:
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 INSTALL      ?= install
-MULTIARCH    := $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
+MULTIARCH    = $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
 BIN_DIR      = $(PREFIX)/bin
 LUA_LMOD_DIR = $(PREFIX)/share/lua/5.4
 LUA_CMOD_DIR = $(if $(filter /usr /usr/,$(PREFIX)),$(PREFIX)/lib/$(MULTIARCH)/lua/5.4,$(PREFIX)/lib/lua/5.4)
@@ -298,7 +312,8 @@ MULTIBOOT_DEMO  := examples/multiboot.lua --timeout 10000 --module examples/gues
   build/guests/mbhello.elf hello from make
 
 .PHONY: examples install-example-guests
-examples: deps all
+examples: deps
+	@$(MAKE) --no-print-directory all
 	@backend=$${MOONVISOR_BACKEND:-$$(test -c /dev/kvm && echo kvm || echo soft)}; \
 	for s in $(EXAMPLE_SCRIPTS); do \
 	  echo "== $$s ($$backend backend)"; \
