@@ -131,7 +131,7 @@ test-asan: deps
 # VM_SMP > 1 gives it more VCPUs (single-threaded TCG).  Its initramfs and
 # vmlinux are cached in build/vm/.
 VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static cpio kmod xz-utils
-VM_CMD      ?= make test TEST_BACKENDS=kvm
+VM_CMD      ?= MOONVISOR_RESOURCE_CYCLES=2000 make test TEST_BACKENDS=kvm
 VM_TIMEOUT  ?= 2400
 VM_SMP      ?= 1
 VM_MEM      ?= 3G
