@@ -106,5 +106,6 @@ int lmv_open_cpu(lua_State *L);
 int lmv_open_disasm(lua_State *L);
 /* lsocket.c: core.tcp_listen, core.tcp_connect (for the gdb stub). */
 int lmv_open_socket(lua_State *L);
+int lmv_open_term(lua_State *L);
 
 #endif
