@@ -220,23 +220,35 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
   return 0;
 }
 
+/* KVM_GET_FPU and KVM_SET_FPU leave MXCSR out (the field reads 0 and
+ * writes are dropped): it goes through the XSAVE area's legacy region. */
+#define XSAVE_MXCSR 6            /* u32 index: byte 24 */
+#define XSAVE_XSTATE_BV 128      /* u32 index: byte 512, the header's bitmap */
+
 static int kvm_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
   struct kvm_fpu f;
+  struct kvm_xsave x;
   IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:fpu");
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:fpu");
   memset(o, 0, sizeof *o);
   for (int i = 0; i < 8; i++) memcpy(o->st[i], f.fpr[i], 10);
   memcpy(o->xmm, f.xmm, sizeof o->xmm);
-  o->fcw = f.fcw; o->fsw = f.fsw; o->ftw = f.ftwx; o->mxcsr = f.mxcsr;
+  o->fcw = f.fcw; o->fsw = f.fsw; o->ftw = f.ftwx; o->mxcsr = x.region[XSAVE_MXCSR];
   return 0;
 }
 
 static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
   struct kvm_fpu f;
+  struct kvm_xsave x;
   IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:write_fpu");   /* keeps last_ip and friends */
   for (int i = 0; i < 8; i++) memcpy(f.fpr[i], in->st[i], 10);
   memcpy(f.xmm, in->xmm, sizeof f.xmm);
-  f.fcw = in->fcw; f.fsw = in->fsw; f.ftwx = in->ftw; f.mxcsr = in->mxcsr;
+  f.fcw = in->fcw; f.fsw = in->fsw; f.ftwx = in->ftw;
   IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_FPU, &f, "vcpu:write_fpu");
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:write_fpu");
+  x.region[XSAVE_MXCSR] = in->mxcsr;
+  x.region[XSAVE_XSTATE_BV] |= 3;   /* x87 and SSE state in use: XRSTOR loads them rather than their init values */
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &x, "vcpu:write_fpu");
   return 0;
 }
 

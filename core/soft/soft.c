@@ -273,6 +273,13 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
     soft_engine_close(c);
     return soft_fail(err, "guest:vcpu", e);
   }
+  /* The x87/SSE state of a CPU after reset (and of a fresh KVM VCPU), where
+   * Unicorn leaves zeros: FCW 0x37f, every x87 register empty, MXCSR 0x1f80. */
+  if ((e = set_reg(sv->uc, UC_X86_REG_FPCW, 0x37f)) || (e = set_reg(sv->uc, UC_X86_REG_FPTAG, 0xffff)) ||
+      (e = set_reg(sv->uc, UC_X86_REG_MXCSR, 0x1f80))) {
+    soft_engine_close(c);
+    return soft_fail(err, "guest:vcpu", e);
+  }
   for (size_t i = 0; i < c->guest->nmaps; i++) {
     int r = map_into(c, &c->guest->maps[i], err);
     if (r < 0) {

@@ -314,17 +314,21 @@ static uc_mode mode_of(const mv_sregs *s) {
   return long_mode ? UC_MODE_64 : UC_MODE_32;
 }
 
-/* Opens an engine of another mode, carrying the general registers over. */
+/* Opens an engine of another mode, carrying the general registers and the
+ * x87/SSE state over (a mode switch keeps them on a CPU). */
 static int switch_mode(mv_vcpu *c, uc_mode mode, mv_err *err) {
   mv_regs r;
+  mv_fpu f;
   soft_get_regs(c, &r, err);
+  soft_get_fpu(c, &f, err);
   soft_engine_close(c);
   int e = soft_engine_open(c, mode, err);
   if (e < 0) return e;
   if (mode != UC_MODE_64) {   /* narrowing: keep the low halves */
     for (int i = 0; i < 18; i++) *reg_slot(&r, i) = i >= 8 && i < 16 ? 0 : *reg_slot(&r, i) & 0xffffffff;
   }
-  return soft_set_regs(c, &r, err);
+  e = soft_set_regs(c, &r, err);
+  return e < 0 ? e : soft_set_fpu(c, &f, err);
 }
 
 int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
