@@ -136,6 +136,9 @@ void lmv_pushexit(lua_State *L, const mv_exit *e) {
     setint(L, t, "rip", (lua_Integer)e->rip);
     setint(L, t, "vector", (lua_Integer)e->detail[0]);
     break;
+  case MV_EXIT_SYSCALL:
+    setint(L, t, "rip", (lua_Integer)e->rip);
+    break;
   case MV_EXIT_FAIL_ENTRY:
     setint(L, t, "hardware_entry_failure_reason", (lua_Integer)e->detail[0]);
     setint(L, t, "cpu", (lua_Integer)e->detail[1]);

@@ -156,7 +156,7 @@ typedef enum mv_exit_type {
   MV_EXIT_SYSTEM_EVENT,
   MV_EXIT_EXCEPTION,      /* a CPU exception the backend could not deliver */
   MV_EXIT_TIMEOUT,        /* mv_vcpu_enter_timeout ran out of time */
-  MV_EXIT_SYSCALL,        /* soft backend: the guest executed syscall (rip is after it) */
+  MV_EXIT_SYSCALL,        /* soft backend: the guest executed syscall (rip is after it; rcx = rip, r11 = rflags) */
   MV_EXIT_UNKNOWN,
   MV_EXIT_TYPE_COUNT
 } mv_exit_type;

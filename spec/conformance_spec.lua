@@ -47,3 +47,21 @@ describe("a new VCPU", function()
     g:close()
   end)
 end)
+
+describe('a system call in mode = "user"', function()
+  it("leaves the RIP after it in RCX and RFLAGS in R11, and the exit names that RIP", function()
+    local before = [[
+      mov rcx, 0x1111       ; both overwritten by the CPU
+      mov r11, 0x2222
+      stc                   ; RFLAGS 0x203
+      ]]
+    local g, cpu = guest(before .. "syscall\nnext: mov rax, 60\nsyscall")
+    local next_rip = after(before .. "syscall")
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "syscall", next_rip }, { e.type, e.rip })
+    assert.same({ next_rip, 0x203, next_rip, 0x203 }, { cpu.rcx, cpu.r11, cpu.rip, cpu.rflags })
+    e = cpu:run{ timeout_ms = 5000 }   -- resumes after it
+    assert.same({ "syscall", 60 }, { e.type, cpu.rax })
+    g:close()
+  end)
+end)

@@ -145,7 +145,6 @@ static void request_stop(soft_vcpu *sv) {
 static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
-  (void)size;
   if (sv->stop_requested || c->kick_pending || (sv->stepping && sv->started++ > 0)) {
     uc_emu_stop(uc);   /* Unicorn's own instruction count leaves stale translations behind */
     return;
@@ -155,6 +154,7 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     return;
   }
   sv->pc = addr;
+  sv->size = size;
 }
 
 static uint64_t current_rip(soft_vcpu *sv) {
@@ -245,10 +245,15 @@ static void intr_hook(uc_engine *uc, uint32_t intno, void *user) {
   uc_emu_stop(uc);
 }
 
+/* As the CPU: RCX = the RIP after the instruction, R11 = RFLAGS; then the
+ * run ends there (Unicorn moves RIP past it after the hook). */
 static void syscall_hook(uc_engine *uc, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
-  *c->exit = (mv_exit){ .type = MV_EXIT_SYSCALL, .rip = current_rip(sv) };
+  uint64_t next = current_rip(sv) + sv->size;
+  set_reg(uc, UC_X86_REG_RCX, next);
+  set_reg(uc, UC_X86_REG_R11, reg(uc, UC_X86_REG_RFLAGS));
+  *c->exit = (mv_exit){ .type = MV_EXIT_SYSCALL, .rip = next };
   request_stop(sv);
   uc_emu_stop(uc);
 }

@@ -20,6 +20,7 @@ typedef struct soft_vcpu {
   volatile sig_atomic_t stop_requested;   /* set by callbacks, honoured before the next instruction */
   bool exit_set;                           /* *cpu->exit already describes why we stopped */
   uint64_t pc;                             /* linear address of the instruction last started */
+  uint32_t size;                           /* and its length */
   mmio_page_cb *mmio;                      /* user data of MMIO pages mapped on first touch */
   uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
   uint8_t ro_saved[16];
