@@ -174,7 +174,8 @@ typedef struct mv_exit {
   /* everything else */
   uint64_t rip;          /* where known (debug, exception, shutdown) */
   uint64_t reason;       /* raw backend reason (KVM_EXIT_*, uc_err) */
-  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, vector, ... */
+  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, ...; exception:
+                            vector, error code, 1 when the CPU pushes an error code */
   bool handler_failed;   /* a trap callback returned MV_TRAP_FAIL */
 } mv_exit;
 

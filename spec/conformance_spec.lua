@@ -65,3 +65,83 @@ describe('a system call in mode = "user"', function()
     g:close()
   end)
 end)
+
+-- Runs `before` then the faulting `insn` at CPL3; the exit, the VCPU, the
+-- guest and the faulting instruction's address.
+local function fault(before, insn, opts)
+  local g, cpu = guest(before .. "\n" .. insn .. "\nmov rax, 60\nsyscall")
+  if opts and opts.setup then opts.setup(g, cpu) end
+  return cpu:run{ timeout_ms = 5000 }, cpu, g, after(before)
+end
+
+-- An exception exit as a table of its fields that matter here.
+local function exc(e)
+  return { type = e.type, vector = e.vector, error_code = e.error_code, rip = e.rip }
+end
+
+describe('exceptions in mode = "user"', function()
+  local NOT_MAPPED = 0x100000000000   -- canonical, outside the sandbox's page tables
+  local cases = {
+    { "ud2", "", "ud2", 6 },
+    { "a divide error", "xor ecx, ecx\nmov eax, 1\ncdq", "idiv ecx", 0 },
+    { "an unsigned divide error", "xor ecx, ecx\nxor edx, edx", "div rcx", 0 },
+    { "a misaligned cmpxchg16b", "mov rdi, 0x180001", "lock cmpxchg16b [rdi]", 13, 0 },
+    { "a load from a non-canonical address", "mov rbx, 0x8000000000000000", "mov rax, [rbx]", 13, 0 },
+    { "a store to a non-canonical address", "mov rbx, 0x8000000000000000", "mov [rbx], rax", 13, 0 },
+    { "a lock prefix on an instruction that takes none", "", "db 0xf0, 0x90", 6 },
+    { "an unmasked x87 exception, at the next waiting instruction",
+      "fninit\nmov word [0x180000], 0x37b\nfldcw [0x180000]\nfld1\nfldz\nfdivp", "fwait", 16 },
+  }
+  for _, c in ipairs(cases) do
+    it("reports " .. c[1] .. " as vector " .. c[4] .. (c[5] and (" with error code " .. c[5]) or "") ..
+       " at the faulting instruction", function()
+      local e, cpu, g, rip = fault(c[2], c[3])
+      assert.same({ type = "exception", vector = c[4], error_code = c[5], rip = rip }, exc(e))
+      assert.equals(rip, cpu.rip)
+      g:close()
+    end)
+  end
+
+  it("reports page faults with the P, W and U bits of the error code and the address in CR2", function()
+    local reads = { "mov rbx, " .. NOT_MAPPED, "mov rax, [rbx]", 4 }
+    local writes = { "mov rbx, " .. NOT_MAPPED, "mov [rbx], rax", 6 }
+    for _, c in ipairs{ reads, writes } do
+      local e, cpu, g, rip = fault(c[1], c[2])
+      assert.same({ type = "exception", vector = 14, error_code = c[3], rip = rip }, exc(e))
+      assert.equals(NOT_MAPPED, cpu:sregs().cr2)
+      g:close()
+    end
+  end)
+
+  it("leaves CR2 alone when nothing faults", function()
+    local g, cpu = guest("mov rax, 60\nsyscall")
+    assert.equals("syscall", cpu:run{ timeout_ms = 5000 }.type)
+    assert.equals(0, cpu:sregs().cr2)
+    g:close()
+  end)
+
+  it("reports every later fault of a VCPU as itself, not as a double fault", function()
+    local de, pf, ud = "xor ecx, ecx\nidiv ecx\n", "mov rbx, 0x100000000000\nmov rax, [rbx]\n", "ud2\n"
+    local g, cpu = guest(de .. pf .. ud)
+    local function from(rip)
+      cpu.rip = rip
+      return exc(cpu:run{ timeout_ms = 5000 })
+    end
+    for _ = 1, 2 do
+      assert.same({ type = "exception", vector = 0, rip = after("xor ecx, ecx") }, from(CODE))
+      assert.same({ type = "exception", vector = 14, error_code = 4, rip = after(de .. "mov rbx, 0x100000000000") },
+                  from(after(de)))
+      assert.same({ type = "exception", vector = 0, rip = after("xor ecx, ecx") }, from(CODE))
+      assert.same({ type = "exception", vector = 6, rip = after(de .. pf) }, from(after(de .. pf)))
+    end
+    g:close()
+  end)
+
+  it("reports INT n through the sandbox's DPL 0 gates as #GP(n*8+2) at the INT instruction", function()
+    for _, c in ipairs{ { "int 0x80", 0x80 }, { "int 0x21", 0x21 }, { "int 14", 14 }, { "int3", 3 } } do
+      local e, _, g, rip = fault("nop", c[1])
+      assert.same({ type = "exception", vector = 13, error_code = c[2] * 8 + 2, rip = rip }, exc(e))
+      g:close()
+    end
+  end)
+end)

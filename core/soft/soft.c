@@ -199,11 +199,7 @@ static bool unmapped_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int si
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
   uint64_t pa;
-  if (!soft_translate(c, addr, &pa)) {   /* not present in the guest's page tables: #PF */
-    *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = current_rip(sv), .detail = { 14, addr } };
-    request_stop(sv);
-    return false;
-  }
+  if (soft_exc_access(c, type, addr, &pa)) return false;   /* #PF or #GP: the exit is set */
   if (type == UC_MEM_FETCH_UNMAPPED) return false;   /* executing from MMIO: reported by the run */
   mmio_page_cb *p = calloc(1, sizeof *p);
   if (!p) return false;
@@ -238,10 +234,10 @@ static void intr_hook(uc_engine *uc, uint32_t intno, void *user) {
     set_reg(uc, sv->mode == UC_MODE_64 ? UC_X86_REG_RIP : UC_X86_REG_EIP,
             sv->mode == UC_MODE_16 ? rip & 0xffff : rip);
     *c->exit = (mv_exit){ .type = MV_EXIT_DEBUG, .rip = current_rip(sv), .detail = { 3 } };
+    request_stop(sv);
   } else {
-    *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = current_rip(sv), .detail = { intno } };
+    soft_exc_raised(c, intno);
   }
-  request_stop(sv);
   uc_emu_stop(uc);
 }
 
@@ -265,6 +261,11 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
   uc_err e = uc_open(UC_ARCH_X86, mode, &sv->uc);
   if (e) return soft_fail(err, "guest:vcpu", e);
   sv->mode = mode;
+  /* Exits by address (none): without them every uc_emu_start ends by
+   * dropping the translation at its `until` address, whose page walk (of
+   * 0xff..fe) fails in a paged guest and leaves CR2 = -2 and a page fault
+   * "in flight" behind. */
+  uc_ctl_exits_enable(sv->uc);
   uc_hook h;
   if ((e = uc_hook_add(sv->uc, &h, UC_HOOK_CODE, code_hook, c, 1, 0)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, out_hook, c, 1, 0, UC_X86_INS_OUT)) ||
@@ -297,6 +298,7 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
 
 void soft_engine_close(mv_vcpu *c) {
   soft_vcpu *sv = SV(c);
+  soft_env_close(c);
   if (sv->uc) uc_close(sv->uc);
   sv->uc = NULL;
   while (sv->mmio) {   /* their pages went with the engine */
@@ -438,6 +440,7 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     sv->started = 0;
     uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, 0);
     sv->stepping = false;
+    if (sv->exc_pending) soft_exc_after_run(c);
     if (e == UC_ERR_WRITE_PROT && sv->ro_size && discard_readonly_write(sv) == UC_ERR_OK) return 0;
     if (sv->exit_set) return 0;
     if (c->kick_pending) {

@@ -1,7 +1,9 @@
 /*
- * soft.h - what the two files of the software backend share: soft.c (the
- * Unicorn engine, hooks, memory and the run loop) and soft_cpu.c (registers,
- * special registers, CPU modes and guest page-table walks).
+ * soft.h - what the files of the software backend share: soft.c (the
+ * Unicorn engine, hooks, memory and the run loop), soft_cpu.c (registers,
+ * special registers, CPU modes and guest page-table walks), soft_exc.c
+ * (exceptions as exits), soft_env.c (CPU state Unicorn's API does not
+ * reach).
  */
 #ifndef MV_SOFT_H
 #define MV_SOFT_H
@@ -21,6 +23,10 @@ typedef struct soft_vcpu {
   bool exit_set;                           /* *cpu->exit already describes why we stopped */
   uint64_t pc;                             /* linear address of the instruction last started */
   uint32_t size;                           /* and its length */
+  enum { SOFT_EXC_NONE, SOFT_EXC_RAISED } exc_pending;   /* soft_exc_after_run has work */
+  bool exc_known;                          /* exc holds what Unicorn said about it */
+  struct soft_env_exception { uint32_t error_code; bool is_int; } exc;   /* is_int: INT n, INT3, INTO */
+  uc_context *env;                         /* soft_env.c's copy of the CPU state */
   mmio_page_cb *mmio;                      /* user data of MMIO pages mapped on first touch */
   uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
   uint8_t ro_saved[16];
@@ -67,8 +73,29 @@ uint64_t soft_start_address(soft_vcpu *sv);
 /* Guest-physical address of a linear one through the guest's page tables;
  * false when the page is not present. */
 bool soft_translate(mv_vcpu *c, uint64_t linear, uint64_t *phys);
+/* The same walk, with what the levels allow (paging off: all of it). */
+typedef struct soft_walk {
+  uint64_t phys;
+  bool user, write, nx;
+} soft_walk;
+bool soft_walk_page(mv_vcpu *c, uint64_t linear, soft_walk *w);
 /* Calls mark(gpa) for every page of the guest's paging structures: the
  * page walker sets accessed/dirty bits there without any write hook. */
 void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa));
+
+/* soft_exc.c: exceptions as exits.  soft_exc_raised is the interrupt
+ * hook's part, soft_exc_after_run completes the exit after uc_emu_start;
+ * soft_exc_access checks an access to an address Unicorn has no memory
+ * behind: true when it faults (the exit is set), else *phys is where it
+ * goes. */
+void soft_exc_raised(mv_vcpu *c, uint32_t intno);
+void soft_exc_after_run(mv_vcpu *c);
+bool soft_exc_access(mv_vcpu *c, uc_mem_type type, uint64_t addr, uint64_t *phys);
+
+/* soft_env.c: Unicorn's CPU state beyond its API; false when out of reach. */
+typedef struct soft_env_exception soft_env_exception;
+/* What the exception being reported pushed; marks it delivered. */
+bool soft_env_take_exception(mv_vcpu *c, soft_env_exception *x);
+void soft_env_close(mv_vcpu *c);
 
 #endif

@@ -83,22 +83,28 @@ static bool read_phys(mv_vcpu *c, uint64_t pa, void *buf, size_t n) {
   return mv_guest_read(c->guest, pa, buf, n, NULL) == 0;
 }
 
-bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
+/* Walks the guest's page tables for va: false when a level is not present;
+ * otherwise w holds the physical address and what every level allows
+ * (user, write; nx when any level forbids execution).  Paging off: the
+ * identity, everything allowed. */
+bool soft_walk_page(mv_vcpu *c, uint64_t va, soft_walk *w) {
   uc_engine *uc = SV(c)->uc;
   uint64_t cr0 = reg(uc, UC_X86_REG_CR0), cr3 = reg(uc, UC_X86_REG_CR3), cr4 = reg(uc, UC_X86_REG_CR4);
-  if (!(cr0 & CR0_PG)) {
-    *pa = va;
-    return true;
-  }
+  *w = (soft_walk){ .phys = va, .user = true, .write = true, .nx = false };
+  if (!(cr0 & CR0_PG)) return true;
   if (!(cr4 & CR4_PAE)) {   /* two levels of 32-bit entries */
     uint32_t pde, pte;
     if (!read_phys(c, (cr3 & 0xfffff000) + ((va >> 22) & 0x3ff) * 4, &pde, 4) || !(pde & 1)) return false;
+    w->user = pde & 4;
+    w->write = pde & 2;
     if ((pde & 0x80) && (cr4 & CR4_PSE)) {
-      *pa = (pde & 0xffc00000u) + (va & 0x3fffff);
+      w->phys = (pde & 0xffc00000u) + (va & 0x3fffff);
       return true;
     }
     if (!read_phys(c, (pde & 0xfffff000u) + ((va >> 12) & 0x3ff) * 4, &pte, 4) || !(pte & 1)) return false;
-    *pa = (pte & 0xfffff000u) + (va & 0xfff);
+    w->user = w->user && (pte & 4);
+    w->write = w->write && (pte & 2);
+    w->phys = (pte & 0xfffff000u) + (va & 0xfff);
     return true;
   }
   bool four = SV(c)->mode == UC_MODE_64;   /* PAE: 3 levels; long mode: 4 */
@@ -107,16 +113,29 @@ bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
   const uint64_t addr_mask = UINT64_C(0x000ffffffffff000);
   for (int level = four ? 4 : 3; level >= 1; level--, shift -= 9) {
     uint64_t e;
-    unsigned idx = (unsigned)((va >> shift) & (level == 3 && !four ? 3 : 0x1ff));
+    bool pdpte = level == 3 && !four;   /* PAE's four PDPTEs hold no access bits */
+    unsigned idx = (unsigned)((va >> shift) & (pdpte ? 3 : 0x1ff));
     if (!read_phys(c, table + idx * 8, &e, 8) || !(e & 1)) return false;
-    if (level <= 3 && level >= 2 && (e & 0x80)) {   /* 1 GiB or 2 MiB page */
+    if (!pdpte) {
+      w->user = w->user && (e & 4);
+      w->write = w->write && (e & 2);
+      w->nx = w->nx || (e >> 63);
+    }
+    if (level <= 3 && level >= 2 && !pdpte && (e & 0x80)) {   /* 1 GiB or 2 MiB page */
       uint64_t size = UINT64_C(1) << shift;
-      *pa = (e & addr_mask & ~(size - 1)) + (va & (size - 1));
+      w->phys = (e & addr_mask & ~(size - 1)) + (va & (size - 1));
       return true;
     }
     table = e & addr_mask;
   }
-  *pa = table + (va & 0xfff);
+  w->phys = table + (va & 0xfff);
+  return true;
+}
+
+bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
+  soft_walk w;
+  if (!soft_walk_page(c, va, &w)) return false;
+  *pa = w.phys;
   return true;
 }
 
