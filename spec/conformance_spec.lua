@@ -145,3 +145,75 @@ describe('exceptions in mode = "user"', function()
     end
   end)
 end)
+
+describe("privilege at CPL3", function()
+  local privileged = {
+    { "hlt", "", "hlt" },
+    { "cli", "", "cli" },
+    { "sti", "", "sti" },
+    { "a read of CR0", "", "mov rax, cr0" },
+    { "a write to CR3", "mov rax, 0x1000", "mov cr3, rax" },
+    { "rdmsr", "mov ecx, 0xc0000080", "rdmsr" },
+    { "wrmsr", "xor eax, eax\nxor edx, edx\nmov ecx, 0xc0000102", "wrmsr" },
+    { "lgdt", "", "lgdt [0x180000]" },
+    { "lidt", "", "lidt [0x180000]" },
+    { "invlpg", "", "invlpg [0x180000]" },
+    { "clts", "", "clts" },
+    { "wbinvd", "", "wbinvd" },
+    { "a read of DR7", "", "mov rax, dr7" },
+    { "swapgs", "", "swapgs" },
+    { "sysret", "", "o64 sysret" },
+    { "lmsw", "", "lmsw ax" },
+    { "ltr", "mov ax, 0x30", "ltr ax" },
+    { "rdpmc (CR4.PCE clear)", "xor ecx, ecx", "rdpmc" },
+    { "in from a port (IOPL 0, no I/O bitmap)", "", "in al, 0x80" },
+    { "out to a port", "", "out 0x80, al" },
+    { "out to a port in DX", "mov dx, 0x3f8", "out dx, al" },
+    { "a 32-bit in from a port in DX", "mov dx, 0xcfc", "in eax, dx" },
+  }
+  for _, c in ipairs(privileged) do
+    it("makes " .. c[1] .. " a #GP(0) at the instruction", function()
+      local e, cpu, g, rip = fault(c[2], c[3])
+      assert.same({ type = "exception", vector = 13, error_code = 0, rip = rip }, exc(e))
+      assert.equals(rip, cpu.rip)
+      g:close()
+    end)
+  end
+
+  it("refuses string IO without touching the registers or reaching a trap", function()
+    local regs = "mov rax, 0x1234\nmov rcx, 3\nmov rsi, 0x180000\nmov rdi, 0x180100\nmov dx, 0x80\ncld"
+    for _, insn in ipairs{ "rep outsb", "rep insb", "in al, dx" } do
+      local called = false
+      local e, cpu, g, rip = fault(regs, insn, { setup = function(g)
+        g:trap("io", 0x80, 1, function() called = true end)
+      end })
+      assert.same({ type = "exception", vector = 13, error_code = 0, rip = rip }, exc(e))
+      assert.same({ 0x1234, 3, 0x180000, 0x180100 }, { cpu.rax, cpu.rcx, cpu.rsi, cpu.rdi })
+      assert.is_false(called)
+      g:close()
+    end
+  end)
+
+  it("reports the selector in the error code of a refused segment load or return to ring 0", function()
+    local e, _, g, rip = fault("mov ax, 0x10", "mov ds, ax")   -- kernel data: DPL 0 < CPL 3
+    assert.same({ type = "exception", vector = 13, error_code = 0x10, rip = rip }, exc(e))
+    g:close()
+    e, _, g, rip = fault("push 0x10\npush 0x1000\npushfq\npush 0x08\npush 0x100000", "iretq")
+    assert.same({ type = "exception", vector = 13, error_code = 0x08, rip = rip }, exc(e))
+    g:close()
+  end)
+
+  it("keeps IF when popfq clears it at IOPL 0", function()
+    local g, cpu = guest("push 0\npopfq\npushfq\npop rbx\nmov rax, 60\nsyscall")
+    assert.equals("syscall", cpu:run{ timeout_ms = 5000 }.type)
+    assert.equals(0x202, cpu.rbx)
+    g:close()
+  end)
+
+  it("sets the U bit of a page fault on an instruction fetch, reported at its target", function()
+    local e, cpu, g = fault("mov rbx, 0x100000000000", "jmp rbx")
+    assert.same({ type = "exception", vector = 14, error_code = 4, rip = 0x100000000000 }, exc(e))
+    assert.same({ 0x100000000000, 0x100000000000 }, { cpu.rip, cpu:sregs().cr2 })
+    g:close()
+  end)
+end)

@@ -170,13 +170,21 @@ static uint64_t guest_access(mv_vcpu *c, mv_exit_type type, uint64_t addr, unsig
   return value;
 }
 
+/* Unicorn skips the I/O permission check (CPL > IOPL: the TSS bitmap) that
+ * makes a refused IN/OUT a #GP: soft_exc_io makes it. */
 static void out_hook(uc_engine *uc, uint32_t port, int size, uint32_t value, void *user) {
-  (void)uc;
+  if (soft_exc_io(user, port, (unsigned)size)) {
+    uc_emu_stop(uc);
+    return;
+  }
   guest_access(user, MV_EXIT_IO, port, (unsigned)size, true, value);
 }
 
 static uint32_t in_hook(uc_engine *uc, uint32_t port, int size, void *user) {
-  (void)uc;
+  if (soft_exc_io(user, port, (unsigned)size)) {
+    uc_emu_stop(uc);
+    return (uint32_t)reg(uc, UC_X86_REG_EAX);   /* put back after the run, with RCX, RSI, RDI */
+  }
   return (uint32_t)guest_access(user, MV_EXIT_IO, port, (unsigned)size, false, 0);
 }
 
@@ -465,7 +473,7 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
       *x = (mv_exit){ .type = MV_EXIT_UNKNOWN, .rip = pc };
       return 0;
     case UC_ERR_INSN_INVALID:
-      *x = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = pc, .reason = e, .detail = { 6 } };
+      soft_exc_invalid(c, pc);
       return 0;
     default:   /* fetch from unmapped or MMIO memory, and anything else Unicorn refuses */
       *x = (mv_exit){ .type = MV_EXIT_INTERNAL_ERROR, .rip = pc, .reason = e, .detail = { 1 } };

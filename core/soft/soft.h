@@ -23,9 +23,10 @@ typedef struct soft_vcpu {
   bool exit_set;                           /* *cpu->exit already describes why we stopped */
   uint64_t pc;                             /* linear address of the instruction last started */
   uint32_t size;                           /* and its length */
-  enum { SOFT_EXC_NONE, SOFT_EXC_RAISED } exc_pending;   /* soft_exc_after_run has work */
+  enum { SOFT_EXC_NONE, SOFT_EXC_RAISED, SOFT_EXC_IO } exc_pending;   /* soft_exc_after_run has work */
   bool exc_known;                          /* exc holds what Unicorn said about it */
   struct soft_env_exception { uint32_t error_code; bool is_int; } exc;   /* is_int: INT n, INT3, INTO */
+  uint64_t io_regs[4];                     /* RAX, RCX, RSI, RDI before a refused IN/OUT */
   uc_context *env;                         /* soft_env.c's copy of the CPU state */
   mmio_page_cb *mmio;                      /* user data of MMIO pages mapped on first touch */
   uint64_t ro_addr;                        /* a write to read-only memory waiting to be discarded */
@@ -87,15 +88,21 @@ void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa));
  * hook's part, soft_exc_after_run completes the exit after uc_emu_start;
  * soft_exc_access checks an access to an address Unicorn has no memory
  * behind: true when it faults (the exit is set), else *phys is where it
- * goes. */
+ * goes; soft_exc_io, an IN/OUT: true when refused (#GP(0)); soft_exc_invalid
+ * reports the instruction at rip that Unicorn found invalid. */
 void soft_exc_raised(mv_vcpu *c, uint32_t intno);
 void soft_exc_after_run(mv_vcpu *c);
 bool soft_exc_access(mv_vcpu *c, uc_mem_type type, uint64_t addr, uint64_t *phys);
+bool soft_exc_io(mv_vcpu *c, uint32_t port, unsigned size);
+void soft_exc_invalid(mv_vcpu *c, uint64_t rip);
 
 /* soft_env.c: Unicorn's CPU state beyond its API; false when out of reach. */
 typedef struct soft_env_exception soft_env_exception;
 /* What the exception being reported pushed; marks it delivered. */
 bool soft_env_take_exception(mv_vcpu *c, soft_env_exception *x);
+/* The CPL, and the flags of the segment caches (QEMU's order: ES, CS, SS,
+ * DS, FS, GS; descriptor bits 8-23 at 8-23). */
+bool soft_env_set_cpl(mv_vcpu *c, unsigned cpl, const uint32_t seg_flags[6]);
 void soft_env_close(mv_vcpu *c);
 
 #endif

@@ -350,6 +350,27 @@ static int switch_mode(mv_vcpu *c, uc_mode mode, mv_err *err) {
   return e < 0 ? e : soft_set_fpu(c, &f, err);
 }
 
+/* Unicorn's 64-bit engine sets a segment register's selector alone: the
+ * hidden parts it runs with, and the CPL (QEMU's is SS's DPL), come from
+ * the descriptors in the GDT here, as a CPU would load them. */
+static int load_long_mode_segments(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
+  static const int order[6] = { 2, 0, 5, 1, 3, 4 };   /* QEMU's ES, CS, SS, DS, FS, GS in cs, ds, es, fs, gs, ss */
+  const mv_segment *segs[6] = { &s->cs, &s->ds, &s->es, &s->fs, &s->gs, &s->ss };
+  uint32_t flags[6];
+  mv_segment loaded[6];
+  for (int i = 0; i < 6; i++) {
+    mv_segment d = loaded[i] = describe(c, segs[order[i]]->selector, s->gdt.base);
+    flags[i] = d.selector & ~7u ? (uint32_t)d.type << 8 | (uint32_t)d.s << 12 | (uint32_t)d.dpl << 13 |
+                                  (uint32_t)d.present << 15 | (uint32_t)d.avl << 20 | (uint32_t)d.l << 21 |
+                                  (uint32_t)d.db << 22 | (uint32_t)d.g << 23
+                                : 0;
+  }
+  unsigned cpl = loaded[2].selector & ~7u ? loaded[2].dpl : s->cs.selector & 3u;
+  if (!soft_env_set_cpl(c, cpl, flags) && cpl != 0)
+    return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: CPL %u cannot be set on this libunicorn (soft backend)", cpl);
+  return 0;
+}
+
 int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
   uc_mode mode = mode_of(s);
   const mv_segment *segs[6] = { &s->cs, &s->ds, &s->es, &s->fs, &s->gs, &s->ss };
@@ -365,7 +386,10 @@ int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
   }
   uc_engine *uc = SV(c)->uc;
   uc_x86_mmr gdtr = { .base = s->gdt.base, .limit = s->gdt.limit }, idtr = { .base = s->idt.base, .limit = s->idt.limit };
-  uc_x86_mmr tr = { .selector = s->tr.selector, .base = s->tr.base, .limit = s->tr.limit };
+  /* QEMU keeps a TSS "available" in its cache (the I/O permission check wants type 9) */
+  unsigned tr_type = s->tr.type == 11 || s->tr.type == 3 ? s->tr.type - 2u : s->tr.type;
+  uc_x86_mmr tr = { .selector = s->tr.selector, .base = s->tr.base, .limit = s->tr.limit,
+                    .flags = tr_type << 8 | (unsigned)s->tr.present << 15 | (unsigned)s->tr.g << 23 };
   uc_reg_write(uc, UC_X86_REG_GDTR, &gdtr);
   uc_reg_write(uc, UC_X86_REG_IDTR, &idtr);
   uc_x86_msr efer = { .rid = EFER_MSR, .value = s->efer };
@@ -380,5 +404,5 @@ int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
     if (e) return mv__fail(err, -EINVAL, "vcpu:write_sregs: %s selector 0x%x: unicorn: %s (is its GDT descriptor valid?)",
                            names[i], segs[i]->selector, uc_strerror(e));
   }
-  return 0;
+  return mode == UC_MODE_64 ? load_long_mode_segments(c, s, err) : 0;
 }

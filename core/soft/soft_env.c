@@ -3,6 +3,10 @@
  * reach, read and written through a saved CPU context (uc_context_save
  * copies QEMU's CPUX86State, uc_context_restore copies it back):
  *
+ *  - the CPL.  In a 64-bit engine Unicorn's segment register writes set the
+ *    selector alone, so the CPU kept running at CPL0 whatever CS said and
+ *    enforced no privilege at CPL3 (hlt, cli, mov cr, in/out, iretq to
+ *    ring 0 all went through);
  *  - the error code of the exception an interrupt hook reports, and
  *    whether it came from an INT instruction;
  *  - QEMU's "exception in flight", cleared only once an exception has been
@@ -26,6 +30,7 @@
 #include <string.h>
 #include "soft.h"
 
+#define HF_CPL_MASK 3u
 #define HF_PE (1u << 7)
 #define HF_LMA (1u << 14)
 #define HF_CS64 (1u << 15)
@@ -35,6 +40,7 @@
 #define HFLAGS_FROM_REGS 176    /* eip, eflags, cc_dst, cc_src, cc_src2, cc_op, df */
 #define SEGS_FROM_REGS 184      /* hflags, hflags2 */
 #define SEG_SIZE 24             /* selector, (pad), base, limit, flags */
+#define SEG_FLAGS 20
 #define ERROR_CODE_FROM_DR (-16) /* error_code, exception_is_int, exception_next_eip, dr[8] */
 #define IS_INT_FROM_DR (-12)
 #define BREAKPOINTS_FROM_DR 64  /* dr[8], then four pointers */
@@ -133,6 +139,15 @@ bool soft_env_take_exception(mv_vcpu *c, soft_env_exception *x) {
   x->is_int = u32_at(b, layout.is_int) != 0;
   int32_t none = -1;
   memcpy(b + layout.old_exception, &none, 4);   /* as if it had been delivered */
+  return env_restore(c);
+}
+
+bool soft_env_set_cpl(mv_vcpu *c, unsigned cpl, const uint32_t seg_flags[6]) {
+  unsigned char *b = env_save(c);
+  if (!b) return false;
+  uint32_t hf = (u32_at(b, layout.hflags) & ~HF_CPL_MASK) | (cpl & 3);
+  memcpy(b + layout.hflags, &hf, 4);
+  for (size_t i = 0; i < 6; i++) memcpy(b + layout.segs + i * SEG_SIZE + SEG_FLAGS, &seg_flags[i], 4);
   return env_restore(c);
 }
 

@@ -15,6 +15,7 @@
  * addresses (#GP(0)), pages not present or not allowed (#PF with the P, W,
  * U and I/D bits and CR2).
  */
+#include <string.h>
 #include "soft.h"
 
 #define CR0_WP (UINT64_C(1) << 16)
@@ -84,6 +85,14 @@ void soft_exc_after_run(mv_vcpu *c) {
   mv_exit *x = c->exit;
   unsigned vector = (unsigned)x->detail[0];
   soft_env_exception e = sv->exc_known ? sv->exc : (soft_env_exception){ 0, false };
+  if (sv->exc_pending == SOFT_EXC_IO) {   /* undo what the refused IN/OUT did after the hook */
+    static const int ids[4] = { UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RSI, UC_X86_REG_RDI };
+    static const int ids32[4] = { UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_ESI, UC_X86_REG_EDI };
+    for (int i = 0; i < 4; i++) set_reg(sv->uc, sv->mode == UC_MODE_64 ? ids[i] : ids32[i], sv->io_regs[i]);
+    set_rip(sv, x->rip);
+    sv->exc_pending = SOFT_EXC_NONE;
+    return;
+  }
   sv->exc_pending = SOFT_EXC_NONE;
   if (e.is_int) {   /* INT n, INT3, INTO: Unicorn put RIP after the instruction */
     unsigned cpl = cpl_of(sv);
@@ -121,4 +130,44 @@ bool soft_exc_access(mv_vcpu *c, uc_mem_type type, uint64_t addr, uint64_t *phys
   set_reg(sv->uc, UC_X86_REG_CR2, addr);
   report(c, 14, true, code, rip_of(sv));
   return true;
+}
+
+/* Whether the TSS I/O permission bitmap lets CPL > IOPL code reach the size
+ * ports from port (every bit clear, inside the TSS limit). */
+static bool tss_allows(mv_vcpu *c, uint32_t port, unsigned size) {
+  uc_x86_mmr tr = { 0 };
+  uc_reg_read(SV(c)->uc, UC_X86_REG_TR, &tr);
+  uint16_t base = 0, bits = 0;
+  if (tr.limit < 0x67 || !read_linear(c, tr.base + 0x66, &base, 2)) return false;
+  uint64_t at = (uint64_t)base + port / 8;
+  if (at + 1 > tr.limit || !read_linear(c, tr.base + at, &bits, 2)) return false;
+  return !((bits >> (port & 7)) & ((1u << size) - 1));
+}
+
+bool soft_exc_io(mv_vcpu *c, uint32_t port, unsigned size) {
+  soft_vcpu *sv = SV(c);
+  unsigned cpl = cpl_of(sv);   /* 0 in real mode */
+  if (cpl == 0 || cpl <= ((reg(sv->uc, UC_X86_REG_EFLAGS) >> 12) & 3) || tss_allows(c, port, size)) return false;
+  static const int ids[4] = { UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RSI, UC_X86_REG_RDI };
+  static const int ids32[4] = { UC_X86_REG_EAX, UC_X86_REG_ECX, UC_X86_REG_ESI, UC_X86_REG_EDI };
+  for (int i = 0; i < 4; i++) sv->io_regs[i] = reg(sv->uc, sv->mode == UC_MODE_64 ? ids[i] : ids32[i]);
+  report(c, 13, true, 0, rip_of(sv));
+  sv->exc_pending = SOFT_EXC_IO;
+  return true;
+}
+
+/* Unicorn's #UD, except where QEMU raises it for a fault a CPU reports as
+ * #GP(0): SYSRET and RDPMC (CR4.PCE clear) at CPL > 0. */
+void soft_exc_invalid(mv_vcpu *c, uint64_t rip) {
+  soft_vcpu *sv = SV(c);
+  uint8_t code[16] = { 0 };
+  unsigned i = 0, vector = 6;
+  if (sv->mode != UC_MODE_16 && cpl_of(sv) > 0 && sv->pc != UINT64_MAX && read_linear(c, sv->pc, code, sizeof code)) {
+    static const uint8_t prefixes[] = { 0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65 };
+    while (i < 14 && (memchr(prefixes, code[i], sizeof prefixes) || (sv->mode == UC_MODE_64 && (code[i] & 0xf0) == 0x40))) i++;
+    bool pce = reg(sv->uc, UC_X86_REG_CR4) & 0x100;
+    if (code[i] == 0x0f && (code[i + 1] == 0x07 || (code[i + 1] == 0x33 && !pce))) vector = 13;
+  }
+  report(c, vector, vector == 13, 0, rip);
+  c->exit->reason = UC_ERR_INSN_INVALID;
 }
