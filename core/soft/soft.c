@@ -145,6 +145,7 @@ static void request_stop(soft_vcpu *sv) {
 static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
+  (void)size;
   if (sv->stop_requested || c->kick_pending || (sv->stepping && sv->started++ > 0)) {
     uc_emu_stop(uc);   /* Unicorn's own instruction count leaves stale translations behind */
     return;
@@ -154,7 +155,6 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     return;
   }
   sv->pc = addr;
-  sv->size = size;
 }
 
 static uint64_t current_rip(soft_vcpu *sv) {
@@ -249,17 +249,19 @@ static void intr_hook(uc_engine *uc, uint32_t intno, void *user) {
   uc_emu_stop(uc);
 }
 
-/* As the CPU: RCX = the RIP after the instruction, R11 = RFLAGS; then the
- * run ends there (Unicorn moves RIP past it after the hook). */
+/* The run ends after the syscall (Unicorn moves RIP past it after this
+ * hook); then, as the CPU: RCX = that RIP, R11 = RFLAGS (end_syscall). */
 static void syscall_hook(uc_engine *uc, void *user) {
   mv_vcpu *c = user;
-  soft_vcpu *sv = SV(c);
-  uint64_t next = current_rip(sv) + sv->size;
-  set_reg(uc, UC_X86_REG_RCX, next);
-  set_reg(uc, UC_X86_REG_R11, reg(uc, UC_X86_REG_RFLAGS));
-  *c->exit = (mv_exit){ .type = MV_EXIT_SYSCALL, .rip = next };
-  request_stop(sv);
+  *c->exit = (mv_exit){ .type = MV_EXIT_SYSCALL };
+  request_stop(SV(c));
   uc_emu_stop(uc);
+}
+
+static void end_syscall(soft_vcpu *sv, mv_exit *x) {
+  x->rip = current_rip(sv);
+  set_reg(sv->uc, UC_X86_REG_RCX, x->rip);
+  set_reg(sv->uc, UC_X86_REG_R11, reg(sv->uc, UC_X86_REG_RFLAGS));
 }
 
 /* {====================================================== VCPU */
@@ -450,7 +452,10 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     sv->stepping = false;
     if (sv->exc_pending) soft_exc_after_run(c);
     if (e == UC_ERR_WRITE_PROT && sv->ro_size && discard_readonly_write(sv) == UC_ERR_OK) return 0;
-    if (sv->exit_set) return 0;
+    if (sv->exit_set) {
+      if (c->exit->type == MV_EXIT_SYSCALL) end_syscall(sv, c->exit);
+      return 0;
+    }
     if (c->kick_pending) {
       c->kick_pending = 0;
       *c->exit = (mv_exit){ .type = MV_EXIT_KICK };

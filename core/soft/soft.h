@@ -22,7 +22,6 @@ typedef struct soft_vcpu {
   volatile sig_atomic_t stop_requested;   /* set by callbacks, honoured before the next instruction */
   bool exit_set;                           /* *cpu->exit already describes why we stopped */
   uint64_t pc;                             /* linear address of the instruction last started */
-  uint32_t size;                           /* and its length */
   enum { SOFT_EXC_NONE, SOFT_EXC_RAISED, SOFT_EXC_IO } exc_pending;   /* soft_exc_after_run has work */
   bool exc_known;                          /* exc holds what Unicorn said about it */
   struct soft_env_exception { uint32_t error_code; bool is_int; } exc;   /* is_int: INT n, INT3, INTO */

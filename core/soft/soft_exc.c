@@ -39,6 +39,13 @@ static uint64_t rip_of(soft_vcpu *sv) {
   return sv->mode == UC_MODE_64 ? reg(sv->uc, UC_X86_REG_RIP) : reg(sv->uc, UC_X86_REG_EIP) & 0xffffffff;
 }
 
+/* The RIP of the instruction at a linear address (CS base 0 in long mode). */
+static uint64_t rip_at(mv_vcpu *c, uint64_t linear) {
+  mv_sregs s;
+  if (SV(c)->mode == UC_MODE_64 || soft_get_sregs(c, &s, NULL) < 0) return linear;
+  return (linear - s.cs.base) & (SV(c)->mode == UC_MODE_16 ? 0xffff : 0xffffffff);
+}
+
 static void set_rip(soft_vcpu *sv, uint64_t rip) {
   set_reg(sv->uc, sv->mode == UC_MODE_64 ? UC_X86_REG_RIP : UC_X86_REG_EIP, sv->mode == UC_MODE_16 ? rip & 0xffff : rip);
 }
@@ -99,7 +106,7 @@ void soft_exc_after_run(mv_vcpu *c) {
     uint32_t code;
     int v = sv->mode != UC_MODE_16 && cpl > 0 ? gate_fault(c, vector, cpl, &code) : -1;
     if (v >= 0) {   /* a fault of the INT instruction itself */
-      report(c, (unsigned)v, true, code, x->rip - sv->size);
+      report(c, (unsigned)v, true, code, rip_at(c, sv->pc));
       set_rip(sv, x->rip);
     }
     return;
