@@ -299,7 +299,7 @@ typedef struct mv_fpu {
   uint8_t xmm[16][16];     /* xmm8-15 exist in long mode only */
 } mv_fpu;
 
-/* KVM_GET_FPU / KVM_SET_FPU. */
+/* The x87/SSE state (KVM: the XSAVE area's legacy region). */
 int mv_vcpu_read_fpu(mv_vcpu *cpu, mv_fpu *fpu, mv_err *err);
 int mv_vcpu_write_fpu(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
 

@@ -220,34 +220,37 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
   return 0;
 }
 
-/* KVM_GET_FPU and KVM_SET_FPU leave MXCSR out (the field reads 0 and
- * writes are dropped): it goes through the XSAVE area's legacy region. */
-#define XSAVE_MXCSR 6            /* u32 index: byte 24 */
-#define XSAVE_XSTATE_BV 128      /* u32 index: byte 512, the header's bitmap */
+/* x87/SSE state through the XSAVE area's legacy (FXSAVE) region: KVM_GET_FPU
+ * and KVM_SET_FPU leave MXCSR out (it read 0, writes were dropped), and
+ * KVM_SET_FPU's registers did not reach the guest while the area's header
+ * said x87/SSE were in their initial state. */
+enum { FX_FCW = 0, FX_FSW = 2, FX_FTW = 4, FX_MXCSR = 24, FX_ST = 32, FX_XMM = 160, XSTATE_BV = 512 };
 
 static int kvm_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
-  struct kvm_fpu f;
   struct kvm_xsave x;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:fpu");
   IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:fpu");
+  const unsigned char *b = (const unsigned char *)x.region;
   memset(o, 0, sizeof *o);
-  for (int i = 0; i < 8; i++) memcpy(o->st[i], f.fpr[i], 10);
-  memcpy(o->xmm, f.xmm, sizeof o->xmm);
-  o->fcw = f.fcw; o->fsw = f.fsw; o->ftw = f.ftwx; o->mxcsr = x.region[XSAVE_MXCSR];
+  memcpy(&o->fcw, b + FX_FCW, 2);
+  memcpy(&o->fsw, b + FX_FSW, 2);
+  o->ftw = b[FX_FTW];
+  memcpy(&o->mxcsr, b + FX_MXCSR, 4);
+  for (int i = 0; i < 8; i++) memcpy(o->st[i], b + FX_ST + 16 * i, 10);
+  memcpy(o->xmm, b + FX_XMM, sizeof o->xmm);
   return 0;
 }
 
 static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
-  struct kvm_fpu f;
   struct kvm_xsave x;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_FPU, &f, "vcpu:write_fpu");   /* keeps last_ip and friends */
-  for (int i = 0; i < 8; i++) memcpy(f.fpr[i], in->st[i], 10);
-  memcpy(f.xmm, in->xmm, sizeof f.xmm);
-  f.fcw = in->fcw; f.fsw = in->fsw; f.ftwx = in->ftw;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_FPU, &f, "vcpu:write_fpu");
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:write_fpu");
-  x.region[XSAVE_MXCSR] = in->mxcsr;
-  x.region[XSAVE_XSTATE_BV] |= 3;   /* x87 and SSE state in use: XRSTOR loads them rather than their init values */
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:write_fpu");   /* keeps the last-instruction pointers */
+  unsigned char *b = (unsigned char *)x.region;
+  memcpy(b + FX_FCW, &in->fcw, 2);
+  memcpy(b + FX_FSW, &in->fsw, 2);
+  b[FX_FTW] = in->ftw;
+  memcpy(b + FX_MXCSR, &in->mxcsr, 4);
+  for (int i = 0; i < 8; i++) memcpy(b + FX_ST + 16 * i, in->st[i], 10);
+  memcpy(b + FX_XMM, in->xmm, sizeof in->xmm);
+  b[XSTATE_BV] |= 3;   /* x87 and SSE in use: XRSTOR loads these, not the initial state */
   IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &x, "vcpu:write_fpu");
   return 0;
 }
