@@ -202,7 +202,7 @@ static int set_cpuid(kvm_vcpu *kv, mv_err *err) {
 
 static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
   kvm_vcpu *kv = KV(c);
-  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: KVM fixes the CPUID at the first enter: set it before");
+  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: the CPUID is fixed at the first enter: set it before");
   struct kvm_cpuid2 *cp = kv->cpuid;
   struct kvm_cpuid_entry2 *e = NULL;
   for (uint32_t i = 0; i < cp->nent && !e; i++)

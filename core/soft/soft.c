@@ -438,6 +438,7 @@ static void drop_stale_code(mv_vcpu *c) {
 static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
   (void)err;
   soft_vcpu *sv = SV(c);
+  sv->ran = true;
   drop_stale_code(c);
   for (;;) {
     inject_real_mode(c);

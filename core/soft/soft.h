@@ -3,7 +3,7 @@
  * Unicorn engine, hooks, memory and the run loop), soft_cpu.c (registers,
  * special registers, CPU modes and guest page-table walks), soft_exc.c
  * (exceptions as exits), soft_env.c (CPU state Unicorn's API does not
- * reach).
+ * reach), soft_cpuid.c (what CPUID answers).
  */
 #ifndef MV_SOFT_H
 #define MV_SOFT_H
@@ -33,8 +33,9 @@ typedef struct soft_vcpu {
   int ro_size;
   uint64_t seen_host_writes;               /* sum of the VMOs' host_writes at the last run */
   bool stepping;                           /* single-step: stop before the second instruction */
-  struct { uint32_t leaf, subleaf, regs[4]; } cpuid[32];   /* cpuid_set overrides */
+  struct { uint32_t leaf, subleaf, regs[4]; bool indexed; } cpuid[32];   /* cpuid_set overrides */
   int ncpuid;
+  bool ran;                                /* entered once: the CPUID is fixed, as on KVM */
   uint64_t started;                        /* instructions begun in this uc_emu_start */
 } soft_vcpu;
 
@@ -64,9 +65,6 @@ int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err);
 int soft_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err);
 int soft_get_fpu(mv_vcpu *c, mv_fpu *fpu, mv_err *err);
 int soft_set_fpu(mv_vcpu *c, const mv_fpu *fpu, mv_err *err);
-int soft_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
-/* The CPUID instruction hook: answers overridden leaves. */
-int soft_cpuid_hook(uc_engine *uc, void *user);
 int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err);
 /* Where uc_emu_start must begin: CS*16+IP in real mode, RIP otherwise. */
 uint64_t soft_start_address(soft_vcpu *sv);
@@ -82,6 +80,11 @@ bool soft_walk_page(mv_vcpu *c, uint64_t linear, soft_walk *w);
 /* Calls mark(gpa) for every page of the guest's paging structures: the
  * page walker sets accessed/dirty bits there without any write hook. */
 void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa));
+
+/* soft_cpuid.c: cpu:cpuid_set, and the CPUID instruction hook (answers
+ * every leaf). */
+int soft_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
+int soft_cpuid_hook(uc_engine *uc, void *user);
 
 /* soft_exc.c: exceptions as exits.  soft_exc_raised is the interrupt
  * hook's part, soft_exc_after_run completes the exit after uc_emu_start;

@@ -184,7 +184,7 @@ int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
   return 0;
 }
 
-/* {====================================================== FPU and CPUID */
+/* {====================================================== FPU */
 
 /* Unicorn numbers x87 registers physically; ST(i) is FP[(TOP + i) % 8]. */
 int soft_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
@@ -228,33 +228,6 @@ int soft_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
     uint8_t buf[16];
     memcpy(buf, in->xmm[i], 16);
     uc_reg_write(uc, UC_X86_REG_XMM0 + i, buf);
-  }
-  return 0;
-}
-
-int soft_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
-  soft_vcpu *sv = SV(c);
-  int i = 0;
-  while (i < sv->ncpuid && !(sv->cpuid[i].leaf == leaf && sv->cpuid[i].subleaf == subleaf)) i++;
-  if (i == sv->ncpuid) {
-    if (sv->ncpuid == (int)(sizeof sv->cpuid / sizeof sv->cpuid[0]))
-      return mv__fail(err, -ENOSPC, "vcpu:cpuid_set: too many CPUID overrides");
-    sv->ncpuid++;
-  }
-  sv->cpuid[i].leaf = leaf;
-  sv->cpuid[i].subleaf = subleaf;
-  memcpy(sv->cpuid[i].regs, regs, sizeof sv->cpuid[i].regs);
-  return 0;
-}
-
-int soft_cpuid_hook(uc_engine *uc, void *user) {
-  soft_vcpu *sv = SV((mv_vcpu *)user);
-  uint32_t leaf = (uint32_t)reg(uc, UC_X86_REG_EAX), subleaf = (uint32_t)reg(uc, UC_X86_REG_ECX);
-  for (int i = 0; i < sv->ncpuid; i++) {
-    if (sv->cpuid[i].leaf != leaf || sv->cpuid[i].subleaf != subleaf) continue;
-    const int ids[4] = { UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX };
-    for (int k = 0; k < 4; k++) set_reg(uc, ids[k], sv->cpuid[i].regs[k]);   /* zero-extends in long mode */
-    return 1;   /* handled: Unicorn skips its own CPUID */
   }
   return 0;
 }
