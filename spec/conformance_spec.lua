@@ -120,6 +120,18 @@ describe('exceptions in mode = "user"', function()
     g:close()
   end)
 
+  it("leaves CR2 and the next fault alone when the host writes memory outside the page tables", function()
+    local g, cpu = guest("xor ecx, ecx\nidiv ecx")
+    local far = 0x4000000000   -- guest-physical RAM at 256 GiB, beyond the sandbox's 4 GiB of page tables
+    g:map(far, mv.vmo(0x1000))
+    g:write(far, "x")
+    assert.same({ type = "exception", vector = 0, rip = after("xor ecx, ecx") }, exc(cpu:run{ timeout_ms = 5000 }))
+    assert.equals(0, cpu:sregs().cr2)
+    g:unmap(far)
+    assert.equals(0, cpu:sregs().cr2)
+    g:close()
+  end)
+
   it("reports every later fault of a VCPU as itself, not as a double fault", function()
     local de, pf, ud = "xor ecx, ecx\nidiv ecx\n", "mov rbx, 0x100000000000\nmov rax, [rbx]\n", "ud2\n"
     local g, cpu = guest(de .. pf .. ud)

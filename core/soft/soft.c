@@ -57,13 +57,27 @@ static void dirty_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int size,
     sg->dirty[m->slot][p / 64] |= UINT64_C(1) << (p % 64);
 }
 
+/* Unicorn drops the translations of memory it unmaps or is told to forget
+ * by looking the address up through the guest's page tables: where it is
+ * not mapped that walk faults silently, leaving CR2 and a page fault "in
+ * flight" (the next fault would be a #DF) behind.  Puts both back. */
+static void undo_silent_fault(mv_vcpu *c, uint64_t cr2) {
+  soft_vcpu *sv = SV(c);
+  if (reg(sv->uc, UC_X86_REG_CR2) == cr2) return;
+  struct soft_env_exception x;
+  set_reg(sv->uc, UC_X86_REG_CR2, cr2);
+  soft_env_take_exception(c, &x);
+}
+
 /* Drops any MMIO pages we created in [gpa, gpa+size) so RAM can go there. */
 static void unmap_mmio_pages(mv_vcpu *c, uint64_t gpa, uint64_t size) {
   soft_vcpu *sv = SV(c);
   for (mmio_page_cb **pp = &sv->mmio; *pp;) {
     mmio_page_cb *p = *pp;
     if (p->base >= gpa && p->base < gpa + size) {
+      uint64_t cr2 = reg(sv->uc, UC_X86_REG_CR2);
       uc_mem_unmap(sv->uc, p->base, MV_PAGE_SIZE);
+      undo_silent_fault(c, cr2);
       *pp = p->next;
       free(p);
     } else {
@@ -102,7 +116,9 @@ static int soft_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
 static int soft_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) {
   for (int i = 0; i < g->nvcpus; i++) {
     if (!g->vcpus[i] || g->vcpus[i]->destroyed) continue;
+    uint64_t cr2 = reg(SV(g->vcpus[i])->uc, UC_X86_REG_CR2);
     uc_err e = uc_mem_unmap(SV(g->vcpus[i])->uc, m->gpa, m->size);
+    undo_silent_fault(g->vcpus[i], cr2);
     if (e) return soft_fail(err, "guest:unmap", e);
   }
   soft_guest *sg = g->be_state;
@@ -420,6 +436,7 @@ static void drop_stale_code(mv_vcpu *c) {
   for (size_t i = 0; i < c->guest->nmaps; i++) sum += c->guest->maps[i].vmo->host_writes;
   if (sum == sv->seen_host_writes) return;
   sv->seen_host_writes = sum;
+  uint64_t cr2 = reg(sv->uc, UC_X86_REG_CR2);
   for (size_t i = 0; i < c->guest->nmaps; i++) {   /* page by page: a full flush costs Unicorn ~1 GiB */
     const mv_mapping *m = &c->guest->maps[i];
     uint64_t *bits = m->vmo->code_dirty, first = m->offset / MV_PAGE_SIZE;
@@ -433,6 +450,7 @@ static void drop_stale_code(mv_vcpu *c) {
       uc_ctl_remove_cache(sv->uc, m->gpa + p * MV_PAGE_SIZE, m->gpa + (p + 1) * MV_PAGE_SIZE);
     }
   }
+  undo_silent_fault(c, cr2);
 }
 
 static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
