@@ -102,9 +102,8 @@ void soft_exc_invalid(mv_vcpu *c, uint64_t rip);
 typedef struct soft_env_exception soft_env_exception;
 /* What the exception being reported pushed; marks it delivered. */
 bool soft_env_take_exception(mv_vcpu *c, soft_env_exception *x);
-/* The CPL, and the flags of the segment caches (QEMU's order: ES, CS, SS,
- * DS, FS, GS; descriptor bits 8-23 at 8-23). */
-bool soft_env_set_cpl(mv_vcpu *c, unsigned cpl, const uint32_t seg_flags[6]);
+/* The CPL, and the flags of the CS and SS caches (descriptor bits 8-23). */
+bool soft_env_set_cpl(mv_vcpu *c, unsigned cpl, uint32_t cs_flags, uint32_t ss_flags);
 void soft_env_close(mv_vcpu *c);
 
 #endif

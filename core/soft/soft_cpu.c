@@ -323,23 +323,21 @@ static int switch_mode(mv_vcpu *c, uc_mode mode, mv_err *err) {
   return e < 0 ? e : soft_set_fpu(c, &f, err);
 }
 
+/* The flags of a segment cache (descriptor bits 8-23), as QEMU keeps them. */
+static uint32_t cache_flags(const mv_segment *d) {
+  if (!(d->selector & ~7u)) return 0;
+  return (uint32_t)d->type << 8 | (uint32_t)d->s << 12 | (uint32_t)d->dpl << 13 | (uint32_t)d->present << 15 |
+         (uint32_t)d->avl << 20 | (uint32_t)d->l << 21 | (uint32_t)d->db << 22 | (uint32_t)d->g << 23;
+}
+
 /* Unicorn's 64-bit engine sets a segment register's selector alone: the
- * hidden parts it runs with, and the CPL (QEMU's is SS's DPL), come from
- * the descriptors in the GDT here, as a CPU would load them. */
+ * hidden parts of CS and SS it runs with, and the CPL (QEMU's is SS's
+ * DPL), come from their descriptors in the GDT here, as a CPU would load
+ * them (DS, ES, FS and GS attributes play no part in 64-bit mode). */
 static int load_long_mode_segments(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
-  static const int order[6] = { 2, 0, 5, 1, 3, 4 };   /* QEMU's ES, CS, SS, DS, FS, GS in cs, ds, es, fs, gs, ss */
-  const mv_segment *segs[6] = { &s->cs, &s->ds, &s->es, &s->fs, &s->gs, &s->ss };
-  uint32_t flags[6];
-  mv_segment loaded[6];
-  for (int i = 0; i < 6; i++) {
-    mv_segment d = loaded[i] = describe(c, segs[order[i]]->selector, s->gdt.base);
-    flags[i] = d.selector & ~7u ? (uint32_t)d.type << 8 | (uint32_t)d.s << 12 | (uint32_t)d.dpl << 13 |
-                                  (uint32_t)d.present << 15 | (uint32_t)d.avl << 20 | (uint32_t)d.l << 21 |
-                                  (uint32_t)d.db << 22 | (uint32_t)d.g << 23
-                                : 0;
-  }
-  unsigned cpl = loaded[2].selector & ~7u ? loaded[2].dpl : s->cs.selector & 3u;
-  if (!soft_env_set_cpl(c, cpl, flags) && cpl != 0)
+  mv_segment cs = describe(c, s->cs.selector, s->gdt.base), ss = describe(c, s->ss.selector, s->gdt.base);
+  unsigned cpl = ss.selector & ~7u ? ss.dpl : s->cs.selector & 3u;
+  if (!soft_env_set_cpl(c, cpl, cache_flags(&cs), cache_flags(&ss)) && cpl != 0)
     return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: CPL %u cannot be set on this libunicorn (soft backend)", cpl);
   return 0;
 }

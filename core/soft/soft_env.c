@@ -142,12 +142,13 @@ bool soft_env_take_exception(mv_vcpu *c, soft_env_exception *x) {
   return env_restore(c);
 }
 
-bool soft_env_set_cpl(mv_vcpu *c, unsigned cpl, const uint32_t seg_flags[6]) {
+bool soft_env_set_cpl(mv_vcpu *c, unsigned cpl, uint32_t cs_flags, uint32_t ss_flags) {
   unsigned char *b = env_save(c);
   if (!b) return false;
   uint32_t hf = (u32_at(b, layout.hflags) & ~HF_CPL_MASK) | (cpl & 3);
   memcpy(b + layout.hflags, &hf, 4);
-  for (size_t i = 0; i < 6; i++) memcpy(b + layout.segs + i * SEG_SIZE + SEG_FLAGS, &seg_flags[i], 4);
+  memcpy(b + layout.segs + 1 * SEG_SIZE + SEG_FLAGS, &cs_flags, 4);   /* QEMU's order: ES, CS, SS, ... */
+  memcpy(b + layout.segs + 2 * SEG_SIZE + SEG_FLAGS, &ss_flags, 4);
   return env_restore(c);
 }
 
