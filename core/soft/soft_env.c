@@ -27,6 +27,7 @@
  * what it can without them.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "soft.h"
 
@@ -47,10 +48,10 @@
 #define OLD_EXCEPTION_FROM_DR 96
 
 static struct {
-  int state;               /* 0: not looked for yet, 1: found, -1: unusable */
   size_t size;             /* bytes of a context */
   size_t hflags, segs, error_code, is_int, old_exception;
 } layout;
+static atomic_int layout_state;   /* 0: not looked for yet, 1: found (layout is set), -1: unusable */
 static pthread_mutex_t layout_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint32_t u32_at(const unsigned char *b, size_t off) {
@@ -117,12 +118,12 @@ static bool look_for_layout(uc_engine *uc, uc_mode mode) {
 /* The VCPU's context, saved; NULL when the layout is unknown. */
 static unsigned char *env_save(mv_vcpu *c) {
   soft_vcpu *sv = SV(c);
-  if (layout.state == 0) {
+  if (atomic_load(&layout_state) == 0) {
     pthread_mutex_lock(&layout_lock);
-    if (layout.state == 0) layout.state = look_for_layout(sv->uc, sv->mode) ? 1 : -1;
+    if (atomic_load(&layout_state) == 0) atomic_store(&layout_state, look_for_layout(sv->uc, sv->mode) ? 1 : -1);
     pthread_mutex_unlock(&layout_lock);
   }
-  if (layout.state < 0 || uc_context_size(sv->uc) != layout.size) return NULL;
+  if (atomic_load(&layout_state) < 0 || uc_context_size(sv->uc) != layout.size) return NULL;
   if (!sv->env && uc_context_alloc(sv->uc, &sv->env) != UC_ERR_OK) {
     sv->env = NULL;
     return NULL;

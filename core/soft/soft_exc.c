@@ -111,7 +111,7 @@ void soft_exc_after_run(mv_vcpu *c) {
     }
     return;
   }
-  report(c, vector, has_error_code(vector), e.error_code, x->rip);
+  report(c, vector, sv->exc_known && has_error_code(vector), e.error_code, x->rip);
   set_rip(sv, x->rip);
 }
 
