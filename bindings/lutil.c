@@ -135,6 +135,10 @@ void lmv_pushexit(lua_State *L, const mv_exit *e) {
   case MV_EXIT_EXCEPTION:
     setint(L, t, "rip", (lua_Integer)e->rip);
     setint(L, t, "vector", (lua_Integer)e->detail[0]);
+    if (e->detail[2]) setint(L, t, "error_code", (lua_Integer)e->detail[1]);
+    break;
+  case MV_EXIT_SYSCALL:
+    setint(L, t, "rip", (lua_Integer)e->rip);
     break;
   case MV_EXIT_FAIL_ENTRY:
     setint(L, t, "hardware_entry_failure_reason", (lua_Integer)e->detail[0]);

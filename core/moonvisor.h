@@ -156,7 +156,7 @@ typedef enum mv_exit_type {
   MV_EXIT_SYSTEM_EVENT,
   MV_EXIT_EXCEPTION,      /* a CPU exception the backend could not deliver */
   MV_EXIT_TIMEOUT,        /* mv_vcpu_enter_timeout ran out of time */
-  MV_EXIT_SYSCALL,        /* soft backend: the guest executed syscall (rip is after it) */
+  MV_EXIT_SYSCALL,        /* soft backend: the guest executed syscall (rip is after it; rcx = rip, r11 = rflags) */
   MV_EXIT_UNKNOWN,
   MV_EXIT_TYPE_COUNT
 } mv_exit_type;
@@ -174,7 +174,8 @@ typedef struct mv_exit {
   /* everything else */
   uint64_t rip;          /* where known (debug, exception, shutdown) */
   uint64_t reason;       /* raw backend reason (KVM_EXIT_*, uc_err) */
-  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, vector, ... */
+  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, ...; exception:
+                            vector, error code, 1 when the CPU pushes an error code */
   bool handler_failed;   /* a trap callback returned MV_TRAP_FAIL */
 } mv_exit;
 

@@ -202,7 +202,7 @@ static int set_cpuid(kvm_vcpu *kv, mv_err *err) {
 
 static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
   kvm_vcpu *kv = KV(c);
-  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: KVM fixes the CPUID at the first enter: set it before");
+  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: the CPUID is fixed at the first enter: set it before");
   struct kvm_cpuid2 *cp = kv->cpuid;
   struct kvm_cpuid_entry2 *e = NULL;
   for (uint32_t i = 0; i < cp->nent && !e; i++)
@@ -220,50 +220,38 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
   return 0;
 }
 
-/* FPU and SSE state through the XSAVE area's legacy region, not
- * KVM_GET_FPU/KVM_SET_FPU: those never carry mxcsr, and values written to
- * a VCPU that has not run yet may not reach the guest. */
-enum { XS_FCW = 0, XS_FSW = 2, XS_FTW = 4, XS_MXCSR = 24, XS_ST = 32, XS_XMM = 160, XS_BV = 512 };
-#define XSTATE_FP_SSE UINT64_C(3)   /* XSTATE_BV bits: x87 and SSE state present */
+/* x87/SSE state through the XSAVE area's legacy (FXSAVE) region: KVM_GET_FPU
+ * and KVM_SET_FPU leave MXCSR out (it read 0, writes were dropped), and
+ * KVM_SET_FPU's registers did not reach the guest while the area's header
+ * said x87/SSE were in their initial state. */
+enum { FX_FCW = 0, FX_FSW = 2, FX_FTW = 4, FX_MXCSR = 24, FX_ST = 32, FX_XMM = 160, XSTATE_BV = 512 };
 
 static int kvm_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
-  struct kvm_xsave xs;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &xs, "vcpu:fpu");
-  const uint8_t *a = (const uint8_t *)xs.region;
-  uint64_t bv;
-  memcpy(&bv, a + XS_BV, 8);
+  struct kvm_xsave x;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:fpu");
+  const unsigned char *b = (const unsigned char *)x.region;
   memset(o, 0, sizeof *o);
-  o->fcw = 0x37f;   /* an x87 or SSE component in its init state is not stored */
-  o->mxcsr = 0x1f80;
-  if (bv & 1) {
-    memcpy(&o->fcw, a + XS_FCW, 2);
-    memcpy(&o->fsw, a + XS_FSW, 2);
-    o->ftw = a[XS_FTW];
-    for (int i = 0; i < 8; i++) memcpy(o->st[i], a + XS_ST + 16 * i, 10);
-  }
-  if (bv & 2) memcpy(o->xmm, a + XS_XMM, sizeof o->xmm);
-  if (bv & 6) memcpy(&o->mxcsr, a + XS_MXCSR, 4);   /* stored with the SSE or AVX component */
+  memcpy(&o->fcw, b + FX_FCW, 2);
+  memcpy(&o->fsw, b + FX_FSW, 2);
+  o->ftw = b[FX_FTW];
+  memcpy(&o->mxcsr, b + FX_MXCSR, 4);
+  for (int i = 0; i < 8; i++) memcpy(o->st[i], b + FX_ST + 16 * i, 10);
+  memcpy(o->xmm, b + FX_XMM, sizeof o->xmm);
   return 0;
 }
 
 static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
-  struct kvm_xsave xs;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &xs, "vcpu:write_fpu");   /* keeps fop, fip, fdp and AVX state */
-  uint8_t *a = (uint8_t *)xs.region;
-  memcpy(a + XS_FCW, &in->fcw, 2);
-  memcpy(a + XS_FSW, &in->fsw, 2);
-  a[XS_FTW] = in->ftw;
-  memcpy(a + XS_MXCSR, &in->mxcsr, 4);
-  for (int i = 0; i < 8; i++) {
-    memcpy(a + XS_ST + 16 * i, in->st[i], 10);
-    memset(a + XS_ST + 16 * i + 10, 0, 6);
-  }
-  memcpy(a + XS_XMM, in->xmm, sizeof in->xmm);
-  uint64_t bv;
-  memcpy(&bv, a + XS_BV, 8);
-  bv |= XSTATE_FP_SSE;
-  memcpy(a + XS_BV, &bv, 8);
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &xs, "vcpu:write_fpu");
+  struct kvm_xsave x;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:write_fpu");   /* keeps the last-instruction pointers */
+  unsigned char *b = (unsigned char *)x.region;
+  memcpy(b + FX_FCW, &in->fcw, 2);
+  memcpy(b + FX_FSW, &in->fsw, 2);
+  b[FX_FTW] = in->ftw;
+  memcpy(b + FX_MXCSR, &in->mxcsr, 4);
+  for (int i = 0; i < 8; i++) memcpy(b + FX_ST + 16 * i, in->st[i], 10);
+  memcpy(b + FX_XMM, in->xmm, sizeof in->xmm);
+  b[XSTATE_BV] |= 3;   /* x87 and SSE in use: XRSTOR loads these, not the initial state */
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &x, "vcpu:write_fpu");
   return 0;
 }
 
