@@ -151,13 +151,14 @@ describe('exceptions in mode = "user"', function()
 
   it("reports INT n through the sandbox's DPL 0 gates as #GP(n*8+2) at the INT instruction", function()
     -- QEMU's TCG, which runs CPL3 code in the nested test VM (mv.host().kind
-    -- "nested"), pushes n*16+2 and the RIP after the INT there: deviations of
-    -- that host, not of moonvisor
+    -- "nested"), pushes n*16+2 there, and for some n the RIP after the INT:
+    -- deviations of that host, not of moonvisor
     local qemu = H.kvm and mv.host(H.backend).kind == "nested"
     for _, c in ipairs{ { "int 0x80", 0x80 }, { "int 0x21", 0x21 }, { "int 14", 14 } } do
       local e, _, g, rip = fault("nop", c[1])
-      if qemu then rip = rip + 2 end   -- INT imm8 is two bytes
-      assert.same({ type = "exception", vector = 13, error_code = c[2] * (qemu and 16 or 8) + 2, rip = rip }, exc(e))
+      local x = exc(e)
+      if qemu and x.rip == rip + 2 then x.rip = rip end   -- QEMU gives one or the other (INT imm8 is 2 bytes)
+      assert.same({ type = "exception", vector = 13, error_code = c[2] * (qemu and 16 or 8) + 2, rip = rip }, x)
       g:close()
     end
   end)
