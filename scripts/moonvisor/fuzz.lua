@@ -374,9 +374,10 @@ function Fuzzer:reset()
   end
 end
 
--- Runs one input from the start snapshot.  Returns an outcome: { kind, rip,
--- key (nil when the input was handled normally), exit (a copy), new_blocks }.
-function Fuzzer:exec(data)
+-- The start state with `data` as the input: reset, the bytes into guest
+-- memory and/or behind the input traps, the length register.  Returns the
+-- input as placed (cut to max_len).
+function Fuzzer:place(data)
   local g, cpu, inp = self.g, self.cpu, self.input
   self:reset()
   if #data > self.max_len then data = data:sub(1, self.max_len) end
@@ -387,6 +388,14 @@ function Fuzzer:exec(data)
   end
   stream.data, stream.pos = data, 1
   self.execs = self.execs + 1
+  return data
+end
+
+-- Runs one input from the start snapshot.  Returns an outcome: { kind, rip,
+-- key (nil when the input was handled normally), exit (a copy), new_blocks }.
+function Fuzzer:exec(data)
+  local g, cpu = self.g, self.cpu
+  data = self:place(data)
   local new_blocks = 0
   local exit
   while true do
@@ -552,7 +561,9 @@ usage: %s [options]
   --findings DIR    where findings go (default %s)
   --corpus DIR      seed inputs
   --no-minimize     keep findings as found
-  --stop-after N    stop after N unique findings]]
+  --stop-after N    stop after N unique findings
+Started by AFL++ (afl-fuzz ... -- moonvisor SCRIPT [@@]), the script is its
+target (moonvisor.afl): FILE is the test case (@@), without it stdin.]]
 
 -- The command line of a fuzz script: `cfg` as for fuzz.new, `argv` the
 -- script's arg table.  Returns the summary (fuzzing) or the outcome of the
@@ -561,7 +572,7 @@ function fuzz.main(cfg, argv)
   argv = argv or {}
   local c = {}
   for k, v in pairs(cfg) do c[k] = v end
-  local repro
+  local repro, file
   local i = 1
   local function val()
     i = i + 1
@@ -582,10 +593,19 @@ function fuzz.main(cfg, argv)
     elseif a == "-h" or a == "--help" then
       io.stdout:write(USAGE:format(argv[0] or "fuzz", cfg.seed or 1, tostring(cfg.findings)), "\n")
       return nil
+    elseif a:sub(1, 1) ~= "-" and not file then file = a   -- AFL++'s @@
     else
       error(("fuzz: unknown option %s (try --help)"):format(a), 0)
     end
     i = i + 1
+  end
+  if not repro then
+    local afl = require "moonvisor.afl"
+    if afl.detected() then return afl.serve(c, { file = file }), nil end
+  end
+  if file then
+    error(("fuzz: unexpected argument %s (an input is run with --repro FILE; a file argument is for AFL++'s @@)")
+      :format(file), 0)
   end
   if repro then
     c.coverage = nil   -- one run: no breakpoints needed
