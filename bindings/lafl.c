@@ -13,7 +13,7 @@
  *   shm:read(off, len)  shm:write(off, str)  shm:close()
  *   core.afl.recv(fd[, timeout_ms]) -> u32, or nil, "timeout" | "closed"
  *   core.afl.send(fd, u32)         -> true, or nil, "closed" (SIGPIPE is ignored)
- *   core.afl.isfd(fd)  core.afl.close(fd)  core.afl.getpid()
+ *   core.afl.isfd(fd)  core.afl.close(fd)  core.afl.getpid()  core.afl.getppid()
  *   core.afl.raise(sig)            -> ends the process with sig (default action),
  *                                     as a crashing target does
  *   core.afl.helper()              -> Helper: a child that only waits, the "pid"
@@ -276,6 +276,11 @@ static int afl_getpid(lua_State *L) {
   return 1;
 }
 
+static int afl_getppid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getppid());
+  return 1;
+}
+
 /* Ends the process with signal sig, as a crashing target does (default
  * action, unblocked); returns only if the signal does not end it. */
 static int afl_raise(lua_State *L) {
@@ -451,6 +456,7 @@ static const luaL_Reg helper_meta[] = {
 static const luaL_Reg afl_funcs[] = {
   { "attach", afl_attach }, { "create", afl_create }, { "recv", afl_recv }, { "send", afl_send },
   { "isfd", afl_isfd }, { "close", afl_close }, { "helper", afl_helper }, { "getpid", afl_getpid },
+  { "getppid", afl_getppid },
   { "raise", afl_raise }, { NULL, NULL },
 };
 

@@ -189,7 +189,7 @@ function Server:run(data)
       map:hit((id ~ prev) & mask)
       prev = id >> 1
     elseif t == "timeout" and self.helper then
-      local w = self.helper:wait(0, self.forkserver and CTL or nil)
+      local w = self.helper:wait(0, CTL)
       if w == "killed" then   -- AFL++'s -t ran out: a hang
         self.hangs = self.hangs + 1
         map:hit((afl.block_id(0x68616e67, mask) ~ prev) & mask)
@@ -197,6 +197,10 @@ function Server:run(data)
       elseif w == "hangup" then
         return nil
       end   -- AFL++'s -t is not up yet: run on
+    elseif t == "timeout" and not self.forkserver then
+      -- one run: a hanging target runs until the fuzzer kills it, unless
+      -- the fuzzer is gone (this process was handed to another parent)
+      if A.getppid() ~= self.ppid then return nil end
     else
       break
     end
@@ -263,7 +267,8 @@ end
 function afl.serve(cfg, opts)
   opts = opts or {}
   local log = open_log()
-  local srv = setmetatable({ file = opts.file, runs = 0, crashes = 0, hangs = 0, kills = 0, log = log }, Server)
+  local srv = setmetatable({ file = opts.file, runs = 0, crashes = 0, hangs = 0, kills = 0, log = log,
+                             ppid = A.getppid() }, Server)
   local ok, err = xpcall(function()
     srv.map_size = afl.map_size(cfg)
     if os.getenv("AFL_DUMP_MAP_SIZE") then
@@ -323,7 +328,8 @@ function afl.serve(cfg, opts)
     end
     log:write("stopped: %s", err)
   elseif not srv.dumped then
-    log:write("done after %d runs (%d crashes, %d hangs): %s", srv.runs, srv.crashes, srv.hangs, srv.reason)
+    log:write("done after %d runs (%d crashes, %d hangs): %s%s", srv.runs, srv.crashes, srv.hangs, srv.reason,
+      srv.kind and " (" .. srv.kind .. ")" or "")
   end
   srv:cleanup()
   log:close()
