@@ -624,6 +624,7 @@ usage: %s [options]
 Campaigns (an AFL++ sync directory shared by every instance, moonvisor.sync):
   --sync DIR        be one instance of DIR: queue new inputs there, import the others'
   --worker NAME     this instance's name in DIR (default: the host name and 1)
+  --sync-interval S seconds between imports (default 5)
   --jobs N          start N workers (--sync DIR, default fuzz-sync) and wait for them
   --afl-fuzz        start AFL++ instead (--jobs N instances: -M main, -S others) on
                     this script, in --sync DIR (default afl-sync)
@@ -669,6 +670,8 @@ function fuzz.main(cfg, argv)
     elseif a == "--stop-after" then c.stop_after = num(a); again(a, argv[i])
       if c.stop_after == 0 then c.stop_after = nil end   -- 0: no limit
     elseif a == "--sync" then camp.dir = val()
+    elseif a == "--sync-interval" then camp.interval = tonumber(val()); again(a, argv[i])
+      if not camp.interval or camp.interval <= 0 then error("fuzz: --sync-interval needs seconds > 0", 0) end
     elseif a == "--worker" then camp.worker = require("moonvisor.sync").check_name(val())
     elseif a == "--jobs" then camp.jobs = num(a)
     elseif a == "--afl-fuzz" then camp.afl = true
@@ -714,7 +717,7 @@ function fuzz.main(cfg, argv)
   end
   if camp.dir then   -- one instance of a sync directory
     local name = camp.worker or ((camp.prefix or require("moonvisor.campaign").hostname()) .. "-1")
-    c.sync = { dir = camp.dir, name = name }
+    c.sync = { dir = camp.dir, name = name, interval = camp.interval }
     if not camp.findings then c.findings = camp.dir .. "/" .. name .. "/findings" end
   elseif camp.worker then
     error("fuzz: --worker NAME needs --sync DIR", 0)
