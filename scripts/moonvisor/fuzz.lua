@@ -511,9 +511,17 @@ function Fuzzer:write_stats()
   local el = fuzz.now() - (self.t0 or fuzz.now())
   local hangs = 0
   for _, f in ipairs(self.findings) do if f.kind == "timeout" then hangs = hangs + 1 end end
+  local last = { crash = 0, hang = 0 }
+  for _, f in ipairs(self.findings) do
+    local k = f.kind == "timeout" and "hang" or "crash"
+    last[k] = math.floor(self.wall0 + f.elapsed)
+  end
   self.sync:stats{ execs_done = self.execs, execs_per_sec = ("%.2f"):format(self.execs / math.max(el, 1e-3)),
                    corpus_count = #self.corpus, corpus_imported = self.imported or 0,
-                   saved_crashes = #self.findings - hangs, saved_hangs = hangs, cycles_done = 0,
+                   saved_crashes = #self.findings - hangs, saved_hangs = hangs, cycles_done = 0, cycles_wo_finds = 0,
+                   cur_item = 0, pending_favs = 0, pending_total = 0, last_find = self.last_find or 0,
+                   last_crash = last.crash, last_hang = last.hang,
+                   bitmap_cvg = ("%.2f%%"):format(100 * self.covered / math.max(self.nblocks, 1)),
                    blocks_covered = self.covered, blocks_total = self.nblocks, sync_ignored = self.sync.ignored }
 end
 
@@ -536,7 +544,7 @@ function Fuzzer:run()
   local max_iter = cfg.iterations or (cfg.seconds and math.maxinteger or 10000)
   local max_s = cfg.seconds or math.huge
   if cfg.status == nil then self.tty = os.execute("test -t 2") == true else self.tty = cfg.status end
-  self.t0 = fuzz.now()
+  self.t0, self.wall0 = fuzz.now(), os.time()
   local last_status = self.t0
   local ctx = { corpus = self.corpus, max_len = self.max_len }
   local last_sync = self.t0
@@ -561,7 +569,10 @@ function Fuzzer:run()
         mkdir(cfg.corpus_out)
         write_file(("%s/cov-%016x"):format(cfg.corpus_out, fnv(out.data)), out.data)
       end
-      if self.sync then self.sync:export(out.data, "+cov") end
+      if self.sync then
+        self.sync:export(out.data, "+cov")
+        self.last_find = os.time()
+      end
     end
     if out.key then self:found(out, iter, iseed) end
     if cfg.stop_after and #self.findings >= cfg.stop_after then break end

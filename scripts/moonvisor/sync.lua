@@ -158,7 +158,9 @@ function Sync:pull(max_len)
 end
 
 -- fuzzer_stats for afl-whatsup and people: `t` holds the numbers; the
--- instance's identity and times are filled in.
+-- instance's identity and times are filled in.  afl-whatsup reads every
+-- field it shows, so the native driver gives them all (AFL++'s queue
+-- notions it has not: 0).
 function Sync:stats(t)
   local now = os.time()
   self.start_time = self.start_time or now
@@ -168,8 +170,9 @@ function Sync:stats(t)
     ("run_time          : %d"):format(now - self.start_time),
     ("fuzzer_pid        : %d"):format(require("moonvisor.core").afl.getpid()),
   }
-  for _, k in ipairs{ "cycles_done", "execs_done", "execs_per_sec", "corpus_count", "corpus_imported",
-                      "saved_crashes", "saved_hangs", "blocks_covered", "blocks_total", "sync_ignored" } do
+  for _, k in ipairs{ "cycles_done", "cycles_wo_finds", "cur_item", "execs_done", "execs_per_sec", "corpus_count",
+                      "corpus_imported", "pending_favs", "pending_total", "bitmap_cvg", "saved_crashes", "saved_hangs",
+                      "last_find", "last_crash", "last_hang", "blocks_covered", "blocks_total", "sync_ignored" } do
     if t[k] then lines[#lines + 1] = ("%-17s : %s"):format(k, t[k]) end
   end
   lines[#lines + 1] = "afl_banner        : moonvisor " .. self.name
