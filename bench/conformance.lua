@@ -4,8 +4,8 @@
 -- checked against the documented deviations of spec/conformance_known.lua.
 --
 --   build/moonvisor bench/conformance.lua [--cases N] [--seed S] [--first I]
---        [--ref kvm] [--other soft] [--only PATTERN] [--minimise N|all]
---        [--known FILE | --no-known] [--timeout-ms MS]
+--        [--ref kvm] [--other soft] [--only PATTERN] [--minimise N|all|new]
+--        [--max-classes N] [--known FILE | --no-known] [--timeout-ms MS] [--classes]
 --   build/moonvisor bench/conformance.lua --seed S --case I      replays one case, verbosely
 --   build/moonvisor bench/conformance.lua --reproducers           runs each documented reproducer
 --
@@ -34,7 +34,10 @@ while i <= #arg do
   elseif a == "--ref" then opts.ref = value(a)
   elseif a == "--other" then opts.other = value(a)
   elseif a == "--only" then opts.only = value(a)
-  elseif a == "--minimise" then local v = value(a) opts.minimise = v == "all" and math.huge or math.tointeger(tonumber(v))
+  elseif a == "--minimise" then
+    local v = value(a)
+    opts.minimise = v == "all" and math.huge or v == "new" and "new" or math.tointeger(tonumber(v))
+  elseif a == "--classes" then opts.all_classes = true
   elseif a == "--max-classes" then opts.max_classes = math.tointeger(tonumber(value(a)))
   elseif a == "--known" then opts.known = value(a)
   elseif a == "--no-known" then opts.known = nil
@@ -94,10 +97,11 @@ end
 -- {============================================================ a run
 
 out(("conformance: %d cases, seed %s%s, %s against %s"):format(opts.cases, seed_text, only, opts.other, opts.ref))
+local entries = opts.known and known.load(opts.known)
 local tty = os.execute("test -t 2")
 local res = conformance.run {
   seed = seed, cases = opts.cases, first = opts.first, ref = opts.ref, other = opts.other, only = opts.only,
-  minimise = opts.minimise, max_classes = opts.max_classes, timeout_ms = opts.timeout_ms,
+  minimise = opts.minimise, max_classes = opts.max_classes, timeout_ms = opts.timeout_ms, known = entries,
   progress = function(done, total, r)
     local line = ("  %d/%d cases, %d differing, %d classes, %d failures"):format(done, total, r.mismatching, #r.order,
       #r.failures)
@@ -106,55 +110,51 @@ local res = conformance.run {
   end,
 }
 if tty then io.stderr:write("\n") end
-
-local passed, failed = 0, 0
-local kc
-if opts.known then
-  local entries = known.load(opts.known)
-  local ref, other, t = conformance.machines(opts)
-  kc = known.check(res, entries, t)
-  ref:close()
-  other:close()
-end
+local kc = res.known
 
 out("")
-out(report.table(res))
+out(report.table(res, not opts.all_classes and 40 or nil))
+if entries then
+  out("")
+  out(report.entries(res, entries))
+end
 out("")
 for _, key in ipairs(res.order) do
   local c = res.classes[key]
-  if not c.known then
-    out(("NEW  %s  (case %d: build/moonvisor bench/conformance.lua --seed %s%s --case %d)"):format(key,
-      c.example_index or c.first, seed_text, only, c.example_index or c.first))
+  if entries and not c.known then
+    local ex = c.example_index or c.first
+    out(("NEW  %s  (%d cases; replay: build/moonvisor bench/conformance.lua --seed %s%s --case %d)"):format(key, c.count,
+      seed_text, only, ex))
     if c.example then out(report.class(c.example, opts.ref, opts.other)) end
   end
 end
+local passed, failed = 0, 0
 for _, f in ipairs(res.failures) do
   out(("TESTER FAILURE  case %d of seed %s%s: %s"):format(f.index, seed_text, only, f.message))
   if f.index > 0 then out(("  replay: build/moonvisor bench/conformance.lua --seed %s%s --case %d"):format(seed_text, only, f.index)) end
 end
 if #res.failures > 0 then failed = failed + 1 else passed = passed + 1 end
 if kc then
-  for _, s in ipairs(kc.stale) do
-    out(("STALE  %s: its reproducer %s: remove the entry from %s or fix it"):format(s.entry.id,
-      s.got and ("now gives " .. s.got.key) or "no longer differs", opts.known))
+  for _, st in ipairs(kc.stale) do
+    out(("STALE  %s: its reproducer %s: remove the entry from %s, or fix its reproducer"):format(st.entry.id,
+      st.got and ("now gives " .. st.got.key) or "no longer differs", opts.known))
   end
   for _, f in ipairs(kc.failures) do out(("TESTER FAILURE  reproducer %s: %s"):format(f.id, f.message)) end
-  local hit, only_rep = 0, {}
+  local reproduced, only_rep = 0, {}
   for id in pairs(kc.reproduced) do
-    if kc.seen[id] then hit = hit + 1 else only_rep[#only_rep + 1] = id end
+    reproduced = reproduced + 1
+    if not kc.seen[id] then only_rep[#only_rep + 1] = id end
   end
   table.sort(only_rep)
-  out(("known deviations: %d documented, %d reproduced, %d also hit by the random cases%s"):format(
-    #known.load(opts.known), (function() local n = 0 for _ in pairs(kc.reproduced) do n = n + 1 end return n end)(),
-    hit, #only_rep > 0 and ("; only by their reproducer: " .. table.concat(only_rep, ", ")) or ""))
+  out(("documented deviations: %d, %d reproduced by their reproducer, %d hit by the random cases%s"):format(#entries,
+    reproduced, reproduced - #only_rep, #only_rep > 0 and (" (not hit: " .. table.concat(only_rep, ", ") .. ")") or ""))
   if #kc.new == 0 then passed = passed + 1 else failed = failed + 1 end
   if #kc.stale == 0 then passed = passed + 1 else failed = failed + 1 end
   if #kc.failures == 0 then passed = passed + 1 else failed = failed + 1 end
 end
 
-local rate = res.ran > 0 and 100 * res.mismatching / res.ran or 0
-out(("conformance: %d cases run, %d differ (%.1f%%), %d classes%s, %d tester failures; %d runs in %.1f s; seed %s%s"):format(
-  res.ran, res.mismatching, rate, #res.order, kc and (" (" .. #kc.new .. " new, " .. #kc.stale .. " stale)") or "",
+out(("conformance: %s; %d classes%s, %d tester failures; %d runs in %.1f s; seed %s%s"):format(
+  report.rates(res, entries), #res.order, kc and (" (" .. #kc.new .. " new, " .. #kc.stale .. " stale entries)") or "",
   #res.failures, res.runs, res.seconds, seed_text, only))
 out(("spec: %d passed, %d failed"):format(passed, failed))
 os.exit(failed == 0 and 0 or 1)

@@ -18,6 +18,7 @@
 --            (masks.form: ps/ss 32 bits, pd/sd 64 bits; the destination of a cvt).
 --   details: one line per difference, with both values, for verbose output
 -- compare.key(form, items) -> the class key "form: item,item"
+-- compare.tag(form, fpu)    -> " [pc24,rc]", " [ftz]", ...: the FP mode, appended to forms
 local compare = {}
 
 local GPRS = { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
@@ -163,6 +164,36 @@ end
 
 function compare.key(form, items)
   return form .. ": " .. table.concat(items, ",")
+end
+
+-- True for the SSE forms that compute (and read MXCSR's modes): arithmetic,
+-- comparisons, conversions, approximations; not moves and logic.
+local SSE_ARITH = { "add", "sub", "mul", "div", "min", "max", "sqrt", "cmp", "comis", "ucomis", "cvt", "rcp", "rsqrt" }
+function compare.sse_arith(form)
+  local mnem = form:match("^(%a+)")
+  if not mnem or not (compare.lane_width(form) or mnem:match("^cvt") or mnem:match("comis[sd]$")) then return false end
+  for _, p in ipairs(SSE_ARITH) do
+    if mnem:sub(1, #p) == p then return true end
+  end
+  return false
+end
+
+-- The mode an x87 or SSE floating-point form ran in, when not the default,
+-- as a suffix of its class form: x87 precision control ("pc24", "pc53")
+-- and rounding ("rc"); for SSE arithmetic, flush-to-zero and
+-- denormals-are-zero ("ftz", "daz").  Read from the case's initial FCW and MXCSR (an FLDCW or LDMXCSR
+-- earlier in the sequence is not followed).  Returns "" or " [tags]".
+function compare.tag(form, fpu)
+  local tags = {}
+  if form:match("^f") then
+    local pc, rc = (fpu.fcw >> 8) & 3, (fpu.fcw >> 10) & 3
+    if pc == 0 then tags[#tags + 1] = "pc24" elseif pc == 2 then tags[#tags + 1] = "pc53" end
+    if rc ~= 0 then tags[#tags + 1] = "rc" end
+  elseif compare.sse_arith(form) then
+    if fpu.mxcsr & 0x8000 ~= 0 then tags[#tags + 1] = "ftz" end
+    if fpu.mxcsr & 0x40 ~= 0 then tags[#tags + 1] = "daz" end
+  end
+  return #tags > 0 and (" [" .. table.concat(tags, ",") .. "]") or ""
 end
 
 return compare

@@ -8,17 +8,22 @@
 -- is the command line.
 --
 --   conformance.run{ seed, cases = 500, first = 1, ref = "kvm", other = "soft",
---                    only = pattern, minimise = 1 (classes minimised per key; math.huge: all),
+--                    only = pattern, known = entries (conformance.known.load),
+--                    minimise = 1 (classes minimised per key; math.huge: all; "new": the
+--                               first of each key no known entry covers),
 --                    max_classes = 2, timeout_ms, batch = 250, progress = function(done, total, res) }
 --   -> { seed, cases, ran, mismatching, classes = { [key] = agg }, order = { key... },
---        failures = { { index, message } }, runs, seconds }
---   agg = { key, form, items, count, first = index, example = class (the first minimised one) }
+--        case_keys = { [index] = { key... } }, failures = { { index, message } }, runs, seconds,
+--        known = conformance.known.check's report (with opts.known) }
+--   agg = { key, form, items, count, first = index, example = class (the first minimised one),
+--           known = entry id or nil }
 --   conformance.replay{ seed, index, ... } -> case, result (every class minimised)
 local gen = require "moonvisor.conformance.gen"
 local asm = require "moonvisor.conformance.asm"
 local machine = require "moonvisor.conformance.machine"
 local tester = require "moonvisor.conformance.tester"
 local harness = require "moonvisor.conformance.harness"
+local known = require "moonvisor.conformance.known"
 
 local conformance = {}
 
@@ -65,7 +70,8 @@ end
 function conformance.run(opts)
   local seed = conformance.seed(opts.seed or 0)
   local n, first, batch = opts.cases or 500, opts.first or 1, opts.batch or 250
-  local res = { seed = seed, cases = n, ran = 0, mismatching = 0, classes = {}, order = {}, failures = {}, runs = 0 }
+  local res = { seed = seed, cases = n, ran = 0, mismatching = 0, classes = {}, order = {}, case_keys = {},
+                failures = {}, runs = 0 }
   local t0 = now()
   local ref, other, t = conformance.machines(opts)
   -- the harness checks, once
@@ -77,9 +83,12 @@ function conformance.run(opts)
   end
   local minimised = {}
   local budget = opts.minimise or 1
-  local case_opts = { max_classes = opts.max_classes, minimise = function(key)
+  local case_opts = { max_classes = opts.max_classes, minimise = function(key, class)
+    if budget == "new" then
+      if opts.known and known.match(opts.known, class) then return false end
+    end
     minimised[key] = (minimised[key] or 0) + 1
-    return minimised[key] <= budget
+    return minimised[key] <= (budget == "new" and 1 or budget)
   end }
   local index = first
   while index < first + n do
@@ -97,12 +106,18 @@ function conformance.run(opts)
         other:reopen()
       elseif #out.classes > 0 then
         res.mismatching = res.mismatching + 1
-        for _, class in ipairs(out.classes) do add_class(res, class, c.index) end
+        local keys = {}
+        for _, class in ipairs(out.classes) do
+          add_class(res, class, c.index)
+          keys[#keys + 1] = class.key
+        end
+        res.case_keys[c.index] = keys
       end
     end
     index = index + #cases
     if opts.progress then opts.progress(res.ran, n, res) end
   end
+  if opts.known then res.known = known.check(res, opts.known, t) end
   res.runs = t.runs
   res.seconds = now() - t0
   ref:close()

@@ -2,9 +2,10 @@
 -- (spec/conformance_known.lua) and the check a conformance run must pass:
 -- the classes it found are exactly the documented ones.
 --
--- An entry: { id, side = "unicorn" | "moonvisor", cause = text,
+-- An entry: { id, side = "unicorn" | "moonvisor" | "reference", cause = text,
 --             forms = { Lua patterns over a class's form }, items = { state items },
---             reproducer = { form, code = { nasm lines }, state = state.quiet overrides,
+--             reproducer = { form, code = { nasm lines }, state = state.quiet overrides
+--                            (or seed and index: the initial state of that generated case),
 --                            undefined = "flags", cc = "0123" }  or  { harness = "syscall" | "reset" } }
 -- A class belongs to the first entry one of whose patterns matches its
 -- form and whose items include all of the class's.
@@ -40,7 +41,7 @@ function known.load(path)
     local where = ("conformance.known.load: %s: entry %d (%s)"):format(path, i, tostring(e.id))
     assert(type(e.id) == "string" and not ids[e.id], where .. ": id missing or repeated")
     ids[e.id] = true
-    assert(e.side == "unicorn" or e.side == "moonvisor", where .. ": side must be unicorn or moonvisor")
+    assert(e.side == "unicorn" or e.side == "moonvisor" or e.side == "reference", where .. ": side must be unicorn, moonvisor or reference")
     assert(type(e.cause) == "string", where .. ": cause missing")
     assert(type(e.forms) == "table" and #e.forms > 0, where .. ": forms missing")
     assert(type(e.items) == "table" and #e.items > 0, where .. ": items missing")
@@ -70,16 +71,18 @@ function known.match(entries, class)
   return nil
 end
 
--- The case of an entry's reproducer: { init, seq }.
+-- The case of an entry's reproducer: { init, seq }.  The initial state is
+-- state.quiet(r.state), or that of a generated case (r.seed, r.index).
 function known.case(entry)
   local r = entry.reproducer
+  local init = r.seed and gen.case(r.seed, r.index).init or state.quiet(r.state)
   local seq = {}
   for i, line in ipairs(r.code) do
     local last = i == #r.code
     seq[i] = gen.literal(line, last and r.form or line, last and r.undefined or nil, last and r.cc or nil)
   end
   asm.assemble(seq)
-  return { init = state.quiet(r.state), seq = seq }
+  return { init = init, seq = seq }
 end
 
 -- Runs an entry's reproducer: the class it gives (nil when the backends
@@ -92,7 +95,8 @@ function known.reproduce(t, entry)
   local items, details = t:check(c.init, c.seq)
   if not items then return nil, details end
   if #items == 0 then return nil end
-  return { key = compare.key(r.form, items), form = r.form, items = items, details = details, seq = c.seq }
+  local form = r.form .. compare.tag(r.form, c.init.fpu)
+  return { key = compare.key(form, items), form = form, items = items, details = details, seq = c.seq }
 end
 
 function known.check(res, entries, t)

@@ -21,9 +21,10 @@
 -- so the first store of a run to each page would fault that way.  Instead
 -- a warm-up when the machine opens stores to each page a case uses and
 -- takes one exception (kernel stack, IDT), and the pages stay writable.
--- On soft a snapshot taken after the warm-up is restored before each run:
--- there, after two exception exits in a row the following runs end in
--- "unknown" exits until the VCPU is restored (a soft backend bug).
+-- On soft a snapshot taken before the warm-up is restored before each
+-- run: there, the second exception of a VCPU (even one Unicorn took
+-- without an exit, as for rdmsr) ends the run in an "unknown" exit until
+-- the VCPU is restored (a soft backend bug).
 local mv = require "moonvisor"
 local state = require "moonvisor.conformance.state"
 local asm = require "moonvisor.conformance.asm"
@@ -53,7 +54,7 @@ function Machine:open()
   g:map(0, mv.vmo(state.RAM))
   self.g = g
   self.cpu = g:vcpu{ entry = state.CODE, mode = "user", stack = state.STACK }
-  if self.restore then self.base = g:snapshot() end   -- (the warm-up's exception is one of the two)
+  if self.restore then self.base = g:snapshot() end   -- before the warm-up's exception
   g:write(machine.WARM_AT, asm.bytes(machine.WARM_UP))
   self.cpu:write_state{ rip = machine.WARM_AT, r15 = state.R15, rsp = state.STACK }
   for _, want in ipairs { "syscall", "exception" } do

@@ -53,8 +53,8 @@ function report.class(class, ref, other)
   return table.concat(out, "\n")
 end
 
--- The table of a run's classes, most frequent first.
-function report.table(res)
+-- The table of a run's classes, most frequent first (at most `limit` rows).
+function report.table(res, limit)
   local keys = {}
   for _, k in ipairs(res.order) do keys[#keys + 1] = k end
   table.sort(keys, function(a, b)
@@ -63,7 +63,11 @@ function report.table(res)
     return a < b
   end)
   local out = { ("%6s  %-8s  %-22s  %s"):format("cases", "example", "known", "class (first differing instruction: state that differs)") }
-  for _, k in ipairs(keys) do
+  for n, k in ipairs(keys) do
+    if limit and n > limit then
+      out[#out + 1] = ("  ... %d more classes (--classes lists them all)"):format(#keys - limit)
+      break
+    end
     local c = res.classes[k]
     local ex = c.example_index or c.first
     local len = c.example and c.example.seq and #c.example.seq or 0
@@ -71,6 +75,59 @@ function report.table(res)
       c.known or "NEW", k)
   end
   return table.concat(out, "\n")
+end
+
+-- Cases and classes per documented deviation (res.known must be set, by
+-- conformance.run with opts.known), new classes last.
+function report.entries(res, entries)
+  local by, order = {}, {}
+  local function slot(id)
+    if not by[id] then by[id] = { cases = {}, classes = 0 } order[#order + 1] = id end
+    return by[id]
+  end
+  for _, e in ipairs(entries) do slot(e.id) end
+  for _, key in ipairs(res.order) do slot(res.classes[key].known or "(new)").classes = slot(res.classes[key].known or "(new)").classes + 1 end
+  for index, keys in pairs(res.case_keys) do
+    for _, key in ipairs(keys) do slot(res.classes[key].known or "(new)").cases[index] = true end
+  end
+  local side = {}
+  for _, e in ipairs(entries) do side[e.id] = e.side end
+  local out = { ("%-26s %-9s %6s %8s  %s"):format("documented deviation", "side", "cases", "classes", "reproducer") }
+  for _, id in ipairs(order) do
+    local n = 0
+    for _ in pairs(by[id].cases) do n = n + 1 end
+    local rep = res.known and res.known.reproduced[id] and res.known.reproduced[id].key or ""
+    if id == "(new)" and by[id].classes == 0 then goto continue end
+    out[#out + 1] = ("%-26s %-9s %6d %8d  %s"):format(id, side[id] or "", n, by[id].classes, rep)
+    ::continue::
+  end
+  return table.concat(out, "\n")
+end
+
+-- How many cases differ, and how many through each side's deviations.
+function report.rates(res, entries)
+  local side = {}
+  for _, e in ipairs(entries or {}) do side[e.id] = e.side end
+  local counts, diff = {}, 0
+  for _, keys in pairs(res.case_keys) do
+    diff = diff + 1
+    local seen = {}
+    for _, key in ipairs(keys) do
+      local id = res.classes[key].known
+      local s = id and side[id] or "new"
+      if not seen[s] then seen[s] = true counts[s] = (counts[s] or 0) + 1 end
+    end
+  end
+  local function pct(n) return res.ran > 0 and 100 * n / res.ran or 0 end
+  local line = ("%d of %d cases differ (%.1f%%)"):format(diff, res.ran, pct(diff))
+  if entries then
+    local parts = {}
+    for _, s in ipairs { "unicorn", "moonvisor", "reference", "new" } do
+      parts[#parts + 1] = ("%s %d (%.1f%%)"):format(s, counts[s] or 0, pct(counts[s] or 0))
+    end
+    line = line .. "; cases with a difference by side: " .. table.concat(parts, ", ")
+  end
+  return line
 end
 
 return report

@@ -8,7 +8,8 @@
 --
 -- Finding the culprit: prefixes of the sequence are run (binary search) to
 -- the shortest one that differs, whose last instruction is the culprit; the
--- class is its form and the state items that differ.  Minimising deletes
+-- class is its form (with its FP mode: compare.tag) and the state items
+-- that differ.  Minimising deletes
 -- earlier instructions while the same class reproduces.  A case can hold
 -- several classes: after one is found its culprit is deleted and the rest
 -- checked again (up to opts.max_classes, default 2).
@@ -91,7 +92,7 @@ function Tester:minimise(init, seq, key)
       if gen.valid(cand) then
         local items, details = self:check(init, cand)
         if not items then return nil, details end
-        if #items > 0 and compare.key(cand[#cand].form, items) == key then
+        if #items > 0 and compare.key(cand[#cand].form .. compare.tag(cand[#cand].form, init.fpu), items) == key then
           cur, cur_details, changed = cand, details, true
         end
       end
@@ -101,8 +102,8 @@ function Tester:minimise(init, seq, key)
   return cur, cur_details
 end
 
--- Classifies the differences of one case.  opts.minimise(key) says whether
--- to minimise a class with this key (default: always).
+-- Classifies the differences of one case.  opts.minimise(key, class) says
+-- whether to minimise a class (default: always).
 function Tester:case(c, opts)
   opts = opts or {}
   local out = { classes = {} }
@@ -134,10 +135,11 @@ function Tester:case(c, opts)
       hi_items, hi_details = d_items, d_details
     end
     local culprit = seq[hi]
-    local key = compare.key(culprit.form, hi_items)
-    local class = { key = key, form = culprit.form, items = hi_items, details = hi_details, prefix = hi,
+    local form = culprit.form .. compare.tag(culprit.form, c.init.fpu)
+    local key = compare.key(form, hi_items)
+    local class = { key = key, form = form, items = hi_items, details = hi_details, prefix = hi,
                     seq = prefix(seq, hi), minimised = false }
-    if #hi_items > 0 and (not opts.minimise or opts.minimise(key)) then
+    if #hi_items > 0 and (not opts.minimise or opts.minimise(key, class)) then
       local min, mdetails = self:minimise(c.init, class.seq, key)
       if not min then out.failure = mdetails return out end
       class.seq, class.minimised = min, true
