@@ -16,6 +16,7 @@
  *   reset     end with a reset through 0xcf9
  *   halt      end with cli; hlt
  *   fault     end with a triple fault (an int3 with an empty IDT)
+ *   spin      never end: loop on pause (for a debugger to attach)
  *   otherwise end through isa-debug-exit: 0x20 when every check passed
  *             (exit status 65), 0x40 + failures otherwise (129 + 2n).
  */
@@ -476,6 +477,8 @@ void kmain(uint32_t magic, uint32_t info, uint32_t protocol) {
   } else if (has_word("fault")) {
     struct { uint16_t limit; uint32_t base; } __attribute__((packed)) none = { 0, 0 };
     __asm__ volatile("lidt %0; int3" : : "m"(none));
+  } else if (has_word("spin")) {
+    for (;;) __asm__ volatile("pause");
   } else if (!has_word("halt")) {
     outb(DEBUG_EXIT, (uint8_t)(fails ? 0x40 + (fails > 31 ? 31 : fails) : 0x20));
   }

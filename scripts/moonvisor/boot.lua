@@ -39,7 +39,8 @@ function M.detect(data)
   end
   if data:sub(1, 4) == "\127ELF" then
     local ok, notes = pcall(M.elf_notes, data)
-    if ok and pvh.entry_of(notes) then return "pvh" end
+    if not ok then return nil, ("no Multiboot header in the first 8 KiB, and as ELF: %s"):format(notes) end
+    if pvh.entry_of(notes) then return "pvh" end
     return nil, "an ELF file with neither a Multiboot header in its first 8 KiB nor a PVH entry note (Xen, type 18)"
   end
   if #data == 0 then return nil, "empty file" end

@@ -329,7 +329,7 @@ function Machine:_finish(r, e)
   return r
 end
 
--- m:run{ timeout_ms, slice_ms = 100, poll = fn(m), on_unclaimed = fn(exit, cpu) }
+-- m:run{ timeout_ms, timeout_reason, slice_ms = 100, poll = fn(m), on_unclaimed = fn(exit, cpu) }
 -- -> { kind, status, reason, rip, exit }.  Enters the boot VCPU in slices
 -- until something ends the machine:
 --   debug-exit  status (value << 1) | 1        poweroff  status 0 (ACPI S5; S4)
@@ -357,7 +357,7 @@ function Machine:run(opts)
       local left = (deadline - clock()) * 1000
       if left <= 0 then
         return self:_finish({ kind = "timeout", status = pc.STATUS.timeout,
-                              reason = ("no end after %d ms (--timeout)"):format(opts.timeout_ms) })
+                              reason = opts.timeout_reason or ("no end after %d ms"):format(opts.timeout_ms) })
       end
       t = math.min(t, left)
     end

@@ -70,10 +70,11 @@ end
 
 -- "a=1,b=2" and a leading word: kind, { key = value }.
 local function parse_props(s)
-  local kind, rest = s:match("^([^,=]+),?(.*)$")
+  local first, rest = s:match("^([^,]*),?(.*)$")
   local props = {}
-  if not kind then return nil, props end
-  if kind:find("=", 1, true) then kind, rest = nil, s end
+  local kind = first
+  if first:find("=", 1, true) then kind, rest = nil, s end
+  if kind == "" then kind = nil end
   for kv in (rest or ""):gmatch("[^,]+") do
     local k, v = kv:match("^([^=]+)=(.*)$")
     props[k or kv] = v or true
@@ -254,6 +255,7 @@ function M.main(args)
   local gdb = cfg.gdb and require("moonvisor.gdb")
   local status
   local first = true
+  local deadline = cfg.timeout_ms and require("moonvisor").clock() + cfg.timeout_ms / 1000
   while true do
     local ok, m = pcall(pc.new, machine_options(cfg, out))
     if not ok then
@@ -289,7 +291,8 @@ function M.main(args)
       if m.stopped then
         r = m:_finish(m.stopped)
       else
-        r = m:run{ timeout_ms = cfg.timeout_ms,
+        local left = deadline and math.max(1, (deadline - require("moonvisor").clock()) * 1000)
+        r = m:run{ timeout_ms = left, timeout_reason = cfg.timeout_ms and ("no end after %d ms (--timeout)"):format(cfg.timeout_ms),
                    poll = srv and function() gdb_end(srv:poll()) if r then m:_event(r) end end }
       end
     end
