@@ -315,6 +315,9 @@ function Session:continue()
     if not e then return self:stop_reply(SIG.ABRT) end
     if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
   end
+  -- int3 exits only while gdb has breakpoints: where the host does not
+  -- intercept int3, catching them means single-stepping (moonvisor.breakpoints).
+  self.cpu:debug { singlestep = false, breakpoints = next(self.bps) ~= nil }
   local opts = { timeout_ms = self.server.slice_ms }
   while true do
     local e = self:enter(opts)
