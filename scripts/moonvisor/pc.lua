@@ -67,6 +67,7 @@ pc.BIOS_AREA = 0xe0000
 pc.ACPI_BASE = 0xe0000
 pc.BOOT_PAGE = 0xf0000          -- GDT for the 32-bit entries, firmware stub at +0x100
 pc.STUB = pc.BOOT_PAGE + 0x100
+pc.HANDOVER_POST = 0xfe         -- the stub's POST code as it hands over to the kernel
 pc.KVM_RESERVED = { 0xfffbc000, 0x4000 }
 pc.MIN_MEM = 2 * MiB
 pc.SPLIT = 0xe0000000           -- at or above this much RAM, RAM below 4 GiB stops at 3 GiB
@@ -170,7 +171,8 @@ function pc.new(opts)
   d.cmos = require("moonvisor.dev.cmos").new(device_guest(self, "cmos"), {
     mem_size = below, above_4g = above, cpus = cpus, clock = opts.rtc_clock })
   d.i8042 = require("moonvisor.dev.i8042").new(device_guest(self, "i8042"), { on_reset = stop("the i8042") })
-  d.post = require("moonvisor.dev.misc").new(device_guest(self, "post"), { pci = false })
+  d.post = require("moonvisor.dev.misc").new(device_guest(self, "post"), { pci = false,
+    on_post = function(code, cpu) self:_on_post(code, cpu) end })
   d.port92 = require("moonvisor.dev.port92").new(device_guest(self, "port92"), { on_reset = stop("port 0x92") })
   d.pci = require("moonvisor.dev.pci_host").new(device_guest(self, "pci"), { on_reset = stop("the reset control register") })
   d.pm = require("moonvisor.dev.acpi_pm").new(device_guest(self, "pm"), {
@@ -268,24 +270,61 @@ end
 
 -- {====================================================== VCPUs and runs
 
--- The boot VCPU at `entry` in `mode` with `regs`; for 32-bit entries on KVM
--- with the irqchip, the firmware stub (moonvisor.dev.irqchip) runs first.
+-- The boot VCPU at `entry` in `mode` with `regs`.  For 32-bit entries on
+-- KVM with the irqchip, the firmware stub (moonvisor.dev.irqchip) runs
+-- first: it sets up the local APIC, then writes pc.HANDOVER_POST to port
+-- 0x80, and that write (from the stub's address only) loads `regs` and
+-- `entry` -- so the kernel starts with exactly the registers its protocol
+-- gives, and m:run_to_entry() can stop there.
 function Machine:start(entry, mode, regs, vcpu_opts)
   local g = self.g
   local o = { mode = mode, entry = entry }
   for k, v in pairs(vcpu_opts or {}) do o[k] = v end
+  local stub
   if mode == "protected" then
     o.tables = o.tables or pc.BOOT_PAGE
     o.stack = o.stack or pc.BOOT_PAGE
-    if self.dev.irqchip.in_kernel and self.opts.firmware_stub ~= false then
-      g:write(pc.STUB, irqchip.virtual_wire_stub(pc.STUB, entry))
-      o.entry = pc.STUB
+    if self.dev.irqchip.in_kernel and self.opts.firmware_stub ~= false and self.dev.post then
+      g:write(pc.STUB, irqchip.virtual_wire_stub(pc.HANDOVER_POST))
+      stub = true
     end
   end
+  if stub then
+    o.entry = pc.STUB
+    self.handover = { at = pc.STUB + irqchip.STUB_HANDOVER, entry = entry, regs = regs }
+  end
   local cpu = g:vcpu(o)
-  if regs then cpu:write_state(regs) end
+  if regs and not stub then cpu:write_state(regs) end
   self.cpu = cpu
   return cpu
+end
+
+-- The stub's POST write: the kernel's registers, and a stop when asked.
+function Machine:_on_post(code, cpu)
+  local h = self.handover
+  if not (h and cpu and code == pc.HANDOVER_POST) then return end
+  local rip = cpu.rip                 -- on the out (KVM completes it on re-entry) or after it
+  if rip ~= h.at and rip ~= h.at - 2 then return end
+  self.handover = nil
+  local regs = {}
+  for k, v in pairs(h.regs or {}) do regs[k] = v end
+  regs.rip = h.entry
+  cpu:write_state(regs)
+  if self.stop_at_entry then cpu:kick() end
+end
+
+-- Runs the firmware stub, when there is one, and stops at the kernel's
+-- first instruction (what -S waits for gdb at).  Returns the exit, or nil
+-- when the VCPU is at the entry already.
+function Machine:run_to_entry()
+  if not self.handover then return nil end
+  self.stop_at_entry = true
+  local e
+  repeat
+    e = self.cpu:enter{ timeout_ms = 1000 }
+  until not self.handover or (e.type ~= "io" and e.type ~= "mem" and e.type ~= "timeout")
+  self.stop_at_entry = nil
+  return e
 end
 
 -- m:boot{ kernel, cmdline, initrd, protocol } -> boot description (moonvisor.boot).

@@ -286,7 +286,10 @@ function M.main(args)
         r = { kind = "kill", status = pc.STATUS.stopped, reason = "killed from gdb" }
       end
     end
-    if srv and cfg.wait_gdb and first then gdb_end(srv:serve()) end
+    if srv and cfg.wait_gdb and first then
+      m:run_to_entry()             -- the firmware stub is not the kernel: gdb starts at the kernel's entry
+      if not m.stopped then gdb_end(srv:serve()) end
+    end
     if not r then
       if m.stopped then
         r = m:_finish(m.stopped)

@@ -7,7 +7,7 @@
 --   ic:irq(line, level)       -- level 1/0 on GSI `line` (KVM_IRQ_LINE)
 --   ic.in_kernel, ic.ports, ic.mmio      what the kernel handles, for reports
 --   ic:stats() -> { delivered = bool, lines = { [line] = { raises =, level = } } }
---   ic.virtual_wire_stub(at, entry) -> 32-bit code (see below)
+--   ic.virtual_wire_stub(post) -> 32-bit firmware code (see below)
 --
 -- In the kernel (KVM): PIC master 0x20-0x21, slave 0xa0-0xa1, ELCR
 -- 0x4d0-0x4d1, PIT 0x40-0x43 and the speaker gate 0x61, the I/O APIC at
@@ -58,17 +58,20 @@ function Irqchip:remove() end
 -- What PC firmware leaves behind and KVM's reset state does not have: the
 -- boot CPU's local APIC software-enabled in virtual wire mode (LINT0
 -- ExtINT, so the 8259s reach the CPU; LINT1 NMI), as SeaBIOS sets it up
--- under QEMU.  Returns 32-bit code for address `at` that writes the three
--- registers with absolute moves (no register, flag or stack is touched) and
--- jumps to `entry`; the VCPU starts there in protected mode, paging off.
-function M.virtual_wire_stub(at, entry)
+-- under QEMU.  Returns 32-bit code for address `at` (protected mode, paging
+-- off) that writes the three registers, then hands over: writes POST code
+-- `post` to port 0x80 (the machine's handler for that write, at address
+-- at + M.STUB_HANDOVER, loads the kernel's entry registers), and would stop
+-- with cli; hlt if nothing took the handover.
+M.STUB_HANDOVER = 34
+function M.virtual_wire_stub(post)
   local function mov(reg, v) return "\xc7\x05" .. string.pack("<I4I4", M.LAPIC_ADDR + reg, v) end
-  local code = mov(0xf0, 0x1ff)        -- SVR: APIC enabled, spurious vector 0xff
-            .. mov(0x350, 0x8700)      -- LVT LINT0: ExtINT, level
-            .. mov(0x360, 0x0400)      -- LVT LINT1: NMI
-  local rel = entry - (at + #code + 5)
-  rel = ((rel + 0x80000000) & 0xffffffff) - 0x80000000   -- 32-bit wrap-around
-  return code .. "\xe9" .. string.pack("<i4", rel)
+  return mov(0xf0, 0x1ff)              -- SVR: APIC enabled, spurious vector 0xff
+      .. mov(0x350, 0x8700)            -- LVT LINT0: ExtINT, level
+      .. mov(0x360, 0x0400)            -- LVT LINT1: NMI
+      .. "\xb0" .. string.char(post)   -- mov al, post
+      .. "\xe6\x80"                    -- out 0x80, al   (the handover)
+      .. "\xfa\xf4"                    -- cli; hlt
 end
 
 return M
