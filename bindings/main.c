@@ -36,7 +36,7 @@ static void usage(void) {
           "  -v         show the version\n"
           "  --trace F  write every exit of every guest to F (Chrome trace JSON, for Perfetto)\n"
           "  --stats    print exits by type and by trap, with handler time, as guests close\n"
-          "  --gdb H:P  the first cpu:run() waits for gdb on H:P (target remote H:P) and runs under it\n"
+          "  --gdb H:P  the first cpu:enter() (cpu:run(), a machine's run) waits for gdb on H:P and runs under it\n"
           "  -          run stdin\n"
           "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n"
           "run exits with the guest's status: (v << 1) | 1 for isa-debug-exit value v, 0 on ACPI power-off,\n"
