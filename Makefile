@@ -468,3 +468,32 @@ install: install-linux-guest
 install-linux-guest: all
 	$(INSTALL) -d $(DESTDIR)$(EXAMPLES_DIR)/guests
 	$(INSTALL) -m 644 build/guests/bzImage $(DESTDIR)$(EXAMPLES_DIR)/guests/
+
+# ---- PC test kernels (moonvisor run, spec/pc_*_spec.lua, bench/qemu_compare.sh) --
+# examples/guests/pctest.c checks fw_cfg, ACPI, CMOS, PCI and the UART the way
+# a kernel for `qemu -kernel` does.  pctest.elf: its Multiboot entry linked
+# the ordinary way (ld -Ttext 0x100000, no script: the ELF headers land in a
+# loadable segment at 0xff000); pctest_low.elf: the same at 0x8000 (the
+# headers at 0x7000); pctest_pvh.elf: its PVH entry (a Xen ELF note).
+PC_CFLAGS := -m32 -O2 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -fno-strict-aliasing \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -mgeneral-regs-only -Wall -Wextra
+PC_GUESTS := build/guests/pctest.elf build/guests/pctest_low.elf build/guests/pctest_pvh.elf
+
+guests: $(PC_GUESTS)
+
+build/guests/pctest.o: examples/guests/pctest.c
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(PC_CFLAGS) -c -o $@ $<
+
+build/guests/pctest_mb.o build/guests/pctest_pvh.o: build/guests/%.o: examples/guests/%.S
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 -c -o $@ $<
+
+build/guests/pctest.elf: build/guests/pctest_mb.o build/guests/pctest.o
+	ld -m elf_i386 -Ttext 0x100000 -o $@ $^
+
+build/guests/pctest_low.elf: build/guests/pctest_mb.o build/guests/pctest.o
+	ld -m elf_i386 -Ttext 0x8000 -o $@ $^
+
+build/guests/pctest_pvh.elf: build/guests/pctest_pvh.o build/guests/pctest.o examples/guests/pctest_pvh.ld
+	ld -m elf_i386 -T examples/guests/pctest_pvh.ld -o $@ build/guests/pctest_pvh.o build/guests/pctest.o
