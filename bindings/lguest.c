@@ -34,6 +34,8 @@ static int guest_new(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     lmv_checktable(L, 1, "mv.guest", "options");
     opts.irqchip = opt_bool(L, 1, "irqchip", "mv.guest");
+    if (lua_getfield(L, 1, "sync_regs") != LUA_TNIL) opts.no_sync_regs = !opt_bool(L, 1, "sync_regs", "mv.guest");
+    lua_pop(L, 1);
     if (lua_getfield(L, 1, "backend") != LUA_TNIL) {
       const char *b = lua_tostring(L, -1);
       if (lua_type(L, -1) != LUA_TSTRING || (strcmp(b, "kvm") && strcmp(b, "soft")))
@@ -263,6 +265,18 @@ static int guest_tostring(lua_State *L) {
   return 1;
 }
 
+/* g:mechanisms() -> { sync_regs = bool, dirty_log = "ring" | "bitmap" | "hooks" } */
+static int guest_mechanisms(lua_State *L) {
+  mv_guest_mechanisms m;
+  mv_guest_get_mechanisms(lmv_checkguest(L, 1, "guest:mechanisms"), &m);
+  lua_createtable(L, 0, 2);
+  lua_pushboolean(L, m.sync_regs);
+  lua_setfield(L, -2, "sync_regs");
+  lua_pushstring(L, m.dirty_log);
+  lua_setfield(L, -2, "dirty_log");
+  return 1;
+}
+
 static int guest_backend(lua_State *L) {
   lua_pushstring(L, mv_guest_backend_name(lmv_checkguest(L, 1, "guest:backend")));
   return 1;
@@ -294,7 +308,7 @@ static const luaL_Reg guest_methods[] = {
   { "u8", guest_u8 }, { "u16", guest_u16 }, { "u32", guest_u32 }, { "u64", guest_u64 },
   { "dirty_pages", guest_dirty_pages },
   { "trap", guest_trap }, { "vcpu", lmv_vcpu_new },
-  { "backend", guest_backend }, { "close", guest_close }, { NULL, NULL },
+  { "backend", guest_backend }, { "mechanisms", guest_mechanisms }, { "close", guest_close }, { NULL, NULL },
 };
 
 static const luaL_Reg guest_meta[] = {

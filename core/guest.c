@@ -39,6 +39,11 @@ int mv_guest_create(const mv_guest_opts *opts, mv_guest **out, mv_err *err) {
 }
 
 const char *mv_guest_backend_name(const mv_guest *g) { return g->be->name; }
+
+void mv_guest_get_mechanisms(const mv_guest *g, mv_guest_mechanisms *out) {
+  *out = (mv_guest_mechanisms){ .sync_regs = false, .dirty_log = "hooks" };
+  if (g->be->mechanisms && !g->closed) g->be->mechanisms(g, out);
+}
 bool mv_guest_is_closed(const mv_guest *g) { return g->closed; }
 void mv_guest_retain(mv_guest *g) { g->refs++; }
 

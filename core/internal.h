@@ -179,6 +179,9 @@ struct mv_backend_ops {
   int (*set_fpu)(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
   int (*set_cpuid)(mv_vcpu *cpu, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
   int (*irq)(mv_guest *g, uint32_t line, int level, mv_err *err);   /* optional */
+  /* Optional: what mv_guest_get_mechanisms reports (without it: no sync
+   * regs, writes logged by hooks). */
+  void (*mechanisms)(const mv_guest *g, mv_guest_mechanisms *out);
   int (*get_msr)(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
   int (*set_msr)(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
 };

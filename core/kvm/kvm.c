@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/kvm.h>
+#include <cpuid.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -64,6 +65,36 @@ int mv_kvm_check_cap(int id, mv_err *err) {
 
 #include "kvm.h"
 
+/* The answers of KVM_CHECK_EXTENSION for the few capabilities the backend
+ * uses, asked once per process: they belong to the cached /dev/kvm fd. */
+typedef struct cap_answer { int cap, value; } cap_answer;
+static cap_answer cap_answers[8];
+static int ncap_answers;
+
+int kvm_cap(int cap) {
+  for (int i = 0; i < ncap_answers; i++)
+    if (cap_answers[i].cap == cap) return cap_answers[i].value;
+  if (kvm_fd < 0) return -1;
+  int v = ioctl(kvm_fd, KVM_CHECK_EXTENSION, cap);
+  if (v < 0) v = 0;
+  if (ncap_answers < (int)(sizeof cap_answers / sizeof cap_answers[0]))
+    cap_answers[ncap_answers++] = (cap_answer){ cap, v };
+  return v;
+}
+
+/* KVM on Intel needs a TSS and an identity-map page for real mode; on AMD
+ * (SVM) both ioctls do nothing, so they are not made there. */
+static bool needs_real_mode_pages(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return true;
+  char vendor[13];
+  memcpy(vendor, &b, 4);
+  memcpy(vendor + 4, &d, 4);
+  memcpy(vendor + 8, &c, 4);
+  vendor[12] = '\0';
+  return strcmp(vendor, "AuthenticAMD") != 0 && strcmp(vendor, "HygonGenuine") != 0;
+}
+
 /* {====================================================== guest */
 
 static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err) {
@@ -84,8 +115,8 @@ static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err)
     goto fail;
   }
   uint64_t ident = KVM_IDENTITY_MAP_ADDR;
-  if (ioctl(kg->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0 ||
-      ioctl(kg->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
+  if (needs_real_mode_pages() && (ioctl(kg->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0 ||
+                                  ioctl(kg->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)) {
     r = mv__fail(err, -errno, "guest: KVM_SET_IDENTITY_MAP_ADDR/KVM_SET_TSS_ADDR: %s", strerror(errno));
     goto fail;
   }
@@ -97,7 +128,9 @@ static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err)
     }
     kg->irqchip = true;
   }
-  kg->any_length_ioeventfd = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
+  const char *env = getenv("MOONVISOR_SYNC_REGS");
+  kg->sync_regs = !opts->no_sync_regs && !(env && strcmp(env, "0") == 0) &&
+                  (kvm_cap(KVM_CAP_SYNC_REGS) & KVM_SYNC_ALL) == KVM_SYNC_ALL;
   g->be_state = kg;
   return 0;
 fail:
@@ -112,6 +145,12 @@ static void kvm_guest_destroy(mv_guest *g) {
   close(kg->vm_fd);
   free(kg);
   g->be_state = NULL;
+}
+
+static void kvm_mechanisms(const mv_guest *g, mv_guest_mechanisms *out) {
+  const kvm_guest *kg = g->be_state;
+  out->sync_regs = kg->sync_regs;
+  out->dirty_log = "bitmap";
 }
 
 static int set_region(mv_guest *g, const mv_mapping *m, uint64_t size, mv_err *err) {
@@ -156,7 +195,7 @@ static int ioeventfd(mv_guest *g, mv_trap *t, uint32_t flags) {
 }
 
 static int kvm_bell_add(mv_guest *g, mv_trap *t, mv_err *err) {
-  if (!KG(g)->any_length_ioeventfd) return 0;   /* exits still reach the bell, only slower */
+  if (kvm_cap(KVM_CAP_IOEVENTFD_ANY_LENGTH) <= 0) return 0;   /* exits still reach the bell, only slower */
   t->bell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (t->bell_fd < 0) return mv__fail(err, -errno, "guest:trap: eventfd: %s", strerror(errno));
   if (ioeventfd(g, t, 0) < 0) {
@@ -216,6 +255,8 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
                                     .flags = subleaf ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0 };
   }
   e->eax = regs[0]; e->ebx = regs[1]; e->ecx = regs[2]; e->edx = regs[3];
+  int r = kvm_regs_flush(c, "vcpu:cpuid_set", err);   /* registers first, checked with the old CPUID */
+  if (r < 0) return r;
   IOCTL_OR_FAIL(kv->fd, KVM_SET_CPUID2, cp, "vcpu:cpuid_set");
   return 0;
 }
@@ -274,21 +315,6 @@ static int kvm_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
   return 0;
 }
 
-/* Flat real mode: every segment base 0, RIP = entry. */
-static int reset_real_mode(int fd, uint64_t entry, mv_err *err) {
-  struct kvm_sregs s;
-  IOCTL_OR_FAIL(fd, KVM_GET_SREGS, &s, "guest:vcpu");
-  struct kvm_segment *segs[] = { &s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss };
-  for (size_t i = 0; i < sizeof segs / sizeof segs[0]; i++) {
-    segs[i]->base = 0;
-    segs[i]->selector = 0;
-  }
-  IOCTL_OR_FAIL(fd, KVM_SET_SREGS, &s, "guest:vcpu");
-  struct kvm_regs r = { .rip = entry, .rflags = 2 };
-  IOCTL_OR_FAIL(fd, KVM_SET_REGS, &r, "guest:vcpu");
-  return 0;
-}
-
 static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
   kvm_guest *kg = KG(c->guest);
   kvm_vcpu *kv = calloc(1, sizeof *kv);
@@ -305,9 +331,13 @@ static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
     r = mv__fail(err, -errno, "guest:vcpu: mmap of kvm_run: %s", strerror(errno));
     goto fail;
   }
-  if ((r = set_cpuid(kv, err)) < 0 || (r = reset_real_mode(kv->fd, entry, err)) < 0) goto fail;
-  mv__install_kick_signal();
+  kv->sync = kg->sync_regs;
   c->be_state = kv;
+  if ((r = set_cpuid(kv, err)) < 0 || (r = kvm_regs_init(c, entry, err)) < 0) {
+    c->be_state = NULL;
+    goto fail;
+  }
+  mv__install_kick_signal();
   return 0;
 fail:
   if (kv->run != MAP_FAILED) munmap(kv->run, (size_t)kg->run_size);
@@ -404,6 +434,8 @@ static int inject_pending(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
     return 0;
   }
   if (run->ready_for_interrupt_injection && run->if_flag) {
+    int r = kvm_regs_flush(c, "vcpu:enter", err);   /* the events KVM_INTERRUPT adds to */
+    if (r < 0) return r;
     struct kvm_interrupt irq = { .irq = (uint32_t)mv__take_interrupt(c) };
     IOCTL_OR_FAIL(kv->fd, KVM_INTERRUPT, &irq, "vcpu:enter");
   }
@@ -488,6 +520,8 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
 }
 
 static int kvm_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
+  int r = kvm_regs_flush(c, "vcpu:debug", err);   /* KVM reads rip and rflags here */
+  if (r < 0) return r;
   struct kvm_guest_debug dbg = { .control = 0 };
   if (flags || c->nhw_bp)
     dbg.control = KVM_GUESTDBG_ENABLE | (flags & MV_DEBUG_SINGLESTEP ? KVM_GUESTDBG_SINGLESTEP : 0) |
@@ -504,86 +538,14 @@ static int kvm_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   return 0;
 }
 
-/* {====================================================== registers */
+/* {====================================================== MSRs */
 
-static int kvm_get_regs(mv_vcpu *c, mv_regs *o, mv_err *err) {
-  struct kvm_regs r;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_REGS, &r, "vcpu:read_state");
-  *o = (mv_regs){ r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp,
-                  r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags };
-  return 0;
-}
-
-static int kvm_set_regs(mv_vcpu *c, const mv_regs *i, mv_err *err) {
-  struct kvm_regs r = { .rax = i->rax, .rbx = i->rbx, .rcx = i->rcx, .rdx = i->rdx,
-                        .rsi = i->rsi, .rdi = i->rdi, .rsp = i->rsp, .rbp = i->rbp,
-                        .r8 = i->r8, .r9 = i->r9, .r10 = i->r10, .r11 = i->r11,
-                        .r12 = i->r12, .r13 = i->r13, .r14 = i->r14, .r15 = i->r15,
-                        .rip = i->rip, .rflags = i->rflags };
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_REGS, &r, "vcpu:write_state");
-  return 0;
-}
-
-static mv_segment seg_out(const struct kvm_segment *s) {
-  return (mv_segment){ s->base, s->limit, s->selector, s->type, s->present, s->dpl,
-                       s->db, s->s, s->l, s->g, s->avl, s->unusable };
-}
-
-static void seg_in(struct kvm_segment *d, const mv_segment *s) {
-  *d = (struct kvm_segment){ .base = s->base, .limit = s->limit, .selector = s->selector,
-                             .type = s->type, .present = s->present, .dpl = s->dpl, .db = s->db,
-                             .s = s->s, .l = s->l, .g = s->g, .avl = s->avl, .unusable = s->unusable };
-}
-
-static int kvm_get_sregs(mv_vcpu *c, mv_sregs *o, mv_err *err) {
-  struct kvm_sregs s;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:sregs");
-  *o = (mv_sregs){ seg_out(&s.cs), seg_out(&s.ds), seg_out(&s.es), seg_out(&s.fs), seg_out(&s.gs),
-                   seg_out(&s.ss), seg_out(&s.tr), seg_out(&s.ldt),
-                   { s.gdt.base, s.gdt.limit }, { s.idt.base, s.idt.limit },
-                   s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base };
-  return 0;
-}
-
-/* A host may accept KVM_SET_SREGS and still not apply a mode it does not
- * implement (kvm-pvm drops CR0.PG unless EFER.LME: it pages only in long
- * mode).  The mode bits are read back so that such a refusal is an error
- * naming the register instead of a guest that runs in another mode. */
-static int check_sregs_applied(int fd, const mv_sregs *want, mv_err *err) {
-  static const struct { const char *reg, *bit; int which; uint64_t mask; } mode_bits[] = {
-    { "cr0", "PE", 0, 1u << 0 }, { "cr0", "PG", 0, UINT64_C(1) << 31 },
-    { "cr4", "PAE", 4, 1u << 5 }, { "cr4", "PSE", 4, 1u << 4 },
-    { "efer", "LME", 8, 1u << 8 },
-  };
-  struct kvm_sregs got;
-  IOCTL_OR_FAIL(fd, KVM_GET_SREGS, &got, "vcpu:write_sregs");
-  for (size_t k = 0; k < sizeof mode_bits / sizeof mode_bits[0]; k++) {
-    uint64_t w = mode_bits[k].which == 0 ? want->cr0 : mode_bits[k].which == 4 ? want->cr4 : want->efer;
-    uint64_t h = mode_bits[k].which == 0 ? got.cr0 : mode_bits[k].which == 4 ? got.cr4 : got.efer;
-    if ((w ^ h) & mode_bits[k].mask)
-      return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: the host did not apply %s.%s = %d (%s = 0x%" PRIx64
-                      " asked, 0x%" PRIx64 " set): this KVM does not run that mode%s",
-                      mode_bits[k].reg, mode_bits[k].bit, (w & mode_bits[k].mask) != 0, mode_bits[k].reg, w, h,
-                      mode_bits[k].mask == (UINT64_C(1) << 31) && !(want->efer & (1u << 8))
-                          ? " (some hosts, kvm-pvm among them, page only in long mode)" : "");
-  }
-  return 0;
-}
-
-static int kvm_set_sregs(mv_vcpu *c, const mv_sregs *i, mv_err *err) {
-  struct kvm_sregs s;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:write_sregs");   /* keeps interrupt_bitmap */
-  seg_in(&s.cs, &i->cs); seg_in(&s.ds, &i->ds); seg_in(&s.es, &i->es); seg_in(&s.fs, &i->fs);
-  seg_in(&s.gs, &i->gs); seg_in(&s.ss, &i->ss); seg_in(&s.tr, &i->tr); seg_in(&s.ldt, &i->ldt);
-  s.gdt.base = i->gdt.base; s.gdt.limit = i->gdt.limit;
-  s.idt.base = i->idt.base; s.idt.limit = i->idt.limit;
-  s.cr0 = i->cr0; s.cr2 = i->cr2; s.cr3 = i->cr3; s.cr4 = i->cr4; s.cr8 = i->cr8;
-  s.efer = i->efer; s.apic_base = i->apic_base;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_SREGS, &s, "vcpu:write_sregs");
-  return check_sregs_applied(KV(c)->fd, i, err);
-}
-
+/* EFER, FS/GS base and the APIC base are special registers too: what is
+ * waiting in the register cache goes to KVM before an MSR is read or
+ * written, and the cache is read again after a write. */
 static int kvm_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
+  int r = kvm_regs_flush(c, "vcpu:msr", err);
+  if (r < 0) return r;
   struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e.index = index };
   if (ioctl(KV(c)->fd, KVM_GET_MSRS, &m) != 1)
     return mv__fail(err, -EINVAL, "vcpu:msr: KVM_GET_MSRS: MSR 0x%" PRIx32 " cannot be read", index);
@@ -592,10 +554,12 @@ static int kvm_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err)
 }
 
 static int kvm_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
+  int r = kvm_regs_flush(c, "vcpu:msr", err);
+  if (r < 0) return r;
   struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e = { .index = index, .data = value } };
   if (ioctl(KV(c)->fd, KVM_SET_MSRS, &m) != 1)
     return mv__fail(err, -EINVAL, "vcpu:msr: KVM_SET_MSRS: MSR 0x%" PRIx32 " = 0x%" PRIx64 " refused", index, value);
-  return 0;
+  return kvm_regs_refetch(c, "vcpu:msr", err);
 }
 
 const mv_backend_ops mv__kvm_backend = {
@@ -609,6 +573,6 @@ const mv_backend_ops mv__kvm_backend = {
   .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug, .hw_breakpoints = true,
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
-  .get_msr = kvm_get_msr, .set_msr = kvm_set_msr,
+  .get_msr = kvm_get_msr, .set_msr = kvm_set_msr, .mechanisms = kvm_mechanisms,
   .get_fpu = kvm_get_fpu, .set_fpu = kvm_set_fpu, .set_cpuid = kvm_set_cpuid, .irq = kvm_irq,
 };

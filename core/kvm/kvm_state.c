@@ -29,10 +29,11 @@ int kvm_vcpu_save(mv_vcpu *c, void **out, size_t *len, mv_err *err) {
   kvm_blob *b = calloc(1, sizeof *b);
   if (!b) return mv__fail(err, -ENOMEM, "guest:snapshot: out of memory");
   int r = -EIO;
-  if (ioctl(fd, KVM_GET_XSAVE, &b->xsave) < 0 || ioctl(fd, KVM_GET_VCPU_EVENTS, &b->events) < 0 ||
+  if ((r = kvm_get_events(c, &b->events, err)) < 0) goto fail;
+  if (ioctl(fd, KVM_GET_XSAVE, &b->xsave) < 0 ||
       ioctl(fd, KVM_GET_DEBUGREGS, &b->debugregs) < 0 || ioctl(fd, KVM_GET_XCRS, &b->xcrs) < 0 ||
       ioctl(fd, KVM_GET_MP_STATE, &b->mp_state) < 0) {
-    r = mv__fail(err, -errno, "guest:snapshot: KVM_GET_XSAVE/VCPU_EVENTS/DEBUGREGS/XCRS/MP_STATE: %s", strerror(errno));
+    r = mv__fail(err, -errno, "guest:snapshot: KVM_GET_XSAVE/DEBUGREGS/XCRS/MP_STATE: %s", strerror(errno));
     goto fail;
   }
   if (KG(c->guest)->irqchip) {
@@ -61,12 +62,16 @@ int kvm_vcpu_load(mv_vcpu *c, const void *blob, size_t len, mv_err *err) {
   memcpy(&b, blob, sizeof b);
   b.msrs.hdr.nmsrs = b.nmsrs;
   b.events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR | KVM_VCPUEVENT_VALID_SHADOW;
-  if (ioctl(fd, KVM_SET_XSAVE, &b.xsave) < 0 || ioctl(fd, KVM_SET_XCRS, &b.xcrs) < 0 ||
-      ioctl(fd, KVM_SET_VCPU_EVENTS, &b.events) < 0 || ioctl(fd, KVM_SET_DEBUGREGS, &b.debugregs) < 0 ||
-      ioctl(fd, KVM_SET_MP_STATE, &b.mp_state) < 0 || ioctl(fd, KVM_SET_MSRS, &b.msrs) < 0 ||
-      (b.has_lapic && ioctl(fd, KVM_SET_LAPIC, &b.lapic) < 0))
-    return mv__fail(err, -errno, "guest:restore: KVM_SET_XSAVE/XCRS/VCPU_EVENTS/DEBUGREGS/MP_STATE/MSRS/LAPIC: %s",
-                    strerror(errno));
+  int r;
+  if (ioctl(fd, KVM_SET_XSAVE, &b.xsave) < 0 || ioctl(fd, KVM_SET_XCRS, &b.xcrs) < 0)
+    return mv__fail(err, -errno, "guest:restore: KVM_SET_XSAVE/XCRS: %s", strerror(errno));
+  if ((r = kvm_set_events(c, &b.events, err)) < 0) return r;
+  if (ioctl(fd, KVM_SET_DEBUGREGS, &b.debugregs) < 0 ||
+      ioctl(fd, KVM_SET_MP_STATE, &b.mp_state) < 0 || ioctl(fd, KVM_SET_MSRS, &b.msrs) < 0)
+    return mv__fail(err, -errno, "guest:restore: KVM_SET_DEBUGREGS/MP_STATE/MSRS: %s", strerror(errno));
+  if (b.has_lapic && ((r = kvm_regs_flush(c, "guest:restore", err)) < 0 ||   /* the APIC base first */
+                      ioctl(fd, KVM_SET_LAPIC, &b.lapic) < 0))
+    return r < 0 ? r : mv__fail(err, -errno, "guest:restore: KVM_SET_LAPIC: %s", strerror(errno));
   return 0;
 }
 
