@@ -35,7 +35,8 @@ static int guest_new(lua_State *L) {
     lmv_checktable(L, 1, "mv.guest", "options");
     opts.irqchip = opt_bool(L, 1, "irqchip", "mv.guest");
     if (lua_getfield(L, 1, "sync_regs") != LUA_TNIL) opts.no_sync_regs = !opt_bool(L, 1, "sync_regs", "mv.guest");
-    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "dirty_ring") != LUA_TNIL) opts.no_dirty_ring = !opt_bool(L, 1, "dirty_ring", "mv.guest");
+    lua_pop(L, 2);
     if (lua_getfield(L, 1, "backend") != LUA_TNIL) {
       const char *b = lua_tostring(L, -1);
       if (lua_type(L, -1) != LUA_TSTRING || (strcmp(b, "kvm") && strcmp(b, "soft")))
@@ -265,7 +266,9 @@ static int guest_tostring(lua_State *L) {
   return 1;
 }
 
-/* g:mechanisms() -> { sync_regs = bool, dirty_log = "ring" | "bitmap" | "hooks" } */
+/* g:mechanisms() -> { sync_regs = bool, dirty_log = "ring" | "bitmap" | "hooks" }: the ways
+ * taken where there is a fast and a slow one (mv.guest{ sync_regs = false, dirty_ring = false }
+ * choose the slow ones, for tests). */
 static int guest_mechanisms(lua_State *L) {
   mv_guest_mechanisms m;
   mv_guest_get_mechanisms(lmv_checkguest(L, 1, "guest:mechanisms"), &m);

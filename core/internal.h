@@ -39,13 +39,17 @@ typedef struct mv_mapping {
   bool tracked;            /* the backend logs guest writes (LOG_DIRTY or snapshots) */
   uint64_t *dirty_user;    /* pages written since the last mv_guest_dirty_pages */
   uint64_t *dirty_snap;    /* pages written since the guest's base snapshot */
+  uint64_t *dirty_maybe;   /* pages the guest may have written since then without a log
+                              entry (a dirty ring not yet re-armed): a restore compares them */
 } mv_mapping;
 
 /* dirty.c: the one place that merges guest writes (backend log) and host
  * writes (VMO bits) into both consumers' bitmaps. */
 int mv__dirty_alloc(mv_mapping *m);
 void mv__dirty_free(mv_mapping *m);
-int mv__dirty_collect(mv_guest *g, mv_mapping *m, mv_err *err);
+/* exact: the caller wants every later guest write logged (dirty_pages);
+ * snapshots and restores accept pages in dirty_maybe instead. */
+int mv__dirty_collect(mv_guest *g, mv_mapping *m, bool exact, mv_err *err);
 int mv__dirty_track_all(mv_guest *g, mv_err *err);
 
 typedef struct mv_trap {
@@ -116,6 +120,8 @@ struct mv_vcpu {
   mv_vcpu_stats stats;
   uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
   int npending_irq;
+  uint64_t state_snap;     /* the snapshot whose VCPU state this one was last saved to or
+                              loaded from (0: none); the backend knows what changed since */
 };
 
 /* The real-time signal that kicks a VCPU thread (timer.c). */
@@ -148,12 +154,19 @@ struct mv_backend_ops {
   int (*unmap)(mv_guest *g, const mv_mapping *m, mv_err *err);
   /* ORs the guest-dirty bits of mapping m into bitmap and clears them. */
   int (*dirty_log)(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
+  /* Optional, for logs that are re-armed lazily (the KVM dirty ring): ORs
+   * into maybe the pages of m the guest may have written since the last
+   * call without a log entry.  With exact, every later write is logged. */
+  int (*dirty_unlogged)(mv_guest *g, const mv_mapping *m, uint64_t *maybe, bool exact, mv_err *err);
   /* Starts logging guest writes to a mapping made without LOG_DIRTY. */
   int (*track)(mv_guest *g, const mv_mapping *m, mv_err *err);
   /* The VCPU state the registers do not cover (FPU, MSRs, LAPIC, events),
    * as an opaque blob of the backend's, for snapshots. */
   int (*vcpu_save)(mv_vcpu *cpu, void **blob, size_t *len, mv_err *err);
   int (*vcpu_load)(mv_vcpu *cpu, const void *blob, size_t len, mv_err *err);
+  /* Optional: vcpu_load when the VCPU's state equalled this blob after its
+   * last vcpu_save or vcpu_load: writes only what can have changed since. */
+  int (*vcpu_load_changed)(mv_vcpu *cpu, const void *blob, size_t len, mv_err *err);
   /* Guest-wide device state (in-kernel irqchip, PIT, clock); optional. */
   int (*guest_save)(mv_guest *g, void **blob, size_t *len, mv_err *err);
   int (*guest_load)(mv_guest *g, const void *blob, size_t len, mv_err *err);

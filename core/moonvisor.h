@@ -71,6 +71,8 @@ typedef struct mv_guest_opts {
   bool irqchip;    /* in-kernel PIC/IOAPIC/LAPIC (kvm only) */
   bool no_sync_regs;   /* kvm: registers through ioctls even where KVM_CAP_SYNC_REGS keeps
                           them in kvm_run (also MOONVISOR_SYNC_REGS=0) */
+  bool no_dirty_ring;  /* kvm: dirty pages through KVM_GET_DIRTY_LOG even where the kernel
+                          has a dirty ring (also MOONVISOR_DIRTY_RING=0) */
 } mv_guest_opts;
 
 int mv_guest_create(const mv_guest_opts *opts, mv_guest **out, mv_err *err);

@@ -132,6 +132,10 @@ static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err)
   kg->sync_regs = !opts->no_sync_regs && !(env && strcmp(env, "0") == 0) &&
                   (kvm_cap(KVM_CAP_SYNC_REGS) & KVM_SYNC_ALL) == KVM_SYNC_ALL;
   g->be_state = kg;
+  if ((r = kvm_dirty_setup(g, opts, err)) < 0) {   /* before any VCPU: KVM wants it so */
+    g->be_state = NULL;
+    goto fail;
+  }
   return 0;
 fail:
   if (kg->vm_fd >= 0) close(kg->vm_fd);
@@ -143,6 +147,7 @@ static void kvm_guest_destroy(mv_guest *g) {
   kvm_guest *kg = KG(g);
   if (!kg) return;
   close(kg->vm_fd);
+  kvm_dirty_guest_fini(g);
   free(kg);
   g->be_state = NULL;
 }
@@ -150,7 +155,7 @@ static void kvm_guest_destroy(mv_guest *g) {
 static void kvm_mechanisms(const mv_guest *g, mv_guest_mechanisms *out) {
   const kvm_guest *kg = g->be_state;
   out->sync_regs = kg->sync_regs;
-  out->dirty_log = "bitmap";
+  out->dirty_log = kg->ring_entries ? "ring" : "bitmap";
 }
 
 static int set_region(mv_guest *g, const mv_mapping *m, uint64_t size, mv_err *err) {
@@ -172,21 +177,22 @@ static int kvm_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
   if (m->gpa < KVM_RESERVED_END && KVM_IDENTITY_MAP_ADDR < m->gpa + m->size)
     return mv__fail(err, -EEXIST, "guest:map: range 0x%" PRIx64 "+0x%" PRIx64 " overlaps 0x%" PRIx64 "-0x%" PRIx64
                     ", reserved for KVM's TSS and identity map", m->gpa, m->size, KVM_IDENTITY_MAP_ADDR, KVM_RESERVED_END);
-  return set_region(g, m, m->size, err);
+  int r = kvm_dirty_map(g, m, err);
+  if (r < 0) return r;
+  if ((r = set_region(g, m, m->size, err)) < 0) kvm_dirty_unmap(g, m);
+  return r;
 }
 
-static int kvm_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) { return set_region(g, m, 0, err); }
+static int kvm_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) {
+  int r = set_region(g, m, 0, err);
+  if (r == 0) kvm_dirty_unmap(g, m);
+  return r;
+}
 
 static int kvm_track(mv_guest *g, const mv_mapping *m, mv_err *err) {
   mv_mapping t = *m;   /* the same slot again, now logging writes */
   t.tracked = true;
   return set_region(g, &t, t.size, err);
-}
-
-static int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err) {
-  struct kvm_dirty_log log = { .slot = m->slot, .dirty_bitmap = bitmap };
-  IOCTL_OR_FAIL(KG(g)->vm_fd, KVM_GET_DIRTY_LOG, &log, "guest:dirty_pages");
-  return 0;
 }
 
 static int ioeventfd(mv_guest *g, mv_trap *t, uint32_t flags) {
@@ -304,6 +310,7 @@ static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
   memcpy(&bv, a + XS_BV, 8);
   bv |= XSTATE_FP_SSE;
   memcpy(a + XS_BV, &bv, 8);
+  KV(c)->touched |= KS_XSAVE;
   IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &xs, "vcpu:write_fpu");
   return 0;
 }
@@ -311,6 +318,8 @@ static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
 static int kvm_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
   if (!KG(g)->irqchip) return mv__fail(err, -ENOTSUP, "guest:irq: create the guest with irqchip = true");
   struct kvm_irq_level irq = { .irq = line, .level = level ? 1 : 0 };
+  for (int i = 0; i < g->nvcpus; i++)   /* the line can reach a local APIC */
+    if (g->vcpus[i] && !g->vcpus[i]->destroyed) KV(g->vcpus[i])->touched |= KS_LAPIC | KS_MP_STATE;
   IOCTL_OR_FAIL(KG(g)->vm_fd, KVM_IRQ_LINE, &irq, "guest:irq");
   return 0;
 }
@@ -332,14 +341,17 @@ static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
     goto fail;
   }
   kv->sync = kg->sync_regs;
+  kv->touched = KS_ALL;
+  kv->run_touches = KS_XSAVE | KS_XCRS | KS_DEBUGREGS | KS_MSRS | (kg->irqchip ? KS_MP_STATE | KS_LAPIC : 0);
   c->be_state = kv;
-  if ((r = set_cpuid(kv, err)) < 0 || (r = kvm_regs_init(c, entry, err)) < 0) {
+  if ((r = set_cpuid(kv, err)) < 0 || (r = kvm_regs_init(c, entry, err)) < 0 || (r = kvm_dirty_vcpu_init(c, err)) < 0) {
     c->be_state = NULL;
     goto fail;
   }
   mv__install_kick_signal();
   return 0;
 fail:
+  if (kv->ring) munmap(kv->ring, kg->ring_entries * sizeof(struct kvm_dirty_gfn));
   if (kv->run != MAP_FAILED) munmap(kv->run, (size_t)kg->run_size);
   if (kv->fd >= 0) close(kv->fd);
   free(kv->cpuid);
@@ -350,6 +362,7 @@ fail:
 static void kvm_vcpu_destroy(mv_vcpu *c) {
   kvm_vcpu *kv = KV(c);
   if (!kv) return;
+  kvm_dirty_vcpu_fini(c);
   munmap(kv->run, (size_t)KG(c->guest)->run_size);
   close(kv->fd);
   free(kv->cpuid);
@@ -451,6 +464,7 @@ static int exit_with(mv_vcpu *c, mv_exit_type type, uint64_t reason) {
 static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kvm_vcpu *kv = KV(c);
   struct kvm_run *run = kv->run;
+  kv->touched |= kv->run_touches;   /* what the guest can change while it runs */
   for (;;) {
     int r = inject_pending(c, kv, err);
     if (r < 0) return r;
@@ -487,16 +501,22 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     case KVM_EXIT_IRQ_WINDOW_OPEN:
     case KVM_EXIT_INTR:
       break;
+    case KVM_EXIT_DIRTY_RING_FULL:
+      if ((r = kvm_dirty_ring_full(c->guest, err)) < 0) return r;
+      break;
     case KVM_EXIT_HLT:
       return exit_with(c, MV_EXIT_HLT, KVM_EXIT_HLT);
-    case KVM_EXIT_SHUTDOWN:
+    case KVM_EXIT_SHUTDOWN:   /* KVM on AMD resets the VCPU (INIT) after a shutdown */
+      kv->touched = KS_ALL;
       return exit_with(c, MV_EXIT_SHUTDOWN, KVM_EXIT_SHUTDOWN);
     case KVM_EXIT_FAIL_ENTRY:
+      kv->touched = KS_ALL;
       exit_with(c, MV_EXIT_FAIL_ENTRY, KVM_EXIT_FAIL_ENTRY);
       c->exit->detail[0] = run->fail_entry.hardware_entry_failure_reason;
       c->exit->detail[1] = run->fail_entry.cpu;
       return 0;
     case KVM_EXIT_INTERNAL_ERROR:
+      kv->touched = KS_ALL;
       exit_with(c, MV_EXIT_INTERNAL_ERROR, KVM_EXIT_INTERNAL_ERROR);
       c->exit->detail[0] = run->internal.suberror;
       c->exit->detail[1] = run->internal.ndata;
@@ -510,10 +530,12 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
       c->exit->detail[2] = run->debug.arch.dr7;
       return 0;
     case KVM_EXIT_SYSTEM_EVENT:
+      kv->touched = KS_ALL;
       exit_with(c, MV_EXIT_SYSTEM_EVENT, KVM_EXIT_SYSTEM_EVENT);
       c->exit->detail[0] = run->system_event.type;
       return 0;
     default:
+      kv->touched = KS_ALL;
       return exit_with(c, MV_EXIT_UNKNOWN, run->exit_reason);
     }
   }
@@ -557,6 +579,7 @@ static int kvm_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) 
   int r = kvm_regs_flush(c, "vcpu:msr", err);
   if (r < 0) return r;
   struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e = { .index = index, .data = value } };
+  KV(c)->touched |= KS_MSRS;
   if (ioctl(KV(c)->fd, KVM_SET_MSRS, &m) != 1)
     return mv__fail(err, -EINVAL, "vcpu:msr: KVM_SET_MSRS: MSR 0x%" PRIx32 " = 0x%" PRIx64 " refused", index, value);
   return kvm_regs_refetch(c, "vcpu:msr", err);
@@ -565,8 +588,8 @@ static int kvm_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) 
 const mv_backend_ops mv__kvm_backend = {
   .name = "kvm",
   .guest_create = kvm_guest_create, .guest_destroy = kvm_guest_destroy,
-  .map = kvm_map, .unmap = kvm_unmap, .dirty_log = kvm_dirty_log, .track = kvm_track,
-  .vcpu_save = kvm_vcpu_save, .vcpu_load = kvm_vcpu_load,
+  .map = kvm_map, .unmap = kvm_unmap, .dirty_log = kvm_dirty_log, .dirty_unlogged = kvm_dirty_unlogged,
+  .track = kvm_track, .vcpu_save = kvm_vcpu_save, .vcpu_load = kvm_vcpu_load, .vcpu_load_changed = kvm_vcpu_load_changed,
   .guest_save = kvm_guest_save, .guest_load = kvm_guest_load,
   .bell_add = kvm_bell_add, .bell_remove = kvm_bell_remove, .bell_take = kvm_bell_take,
   .vcpu_create = kvm_vcpu_create, .vcpu_destroy = kvm_vcpu_destroy,

@@ -22,11 +22,22 @@
       return mv__fail(err, -errno, "%s: " #req ": %s", (what), strerror(errno));    \
   } while (0)
 
+/* A memslot's pages as the dirty ring reported them (kvm_dirty.c). */
+typedef struct kvm_dirty_slot {
+  uint64_t npages;
+  uint64_t *logged;      /* harvested, not yet handed to dirty.c */
+  uint64_t *sticky;      /* harvested since the last re-protection: written again unlogged, maybe */
+  uint64_t *maybe;       /* were sticky when re-protected, not yet handed to dirty.c */
+} kvm_dirty_slot;
+
 typedef struct kvm_guest {
   int vm_fd;
   int run_size;          /* KVM_GET_VCPU_MMAP_SIZE */
   bool irqchip;
   bool sync_regs;        /* its VCPUs keep registers in kvm_run (KVM_CAP_SYNC_REGS) */
+  uint32_t ring_entries; /* per-VCPU dirty ring size, 0: KVM_GET_DIRTY_LOG */
+  uint64_t nsticky;      /* sticky pages, all slots */
+  kvm_dirty_slot slots[MV_MAX_MAPPINGS];
 } kvm_guest;
 
 /* What KVM_CHECK_EXTENSION said on /dev/kvm, asked once per process with
@@ -43,7 +54,18 @@ typedef struct kvm_vcpu {
   bool sync;                         /* run->s.regs holds regs, sregs and events (KVM_CAP_SYNC_REGS):
                                         KVM fills it at every exit, takes what run->kvm_dirty_regs
                                         marks at the next KVM_RUN */
+  struct kvm_dirty_gfn *ring;        /* its dirty ring, or NULL */
+  uint32_t ring_next;                /* the next entry to harvest */
+  unsigned touched;                  /* KS_* classes that may have changed since the last
+                                        snapshot save or load (kvm_state.c) */
+  unsigned run_touches;              /* the classes a run of the guest can change */
 } kvm_vcpu;
+
+/* The state classes a snapshot keeps beyond registers, segments and events. */
+enum {
+  KS_XSAVE = 1u << 0, KS_XCRS = 1u << 1, KS_DEBUGREGS = 1u << 2, KS_MP_STATE = 1u << 3,
+  KS_MSRS = 1u << 4, KS_LAPIC = 1u << 5, KS_ALL = (1u << 6) - 1,
+};
 
 static inline kvm_guest *KG(mv_guest *g) { return g->be_state; }
 static inline kvm_vcpu *KV(mv_vcpu *c) { return c->be_state; }
@@ -65,6 +87,18 @@ int kvm_regs_flush(mv_vcpu *c, const char *what, mv_err *err);
 /* Reads the special registers again (after an MSR write that can change them). */
 int kvm_regs_refetch(mv_vcpu *c, const char *what, mv_err *err);
 
+/* kvm_dirty.c */
+int kvm_dirty_setup(mv_guest *g, const mv_guest_opts *opts, mv_err *err);
+int kvm_dirty_vcpu_init(mv_vcpu *c, mv_err *err);
+void kvm_dirty_vcpu_fini(mv_vcpu *c);
+int kvm_dirty_map(mv_guest *g, const mv_mapping *m, mv_err *err);
+void kvm_dirty_unmap(mv_guest *g, const mv_mapping *m);
+void kvm_dirty_guest_fini(mv_guest *g);
+int kvm_dirty_ring_full(mv_guest *g, mv_err *err);   /* KVM_EXIT_DIRTY_RING_FULL */
+int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
+int kvm_dirty_unlogged(mv_guest *g, const mv_mapping *m, uint64_t *maybe, bool exact, mv_err *err);
+
+int kvm_vcpu_load_changed(mv_vcpu *c, const void *blob, size_t len, mv_err *err);
 int kvm_vcpu_save(mv_vcpu *c, void **out, size_t *len, mv_err *err);
 int kvm_vcpu_load(mv_vcpu *c, const void *blob, size_t len, mv_err *err);
 int kvm_guest_save(mv_guest *g, void **out, size_t *len, mv_err *err);
