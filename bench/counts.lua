@@ -4,6 +4,7 @@
 -- compare across hosts and runs.
 --
 --   build/moonvisor bench/counts.lua exits N     N Lua-handled IO exits (real mode, out dx, al)
+--   build/moonvisor bench/counts.lua exits-data N  the same with another byte written each time
 --   build/moonvisor bench/counts.lua fuzz N      2N fuzz executions of examples/fuzz_parser.lua
 --                                                (coverage on), the last N between markers
 --   build/moonvisor bench/counts.lua restore N   2N restores of a ring-0 long-mode guest that
@@ -22,10 +23,14 @@ local function mark(tag)
   if f then f:close() end
 end
 
-if what == "exits" then
+if what == "exits" or what == "exits-data" then
   local g = mv.guest{}
   g:map(0, mv.vmo(0x10000))
-  g:write(0x1000, "\xba\xf8\x03\xee\xeb\xfd")   -- mov dx, 0x3f8 / l: out dx, al / jmp l
+  if what == "exits" then
+    g:write(0x1000, "\xba\xf8\x03\xee\xeb\xfd")   -- mov dx, 0x3f8 / l: out dx, al / jmp l
+  else
+    g:write(0x1000, "\xba\xf8\x03\xee\xfe\xc0\xeb\xfb")   -- ... l: out dx, al / inc al / jmp l
+  end
   local cpu = g:vcpu{ entry = 0x1000 }
   local count = 0
   g:trap("io", 0x3f8, 1, function() count = count + 1; if count == n then cpu:kick() end end)
@@ -89,6 +94,6 @@ elseif what == "restore" then
   print(("restore: %d + %d restores of a long-mode guest (%s backend)"):format(n, n, g:backend()))
 
 else
-  io.stderr:write("usage: moonvisor bench/counts.lua exits|fuzz|restore N\n")
+  io.stderr:write("usage: moonvisor bench/counts.lua exits|exits-data|fuzz|restore N\n")
   os.exit(2)
 end

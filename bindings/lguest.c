@@ -149,21 +149,30 @@ static int guest_dirty_pages(lua_State *L) {
 
 /* Handlers live in the guest's user value table, keyed by trap id, so a
  * handler that captures its guest does not keep it alive forever.  During
- * cpu:enter() that table sits at base+3 of the entering thread's stack. */
+ * cpu:enter() that table sits at base+3 of the entering thread's stack.
+ * The exit table each handler gets is the VCPU's one, with only the fields
+ * that changed since the previous handler call set again (lutil.c). */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   (void)cookie;
   LVcpu *lv = mv_vcpu_user(cpu);
   lua_State *L = lv->L;
-  if (!L || !lua_checkstack(L, 4)) return MV_TRAP_FAIL;
-  lua_rawgeti(L, lv->base + 3, exit->trap_id);
-  lmv_fillexit(L, lv->base + 1, exit);
+  if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */
+  if ((int)exit->trap_id == lv->handler_trap) {   /* the same trap as last time: its handler is at base+5 */
+    lua_pushvalue(L, lv->base + 5);
+  } else {
+    lua_rawgeti(L, lv->base + 3, exit->trap_id);
+    lua_copy(L, -1, lv->base + 5);
+    lv->handler_trap = (int)exit->trap_id;
+  }
+  lmv_fillexit(L, lv, exit);
   lua_pushvalue(L, lv->base + 1);
   lua_pushvalue(L, lv->base);
-  if (lua_pcall(L, 2, 1, lv->base + 2) != LUA_OK) {
+  if (lua_pcall(L, 2, exit->write ? 0 : 1, lv->base + 2) != LUA_OK) {
     lua_setiuservalue(L, lv->base, 3);   /* the error (with traceback) for enter to raise */
     return MV_TRAP_FAIL;
   }
-  if (!exit->write && !lua_isnil(L, -1)) {
+  if (exit->write) return MV_TRAP_DONE;   /* no result asked */
+  if (!lua_isnil(L, -1)) {
     int isnum = 0;
     lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
     if (!isnum) {

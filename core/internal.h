@@ -67,9 +67,10 @@ typedef struct mv_trap {
 typedef struct mv_trap_table {
   mv_trap *items;
   size_t count, cap;
+  size_t last;             /* where the last lookup found its trap: tried first */
 } mv_trap_table;
 
-mv_trap *mv__trap_find(const mv_trap_table *t, uint64_t addr);
+mv_trap *mv__trap_find(mv_trap_table *t, uint64_t addr);
 void mv__traps_clear(mv_guest *g);
 /* Runs the callbacks of pending doorbell writes; on MV_TRAP_FAIL fills *failed. */
 int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
@@ -136,15 +137,21 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
  * reads *value receives the data to feed the guest.  Returns CONTINUE when
  * a trap consumed it, STOP when enter must return *exit to its caller. */
 int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
-/* stats.c: runs a trap's callback, counting (and timing, tracing) it. */
-int mv__call_trap(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
+/* Runs a trap's callback, counting it; stats.c times and traces it when asked. */
+int mv__call_trap_timed(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
+static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
+  tr->calls++;
+  c->stats.handled[e->type]++;
+  if (__builtin_expect(c->guest->timing || c->guest->trace != NULL, 0)) return mv__call_trap_timed(c, tr, e, value);
+  return tr->fn(tr->cookie, c, e, value);
+}
 /* stats.c: counts (and traces) an exit enter returns. */
 void mv__note_exit(mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns);
 uint64_t mv__now_ns(void);
 
 /* The highest-priority queued vector, removed from the queue, or -1. */
 int mv__take_interrupt(mv_vcpu *cpu);
-bool mv__has_interrupt(const mv_vcpu *cpu);
+static inline bool mv__has_interrupt(const mv_vcpu *cpu) { return cpu->npending_irq > 0; }
 
 struct mv_backend_ops {
   const char *name;

@@ -379,13 +379,26 @@ static void kvm_vcpu_kick(mv_vcpu *c) {
 
 /* {====================================================== KVM_RUN */
 
+/* x86 hosts: little-endian.  The sizes KVM gives are 1, 2, 4 and 8; MMIO
+ * may give others (up to 8). */
 static uint64_t load_le(const uint8_t *p, uint32_t size) {
-  uint64_t v = 0;
-  memcpy(&v, p, size);   /* x86 hosts: little-endian */
-  return v;
+  uint8_t b1; uint16_t b2; uint32_t b4; uint64_t v = 0;
+  switch (size) {
+  case 1: memcpy(&b1, p, 1); return b1;
+  case 2: memcpy(&b2, p, 2); return b2;
+  case 4: memcpy(&b4, p, 4); return b4;
+  default: memcpy(&v, p, size < 8 ? size : 8); return v;
+  }
 }
 
-static void store_le(uint8_t *p, uint32_t size, uint64_t v) { memcpy(p, &v, size); }
+static void store_le(uint8_t *p, uint32_t size, uint64_t v) {
+  switch (size) {
+  case 1: *p = (uint8_t)v; return;
+  case 2: { uint16_t b = (uint16_t)v; memcpy(p, &b, 2); return; }
+  case 4: { uint32_t b = (uint32_t)v; memcpy(p, &b, 4); return; }
+  default: memcpy(p, &v, size < 8 ? size : 8); return;
+  }
+}
 
 /* Finishes the instruction of an exit we return to the caller, so registers
  * read afterwards are those after it (KVM completes IO/MMIO on re-entry). */
@@ -410,11 +423,14 @@ static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
   uint8_t *p = (uint8_t *)run + run->io.data_offset;
   bool write = run->io.direction == KVM_EXIT_IO_OUT;
+  mv_exit *e = c->exit;   /* enter zeroed it; an access changes only these fields */
   for (uint32_t i = 0; i < run->io.count; i++, p += run->io.size) {
-    mv_exit *e = c->exit;
-    *e = (mv_exit){ .type = MV_EXIT_IO, .addr = run->io.port, .size = run->io.size, .write = write,
-                    .reason = KVM_EXIT_IO };
-    if (write) e->data = load_le(p, run->io.size);
+    e->type = MV_EXIT_IO;
+    e->addr = run->io.port;
+    e->size = run->io.size;
+    e->write = write;
+    e->reason = KVM_EXIT_IO;
+    e->data = write ? load_le(p, run->io.size) : 0;
     uint64_t value = 0;
     int st = mv__access(c, e, &value);
     if (!write) store_le(p, run->io.size, value);
@@ -428,10 +444,13 @@ static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
 
 static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
-  mv_exit *e = c->exit;
-  *e = (mv_exit){ .type = MV_EXIT_MEM, .addr = run->mmio.phys_addr, .size = run->mmio.len,
-                  .write = run->mmio.is_write, .reason = KVM_EXIT_MMIO };
-  if (e->write) e->data = load_le(run->mmio.data, run->mmio.len);
+  mv_exit *e = c->exit;   /* enter zeroed it; an access changes only these fields */
+  e->type = MV_EXIT_MEM;
+  e->addr = run->mmio.phys_addr;
+  e->size = run->mmio.len;
+  e->write = run->mmio.is_write;
+  e->reason = KVM_EXIT_MMIO;
+  e->data = e->write ? load_le(run->mmio.data, run->mmio.len) : 0;
   uint64_t value = 0;
   int st = mv__access(c, e, &value);
   if (!e->write) store_le(run->mmio.data, run->mmio.len, value);
@@ -442,7 +461,7 @@ static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
  * when the guest can take one, asking for an interrupt-window exit otherwise. */
 static int inject_pending(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
   struct kvm_run *run = kv->run;
-  if (KG(c->guest)->irqchip || !mv__has_interrupt(c)) {
+  if (!mv__has_interrupt(c) || KG(c->guest)->irqchip) {
     run->request_interrupt_window = 0;
     return 0;
   }
@@ -465,10 +484,10 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kvm_vcpu *kv = KV(c);
   struct kvm_run *run = kv->run;
   kv->touched |= kv->run_touches;   /* what the guest can change while it runs */
+  kv->thread = pthread_self();
   for (;;) {
     int r = inject_pending(c, kv, err);
     if (r < 0) return r;
-    kv->thread = pthread_self();
     kv->running = 1;
     if (c->kick_pending) run->immediate_exit = 1;   /* a kick that raced the check in enter */
     r = ioctl(kv->fd, KVM_RUN, 0);
