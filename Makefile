@@ -213,6 +213,13 @@ bench: deps deps-afl
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/fuzz.lua
 
+# `make bench-counts`: the figures that do not drift (bench/counts.sh):
+# instructions per Lua-handled exit and per start (valgrind's callgrind),
+# ioctls per exit, per snapshot restore and per fuzz execution (strace).
+.PHONY: bench-counts
+bench-counts: all
+	bench/counts.sh $(COUNTS_ARGS)
+
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(LUA_LIBS) $(LIBS) $(UC_LIBS) -lm -ldl -Wl,-E
