@@ -138,7 +138,7 @@ VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static cpio kmod xz-uti
 VM_CMD      ?= MOONVISOR_RESOURCE_CYCLES=2000 make test TEST_BACKENDS=kvm
 VM_TIMEOUT  ?= 2400
 VM_SMP      ?= 1
-VM_MEM      ?= 3G
+VM_MEM      ?= 4G
 export VM_CMD
 
 deps-vm: deps

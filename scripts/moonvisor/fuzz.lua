@@ -632,6 +632,7 @@ usage: %s [options]
   --corpus DIR      seed inputs
   --no-minimize     keep findings as found
   --stop-after N    stop after N unique findings (0: never)
+  --timeout-ms N    the bound of one run (a longer run is a "timeout" finding)
 Campaigns (an AFL++ sync directory shared by every instance, moonvisor.sync):
   --sync DIR        be one instance of DIR: queue new inputs there, import the others'
   --worker NAME     this instance's name in DIR (default: the host name and 1)
@@ -679,6 +680,9 @@ function fuzz.main(cfg, argv)
     elseif a == "--corpus" then c.corpus = val(); again(a, argv[i])
     elseif a == "--no-minimize" then c.minimize = false; again(a)
     elseif a == "--stop-after" then c.stop_after = num(a); again(a, argv[i])
+    elseif a == "--timeout-ms" then
+      c.timeout_ms = math.tointeger(tonumber(val()))
+      if not c.timeout_ms or c.timeout_ms <= 0 then error("fuzz: --timeout-ms needs a number of milliseconds > 0", 0) end
       if c.stop_after == 0 then c.stop_after = nil end   -- 0: no limit
     elseif a == "--sync" then camp.dir = val()
     elseif a == "--sync-interval" then camp.interval = tonumber(val()); again(a, argv[i])
