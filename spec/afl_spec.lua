@@ -18,12 +18,17 @@ local EXAMPLE = "examples/fuzz_parser.lua"
 -- The environment afl-fuzz and its tools need here (no core_pattern or CPU
 -- governor control, other processes on the cores), and the sanitizer
 -- options AFL++ insists on when the executable is the ASan build.
--- backend: the one under test, except for the campaigns below, which
--- need thousands of executions a second to meet their time bounds: under
--- the nested test VM's TCG a KVM guest gives ~80, so they run on soft there
--- (mv.host().kind "nested"; the forkserver, signals and edges are checked
--- on the backend under test by the afl-showmap cases).
-local CAMPAIGN_BACKEND = (H.kvm and require("moonvisor").host(H.backend).kind == "nested") and "soft" or H.backend
+-- The two campaigns below need thousands of executions a second to meet
+-- their time bounds.  Inside the nested test VM (mv.host().kind "nested")
+-- everything runs under TCG — a KVM guest gives ~80 executions a second,
+-- the soft backend little more — so there they are reported pending, by
+-- name, and run in the soft pass and on KVM hosts; the forkserver, signals
+-- and edges are checked on every host by the afl-showmap cases.
+local CAMPAIGN_BACKEND = H.backend
+local campaign_it = it
+if H.kvm and require("moonvisor").host(H.backend).kind == "nested" then
+  campaign_it = function(name) pending(name .. " (pending in the nested test VM: too slow under TCG for its time bound)") end
+end
 
 local function env(backend)
   local e = { "MOONVISOR_BACKEND=" .. (backend or H.backend), "AFL_NO_AFFINITY=1", "AFL_SKIP_CPUFREQ=1",
@@ -218,7 +223,7 @@ describe("afl-showmap", function()
 end)
 
 describe("afl-fuzz", function()
-  it("fuzzes the example for seconds: executions, new coverage, the planted bug, which --repro confirms", function()
+  campaign_it("fuzzes the example for seconds: executions, new coverage, the planted bug, which --repro confirms", function()
     local dir = tmpdir()
     os.execute(("mkdir -p %q/in"):format(dir))
     write(dir .. "/in/near-bug", NEAR_BUG)
@@ -330,7 +335,7 @@ describe("the campaign launcher", function()
 end)
 
 describe("a sync directory", function()
-  it("is shared by native workers: AFL++'s queue layout, imports both ways, garbage counted", function()
+  campaign_it("is shared by native workers: AFL++'s queue layout, imports both ways, garbage counted", function()
     local dir = tmpdir()
     local out, st = sh(("MOONVISOR_BACKEND=%s %s %s --jobs 2 --sync %s/s --seconds 4 --sync-interval 1 --stop-after 0 --name mv")
       :format(CAMPAIGN_BACKEND, exe, EXAMPLE, dir))

@@ -680,10 +680,10 @@ function fuzz.main(cfg, argv)
     elseif a == "--corpus" then c.corpus = val(); again(a, argv[i])
     elseif a == "--no-minimize" then c.minimize = false; again(a)
     elseif a == "--stop-after" then c.stop_after = num(a); again(a, argv[i])
-    elseif a == "--timeout-ms" then
-      c.timeout_ms = math.tointeger(tonumber(val()))
-      if not c.timeout_ms or c.timeout_ms <= 0 then error("fuzz: --timeout-ms needs a number of milliseconds > 0", 0) end
       if c.stop_after == 0 then c.stop_after = nil end   -- 0: no limit
+    elseif a == "--timeout-ms" then
+      c.timeout_ms = math.tointeger(tonumber(val())); again(a, argv[i])
+      if not c.timeout_ms or c.timeout_ms <= 0 then error("fuzz: --timeout-ms needs a number of milliseconds > 0", 0) end
     elseif a == "--sync" then camp.dir = val()
     elseif a == "--sync-interval" then camp.interval = tonumber(val()); again(a, argv[i])
       if not camp.interval or camp.interval <= 0 then error("fuzz: --sync-interval needs seconds > 0", 0) end
