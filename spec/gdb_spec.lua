@@ -152,6 +152,19 @@ describe("the gdb stub", function()
       assert.matches("exit=65", res)
     end)
 
+    it("moonvisor --gdb H:P run ... is -gdb tcp:H:P -S", function()
+      local p = port()
+      local log = ("%s/run-g-%d.log"):format(dir, p)
+      os.execute(("(MOONVISOR_BACKEND=%s timeout 60 %s --gdb 127.0.0.1:%d run -kernel %s; echo \"exit=$?\") >%s 2>&1 &"):format(
+        H.backend, exe, p, pctest, log))
+      poll(log, "listening on", 10)
+      local out = gdb32(p, { "p/x $eax", "p $pc == _start", "continue" })
+      assert.matches("%$1 = 0x2badb002\n", out)          -- at the kernel's entry, with the Multiboot registers
+      assert.matches("%$2 = 1\n", out)
+      assert.matches("exited with code 0101", out)
+      assert.matches("exit=65", poll(log, "exit=", 30))
+    end)
+
     it("-gdb without -S: gdb attaches to a running kernel at any time; kill ends the run with status 4", function()
       local p = port()
       local log = runner(p, "-append spin --timeout 50000")

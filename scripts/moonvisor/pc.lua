@@ -225,7 +225,6 @@ function pc.new(opts)
   fw:add_file("etc/boot-fail-wait", string.pack("<i4", -1))
   for name, bytes in pairs(opts.files or {}) do fw:add_file(name, bytes) end
 
-  self.traced = {}
   return self
 end
 

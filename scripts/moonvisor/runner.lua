@@ -17,7 +17,8 @@
 -- cannot be loaded) with "moonvisor run: ..." naming the file and reason;
 -- 4 when the guest stopped otherwise (halted for good, triple fault, reset
 -- with -no-reboot, suspend, an exit nothing handles, killed from gdb), 124
--- after --timeout; each with a one-line reason on stderr.
+-- after --timeout; each with a one-line reason on stderr.  `moonvisor --gdb
+-- H:P run ...` is `-gdb tcp:H:P -S`.
 local pc = require "moonvisor.pc"
 
 local M = {}
@@ -231,6 +232,12 @@ function M.main(args)
     return 0
   end
   cfg.backend = cfg.backend or default_backend()
+  local mv = require "moonvisor"
+  if mv.options.gdb then           -- moonvisor --gdb H:P run ...: as -gdb tcp:H:P -S
+    local host, port = require("moonvisor.gdb").parse_address(mv.options.gdb)
+    mv.options.gdb = nil
+    cfg.gdb, cfg.wait_gdb = { host = host, port = port }, true
+  end
   local host = host_ram()
   if host and cfg.mem > host then
     say("-m: %s of RAM is more than this host has (%s)", gib(cfg.mem), gib(host))
