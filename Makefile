@@ -170,7 +170,7 @@ install: all
 	$(INSTALL) -m 755 $(BUILD)/moonvisor $(DESTDIR)$(BIN_DIR)/moonvisor
 	$(INSTALL) -m 644 $(BUILD)/lua/moonvisor/core.so $(DESTDIR)$(LUA_CMOD_DIR)/moonvisor/core.so
 	$(foreach f,$(LUA_SCRIPTS),$(INSTALL) -m 644 -D scripts/$(f) $(DESTDIR)$(LUA_LMOD_DIR)/$(f) &&) true
-	$(INSTALL) -m 644 examples/*.lua $(DESTDIR)$(EXAMPLES_DIR)/
+	$(INSTALL) -m 644 examples/*.lua examples/*.dict $(DESTDIR)$(EXAMPLES_DIR)/
 	$(INSTALL) -m 644 examples/guests/* $(GUESTS) $(DESTDIR)$(EXAMPLES_DIR)/guests/
 	$(INSTALL) -m 644 doc/moonvisor.1 $(DESTDIR)$(MAN1_DIR)/moonvisor.1
 

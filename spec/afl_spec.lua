@@ -198,6 +198,24 @@ describe("afl-showmap", function()
     assert.is_true(tonumber(out:match("Captured (%d+) tuples")) > 10, out)
   end)
 
+  it("takes test cases from shared memory, the @@ file or stdin, with the same edges", function()
+    local ins = dir .. "/in3"
+    os.execute(("mkdir -p %q && cp %s/xA %s/xB %s/Z %q/"):format(ins, dir, dir, dir, ins))
+    local how = {}
+    for _, v in ipairs{ { "shm", "", "@@" }, { "file", "MOONVISOR_AFL_SHMEM=0", "@@" }, { "stdin", "MOONVISOR_AFL_SHMEM=0", "" } } do
+      local name, extra, at = v[1], v[2], v[3]
+      local out, st = sh(("%s %s MOONVISOR_AFL_LOG=%s/%s.log timeout 60 afl-showmap -t 500 -i %s -o %s/by-%s -- %s %s %s")
+        :format(env(), extra, dir, name, ins, dir, name, exe, TARGET, at))
+      assert.equals(0, st, out)
+      how[name] = read(dir .. "/" .. name .. ".log"):match("test cases from (%S+)")
+    end
+    assert.same({ shm = "shared", file = "file", stdin = "stdin" }, how)
+    for _, f in ipairs{ "xA", "xB", "Z" } do
+      assert.equals(read(dir .. "/by-shm/" .. f), read(dir .. "/by-file/" .. f), f)
+      assert.equals(read(dir .. "/by-shm/" .. f), read(dir .. "/by-stdin/" .. f), f)
+    end
+  end)
+
   it("gets the same edges from one forkserver as from a process per input", function()
     local ins = dir .. "/in"
     os.execute(("mkdir -p %q && cp %s/xA %s/xB %s/Z %s/F %q/"):format(ins, dir, dir, dir, dir, ins))
