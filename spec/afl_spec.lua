@@ -28,11 +28,16 @@ local function env()
   return table.concat(e, " ") .. " "
 end
 
+-- Output and exit status of a shell command.  The status is the last
+-- "status=N" line: a process the command started (afl-showmap's map-size
+-- probe of a forkserver) may still write to the pipe after it.
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"status=$?\"")
   local out = p:read("a")
   p:close()
-  return out, tonumber(out:match("status=(%d+)%s*$"))
+  local st
+  for v in out:gmatch("status=(%d+)\n") do st = tonumber(v) end
+  return out, st
 end
 
 local function tmpdir()
