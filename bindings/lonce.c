@@ -1,7 +1,7 @@
 /*
  * lonce.c - once-breakpoints from Lua (mv_vcpu_set_once_breakpoints):
  *   cpu:once_breakpoints{ addr, ... }   sets them, armed; {} or nil removes them
- *   cpu:rearm_breakpoints()             arms every one again (O(1))
+ *   cpu:arm_breakpoints()             arms every one again (O(1))
  * A run stops before the first instruction at an armed address with a debug
  * exit (exception 3, rip there), as at an int3, without any int3 in guest
  * memory.  Backends that cannot (kvm) raise an error saying so.
@@ -34,17 +34,17 @@ static int vcpu_once_breakpoints(lua_State *L) {
   return 0;
 }
 
-static int vcpu_rearm_breakpoints(lua_State *L) {
-  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:rearm_breakpoints");
+static int vcpu_arm_breakpoints(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:arm_breakpoints");
   mv_err err;
-  if (mv_vcpu_rearm_once_breakpoints(v->cpu, &err) < 0) return lmv_raise(L, &err);
+  if (mv_vcpu_arm_once_breakpoints(v->cpu, &err) < 0) return lmv_raise(L, &err);
   return 0;
 }
 
 /* stack: module table */
 int lmv_open_once(lua_State *L) {
   static const luaL_Reg methods[] = {
-    { "once_breakpoints", vcpu_once_breakpoints }, { "rearm_breakpoints", vcpu_rearm_breakpoints }, { NULL, NULL },
+    { "once_breakpoints", vcpu_once_breakpoints }, { "arm_breakpoints", vcpu_arm_breakpoints }, { NULL, NULL },
   };
   lmv_add_methods(L, "Vcpu", methods);
   return 0;

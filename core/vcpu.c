@@ -162,8 +162,8 @@ int mv_vcpu_set_once_breakpoints(mv_vcpu *c, const uint64_t *addrs, size_t n, mv
   return c->guest->be->set_once(c, addrs, n, err);
 }
 
-int mv_vcpu_rearm_once_breakpoints(mv_vcpu *c, mv_err *err) {
-  int r = check_live(c, "rearm_breakpoints", err);
+int mv_vcpu_arm_once_breakpoints(mv_vcpu *c, mv_err *err) {
+  int r = check_live(c, "arm_breakpoints", err);
   if (r) return r;
   if (c->guest->be->rearm_once) c->guest->be->rearm_once(c);
   return 0;

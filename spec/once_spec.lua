@@ -1,4 +1,4 @@
--- once_spec.lua - once-breakpoints (cpu:once_breakpoints, cpu:rearm_breakpoints):
+-- once_spec.lua - once-breakpoints (cpu:once_breakpoints, cpu:arm_breakpoints):
 -- on the soft backend a run stops before the first instruction at an armed
 -- address, once per arming, with nothing written to guest memory; kvm says
 -- it has none.
@@ -40,7 +40,7 @@ describe("once-breakpoints", function()
       local ok, err = pcall(cpu.once_breakpoints, cpu, { 0x1005 })
       assert.is_false(ok)
       assert.matches("vcpu:once_breakpoints: the kvm backend has none", err, 1, true)
-      cpu:rearm_breakpoints()   -- harmless without any
+      cpu:arm_breakpoints()   -- harmless without any
       g:close()
     end)
     return
@@ -61,14 +61,14 @@ describe("once-breakpoints", function()
       assert.equals(before, g:read(0x1000, 16), "guest memory is untouched")
       -- armed again: the same stops
       cpu.rip = 0x1000
-      cpu:rearm_breakpoints()
+      cpu:arm_breakpoints()
       assert.equals("3@0x1000 3@0x1005 3@0x1009 syscall", stops(cpu, 5))
       -- not armed: none
       cpu.rip = 0x1000
       assert.equals("syscall", stops(cpu, 5))
       -- removed: none after a rearm either
       cpu:once_breakpoints()
-      cpu:rearm_breakpoints()
+      cpu:arm_breakpoints()
       cpu.rip = 0x1000
       assert.equals("syscall", stops(cpu, 5))
       g:close()
@@ -81,7 +81,7 @@ describe("once-breakpoints", function()
     local s = g:snapshot()
     assert.equals("3@0x1005 syscall", stops(cpu, 5))
     g:restore(s)
-    cpu:rearm_breakpoints()
+    cpu:arm_breakpoints()
     g:u8(0x1009, 0xcc)
     cpu:debug{ breakpoints = true }
     assert.equals("3@0x1005 3@0x1009", stops(cpu, 2))
@@ -93,7 +93,7 @@ describe("once-breakpoints", function()
     cpu:once_breakpoints{ 0x1000 }
     assert.equals("3@0x1000", stops(cpu, 1))
     assert.equals("timeout", cpu:run{ timeout_ms = 20 }.type)
-    cpu:rearm_breakpoints()
+    cpu:arm_breakpoints()
     assert.equals("3@0x1000", stops(cpu, 1))
     g:close()
   end)
@@ -107,7 +107,7 @@ describe("once-breakpoints", function()
     assert.matches("vcpu:once_breakpoints: address 0xffffffffffffffff cannot be one",
       select(2, pcall(cpu.once_breakpoints, cpu, { -1 })), 1, true)
     cpu:close()
-    assert.matches("closed", select(2, pcall(cpu.rearm_breakpoints, cpu)))
+    assert.matches("closed", select(2, pcall(cpu.arm_breakpoints, cpu)))
     g:close()
   end)
 end)

@@ -179,7 +179,7 @@ function Server:run(data)
   local f, map, mask, ids, bp, once = self.f, self.map, self.mask, self.ids, self.f.breakpoints, self.once
   local g, cpu = f.g, f.cpu
   data = f:place(data)
-  if once then cpu:rearm_breakpoints() end
+  if once then cpu:arm_breakpoints() end
   local prev, exit = 0, nil
   local slice = f.timeout_ms
   while true do
