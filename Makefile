@@ -1,5 +1,13 @@
 # moonvisor - build, run and test.  `make run` and `make test` work on a fresh
 # Debian 12 machine: the deps target installs what is missing (as root).
+#
+# Nothing that comes from a package (pkg-config, the compiler) is asked at
+# parse time: on a fresh machine it is not there yet.  The flags below are
+# recursive (=) variables, expanded only in the recipes that build, and the
+# targets that install packages first (run, test, ...) build through a
+# sub-make, `$(MAKE) all`, started by their recipe once deps has run (never
+# `target: deps all`: with -j, all would build while deps installs).
+# spec/makefile_spec.lua checks both.
 
 DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux gdb
 # AFL++ (afl-fuzz, afl-showmap): spec/afl_spec.lua and bench/afl.lua drive moonvisor with it
@@ -8,9 +16,9 @@ AFL_PACKAGES := afl++
 SHELL   := /bin/bash
 BUILD   := build
 CC      ?= cc
-LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
-LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
-UC_LIBS    := $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
+LUA_CFLAGS = $(shell pkg-config --cflags lua5.4 2>/dev/null)
+LUA_LIBS   = $(shell pkg-config --libs lua5.4 2>/dev/null)
+UC_LIBS    = $(shell pkg-config --libs unicorn 2>/dev/null || echo -lunicorn)
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
 LDFLAGS := $(LINKOPT)
@@ -31,8 +39,12 @@ SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/lua/?.so;;"
 
 .PHONY: all deps deps-afl run test test-asan test-valgrind bench clean guests
+.PHONY: deps-vm test-vm probe-kvm test-kvm
 
+# The empty recipe keeps the sub-make of run, test, ... quiet ("Nothing to be
+# done") when everything is built.
 all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests
+	@:
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 # deps-afl: the same for AFL++, which the specs and the bench need.
@@ -69,21 +81,25 @@ build/guests/%.bin: examples/guests/%.asm
 
 # The flagship example; on a host without /dev/kvm it says so and uses the
 # software backend rather than failing.
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@if [ -c /dev/kvm ] || [ -n "$$MOONVISOR_BACKEND" ]; then $(BUILD)/moonvisor examples/hello.lua; \
 	else echo "(no /dev/kvm here: running on the soft backend)"; MOONVISOR_BACKEND=soft $(BUILD)/moonvisor examples/hello.lua; fi
 
 # Every spec runs once per backend in TEST_BACKENDS.  The kvm pass needs
 # /dev/kvm: without it its specs FAIL (never skip) with the core's message.
 # The soft pass leaves out the specs tagged #kvm.  The last line adds up both.
+# SPECS narrows the run to some spec files (default: all of spec/).
 TEST_BACKENDS ?= kvm soft
+SPECS ?= spec
 
-test: deps deps-afl all
+test: deps deps-afl
+	@$(MAKE) --no-print-directory all
 	@total_p=0; total_f=0; \
 	for b in $(TEST_BACKENDS); do \
 	  echo "== specs on the $$b backend"; \
 	  tags=""; [ "$$b" = kvm ] || tags="--exclude-tags=kvm"; \
-	  MOONVISOR_BACKEND=$$b $(SPEC_ENV) $(BUSTED) -o spec/summary.lua $$tags spec 2>&1 | tee $(BUILD)/spec-$$b.log; \
+	  MOONVISOR_BACKEND=$$b $(SPEC_ENV) $(BUSTED) -o spec/summary.lua $$tags $(SPECS) 2>&1 | tee $(BUILD)/spec-$$b.log; \
 	  status=$${PIPESTATUS[0]}; \
 	  line=$$(grep -a -E '^spec: [0-9]+ passed, [0-9]+ failed' $(BUILD)/spec-$$b.log | tail -1); \
 	  p=$$(echo "$$line" | sed -E 's/^spec: ([0-9]+) passed.*/\1/'); \
@@ -110,10 +126,74 @@ test-asan: deps deps-afl
 	  $(MAKE) --no-print-directory test BUILD=build/asan BUSTED="build/asan/moonvisor /usr/bin/busted" \
 	  OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)"
 
+# ---- KVM everywhere: the host's /dev/kvm or the nested test VM --------------
+# `make test-vm` runs VM_CMD (default: the kvm pass) in spec/vm/testvm's VM, a
+# Debian kernel under QEMU TCG whose emulated AMD CPU has SVM, so kvm_amd gives
+# it a real /dev/kvm on any x86-64 machine.  The checkout is shared into it
+# (build/ included: the host builds first, the VM reuses it).  VM_TIMEOUT
+# bounds the run (seconds; on timeout QEMU is killed, exit status 124);
+# VM_SMP > 1 gives it more VCPUs (single-threaded TCG).  Its initramfs and
+# vmlinux are cached in build/vm/.
+VM_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static cpio kmod xz-utils
+VM_CMD      ?= MOONVISOR_RESOURCE_CYCLES=2000 make test TEST_BACKENDS=kvm
+VM_TIMEOUT  ?= 2400
+VM_SMP      ?= 1
+VM_MEM      ?= 3G
+export VM_CMD
+
+deps-vm: deps
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(VM_PACKAGES)"
+
+test-vm: deps-vm
+	@$(MAKE) --no-print-directory all
+	@spec/vm/testvm --timeout $(VM_TIMEOUT) --smp $(VM_SMP) --mem $(VM_MEM) -- bash -c "$$VM_CMD"
+
+# `make probe-kvm`: exit status 0 when a guest runs on this machine's own
+# /dev/kvm (examples/hello.lua on the kvm backend, bounded to 60 s).
+probe-kvm: deps
+	@$(MAKE) --no-print-directory all
+	@if [ ! -e /dev/kvm ]; then echo "probe-kvm: this machine has no /dev/kvm"; exit 1; fi; \
+	out=$$(MOONVISOR_BACKEND=kvm timeout 60 $(BUILD)/moonvisor examples/hello.lua 2>&1); \
+	if echo "$$out" | grep -q '(backend kvm)'; then echo "probe-kvm: a guest runs on this machine's /dev/kvm"; \
+	else echo "probe-kvm: /dev/kvm is here but a guest does not run on it:"; echo "$$out" | tail -3; exit 1; fi
+
+# `make test-kvm`: the kvm pass where KVM is: on this machine's /dev/kvm when
+# probe-kvm finds it working, otherwise in the test VM.
+test-kvm: deps
+	@if $(MAKE) --no-print-directory probe-kvm; then $(MAKE) --no-print-directory test TEST_BACKENDS=kvm; \
+	else echo "test-kvm: the kvm pass runs in the nested test VM"; $(MAKE) --no-print-directory test-vm; fi
+
+# ---- differential conformance: soft against KVM (bench/conformance.lua) ----
+# `make conformance` runs CONFORMANCE_CASES random CPL3 instruction sequences
+# on the kvm and the soft backend from the same state and fails on a
+# difference spec/conformance_known.lua does not document, on a documented
+# one whose reproducer no longer differs, and on any tester failure (a
+# backend error, a hang, an API error).  It needs a working /dev/kvm:
+# `make conformance-vm` runs it in spec/vm/testvm's nested VM instead.  The
+# seed is the commit's (git rev-parse HEAD) unless CONFORMANCE_SEED is set;
+# a finding replays with build/moonvisor bench/conformance.lua --seed S --case I.
+CONFORMANCE_CASES ?= 5000
+CONFORMANCE_SEED  ?= $(or $(shell git rev-parse HEAD 2>/dev/null),no-commit)
+CONFORMANCE_ARGS  ?=
+CONFORMANCE_TIMEOUT ?= 1200
+CONFORMANCE_CMD = $(BUILD)/moonvisor bench/conformance.lua --cases $(CONFORMANCE_CASES) \
+  --seed $(CONFORMANCE_SEED) --minimise new $(CONFORMANCE_ARGS)
+.PHONY: conformance conformance-vm
+
+conformance: deps
+	@$(MAKE) --no-print-directory all
+	@if [ ! -e /dev/kvm ]; then echo "conformance: this machine has no /dev/kvm (make conformance-vm runs it in the nested test VM)"; exit 1; fi
+	$(CONFORMANCE_CMD)
+
+conformance-vm: deps-vm
+	@$(MAKE) --no-print-directory all
+	@spec/vm/testvm --timeout $(CONFORMANCE_TIMEOUT) --smp 1 --mem $(VM_MEM) -- $(CONFORMANCE_CMD)
+
 # A representative subset under valgrind memcheck: create/map/trap/enter/
 # close, handler errors, the executable.  Any error fails the run.
 VALGRIND_SPECS := spec/exit_spec.lua spec/vcpu_spec.lua
-test-valgrind: deps all
+test-valgrind: deps
+	@$(MAKE) --no-print-directory all
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
 	@for b in $(TEST_BACKENDS); do \
 	  echo "== valgrind, $$b backend"; \
@@ -122,8 +202,8 @@ test-valgrind: deps all
 	    $(BUILD)/moonvisor /usr/bin/busted -o spec/summary.lua $(VALGRIND_SPECS) || exit 1; \
 	done
 
-bench: deps deps-afl all
-	@$(MAKE) --no-print-directory $(BUILD)/bench/exit
+bench: deps deps-afl
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/exit
 	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/memory.lua
@@ -133,6 +213,13 @@ bench: deps deps-afl all
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/fuzz.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/afl.lua
+
+# `make bench-counts`: the figures that do not drift (bench/counts.sh):
+# instructions per Lua-handled exit and per start (valgrind's callgrind),
+# ioctls per exit, per snapshot restore and per fuzz execution (strace).
+.PHONY: bench-counts
+bench-counts: all
+	bench/counts.sh $(COUNTS_ARGS)
 
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -155,7 +242,7 @@ clean:
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 INSTALL      ?= install
-MULTIARCH    := $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
+MULTIARCH    = $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
 BIN_DIR      = $(PREFIX)/bin
 LUA_LMOD_DIR = $(PREFIX)/share/lua/5.4
 LUA_CMOD_DIR = $(if $(filter /usr /usr/,$(PREFIX)),$(PREFIX)/lib/$(MULTIARCH)/lua/5.4,$(PREFIX)/lib/lua/5.4)
@@ -303,7 +390,8 @@ MULTIBOOT_DEMO  := examples/multiboot.lua --timeout 10000 --module examples/gues
   build/guests/mbhello.elf hello from make
 
 .PHONY: examples install-example-guests
-examples: deps all
+examples: deps
+	@$(MAKE) --no-print-directory all
 	@backend=$${MOONVISOR_BACKEND:-$$(test -c /dev/kvm && echo kvm || echo soft)}; \
 	for s in $(EXAMPLE_SCRIPTS); do \
 	  echo "== $$s ($$backend backend)"; \
@@ -388,3 +476,32 @@ install: install-linux-guest
 install-linux-guest: all
 	$(INSTALL) -d $(DESTDIR)$(EXAMPLES_DIR)/guests
 	$(INSTALL) -m 644 build/guests/bzImage $(DESTDIR)$(EXAMPLES_DIR)/guests/
+
+# ---- PC test kernels (moonvisor run, spec/pc_*_spec.lua, bench/qemu_compare.sh) --
+# examples/guests/pctest.c checks fw_cfg, ACPI, CMOS, PCI and the UART the way
+# a kernel for `qemu -kernel` does.  pctest.elf: its Multiboot entry linked
+# the ordinary way (ld -Ttext 0x100000, no script: the ELF headers land in a
+# loadable segment at 0xff000); pctest_low.elf: the same at 0x8000 (the
+# headers at 0x7000); pctest_pvh.elf: its PVH entry (a Xen ELF note).
+PC_CFLAGS := -m32 -O2 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -fno-strict-aliasing \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -mgeneral-regs-only -Wall -Wextra
+PC_GUESTS := build/guests/pctest.elf build/guests/pctest_low.elf build/guests/pctest_pvh.elf
+
+guests: $(PC_GUESTS)
+
+build/guests/pctest.o: examples/guests/pctest.c
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(PC_CFLAGS) -c -o $@ $<
+
+build/guests/pctest_mb.o build/guests/pctest_pvh.o: build/guests/%.o: examples/guests/%.S
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 -c -o $@ $<
+
+build/guests/pctest.elf: build/guests/pctest_mb.o build/guests/pctest.o
+	ld -m elf_i386 -Ttext 0x100000 -o $@ $^
+
+build/guests/pctest_low.elf: build/guests/pctest_mb.o build/guests/pctest.o
+	ld -m elf_i386 -Ttext 0x8000 -o $@ $^
+
+build/guests/pctest_pvh.elf: build/guests/pctest_pvh.o build/guests/pctest.o examples/guests/pctest_pvh.ld
+	ld -m elf_i386 -T examples/guests/pctest_pvh.ld -o $@ build/guests/pctest_pvh.o build/guests/pctest.o

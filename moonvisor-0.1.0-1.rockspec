@@ -15,6 +15,7 @@ This rock installs the module (require "moonvisor"); `make install` also
 installs the moonvisor executable, the examples and the man page.
 ]],
    labels = { "hypervisor", "kvm", "virtualization" },
+   license = "MIT",
 }
 supported_platforms = { "linux" }
 dependencies = {

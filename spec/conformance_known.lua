@@ -1,0 +1,172 @@
+-- conformance_known.lua - the documented differences between the soft
+-- backend and KVM that the conformance tester (bench/conformance.lua,
+-- moonvisor.conformance) finds, one entry per cause, each with a
+-- reproducer.  `make conformance` fails on a class no entry covers (a new
+-- difference: fix it or document it here) and on an entry whose reproducer
+-- no longer differs (remove it).  Format: scripts/moonvisor/conformance/known.lua.
+--
+-- side:  unicorn    Unicorn 2.0.1 (QEMU 5.0's TCG) differs from the SDM
+--        moonvisor  the soft backend's own code (core/soft) differs from KVM
+--        reference  the reference is wrong and soft is right: in the nested
+--                   test VM, KVM's CPL3 code runs on QEMU 7.2's TCG
+-- Each entry was checked against the SDM and in the nested VM (2026-11-29).
+-- Forms are Lua patterns over a class's form ("fld m64 [pc24]"); a class
+-- belongs to the first entry with a matching form whose items include all
+-- of the class's items.
+local f64 = function(x) return string.pack("<d", x) end
+local function u64(v) return string.pack("<i8", v) end
+local function f80(se, sig) return string.pack("<i8I2", sig, se) end
+local Q = function(x) return f64(x) .. u64(0) end   -- an xmm register with a double in its low lane
+
+local SSE_FP = { "^add[ps][sd] ", "^sub[ps][sd] ", "^mul[ps][sd] ", "^div[ps][sd] ", "^min[ps][sd] ",
+                 "^max[ps][sd] ", "^sqrt[ps][sd] ", "^cmp[ps][sd] ", "^u?comis[sd] ", "^cvt", "^rcp", "^rsqrt" }
+local SHIFTS_MEM = { "^sh[lr] m", "^sar m", "^sh[lr]d m", "^ro[lr] m", "^rc[lr] m" }
+local TRANSCENDENTAL = { "^f2xm1", "^fyl2x", "^fpatan", "^fptan", "^fsin", "^fcos", "^fprem", "^fscale",
+                         "^fxtract", "^frndint" }
+
+return {
+  -- {============================================================ the reference
+
+  { id = "ref-cmpxchg8b-flags", side = "reference",
+    cause = "QEMU 7.2: cmpxchg8b/cmpxchg16b after a flag-setting instruction lose CF, PF, AF, SF and OF "
+      .. "(the SDM leaves them unchanged), sometimes for garbage that can set TF (a #DB on the next instruction)",
+    forms = { "^cmpxchg8b", "^cmpxchg16b" },
+    items = { "CF", "PF", "AF", "SF", "OF", "DF", "RF", "AC", "rflags", "exit.type", "exit.vector", "exit.rip", "gpr" },
+    reproducer = { form = "cmpxchg8b m64", code = { "test al, 1", "lock cmpxchg8b qword [r15 - 0xc0]" },
+                   state = { mem = { [-0xc0] = u64(0x1122334455667788) } } } },
+
+  { id = "ref-x87-precision", side = "reference",
+    cause = "QEMU 7.2 rounds x87 loads and transcendental results to the precision control of FCW "
+      .. "(the SDM applies it to fadd, fsub, fmul, fdiv and fsqrt only)",
+    forms = { "^fld m32 %[.*pc", "^fld m64 %[.*pc", "^fild .*%[.*pc", "^f2xm1 %[.*pc", "^fyl2x.*%[.*pc",
+              "^fpatan %[.*pc", "^fptan %[.*pc", "^fsin.*%[.*pc", "^fcos %[.*pc", "^fscale %[.*pc",
+              "^fxtract %[.*pc", "^fprem.*%[.*pc" },
+    items = { "st", "st.precision", "fsw.flags", "fsw.cc" },
+    reproducer = { form = "fld m64", code = { "fld qword [r15]" },
+                   state = { fpu = { fcw = 0x07f }, mem = { [0] = u64(0x3ff0000000000001) } } } },
+
+  -- }============================================================ Unicorn 2.0.1
+
+  { id = "sse-mxcsr-flags", side = "unicorn",
+    cause = "SSE/SSE2 floating point never sets the MXCSR exception flags (PE, UE, OE, ZE, DE, IE)",
+    forms = SSE_FP, items = { "mxcsr.flags" },
+    reproducer = { form = "addsd x,x", code = { "addsd xmm0, xmm1" },
+                   state = { xmm = { Q(1.0), Q(1 / 3) } } } },
+
+  { id = "sse-ftz", side = "unicorn",
+    cause = "MXCSR.FTZ is ignored: tiny SSE results stay denormal instead of becoming zero",
+    forms = { "%[.*ftz" }, items = { "xmm", "xmm.denormal", "mxcsr.flags" },
+    reproducer = { form = "mulsd x,x", code = { "mulsd xmm0, xmm1" },
+                   state = { fpu = { mxcsr = 0x9f80 }, xmm = { u64(0x0010000000000000) .. u64(0), Q(0.5) } } } },
+
+  { id = "sse-misaligned", side = "unicorn",
+    cause = "misaligned 16-byte SSE memory operands (movdqa, movaps, paddd, addpd ...) do not raise #GP(0)",
+    forms = { "x,mu", "mu,x" }, items = { "exit.type" },
+    reproducer = { form = "movdqa x,mu", code = { "movdqa xmm0, [r15 + 1]" } } },
+
+  { id = "x87-fstsw", side = "unicorn",
+    cause = "the x87 exception flags Unicorn leaves clear (x87-flags) reach AX or memory through fnstsw",
+    forms = { "^fnstsw" }, items = { "gpr", "mem", "fsw.flags", "fsw.cc" },
+    reproducer = { form = "fnstsw ax", code = { "fsqrt", "fnstsw ax" },
+                   state = { fpu = { ftw = 1 }, st = { f80(0x4000, math.mininteger) } } } },
+
+  { id = "x87-flags", side = "unicorn",
+    cause = "x87 instructions do not set the FSW exception flags (PE, IE, ZE, DE, UE, OE)",
+    forms = { "^f" }, items = { "fsw.flags" },
+    reproducer = { form = "fsqrt", code = { "fsqrt" }, state = { fpu = { ftw = 1 }, st = { f80(0x4000, math.mininteger) } } } },
+
+  { id = "x87-snan-load", side = "unicorn",
+    cause = "fld of a 32- or 64-bit signalling NaN loads it unchanged (the SDM quiets it and sets IE)",
+    forms = { "^fld m32", "^fld m64" }, items = { "st.nan", "fsw.flags" },
+    reproducer = { form = "fld m64", code = { "fld qword [r15]" }, state = { mem = { [0] = u64(0x7ff4000000000000) } } } },
+
+  { id = "x87-constant-rounding", side = "unicorn",
+    cause = "fldpi, fldl2e, fldl2t, fldlg2 and fldln2 ignore the rounding control",
+    forms = { "^fldpi", "^fldl2[et]", "^fldlg2", "^fldln2" }, items = { "st.precision" },
+    reproducer = { form = "fldpi", code = { "fldpi" }, state = { fpu = { fcw = 0x77f } } } },
+
+  { id = "x87-transcendental", side = "unicorn",
+    cause = "f2xm1, fyl2x(p1), fpatan, fptan, fsin, fcos, fsincos, fprem(1), fscale, fxtract and frndint go "
+      .. "through host double precision: other low-order bits, signs of zero, NaNs and stack effects",
+    forms = TRANSCENDENTAL,
+    items = { "st", "st.precision", "st.nan", "fsw.flags", "fsw.cc", "fsw.top", "fsw.stack", "ftw" },
+    reproducer = { form = "f2xm1", code = { "f2xm1" }, state = { fpu = { ftw = 1 }, st = { f80(0x3ffe, math.mininteger) } } } },
+
+  { id = "x87-unsupported", side = "unicorn",
+    cause = "unsupported x87 encodings (unnormals, pseudo-denormals, pseudo-NaNs) are taken as numbers: "
+      .. "fxam calls them normal, arithmetic computes with them instead of giving the indefinite NaN",
+    forms = { "^f" }, items = { "fsw.cc", "st", "st.nan", "st.precision", "fsw.flags", "gpr" },
+    reproducer = { form = "fxam", code = { "fxam" },
+                   state = { fpu = { ftw = 1 }, st = { f80(0x3fff, 0x4000000000000000) } } } },
+
+  { id = "x87-fisttp-range", side = "unicorn",
+    cause = "fisttp of an out-of-range value stores the saturated integer, not the integer indefinite (0x80000000)",
+    forms = { "^fisttp", "^fistp?" }, items = { "mem", "fsw.flags" },
+    reproducer = { form = "fisttp m32", code = { "fisttp dword [r15]" },
+                   state = { fpu = { ftw = 1 }, st = { f80(0x4062, 0xc9f2c9cd04674edf) } } } },
+
+  { id = "shift-memory-flags", side = "unicorn",
+    cause = "shifts with a memory destination compute CF and OF wrong while a memory-write hook is installed "
+      .. "(the soft backend's dirty-page hook): Unicorn's hook call clobbers the lazily computed flags",
+    forms = SHIFTS_MEM, items = { "CF", "OF", "PF", "ZF", "SF", "AF" },
+    reproducer = { form = "sar m64,cl", code = { "sar qword [r15], cl" },
+                   state = { regs = { rcx = 15 }, mem = { [0] = u64(0x8302000000004000) } } } },
+
+  { id = "lock-neg-flags", side = "unicorn",
+    cause = "lock neg of memory sets SF and PF wrong",
+    forms = { "^lock neg m" }, items = { "SF", "PF", "ZF", "AF", "CF" },
+    reproducer = { form = "lock neg m8", code = { "lock neg byte [r15]" }, state = { mem = { [0] = "\1" } } } },
+
+  { id = "cmpxchg-r32-zero-extends", side = "unicorn",
+    cause = "a failed cmpxchg r32,r32 zero-extends the destination register (the CPU leaves it alone)",
+    forms = { "^cmpxchg r32,r32" }, items = { "gpr" },
+    reproducer = { form = "cmpxchg r32,r32", code = { "cmpxchg ebx, ecx" },
+                   state = { regs = { rax = 1, rbx = 0xffffffff00000002, rcx = 5 } } } },
+
+  { id = "mmio-width", side = "unicorn",
+    cause = "an 8-byte MMIO read reaches the host as two 4-byte reads (Unicorn's MMIO regions are 4 bytes "
+      .. "wide): the exit names the second",
+    forms = { "^read mmio" }, items = { "exit.mem" },
+    reproducer = { form = "read mmio", code = { "mov r14, 0x40000000\nmov rax, [r14]" } } },
+
+  -- }============================================================ moonvisor's soft backend
+
+  { id = "syscall-exit", side = "moonvisor",
+    cause = "syscall: the exit has no rip, rcx and r11 are not the next rip and rflags",
+    forms = { "^syscall %(closing%)" }, items = { "exit.rip", "rcx", "r11" },
+    reproducer = { harness = "syscall" } },
+
+  { id = "reset-fpu", side = "moonvisor",
+    cause = "a new VCPU's x87/SSE state is not the reset state (FCW 0x37f, MXCSR 0x1f80, tags empty)",
+    forms = { "^vcpu reset" }, items = { "fcw", "fsw", "ftw", "mxcsr" },
+    reproducer = { harness = "reset" } },
+
+  { id = "cpl3-privilege", side = "moonvisor",
+    cause = "privileged instructions run at CPL3 (hlt, cli, in, out, rdmsr, wrmsr, mov to cr3) instead of #GP(0)",
+    forms = { "^hlt", "^cli", "^in al", "^out dx", "^rdmsr", "^wrmsr", "^mov cr3" },
+    items = { "exit.type", "exit.vector", "exit.rip", "exit.error_code" },
+    reproducer = { form = "hlt", code = { "hlt" } } },
+
+  { id = "exception-rf", side = "moonvisor",
+    cause = "exception exits leave RFLAGS.RF clear; KVM returns the frame's RFLAGS, where a fault sets RF",
+    forms = { "^ud2", "^invalid opcode", "unmapped page", "non%-canonical", "^i?div", "^int", "x,mu", "mu,x",
+              "^hlt", "^cli", "^in al", "^out dx", "^rdmsr", "^wrmsr", "^mov cr3" },
+    items = { "RF" },
+    reproducer = { form = "ud2", code = { "ud2" } } },
+
+  { id = "exception-error-code", side = "moonvisor",
+    cause = "exception exits carry no error code, and CR2 is wrong after a page fault",
+    forms = { "unmapped page" }, items = { "exit.error_code", "cr2", "RF" },
+    reproducer = { form = "write unmapped page", code = { "mov r14, 0x100000000000\nmov [r14], eax" } } },
+
+  { id = "exception-vector", side = "moonvisor",
+    cause = "exceptions reported with another vector: int 0x80 past the IDT as vector 0x80 (not #GP), "
+      .. "a non-canonical address as #PF (not #GP), some #DE as 8",
+    forms = { "^int 0x80", "non%-canonical", "^i?div" }, items = { "exit.vector", "exit.rip", "exit.error_code" },
+    reproducer = { form = "int 0x80", code = { "int 0x80" } } },
+
+  { id = "cpuid", side = "moonvisor",
+    cause = "CPUID: the soft backend reports Unicorn's CPU, not the host's",
+    forms = { "^cpuid" }, items = { "gpr" },
+    reproducer = { form = "cpuid", code = { "mov eax, 1\nxor ecx, ecx\ncpuid" } } },
+}
