@@ -144,7 +144,7 @@ export VM_CMD
 deps-vm: deps
 	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(VM_PACKAGES)"
 
-test-vm: deps-vm
+test-vm: deps-vm deps-afl
 	@$(MAKE) --no-print-directory all
 	@spec/vm/testvm --timeout $(VM_TIMEOUT) --smp $(VM_SMP) --mem $(VM_MEM) -- bash -c "$$VM_CMD"
 

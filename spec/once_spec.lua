@@ -6,9 +6,9 @@ local mv = require "moonvisor"
 local H = require "helpers"
 
 local loop = [[
-  mov ecx, 3
+  mov ebx, 3
 top:
-  dec ecx                 ; 0x1005
+  dec ebx                 ; 0x1005
   jnz top
   mov eax, 7              ; 0x1009
   mov eax, 60             ; 0x100e
@@ -57,7 +57,7 @@ describe("once-breakpoints", function()
       -- the loop body stops the first time only; the instruction then runs
       assert.equals("3@0x1005 3@0x1009 syscall", stops(cpu, 5))
       assert.equals(60, cpu.rax)
-      assert.equals(0, cpu.rcx)
+      assert.equals(0, cpu.rbx)
       assert.equals(before, g:read(0x1000, 16), "guest memory is untouched")
       -- armed again: the same stops
       cpu.rip = 0x1000
