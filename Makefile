@@ -144,7 +144,7 @@ export VM_CMD
 deps-vm: deps
 	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(VM_PACKAGES)"
 
-test-vm: deps-vm
+test-vm: deps-vm deps-afl
 	@$(MAKE) --no-print-directory all
 	@spec/vm/testvm --timeout $(VM_TIMEOUT) --smp $(VM_SMP) --mem $(VM_MEM) -- bash -c "$$VM_CMD"
 
@@ -212,6 +212,7 @@ bench: deps deps-afl
 	else echo "startup bench skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; fi
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/fuzz.lua
+	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/afl.lua
 
 # `make bench-counts`: the figures that do not drift (bench/counts.sh):
 # instructions per Lua-handled exit and per start (valgrind's callgrind),
@@ -257,7 +258,7 @@ install: all
 	$(INSTALL) -m 755 $(BUILD)/moonvisor $(DESTDIR)$(BIN_DIR)/moonvisor
 	$(INSTALL) -m 644 $(BUILD)/lua/moonvisor/core.so $(DESTDIR)$(LUA_CMOD_DIR)/moonvisor/core.so
 	$(foreach f,$(LUA_SCRIPTS),$(INSTALL) -m 644 -D scripts/$(f) $(DESTDIR)$(LUA_LMOD_DIR)/$(f) &&) true
-	$(INSTALL) -m 644 examples/*.lua $(DESTDIR)$(EXAMPLES_DIR)/
+	$(INSTALL) -m 644 examples/*.lua examples/*.dict $(DESTDIR)$(EXAMPLES_DIR)/
 	$(INSTALL) -m 644 examples/guests/* $(GUESTS) $(DESTDIR)$(EXAMPLES_DIR)/guests/
 	$(INSTALL) -m 644 doc/moonvisor.1 $(DESTDIR)$(MAN1_DIR)/moonvisor.1
 

@@ -50,10 +50,10 @@ local function run(kind, jobs, secs)
   local p = io.popen(cmd)
   local out = p:read("a")
   p:close()
-  local execs, el = out:match("campaign: %d+ instances, (%d+) execs in ([%d.]+) s")
+  local execs, el, cpu = out:match("campaign: %d+ instances, (%d+) execs in ([%d.]+) s %(%d+ exec/s; ([%d.]+) CPU s")
   os.execute("rm -rf " .. q(dir))
   if not execs then error("bench/afl: " .. kind .. " run failed:\n" .. out, 0) end
-  return tonumber(execs), tonumber(el)
+  return tonumber(execs), tonumber(el), tonumber(cpu)
 end
 
 if arg[1] == "--time-to-bug" then
@@ -95,16 +95,21 @@ if arg[1] == "--time-to-bug" then
 end
 
 local secs = tonumber(arg[1]) or 10
-print(("bench/afl: %s, %s s per run, backend %s (exec/s: total executions / wall time)"):format(script, secs,
-  os.getenv("MOONVISOR_BACKEND") or "default"))
-local results = {}
+local f = io.open("/proc/loadavg")
+local load = f and f:read("l") or "?"
+if f then f:close() end
+print(("bench/afl: %s, %s s per run, backend %s, load average %s"):format(script, secs,
+  os.getenv("MOONVISOR_BACKEND") or "default", load:match("^(%S+)") or load))
+print("  (exec/s: executions / wall time; per CPU s: / CPU time of every process, AFL++'s included)")
+local results, per_cpu = {}, {}
 for _, kind in ipairs{ "native", "afl" } do
   for _, jobs in ipairs{ 1, 2 } do
-    local execs, el = run(kind, jobs, secs)
-    results[kind .. jobs] = execs / el
-    print(("  %-7s %d %s  %8.0f exec/s  (%d execs in %.1f s)"):format(kind == "afl" and "AFL++" or "native", jobs,
-      jobs == 1 and "core " or "cores", execs / el, execs, el))
+    local execs, el, cpu = run(kind, jobs, secs)
+    results[kind .. jobs], per_cpu[kind .. jobs] = execs / el, execs / math.max(cpu, 1e-3)
+    print(("  %-7s %d %s  %8.0f exec/s  %8.0f per CPU s  (%d execs in %.1f s, %.1f CPU s)"):format(
+      kind == "afl" and "AFL++" or "native", jobs, jobs == 1 and "core " or "cores", execs / el, execs / math.max(cpu, 1e-3),
+      execs, el, cpu))
   end
 end
-print(("  scaling 1 -> 2 cores: native x%.2f, AFL++ x%.2f; AFL++ / native on 1 core: %.2f"):format(
-  results.native2 / results.native1, results.afl2 / results.afl1, results.afl1 / results.native1))
+print(("  scaling 1 -> 2 cores (wall): native x%.2f, AFL++ x%.2f; AFL++ / native per CPU s: %.2f"):format(
+  results.native2 / results.native1, results.afl2 / results.afl1, per_cpu.afl1 / per_cpu.native1))

@@ -61,5 +61,6 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_socket(L);
   lmv_open_term(L);
   lmv_open_afl(L);
+  lmv_open_once(L);
   return 1;
 }

@@ -139,6 +139,8 @@ int lmv_open_cpu(lua_State *L);
 int lmv_open_disasm(lua_State *L);
 /* lafl.c: core.afl (AFL++ shared memory, forkserver pipes, the stand-in child). */
 int lmv_open_afl(lua_State *L);
+/* lonce.c: cpu:once_breakpoints, cpu:arm_breakpoints. */
+int lmv_open_once(lua_State *L);
 /* lsocket.c: core.tcp_listen, core.tcp_connect (for the gdb stub). */
 int lmv_open_socket(lua_State *L);
 int lmv_open_term(lua_State *L);

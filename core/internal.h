@@ -191,6 +191,9 @@ struct mv_backend_ops {
   /* Applies cpu->debug and cpu->hw_bp; hw_bp may be NULL: no debug registers. */
   int (*set_debug)(mv_vcpu *cpu, unsigned flags, mv_err *err);
   bool hw_breakpoints;
+  /* Once-breakpoints (mv_vcpu_set_once_breakpoints); NULL: not supported. */
+  int (*set_once)(mv_vcpu *cpu, const uint64_t *addrs, size_t n, mv_err *err);
+  void (*rearm_once)(mv_vcpu *cpu);
   int (*get_regs)(mv_vcpu *cpu, mv_regs *r, mv_err *err);
   int (*set_regs)(mv_vcpu *cpu, const mv_regs *r, mv_err *err);
   int (*get_sregs)(mv_vcpu *cpu, mv_sregs *s, mv_err *err);

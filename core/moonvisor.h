@@ -298,6 +298,16 @@ int mv_vcpu_set_debug(mv_vcpu *cpu, unsigned flags, mv_err *err);
  * is a probe's question (mv.host() in Lua); the soft backend has none. */
 int mv_vcpu_set_hw_breakpoints(mv_vcpu *cpu, const uint64_t *addrs, int n, mv_err *err);
 
+/* Once-breakpoints, on backends that see every instruction (soft; kvm:
+ * -ENOTSUP): linear addresses where a run stops, before the instruction,
+ * with a debug exit (exception 3, rip there) the first time it gets there
+ * after they were armed; resuming runs the instruction.  Nothing is written
+ * to guest memory, so coverage costs the emulator no re-translation.
+ * mv_vcpu_set_once_breakpoints replaces the set (n = 0 removes it) and arms
+ * it; mv_vcpu_arm_once_breakpoints arms every one again in O(1). */
+int mv_vcpu_set_once_breakpoints(mv_vcpu *cpu, const uint64_t *addrs, size_t n, mv_err *err);
+int mv_vcpu_arm_once_breakpoints(mv_vcpu *cpu, mv_err *err);
+
 /* zx_vcpu_kick: async-signal-safe and thread-safe.  The VCPU leaves the
  * guest as soon as possible; a kick before enter makes that enter return a
  * KICK exit at once. */

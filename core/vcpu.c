@@ -153,6 +153,22 @@ int mv_vcpu_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   return r;
 }
 
+int mv_vcpu_set_once_breakpoints(mv_vcpu *c, const uint64_t *addrs, size_t n, mv_err *err) {
+  int r = check_live(c, "once_breakpoints", err);
+  if (r) return r;
+  if (!c->guest->be->set_once)
+    return mv__fail(err, -ENOTSUP, "vcpu:once_breakpoints: the %s backend has none (int3 breakpoints work everywhere)",
+                    c->guest->be->name);
+  return c->guest->be->set_once(c, addrs, n, err);
+}
+
+int mv_vcpu_arm_once_breakpoints(mv_vcpu *c, mv_err *err) {
+  int r = check_live(c, "arm_breakpoints", err);
+  if (r) return r;
+  if (c->guest->be->rearm_once) c->guest->be->rearm_once(c);
+  return 0;
+}
+
 int mv_vcpu_set_hw_breakpoints(mv_vcpu *c, const uint64_t *addrs, int n, mv_err *err) {
   int r = check_live(c, "debug", err);
   if (r) return r;

@@ -156,6 +156,8 @@ static void request_stop(soft_vcpu *sv) {
   sv->exit_set = true;
 }
 
+static uint64_t current_rip(soft_vcpu *sv);
+
 /* Every instruction passes here first: it is where stops take effect, so an
  * access that must return to the caller completes its instruction first. */
 static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
@@ -167,6 +169,12 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     return;
   }
   if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) {   /* stop to inject it */
+    uc_emu_stop(uc);
+    return;
+  }
+  if (soft_once_hit(sv, addr)) {   /* before the instruction, as an int3 would be */
+    *c->exit = (mv_exit){ .type = MV_EXIT_DEBUG, .rip = current_rip(sv), .detail = { 3 } };
+    request_stop(sv);
     uc_emu_stop(uc);
     return;
   }
@@ -352,6 +360,7 @@ static int soft_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
 static void soft_vcpu_destroy(mv_vcpu *c) {
   if (!SV(c)) return;
   soft_engine_close(c);
+  soft_free_once(SV(c));
   free(SV(c));
   c->be_state = NULL;
 }
@@ -513,6 +522,7 @@ const mv_backend_ops mv__soft_backend = {
   .vcpu_save = soft_vcpu_save, .vcpu_load = soft_vcpu_load,
   .vcpu_create = soft_vcpu_create, .vcpu_destroy = soft_vcpu_destroy,
   .vcpu_run = soft_vcpu_run, .vcpu_kick = soft_vcpu_kick, .set_debug = soft_set_debug,
+  .set_once = soft_set_once, .rearm_once = soft_rearm_once,
   .get_regs = soft_get_regs, .set_regs = soft_set_regs,
   .get_sregs = soft_get_sregs, .set_sregs = soft_set_sregs,
   .get_msr = soft_get_msr, .set_msr = soft_set_msr,

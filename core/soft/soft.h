@@ -37,6 +37,12 @@ typedef struct soft_vcpu {
   int ncpuid;
   bool ran;                                /* entered once: the CPUID is fixed, as on KVM */
   uint64_t started;                        /* instructions begun in this uc_emu_start */
+  /* once-breakpoints (soft_once.c): open addressing, UINT64_MAX = empty slot;
+   * a slot is armed while its gen differs from once_gen */
+  uint64_t *once_addr;
+  uint32_t *once_seen;
+  uint32_t once_mask;                      /* slots - 1; 0: no set */
+  uint32_t once_gen;
 } soft_vcpu;
 
 static inline soft_vcpu *SV(mv_vcpu *c) { return c->be_state; }
@@ -52,6 +58,30 @@ static inline uint64_t reg(uc_engine *uc, int id) {
 static inline uc_err set_reg(uc_engine *uc, int id, uint64_t v) { return uc_reg_write(uc, id, &v); }
 
 int soft_fail(mv_err *err, const char *what, uc_err e);
+
+/* soft_once.c: once-breakpoints. */
+int soft_set_once(mv_vcpu *c, const uint64_t *addrs, size_t n, mv_err *err);
+void soft_rearm_once(mv_vcpu *c);
+void soft_free_once(soft_vcpu *sv);
+
+static inline uint32_t soft_once_slot(uint64_t addr, uint32_t mask) {
+  return (uint32_t)((addr * UINT64_C(0x9e3779b97f4a7c15)) >> 40) & mask;
+}
+
+/* True (once per arming) when addr is an armed once-breakpoint: the code
+ * hook's question before each instruction. */
+static inline bool soft_once_hit(soft_vcpu *sv, uint64_t addr) {
+  if (!sv->once_mask) return false;
+  for (uint32_t i = soft_once_slot(addr, sv->once_mask);; i = (i + 1) & sv->once_mask) {
+    uint64_t a = sv->once_addr[i];
+    if (a == addr) {
+      if (sv->once_seen[i] == sv->once_gen) return false;
+      sv->once_seen[i] = sv->once_gen;
+      return true;
+    }
+    if (a == UINT64_MAX) return false;
+  }
+}
 
 /* soft.c: a fresh engine in the given mode, with hooks and memory. */
 int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err);

@@ -23,13 +23,15 @@
 -- nothing is ever stuck: if the fuzzer goes away (fd 198 hangs up, fd 199
 -- breaks) the server closes the guest and returns.
 --
--- Coverage: the harness's breakpoints (coverage.blocks) stay in the start
--- snapshot.  A hit puts the original byte back and the run goes on, so each
--- block reports its first execution of a run; the dirty-page restore of the
--- next reset re-arms it.  Edges as AFL does: block ids from the address, map
--- index id ~ prev, prev = id >> 1, over the blocks in the order a run first
--- reaches them, plus one pseudo-edge for the outcome (done, or the finding's
--- kind), so that outcomes differ in the map too.
+-- Coverage: a stop at each of the harness's blocks (coverage.blocks) the
+-- first time a run reaches it.  On the soft backend these are once-
+-- breakpoints (cpu:once_breakpoints: nothing in guest memory, re-armed per
+-- run in O(1), so Unicorn re-translates nothing); elsewhere int3s in the
+-- start snapshot, where a hit puts the original byte back and the next
+-- reset's dirty-page restore re-arms it.  Edges as AFL does: block ids from
+-- the address, map index id ~ prev, prev = id >> 1, over the blocks in the
+-- order a run first reaches them, plus one pseudo-edge for the outcome
+-- (done, or the finding's kind), so that outcomes differ in the map too.
 --
 -- What moonvisor has to say (start, errors, the end) goes to stderr, which
 -- AFL++ discards unless AFL_DEBUG_CHILD=1, and to $__AFL_OUT_DIR/moonvisor.log
@@ -174,17 +176,18 @@ end
 -- One run of `data` with coverage into the map.  Returns the wait status for
 -- AFL++ (nil: the fuzzer hung up meanwhile) and the finding's kind.
 function Server:run(data)
-  local f, map, mask, ids, bp = self.f, self.map, self.mask, self.ids, self.f.breakpoints
+  local f, map, mask, ids, bp, once = self.f, self.map, self.mask, self.ids, self.f.breakpoints, self.once
   local g, cpu = f.g, f.cpu
   data = f:place(data)
+  if once then cpu:arm_breakpoints() end
   local prev, exit = 0, nil
   local slice = f.timeout_ms
   while true do
     exit = cpu:run{ timeout_ms = slice }
     local t = exit.type
-    if t == "debug" and exit.exception == 3 and bp[exit.rip] and g:u8(exit.rip) == 0xcc then
+    if t == "debug" and exit.exception == 3 and ids[exit.rip] and (once or g:u8(exit.rip) == 0xcc) then
       local a = exit.rip
-      g:u8(a, bp[a])   -- and on: RIP is at the int3; the next reset re-arms it
+      if not once then g:u8(a, bp[a]) end   -- and on: RIP is at the int3; the next reset re-arms it
       local id = ids[a]
       map:hit((id ~ prev) & mask)
       prev = id >> 1
@@ -283,7 +286,21 @@ function afl.serve(cfg, opts)
     for k, v in pairs(cfg) do c[k] = v end
     c.quiet, c.status = true, false
     if not c.coverage then log:write("the harness has no coverage (coverage = { blocks = ... }): AFL++ sees outcomes only") end
+    local blocks = fuzz.blocks(c.coverage)
+    c.coverage = nil
     srv.f = fuzz.new(c)
+    if #blocks > 0 then   -- once-breakpoints where the backend has them, int3s elsewhere
+      local f = srv.f
+      srv.once = pcall(f.cpu.once_breakpoints, f.cpu, blocks)
+      if srv.once then
+        f.nblocks = #blocks
+      else
+        f:install_breakpoints(blocks)
+        f.start:close()
+        f.start = f.g:snapshot()
+      end
+    end
+    srv.blocks = blocks
     srv.map = A.attach(shm_id, "afl: " .. A.SHM_ENV)
     if srv.map:size() < srv.map_size then
       -- AFL++ grows its map to what the hello asks for (or says why it cannot);
@@ -301,11 +318,12 @@ function afl.serve(cfg, opts)
       srv.tc = A.attach(fuzz_id, "afl: " .. A.SHM_FUZZ_ENV)
     end
     srv.ids = {}
-    for a in pairs(srv.f.breakpoints) do srv.ids[a] = afl.block_id(a, srv.mask) end
+    for _, a in ipairs(srv.blocks) do srv.ids[a] = afl.block_id(a, srv.mask) end
     local how
     srv.read_input, how = srv:input_source()
-    log:write("serving %s on the %s backend: map %d bytes, %d blocks, test cases from %s%s",
-      arg and arg[0] or "harness", srv.f.g:backend(), srv.map_size, srv.f.nblocks, how,
+    log:write("serving %s on the %s backend: map %d bytes, %d blocks (%s), test cases from %s%s",
+      arg and arg[0] or "harness", srv.f.g:backend(), srv.map_size, srv.f.nblocks,
+      srv.once and "once-breakpoints" or "int3", how,
       srv.forkserver and "" or " (no forkserver: one run)")
     if srv.forkserver then
       srv.reason = srv:serve()

@@ -14,7 +14,8 @@
 -- log.  Both wait for their processes (Ctrl-C stops them all), print a line
 -- per instance from its fuzzer_stats and the total, and return
 -- { instances = { { name, status, execs, exec_per_s, corpus, crashes, hangs } ... },
---   execs, exec_per_s, elapsed }.  Each instance's output is in
+--   execs, exec_per_s, elapsed, cpu (CPU seconds of every process started),
+--   exec_per_cpu_s }.  Each instance's output is in
 -- DIR/.logs/NAME.log.  An afl-fuzz that is missing or older than AFL++ 4.00
 -- is an error before anything starts.
 local core = require "moonvisor.core"
@@ -109,9 +110,20 @@ end
 
 -- {======================================================= processes
 
+-- CPU seconds (user + system) of this process's waited-for descendants:
+-- /proc/self/stat's cutime and cstime, in clock ticks (100 a second on Linux).
+local function children_cpu()
+  local st = read_file("/proc/self/stat") or ""
+  local rest = st:match("%) (.*)$") or ""
+  local f = {}
+  for w in rest:gmatch("%S+") do f[#f + 1] = w end
+  -- after "(comm)": state is field 3 of stat, so cutime (16) and cstime (17) are f[14], f[15]
+  return ((tonumber(f[14]) or 0) + (tonumber(f[15]) or 0)) / 100
+end
+
 -- Runs the commands at once, each with its output in its log, and waits for
--- all (Ctrl-C reaches them through the process group).  Returns their exit
--- statuses and the wall time.
+-- all (Ctrl-C reaches them through the process group).  Returns the wall
+-- time and the CPU time they took.
 local function run_all(dir, cmds)
   os.execute(("mkdir -p %s"):format(q(dir .. "/.logs")))
   local sh = {}
@@ -122,11 +134,11 @@ local function run_all(dir, cmds)
     cmds[i].log = log
   end
   sh[#sh + 1] = "wait"
-  local t0 = now()
+  local t0, c0 = now(), children_cpu()
   os.execute(table.concat(sh, "\n"))
-  local el = now() - t0
+  local el, cpu = now() - t0, children_cpu() - c0
   for _, c in ipairs(cmds) do c.status = tonumber(read_file(dir .. "/.logs/" .. c.name .. ".status") or "") end
-  return el
+  return el, cpu
 end
 
 -- The numbers of an instance's fuzzer_stats (AFL++'s or moonvisor.sync's).
@@ -147,9 +159,9 @@ local function tail(path, n)
 end
 
 -- The summary of a finished campaign; errors when every instance failed.
-local function summarize(opts, cmds, el)
+local function summarize(opts, cmds, el, cpu)
   local log = opts.log or print
-  local sum = { instances = {}, execs = 0, elapsed = el }
+  local sum = { instances = {}, execs = 0, elapsed = el, cpu = cpu }
   local failed = {}
   for _, c in ipairs(cmds) do
     local st = campaign.read_stats(opts.dir .. "/" .. c.name .. "/fuzzer_stats") or {}
@@ -169,8 +181,9 @@ local function summarize(opts, cmds, el)
     end
   end
   sum.exec_per_s = sum.execs / math.max(el, 1e-3)
-  log(("campaign: %d instances, %d execs in %.1f s (%.0f exec/s), sync directory %s"):format(#cmds, sum.execs, el,
-    sum.exec_per_s, opts.dir))
+  sum.exec_per_cpu_s = sum.execs / math.max(cpu or 0, 1e-3)
+  log(("campaign: %d instances, %d execs in %.1f s (%.0f exec/s; %.1f CPU s, %.0f execs per CPU s), sync directory %s")
+    :format(#cmds, sum.execs, el, sum.exec_per_s, cpu or 0, sum.exec_per_cpu_s, opts.dir))
   if #failed == #cmds then
     error(("campaign: every instance failed (%s): see %s/.logs/"):format(table.concat(failed, ", "), opts.dir), 0)
   end
@@ -199,7 +212,8 @@ function campaign.workers(opts)
   local log = opts.log or print
   log(("campaign: %d moonvisor workers in %s%s"):format(jobs, opts.dir,
     opts.seconds and (" for %s s"):format(opts.seconds) or ""))
-  return summarize(opts, cmds, run_all(opts.dir, cmds))
+  local el, cpu = run_all(opts.dir, cmds)
+  return summarize(opts, cmds, el, cpu)
 end
 
 function campaign.afl(opts)
@@ -236,7 +250,8 @@ function campaign.afl(opts)
   local log = opts.log or print
   log(("campaign: %d afl-fuzz instances (%s, %s) in %s%s"):format(jobs, version.text, afl, dir,
     opts.seconds and (" for %s s"):format(opts.seconds) or ""))
-  return summarize(opts, cmds, run_all(dir, cmds))
+  local el, cpu = run_all(dir, cmds)
+  return summarize(opts, cmds, el, cpu)
 end
 
 return campaign

@@ -299,22 +299,7 @@ function fuzz.new(cfg)
   end
   -- coverage: breakpoints go in before the start snapshot
   self.breakpoints, self.nblocks, self.covered = {}, 0, 0
-  if cfg.coverage then
-    local blocks = cfg.coverage.blocks
-    if type(blocks) == "string" then blocks = fuzz.read_blocks(blocks) end
-    local g = self.g
-    for _, a in ipairs(blocks or {}) do
-      if not self.breakpoints[a] then
-        local ok, orig = pcall(g.u8, g, a)
-        if ok and orig ~= 0xcc then
-          self.breakpoints[a] = orig
-          g:u8(a, 0xcc)
-          self.nblocks = self.nblocks + 1
-        end
-      end
-    end
-    self.cpu:debug{ breakpoints = true }
-  end
+  if cfg.coverage then self:install_breakpoints(fuzz.blocks(cfg.coverage)) end
   self.removed = {}      -- breakpoints removed since the start snapshot was taken
   self.start = self.g:snapshot()
   -- the corpus: seeds from a directory or a list
@@ -334,6 +319,30 @@ function fuzz.new(cfg)
   end
   self.iterations, self.execs = 0, 0
   return self
+end
+
+-- The block list of a coverage config: coverage.blocks, a file name or a list.
+function fuzz.blocks(coverage)
+  local blocks = coverage and coverage.blocks
+  if type(blocks) == "string" then blocks = fuzz.read_blocks(blocks) end
+  return blocks or {}
+end
+
+-- An int3 on each block start (the original bytes in self.breakpoints) and
+-- int3 debug exits on; the caller takes the start snapshot afterwards.
+function Fuzzer:install_breakpoints(blocks)
+  local g = self.g
+  for _, a in ipairs(blocks) do
+    if not self.breakpoints[a] then
+      local ok, orig = pcall(g.u8, g, a)
+      if ok and orig ~= 0xcc then
+        self.breakpoints[a] = orig
+        g:u8(a, 0xcc)
+        self.nblocks = self.nblocks + 1
+      end
+    end
+  end
+  self.cpu:debug{ breakpoints = true }
 end
 
 -- The kind of finding an exit is, and its RIP (nil: the input ended normally).
