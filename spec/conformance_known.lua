@@ -75,9 +75,10 @@ return {
     forms = { "^f" }, items = { "fsw.flags" },
     reproducer = { form = "fsqrt", code = { "fsqrt" }, state = { fpu = { ftw = 1 }, st = { f80(0x4000, math.mininteger) } } } },
 
-  { id = "x87-snan-load", side = "unicorn",
-    cause = "fld of a 32- or 64-bit signalling NaN loads it unchanged (the SDM quiets it and sets IE)",
-    forms = { "^fld m32", "^fld m64" }, items = { "st.nan", "fsw.flags" },
+  { id = "x87-snan-convert", side = "unicorn",
+    cause = "a signalling NaN converted between the x87 format and 32/64-bit floats stays signalling: fld "
+      .. "m32/m64 loads it unchanged, fst/fstp m32/m64 store it unquieted (the SDM quiets it and sets IE)",
+    forms = { "^fld m32", "^fld m64", "^fstp? m32", "^fstp? m64" }, items = { "st.nan", "fsw.flags", "mem" },
     reproducer = { form = "fld m64", code = { "fld qword [r15]" }, state = { mem = { [0] = u64(0x7ff4000000000000) } } } },
 
   { id = "x87-constant-rounding", side = "unicorn",
