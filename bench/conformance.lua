@@ -78,7 +78,7 @@ end
 -- {============================================================ reproducers
 
 if opts.reproducers then
-  local entries = known.load(opts.known)
+  local entries = known.select(known.load(opts.known), known.kind(opts.ref))
   local ref, other, t = conformance.machines(opts)
   local bad = 0
   for _, e in ipairs(entries) do
@@ -97,7 +97,12 @@ end
 -- {============================================================ a run
 
 out(("conformance: %d cases, seed %s%s, %s against %s"):format(opts.cases, seed_text, only, opts.other, opts.ref))
-local entries = opts.known and known.load(opts.known)
+local entries, kind
+if opts.known then
+  kind = known.kind(opts.ref)
+  entries = known.select(known.load(opts.known), kind)
+  out(("documented deviations: %s, those for a %s reference"):format(opts.known, kind))
+end
 local res = conformance.run {
   seed = seed, cases = opts.cases, first = opts.first, ref = opts.ref, other = opts.other, only = opts.only,
   minimise = opts.minimise, max_classes = opts.max_classes, timeout_ms = opts.timeout_ms, known = entries,

@@ -41,12 +41,7 @@ function conformance.seed(s)
   return h
 end
 
-local function now()
-  local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("a"))
-  p:close()
-  return t
-end
+local now = require("moonvisor.core").clock   -- seconds, CLOCK_MONOTONIC
 conformance.now = now
 
 function conformance.machines(opts)
