@@ -10,6 +10,8 @@
 # spec/makefile_spec.lua checks both.
 
 DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux gdb
+# AFL++ (afl-fuzz, afl-showmap): spec/afl_spec.lua and bench/afl.lua drive moonvisor with it
+AFL_PACKAGES := afl++
 # bash: the test recipe reads PIPESTATUS
 SHELL   := /bin/bash
 BUILD   := build
@@ -36,7 +38,7 @@ BUSTED ?= lua5.4 /usr/bin/busted
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/lua/?.so;;"
 
-.PHONY: all deps run test test-asan test-valgrind bench clean guests
+.PHONY: all deps deps-afl run test test-asan test-valgrind bench clean guests
 .PHONY: deps-vm test-vm probe-kvm test-kvm
 
 # The empty recipe keeps the sub-make of run, test, ... quiet ("Nothing to be
@@ -45,8 +47,10 @@ all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests
 	@:
 
 # Installs the Debian packages that are missing; does nothing when all are there.
-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# deps-afl: the same for AFL++, which the specs and the bench need.
+deps deps-afl: PACKAGES = $(if $(filter deps-afl,$@),$(AFL_PACKAGES),$(DEBIAN_PACKAGES))
+deps deps-afl:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -89,7 +93,7 @@ run: deps
 TEST_BACKENDS ?= kvm soft
 SPECS ?= spec
 
-test: deps
+test: deps deps-afl
 	@$(MAKE) --no-print-directory all
 	@total_p=0; total_f=0; \
 	for b in $(TEST_BACKENDS); do \
@@ -113,7 +117,7 @@ test: deps
 # The whole suite again with core and bindings built with ASan and UBSan into
 # build/asan/moonvisor, which runs busted itself (moonvisor.core is
 # preloaded there, so no uninstrumented module is loaded).  Any report fails.
-test-asan: deps
+test-asan: deps deps-afl
 	$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)" \
 	  build/asan/moonvisor guests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -201,7 +205,7 @@ test-valgrind: deps
 	    $(BUILD)/moonvisor /usr/bin/busted -o spec/summary.lua $(VALGRIND_SPECS) || exit 1; \
 	done
 
-bench: deps
+bench: deps deps-afl
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/exit
 	$(BUILD)/bench/exit $$(test -e /dev/kvm || echo -b soft) $(BENCH_ARGS)
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/traps.lua
@@ -211,6 +215,13 @@ bench: deps
 	else echo "startup bench skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"; fi
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/fuzz.lua
+
+# `make bench-counts`: the figures that do not drift (bench/counts.sh):
+# instructions per Lua-handled exit and per start (valgrind's callgrind),
+# ioctls per exit, per snapshot restore and per fuzz execution (strace).
+.PHONY: bench-counts
+bench-counts: all
+	bench/counts.sh $(COUNTS_ARGS)
 
 $(BUILD)/bench/exit: bench/exit.c $(BIND_OBJ) $(BUILD)/libmoonvisor.a $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -467,3 +478,32 @@ install: install-linux-guest
 install-linux-guest: all
 	$(INSTALL) -d $(DESTDIR)$(EXAMPLES_DIR)/guests
 	$(INSTALL) -m 644 build/guests/bzImage $(DESTDIR)$(EXAMPLES_DIR)/guests/
+
+# ---- PC test kernels (moonvisor run, spec/pc_*_spec.lua, bench/qemu_compare.sh) --
+# examples/guests/pctest.c checks fw_cfg, ACPI, CMOS, PCI and the UART the way
+# a kernel for `qemu -kernel` does.  pctest.elf: its Multiboot entry linked
+# the ordinary way (ld -Ttext 0x100000, no script: the ELF headers land in a
+# loadable segment at 0xff000); pctest_low.elf: the same at 0x8000 (the
+# headers at 0x7000); pctest_pvh.elf: its PVH entry (a Xen ELF note).
+PC_CFLAGS := -m32 -O2 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -fno-strict-aliasing \
+  -fno-asynchronous-unwind-tables -fno-builtin -mno-red-zone -mgeneral-regs-only -Wall -Wextra
+PC_GUESTS := build/guests/pctest.elf build/guests/pctest_low.elf build/guests/pctest_pvh.elf
+
+guests: $(PC_GUESTS)
+
+build/guests/pctest.o: examples/guests/pctest.c
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(PC_CFLAGS) -c -o $@ $<
+
+build/guests/pctest_mb.o build/guests/pctest_pvh.o: build/guests/%.o: examples/guests/%.S
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) -m32 -c -o $@ $<
+
+build/guests/pctest.elf: build/guests/pctest_mb.o build/guests/pctest.o
+	ld -m elf_i386 -Ttext 0x100000 -o $@ $^
+
+build/guests/pctest_low.elf: build/guests/pctest_mb.o build/guests/pctest.o
+	ld -m elf_i386 -Ttext 0x8000 -o $@ $^
+
+build/guests/pctest_pvh.elf: build/guests/pctest_pvh.o build/guests/pctest.o examples/guests/pctest_pvh.ld
+	ld -m elf_i386 -T examples/guests/pctest_pvh.ld -o $@ build/guests/pctest_pvh.o build/guests/pctest.o

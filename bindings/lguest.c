@@ -34,6 +34,9 @@ static int guest_new(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     lmv_checktable(L, 1, "mv.guest", "options");
     opts.irqchip = opt_bool(L, 1, "irqchip", "mv.guest");
+    if (lua_getfield(L, 1, "sync_regs") != LUA_TNIL) opts.no_sync_regs = !opt_bool(L, 1, "sync_regs", "mv.guest");
+    if (lua_getfield(L, 1, "dirty_ring") != LUA_TNIL) opts.no_dirty_ring = !opt_bool(L, 1, "dirty_ring", "mv.guest");
+    lua_pop(L, 2);
     if (lua_getfield(L, 1, "backend") != LUA_TNIL) {
       const char *b = lua_tostring(L, -1);
       if (lua_type(L, -1) != LUA_TSTRING || (strcmp(b, "kvm") && strcmp(b, "soft")))
@@ -146,21 +149,30 @@ static int guest_dirty_pages(lua_State *L) {
 
 /* Handlers live in the guest's user value table, keyed by trap id, so a
  * handler that captures its guest does not keep it alive forever.  During
- * cpu:enter() that table sits at base+3 of the entering thread's stack. */
+ * cpu:enter() that table sits at base+3 of the entering thread's stack.
+ * The exit table each handler gets is the VCPU's one, with only the fields
+ * that changed since the previous handler call set again (lutil.c). */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   (void)cookie;
   LVcpu *lv = mv_vcpu_user(cpu);
   lua_State *L = lv->L;
-  if (!L || !lua_checkstack(L, 4)) return MV_TRAP_FAIL;
-  lua_rawgeti(L, lv->base + 3, exit->trap_id);
-  lmv_fillexit(L, lv->base + 1, exit);
+  if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */
+  if ((int)exit->trap_id == lv->handler_trap) {   /* the same trap as last time: its handler is at base+5 */
+    lua_pushvalue(L, lv->base + 5);
+  } else {
+    lua_rawgeti(L, lv->base + 3, exit->trap_id);
+    lua_copy(L, -1, lv->base + 5);
+    lv->handler_trap = (int)exit->trap_id;
+  }
+  lmv_fillexit(L, lv, exit);
   lua_pushvalue(L, lv->base + 1);
   lua_pushvalue(L, lv->base);
-  if (lua_pcall(L, 2, 1, lv->base + 2) != LUA_OK) {
+  if (lua_pcall(L, 2, exit->write ? 0 : 1, lv->base + 2) != LUA_OK) {
     lua_setiuservalue(L, lv->base, 3);   /* the error (with traceback) for enter to raise */
     return MV_TRAP_FAIL;
   }
-  if (!exit->write && !lua_isnil(L, -1)) {
+  if (exit->write) return MV_TRAP_DONE;   /* no result asked */
+  if (!lua_isnil(L, -1)) {
     int isnum = 0;
     lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
     if (!isnum) {
@@ -263,6 +275,20 @@ static int guest_tostring(lua_State *L) {
   return 1;
 }
 
+/* g:mechanisms() -> { sync_regs = bool, dirty_log = "ring" | "bitmap" | "hooks" }: the ways
+ * taken where there is a fast and a slow one (mv.guest{ sync_regs = false, dirty_ring = false }
+ * choose the slow ones, for tests). */
+static int guest_mechanisms(lua_State *L) {
+  mv_guest_mechanisms m;
+  mv_guest_get_mechanisms(lmv_checkguest(L, 1, "guest:mechanisms"), &m);
+  lua_createtable(L, 0, 2);
+  lua_pushboolean(L, m.sync_regs);
+  lua_setfield(L, -2, "sync_regs");
+  lua_pushstring(L, m.dirty_log);
+  lua_setfield(L, -2, "dirty_log");
+  return 1;
+}
+
 static int guest_backend(lua_State *L) {
   lua_pushstring(L, mv_guest_backend_name(lmv_checkguest(L, 1, "guest:backend")));
   return 1;
@@ -294,7 +320,7 @@ static const luaL_Reg guest_methods[] = {
   { "u8", guest_u8 }, { "u16", guest_u16 }, { "u32", guest_u32 }, { "u64", guest_u64 },
   { "dirty_pages", guest_dirty_pages },
   { "trap", guest_trap }, { "vcpu", lmv_vcpu_new },
-  { "backend", guest_backend }, { "close", guest_close }, { NULL, NULL },
+  { "backend", guest_backend }, { "mechanisms", guest_mechanisms }, { "close", guest_close }, { NULL, NULL },
 };
 
 static const luaL_Reg guest_meta[] = {

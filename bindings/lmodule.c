@@ -59,5 +59,7 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_cpu(L);
   lmv_open_disasm(L);
   lmv_open_socket(L);
+  lmv_open_term(L);
+  lmv_open_afl(L);
   return 1;
 }

@@ -29,13 +29,25 @@ typedef struct LVmo {
   mv_vmo *vmo;      /* NULL once closed; mappings keep their own reference */
 } LVmo;
 
+/* What the exit table handlers receive holds now (lutil.c), so that an
+ * exit sets only the fields that differ from the previous one. */
+typedef struct lmv_exit_fields {
+  bool valid, io, write, has_data;
+  int type;
+  uint32_t size;
+  uint64_t addr, data;
+} lmv_exit_fields;
+
 /* The Lua side of a VCPU.  User values: 1 = its Guest, 2 = the exit table
  * reused for every handler call, 3 = the last handler error. */
 typedef struct LVcpu {
   mv_vcpu *cpu;     /* NULL once closed */
   lua_State *L;     /* the thread inside cpu:enter(), NULL outside */
   int base;         /* stack index of the VCPU in L during enter; then the exit table,
-                       the message handler and the guest's handler table follow it */
+                       the message handler, the guest's handler table, the key table
+                       (lmv_pushkeys) and the handler of trap handler_trap follow it */
+  int handler_trap; /* during enter: the trap whose handler is at base+5 (0: none) */
+  lmv_exit_fields filled;   /* the exit table's fields */
   unsigned debug;   /* the MV_DEBUG_* flags last set by cpu:debug */
   uint64_t hw[MV_HW_BREAKPOINTS];   /* and its hardware breakpoints */
   int nhw;
@@ -80,10 +92,31 @@ const char *lmv_typename(lua_State *L, int idx);
 /* 64-bit hexadecimal, which lua_pushfstring cannot print. */
 const char *lmv_hex(char buf[20], uint64_t v);
 
-/* Pushes a fresh table describing an exit (what enter returns). */
-void lmv_pushexit(lua_State *L, const mv_exit *e);
-/* Fills t (at idx) in place with the fields of a trap exit: the hot path. */
-void lmv_fillexit(lua_State *L, int idx, const mv_exit *e);
+/* The strings used as keys of exit and register tables, interned once per
+ * Lua state: pushing one is a rawgeti from this table (no hashing, no
+ * strcmp).  Keys LMV_K_*; the name of exit type t at LMV_K_TYPENAME + t;
+ * register i (lvcpu.c's order) at LMV_K_REG + i. */
+enum {
+  LMV_K_TYPE = 1, LMV_K_PORT, LMV_K_ADDR, LMV_K_SIZE, LMV_K_WRITE, LMV_K_DATA, LMV_K_REASON,
+  LMV_K_RIP, LMV_K_EXCEPTION, LMV_K_DR6, LMV_K_DR7, LMV_K_VECTOR, LMV_K_HW_REASON, LMV_K_CPU,
+  LMV_K_SUBERROR, LMV_K_EVENT, LMV_K_ERROR_CODE, LMV_K_TYPENAME = 32, LMV_K_REG = 64,
+};
+void lmv_pushkeys(lua_State *L);
+/* Registers its names (lvcpu.c) to the key table: regs[i] at LMV_K_REG + i. */
+void lmv_setkeys_regs(lua_State *L, const char *const *regs, int n);
+
+/* Pushes a fresh table describing an exit (what enter returns); keys is the
+ * stack index of the key table. */
+void lmv_pushexit(lua_State *L, int keys, const mv_exit *e);
+/* Updates the exit table of v's enter in place for a trap exit, setting only
+ * the fields that changed since the last one: the hot path. */
+void lmv_fillexit_changed(lua_State *L, LVcpu *v, const mv_exit *e);
+static inline void lmv_fillexit(lua_State *L, LVcpu *v, const mv_exit *e) {
+  const lmv_exit_fields *f = &v->filled;
+  if (!f->valid || f->addr != e->addr || f->type != (int)e->type || f->size != e->size || f->write != e->write ||
+      (e->write && f->data != e->data))
+    lmv_fillexit_changed(L, v, e);   /* else the same access again: nothing to set */
+}
 
 /* Lua-side little-endian accessors shared by Vmo and Guest: u8/u16/u32/u64. */
 typedef int (*lmv_rw_fn)(void *obj, uint64_t off, void *buf, uint64_t len, int write, mv_err *err);
@@ -104,7 +137,10 @@ int lmv_open_snapshot(lua_State *L);
 int lmv_open_stats(lua_State *L);
 int lmv_open_cpu(lua_State *L);
 int lmv_open_disasm(lua_State *L);
+/* lafl.c: core.afl (AFL++ shared memory, forkserver pipes, the stand-in child). */
+int lmv_open_afl(lua_State *L);
 /* lsocket.c: core.tcp_listen, core.tcp_connect (for the gdb stub). */
 int lmv_open_socket(lua_State *L);
+int lmv_open_term(lua_State *L);
 
 #endif

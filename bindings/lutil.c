@@ -1,6 +1,7 @@
 /*
  * lutil.c - helpers every binding file uses: integer arguments, raising the
- * core's errors, exit tables, and the u8/u16/u32/u64 accessors.
+ * core's errors, exit tables (with their keys interned once per state), and
+ * the u8/u16/u32/u64 accessors.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -77,79 +78,139 @@ const char *lmv_checklstring(lua_State *L, int idx, size_t *len, const char *wha
   return lua_tolstring(L, idx, len);
 }
 
-static void setint(lua_State *L, int t, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, t, k);
-}
+/* {====================================================== exit tables */
 
-static void setnil(lua_State *L, int t, const char *k) {
-  lua_pushnil(L);
-  lua_setfield(L, t, k);
-}
+static const char *const key_names[] = {
+  [LMV_K_TYPE] = "type", [LMV_K_PORT] = "port", [LMV_K_ADDR] = "addr", [LMV_K_SIZE] = "size",
+  [LMV_K_WRITE] = "write", [LMV_K_DATA] = "data", [LMV_K_REASON] = "reason", [LMV_K_RIP] = "rip",
+  [LMV_K_EXCEPTION] = "exception", [LMV_K_DR6] = "dr6", [LMV_K_DR7] = "dr7", [LMV_K_VECTOR] = "vector",
+  [LMV_K_HW_REASON] = "hardware_entry_failure_reason", [LMV_K_CPU] = "cpu", [LMV_K_SUBERROR] = "suberror",
+  [LMV_K_EVENT] = "event", [LMV_K_ERROR_CODE] = "error_code",
+};
 
-void lmv_fillexit(lua_State *L, int t, const mv_exit *e) {
-  t = lua_absindex(L, t);
-  lua_pushstring(L, mv_exit_type_name(e->type));
-  lua_setfield(L, t, "type");
-  if (e->type == MV_EXIT_IO) {
-    setint(L, t, "port", (lua_Integer)e->addr);
-    setnil(L, t, "addr");
-  } else {
-    setint(L, t, "addr", (lua_Integer)e->addr);
-    setnil(L, t, "port");
+static const char keys_id = 0;   /* its address is the key table's registry key */
+
+void lmv_pushkeys(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &keys_id) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, LMV_K_REG + 24, 0);
+  for (int k = 1; k < (int)(sizeof key_names / sizeof key_names[0]); k++) {
+    lua_pushstring(L, key_names[k]);
+    lua_rawseti(L, -2, k);
   }
-  setint(L, t, "size", e->size);
-  lua_pushboolean(L, e->write);
-  lua_setfield(L, t, "write");
-  if (e->write) setint(L, t, "data", (lua_Integer)e->data);
-  else setnil(L, t, "data");
+  for (int t = 0; t < MV_EXIT_TYPE_COUNT; t++) {
+    lua_pushstring(L, mv_exit_type_name((mv_exit_type)t));
+    lua_rawseti(L, -2, LMV_K_TYPENAME + t);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &keys_id);
 }
 
-void lmv_pushexit(lua_State *L, const mv_exit *e) {
+void lmv_setkeys_regs(lua_State *L, const char *const *regs, int n) {
+  lmv_pushkeys(L);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, regs[i]);
+    lua_rawseti(L, -2, LMV_K_REG + i);
+  }
+  lua_pop(L, 1);
+}
+
+/* t[keys[k]] = v, for each kind of value. */
+static void setint(lua_State *L, int t, int keys, int k, lua_Integer v) {
+  lua_rawgeti(L, keys, k);
+  lua_pushinteger(L, v);
+  lua_rawset(L, t);
+}
+
+static void setnil(lua_State *L, int t, int keys, int k) {
+  lua_rawgeti(L, keys, k);
+  lua_pushnil(L);
+  lua_rawset(L, t);
+}
+
+static void setbool(lua_State *L, int t, int keys, int k, bool v) {
+  lua_rawgeti(L, keys, k);
+  lua_pushboolean(L, v);
+  lua_rawset(L, t);
+}
+
+static void settype(lua_State *L, int t, int keys, mv_exit_type type) {
+  lua_rawgeti(L, keys, LMV_K_TYPE);
+  lua_rawgeti(L, keys, LMV_K_TYPENAME + (int)(type < MV_EXIT_TYPE_COUNT ? type : MV_EXIT_UNKNOWN));
+  lua_rawset(L, t);
+}
+
+void lmv_fillexit_changed(lua_State *L, LVcpu *v, const mv_exit *e) {
+  int t = v->base + 1, keys = v->base + 4;
+  lmv_exit_fields *f = &v->filled;
+  bool io = e->type == MV_EXIT_IO, all = !f->valid;
+  if (all || f->type != (int)e->type) settype(L, t, keys, e->type);
+  if (all || f->io != io) {   /* port for IO, addr for the rest; the other one nil */
+    setnil(L, t, keys, io ? LMV_K_ADDR : LMV_K_PORT);
+    setint(L, t, keys, io ? LMV_K_PORT : LMV_K_ADDR, (lua_Integer)e->addr);
+  } else if (f->addr != e->addr) {
+    setint(L, t, keys, io ? LMV_K_PORT : LMV_K_ADDR, (lua_Integer)e->addr);
+  }
+  if (all || f->size != e->size) setint(L, t, keys, LMV_K_SIZE, e->size);
+  if (all || f->write != e->write) setbool(L, t, keys, LMV_K_WRITE, e->write);
+  if (e->write) {
+    if (all || !f->has_data || f->data != e->data) setint(L, t, keys, LMV_K_DATA, (lua_Integer)e->data);
+  } else if (all || f->has_data) {
+    setnil(L, t, keys, LMV_K_DATA);
+  }
+  *f = (lmv_exit_fields){ .valid = true, .io = io, .write = e->write, .has_data = e->write, .type = (int)e->type,
+                          .size = e->size, .addr = e->addr, .data = e->data };
+}
+
+void lmv_pushexit(lua_State *L, int keys, const mv_exit *e) {
+  keys = lua_absindex(L, keys);
   lua_createtable(L, 0, 6);
   int t = lua_gettop(L);
+  settype(L, t, keys, e->type);
   switch (e->type) {
   case MV_EXIT_IO:
   case MV_EXIT_MEM:
-    lmv_fillexit(L, t, e);
-    if (!e->write) setint(L, t, "data", (lua_Integer)e->data);   /* what the guest read */
+    setint(L, t, keys, e->type == MV_EXIT_IO ? LMV_K_PORT : LMV_K_ADDR, (lua_Integer)e->addr);
+    setint(L, t, keys, LMV_K_SIZE, e->size);
+    setbool(L, t, keys, LMV_K_WRITE, e->write);
+    setint(L, t, keys, LMV_K_DATA, (lua_Integer)e->data);   /* written, or what the guest read */
     return;
   case MV_EXIT_BELL:
-    lua_pushstring(L, "bell");
-    lua_setfield(L, t, "type");
-    setint(L, t, "addr", (lua_Integer)e->addr);
+    setint(L, t, keys, LMV_K_ADDR, (lua_Integer)e->addr);
     return;
   default:
     break;
   }
-  lua_pushstring(L, mv_exit_type_name(e->type));
-  lua_setfield(L, t, "type");
-  setint(L, t, "reason", (lua_Integer)e->reason);
+  setint(L, t, keys, LMV_K_REASON, (lua_Integer)e->reason);
   switch (e->type) {
   case MV_EXIT_DEBUG:
-    setint(L, t, "rip", (lua_Integer)e->rip);
-    setint(L, t, "exception", (lua_Integer)e->detail[0]);
-    setint(L, t, "dr6", (lua_Integer)e->detail[1]);
-    setint(L, t, "dr7", (lua_Integer)e->detail[2]);
+    setint(L, t, keys, LMV_K_RIP, (lua_Integer)e->rip);
+    setint(L, t, keys, LMV_K_EXCEPTION, (lua_Integer)e->detail[0]);
+    setint(L, t, keys, LMV_K_DR6, (lua_Integer)e->detail[1]);
+    setint(L, t, keys, LMV_K_DR7, (lua_Integer)e->detail[2]);
     break;
   case MV_EXIT_EXCEPTION:
-    setint(L, t, "rip", (lua_Integer)e->rip);
-    setint(L, t, "vector", (lua_Integer)e->detail[0]);
+    setint(L, t, keys, LMV_K_RIP, (lua_Integer)e->rip);
+    setint(L, t, keys, LMV_K_VECTOR, (lua_Integer)e->detail[0]);
+    if (e->detail[2]) setint(L, t, keys, LMV_K_ERROR_CODE, (lua_Integer)e->detail[1]);
+    break;
+  case MV_EXIT_SYSCALL:
+    setint(L, t, keys, LMV_K_RIP, (lua_Integer)e->rip);
     break;
   case MV_EXIT_FAIL_ENTRY:
-    setint(L, t, "hardware_entry_failure_reason", (lua_Integer)e->detail[0]);
-    setint(L, t, "cpu", (lua_Integer)e->detail[1]);
+    setint(L, t, keys, LMV_K_HW_REASON, (lua_Integer)e->detail[0]);
+    setint(L, t, keys, LMV_K_CPU, (lua_Integer)e->detail[1]);
     break;
   case MV_EXIT_INTERNAL_ERROR:
-    setint(L, t, "suberror", (lua_Integer)e->detail[0]);
-    if (e->rip) setint(L, t, "rip", (lua_Integer)e->rip);
+    setint(L, t, keys, LMV_K_SUBERROR, (lua_Integer)e->detail[0]);
+    if (e->rip) setint(L, t, keys, LMV_K_RIP, (lua_Integer)e->rip);
     break;
   case MV_EXIT_SYSTEM_EVENT:
-    setint(L, t, "event", (lua_Integer)e->detail[0]);
+    setint(L, t, keys, LMV_K_EVENT, (lua_Integer)e->detail[0]);
     break;
   case MV_EXIT_HLT:
   case MV_EXIT_UNKNOWN:
-    if (e->rip) setint(L, t, "rip", (lua_Integer)e->rip);
+    if (e->rip) setint(L, t, keys, LMV_K_RIP, (lua_Integer)e->rip);
     break;
   default:
     break;

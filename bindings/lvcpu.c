@@ -104,6 +104,9 @@ static int vcpu_enter(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   lua_getiuservalue(L, -1, 1);       /* base+3: the guest's handlers */
   lua_remove(L, -2);
+  lmv_pushkeys(L);                   /* base+4: the interned keys */
+  lua_pushnil(L);                    /* base+5: the last handler called */
+  luaL_checkstack(L, 8, "vcpu:enter");   /* for every handler call below */
   lua_State *outer_L = v->L;         /* non-NULL when called from a handler */
   int outer_base = v->base;
   mv_exit e;
@@ -111,6 +114,7 @@ static int vcpu_enter(lua_State *L) {
   if (outer_L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   v->L = L;
   v->base = 1;
+  v->handler_trap = 0;
   LVcpu *outer_entering = entering;   /* a handler may enter another VCPU */
   entering = v;
   int r = mv_vcpu_enter_timeout(v->cpu, timeout_ns, &e, &err);
@@ -119,7 +123,7 @@ static int vcpu_enter(lua_State *L) {
   v->base = outer_base;
   if (r < 0) return lmv_raise(L, &err);
   if (e.handler_failed) return raise_handler_error(L, &e);
-  lmv_pushexit(L, &e);
+  lmv_pushexit(L, 5, &e);
   return 1;
 }
 
@@ -236,10 +240,30 @@ static const struct { const char *name; size_t off; } reg_fields[] = {
 
 static uint64_t *reg_slot(mv_regs *r, size_t i) { return (uint64_t *)((char *)r + reg_fields[i].off); }
 
-static int find_reg(const char *name) {
-  for (size_t i = 0; i < NREGS; i++)
-    if (strcmp(reg_fields[i].name, name) == 0) return (int)i;
-  return -1;
+/* name -> register number, one table per Lua state: a string key costs one
+ * lookup of its interned hash (no strcmp). */
+static const char regnums_id = 0;
+
+static void push_regnums(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &regnums_id) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, (int)NREGS);
+  for (size_t i = 0; i < NREGS; i++) {
+    lua_pushinteger(L, (lua_Integer)i);
+    lua_setfield(L, -2, reg_fields[i].name);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &regnums_id);
+}
+
+/* The register named by the string at idx, looked up in the table at nums; -1 if none. */
+static int find_reg(lua_State *L, int idx, int nums) {
+  if (lua_type(L, idx) != LUA_TSTRING) return -1;
+  lua_pushvalue(L, idx);
+  int isnum;
+  lua_Integer i = (lua_rawget(L, nums), lua_tointegerx(L, -1, &isnum));
+  lua_pop(L, 1);
+  return isnum ? (int)i : -1;
 }
 
 static void read_regs(lua_State *L, LVcpu *v, mv_regs *r, const char *what) {
@@ -254,10 +278,12 @@ static int vcpu_read_state(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:read_state");
   mv_regs r;
   read_regs(L, v, &r, "vcpu:read_state");
+  lmv_pushkeys(L);
   lua_createtable(L, 0, (int)NREGS);
   for (size_t i = 0; i < NREGS; i++) {
+    lua_rawgeti(L, -2, LMV_K_REG + (lua_Integer)i);
     lua_pushinteger(L, (lua_Integer)*reg_slot(&r, i));
-    lua_setfield(L, -2, reg_fields[i].name);
+    lua_rawset(L, -3);
   }
   return 1;
 }
@@ -267,9 +293,11 @@ static int vcpu_write_state(lua_State *L) {
   lmv_checktable(L, 2, "vcpu:write_state", "the register table");
   mv_regs r;
   read_regs(L, v, &r, "vcpu:write_state");
+  lua_settop(L, 2);
+  push_regnums(L);           /* 3 */
   lua_pushnil(L);
-  while (lua_next(L, 2)) {   /* stack: cpu, t, key, value */
-    int i = lua_type(L, -2) == LUA_TSTRING ? find_reg(lua_tostring(L, -2)) : -1;
+  while (lua_next(L, 2)) {   /* stack: cpu, t, nums, key, value */
+    int i = find_reg(L, -2, 3);
     if (i < 0) return luaL_error(L, "vcpu:write_state: unknown register %s", lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
     *reg_slot(&r, (size_t)i) = (uint64_t)lmv_checkint(L, -1, "vcpu:write_state", reg_fields[i].name);
     lua_pop(L, 1);
@@ -412,7 +440,7 @@ static int vcpu_write_sregs(lua_State *L) {
 static int vcpu_index(lua_State *L) {   /* methods first, then registers: cpu.rip */
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  int i = lua_type(L, 2) == LUA_TSTRING ? find_reg(lua_tostring(L, 2)) : -1;
+  int i = find_reg(L, 2, lua_upvalueindex(2));
   if (i < 0) return 0;
   mv_regs r;
   read_regs(L, lmv_checkvcpu(L, 1, "vcpu.register"), &r, "vcpu.register");
@@ -421,7 +449,7 @@ static int vcpu_index(lua_State *L) {   /* methods first, then registers: cpu.ri
 }
 
 static int vcpu_newindex(lua_State *L) {
-  int i = lua_type(L, 2) == LUA_TSTRING ? find_reg(lua_tostring(L, 2)) : -1;
+  int i = find_reg(L, 2, lua_upvalueindex(1));
   if (i < 0) return luaL_error(L, "vcpu: cannot set field %s (not a register)", luaL_tolstring(L, 2, NULL));
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu.register");
   lua_Integer val = lmv_checkint(L, 3, "vcpu.register", reg_fields[i].name);
@@ -467,18 +495,24 @@ static const luaL_Reg vcpu_methods[] = {
 };
 
 static const luaL_Reg vcpu_meta[] = {
-  { "__gc", vcpu_close }, { "__close", vcpu_close }, { "__tostring", vcpu_tostring },
-  { "__newindex", vcpu_newindex }, { NULL, NULL },
+  { "__gc", vcpu_close }, { "__close", vcpu_close }, { "__tostring", vcpu_tostring }, { NULL, NULL },
 };
 
 int lmv_open_vcpu(lua_State *L) {
+  const char *names[NREGS];
+  for (size_t i = 0; i < NREGS; i++) names[i] = reg_fields[i].name;
+  lmv_setkeys_regs(L, names, (int)NREGS);
   luaL_newmetatable(L, MV_VCPU);
   luaL_setfuncs(L, vcpu_meta, 0);
   luaL_newlib(L, vcpu_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "Vcpu");          /* core.Vcpu: the method table, for Lua extensions */
-  lua_pushcclosure(L, vcpu_index, 1);
+  push_regnums(L);
+  lua_pushcclosure(L, vcpu_index, 2);
   lua_setfield(L, -2, "__index");
+  push_regnums(L);
+  lua_pushcclosure(L, vcpu_newindex, 1);
+  lua_setfield(L, -2, "__newindex");
   lua_pop(L, 1);
   return 0;
 }

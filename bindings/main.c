@@ -4,6 +4,7 @@
  * does), -e chunks, or the REPL (readline: history, completion, multi-line
  * chunks, Ctrl-C stops the guest); every chunk runs under lua_pcall with a
  * traceback, so errors print (and a script exits non-zero) instead of crashing.
+ * `moonvisor run ...` hands its arguments to moonvisor.runner (Lua).
  */
 #include <errno.h>
 #include <limits.h>
@@ -27,15 +28,20 @@ static const char *progname = "moonvisor";
 static void usage(void) {
   fprintf(stderr,
           "usage: %s [options] [script [args]]\n"
+          "       %s [options] run -kernel FILE [-append CMDLINE] [-initrd FILE] [-m MIB] [-smp N]\n"
+          "                 [-serial stdio|file:PATH] [-gdb tcp::PORT] [-S] [-no-reboot] [-device isa-debug-exit,...]\n"
+          "                 (boots a kernel as qemu-system-x86_64 -kernel does; `%s run -h` lists every option)\n"
           "  -e chunk   run the string 'chunk'\n"
           "  -i         enter the prompt after running the script\n"
           "  -v         show the version\n"
           "  --trace F  write every exit of every guest to F (Chrome trace JSON, for Perfetto)\n"
           "  --stats    print exits by type and by trap, with handler time, as guests close\n"
-          "  --gdb H:P  the first cpu:run() waits for gdb on H:P (target remote H:P) and runs under it\n"
+          "  --gdb H:P  the first cpu:enter() (cpu:run(), a machine's run) waits for gdb on H:P and runs under it\n"
           "  -          run stdin\n"
-          "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n",
-          progname);
+          "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n"
+          "run exits with the guest's status: (v << 1) | 1 for isa-debug-exit value v, 0 on ACPI power-off,\n"
+          "2 for bad input, 4 when the guest stopped otherwise, 124 after --timeout.\n",
+          progname, progname, progname);
 }
 
 
@@ -104,6 +110,26 @@ static int run_script(lua_State *L, char **argv, int script, int argc) {
   luaL_checkstack(L, nargs, "too many arguments to script");
   for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
   return report(L, docall(L, nargs, 0));
+}
+
+/* `moonvisor run ...`: moonvisor.runner.main(args) gives the exit status. */
+static int run_kernel(lua_State *L, char **argv, int at, int argc, int *exit_status) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonvisor.runner");
+  int status = docall(L, 1, 1);
+  if (status != LUA_OK) return report(L, status);
+  lua_getfield(L, -1, "main");
+  lua_remove(L, -2);
+  lua_createtable(L, argc - at, 0);
+  for (int i = at + 1; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - at);
+  }
+  status = docall(L, 1, 1);
+  if (status != LUA_OK) return report(L, status);
+  *exit_status = (int)luaL_optinteger(L, -1, 1);
+  lua_pop(L, 1);
+  return LUA_OK;
 }
 
 /* {====================================================== the REPL */
@@ -466,6 +492,11 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
       usage();
       ran = 1;
+    } else if (strcmp(argv[i], "run") == 0) {
+      int exit_status = 1;
+      status = run_kernel(L, argv, i, argc, &exit_status);
+      lua_close(L);
+      return status == LUA_OK ? exit_status : 1;
     } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, argv[i]);
       usage();

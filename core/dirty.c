@@ -16,7 +16,8 @@ static size_t words(const mv_mapping *m) { return (m->size / MV_PAGE_SIZE + 63) 
 int mv__dirty_alloc(mv_mapping *m) {
   m->dirty_user = calloc(words(m), sizeof(uint64_t));
   m->dirty_snap = calloc(words(m), sizeof(uint64_t));
-  if (m->dirty_user && m->dirty_snap) return 0;
+  m->dirty_maybe = calloc(words(m), sizeof(uint64_t));
+  if (m->dirty_user && m->dirty_snap && m->dirty_maybe) return 0;
   mv__dirty_free(m);
   return -ENOMEM;
 }
@@ -24,10 +25,11 @@ int mv__dirty_alloc(mv_mapping *m) {
 void mv__dirty_free(mv_mapping *m) {
   free(m->dirty_user);
   free(m->dirty_snap);
-  m->dirty_user = m->dirty_snap = NULL;
+  free(m->dirty_maybe);
+  m->dirty_user = m->dirty_snap = m->dirty_maybe = NULL;
 }
 
-int mv__dirty_collect(mv_guest *g, mv_mapping *m, mv_err *err) {
+int mv__dirty_collect(mv_guest *g, mv_mapping *m, bool exact, mv_err *err) {
   size_t n = words(m);
   if (m->tracked) {
     uint64_t *bits = calloc(n, sizeof *bits);
@@ -42,6 +44,9 @@ int mv__dirty_collect(mv_guest *g, mv_mapping *m, mv_err *err) {
       m->dirty_snap[i] |= bits[i];
     }
     free(bits);
+    /* pages written without a log entry were logged once before: they are
+     * in dirty_user already (exact re-arms the log before that is consumed) */
+    if (g->be->dirty_unlogged && (r = g->be->dirty_unlogged(g, m, m->dirty_maybe, exact, err)) < 0) return r;
   }
   uint64_t first = m->offset / MV_PAGE_SIZE, npages = m->size / MV_PAGE_SIZE;
   uint64_t *host = m->vmo->host_dirty;

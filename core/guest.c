@@ -39,6 +39,11 @@ int mv_guest_create(const mv_guest_opts *opts, mv_guest **out, mv_err *err) {
 }
 
 const char *mv_guest_backend_name(const mv_guest *g) { return g->be->name; }
+
+void mv_guest_get_mechanisms(const mv_guest *g, mv_guest_mechanisms *out) {
+  *out = (mv_guest_mechanisms){ .sync_regs = false, .dirty_log = "hooks" };
+  if (g->be->mechanisms && !g->closed) g->be->mechanisms(g, out);
+}
 bool mv_guest_is_closed(const mv_guest *g) { return g->closed; }
 void mv_guest_retain(mv_guest *g) { g->refs++; }
 
@@ -216,7 +221,7 @@ int64_t mv_guest_dirty_pages(mv_guest *g, uint64_t gpa, uint64_t *pages, uint64_
   if (!m || m->gpa != gpa) return mv__fail(err, -ENOENT, "guest:dirty_pages: no mapping starts at 0x%" PRIx64, gpa);
   if (!(m->flags & MV_MAP_LOG_DIRTY))
     return mv__fail(err, -EINVAL, "guest:dirty_pages: the mapping at 0x%" PRIx64 " was not mapped with log_dirty", gpa);
-  int r = mv__dirty_collect(g, m, err);
+  int r = mv__dirty_collect(g, m, true, err);
   if (r < 0) return r;
   int64_t count = 0;
   for (uint64_t p = 0; p < m->size / MV_PAGE_SIZE; p++) {

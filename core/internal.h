@@ -39,13 +39,17 @@ typedef struct mv_mapping {
   bool tracked;            /* the backend logs guest writes (LOG_DIRTY or snapshots) */
   uint64_t *dirty_user;    /* pages written since the last mv_guest_dirty_pages */
   uint64_t *dirty_snap;    /* pages written since the guest's base snapshot */
+  uint64_t *dirty_maybe;   /* pages the guest may have written since then without a log
+                              entry (a dirty ring not yet re-armed): a restore compares them */
 } mv_mapping;
 
 /* dirty.c: the one place that merges guest writes (backend log) and host
  * writes (VMO bits) into both consumers' bitmaps. */
 int mv__dirty_alloc(mv_mapping *m);
 void mv__dirty_free(mv_mapping *m);
-int mv__dirty_collect(mv_guest *g, mv_mapping *m, mv_err *err);
+/* exact: the caller wants every later guest write logged (dirty_pages);
+ * snapshots and restores accept pages in dirty_maybe instead. */
+int mv__dirty_collect(mv_guest *g, mv_mapping *m, bool exact, mv_err *err);
 int mv__dirty_track_all(mv_guest *g, mv_err *err);
 
 typedef struct mv_trap {
@@ -63,9 +67,10 @@ typedef struct mv_trap {
 typedef struct mv_trap_table {
   mv_trap *items;
   size_t count, cap;
+  size_t last;             /* where the last lookup found its trap: tried first */
 } mv_trap_table;
 
-mv_trap *mv__trap_find(const mv_trap_table *t, uint64_t addr);
+mv_trap *mv__trap_find(mv_trap_table *t, uint64_t addr);
 void mv__traps_clear(mv_guest *g);
 /* Runs the callbacks of pending doorbell writes; on MV_TRAP_FAIL fills *failed. */
 int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
@@ -116,6 +121,8 @@ struct mv_vcpu {
   mv_vcpu_stats stats;
   uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
   int npending_irq;
+  uint64_t state_snap;     /* the snapshot whose VCPU state this one was last saved to or
+                              loaded from (0: none); the backend knows what changed since */
 };
 
 /* The real-time signal that kicks a VCPU thread (timer.c). */
@@ -130,15 +137,21 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
  * reads *value receives the data to feed the guest.  Returns CONTINUE when
  * a trap consumed it, STOP when enter must return *exit to its caller. */
 int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
-/* stats.c: runs a trap's callback, counting (and timing, tracing) it. */
-int mv__call_trap(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
+/* Runs a trap's callback, counting it; stats.c times and traces it when asked. */
+int mv__call_trap_timed(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
+static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
+  tr->calls++;
+  c->stats.handled[e->type]++;
+  if (__builtin_expect(c->guest->timing || c->guest->trace != NULL, 0)) return mv__call_trap_timed(c, tr, e, value);
+  return tr->fn(tr->cookie, c, e, value);
+}
 /* stats.c: counts (and traces) an exit enter returns. */
 void mv__note_exit(mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns);
 uint64_t mv__now_ns(void);
 
 /* The highest-priority queued vector, removed from the queue, or -1. */
 int mv__take_interrupt(mv_vcpu *cpu);
-bool mv__has_interrupt(const mv_vcpu *cpu);
+static inline bool mv__has_interrupt(const mv_vcpu *cpu) { return cpu->npending_irq > 0; }
 
 struct mv_backend_ops {
   const char *name;
@@ -148,12 +161,19 @@ struct mv_backend_ops {
   int (*unmap)(mv_guest *g, const mv_mapping *m, mv_err *err);
   /* ORs the guest-dirty bits of mapping m into bitmap and clears them. */
   int (*dirty_log)(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
+  /* Optional, for logs that are re-armed lazily (the KVM dirty ring): ORs
+   * into maybe the pages of m the guest may have written since the last
+   * call without a log entry.  With exact, every later write is logged. */
+  int (*dirty_unlogged)(mv_guest *g, const mv_mapping *m, uint64_t *maybe, bool exact, mv_err *err);
   /* Starts logging guest writes to a mapping made without LOG_DIRTY. */
   int (*track)(mv_guest *g, const mv_mapping *m, mv_err *err);
   /* The VCPU state the registers do not cover (FPU, MSRs, LAPIC, events),
    * as an opaque blob of the backend's, for snapshots. */
   int (*vcpu_save)(mv_vcpu *cpu, void **blob, size_t *len, mv_err *err);
   int (*vcpu_load)(mv_vcpu *cpu, const void *blob, size_t len, mv_err *err);
+  /* Optional: vcpu_load when the VCPU's state equalled this blob after its
+   * last vcpu_save or vcpu_load: writes only what can have changed since. */
+  int (*vcpu_load_changed)(mv_vcpu *cpu, const void *blob, size_t len, mv_err *err);
   /* Guest-wide device state (in-kernel irqchip, PIT, clock); optional. */
   int (*guest_save)(mv_guest *g, void **blob, size_t *len, mv_err *err);
   int (*guest_load)(mv_guest *g, const void *blob, size_t len, mv_err *err);
@@ -179,6 +199,9 @@ struct mv_backend_ops {
   int (*set_fpu)(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
   int (*set_cpuid)(mv_vcpu *cpu, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
   int (*irq)(mv_guest *g, uint32_t line, int level, mv_err *err);   /* optional */
+  /* Optional: what mv_guest_get_mechanisms reports (without it: no sync
+   * regs, writes logged by hooks). */
+  void (*mechanisms)(const mv_guest *g, mv_guest_mechanisms *out);
   int (*get_msr)(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
   int (*set_msr)(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
 };

@@ -69,6 +69,10 @@ typedef enum mv_backend_kind {
 typedef struct mv_guest_opts {
   mv_backend_kind backend;
   bool irqchip;    /* in-kernel PIC/IOAPIC/LAPIC (kvm only) */
+  bool no_sync_regs;   /* kvm: registers through ioctls even where KVM_CAP_SYNC_REGS keeps
+                          them in kvm_run (also MOONVISOR_SYNC_REGS=0) */
+  bool no_dirty_ring;  /* kvm: dirty pages through KVM_GET_DIRTY_LOG even where the kernel
+                          has a dirty ring (also MOONVISOR_DIRTY_RING=0) */
 } mv_guest_opts;
 
 int mv_guest_create(const mv_guest_opts *opts, mv_guest **out, mv_err *err);
@@ -79,6 +83,14 @@ bool mv_guest_is_closed(const mv_guest *g);
 void mv_guest_retain(mv_guest *g);
 void mv_guest_release(mv_guest *g);
 const char *mv_guest_backend_name(const mv_guest *g);
+
+/* How the backend does what has a fast and a slow way on this host. */
+typedef struct mv_guest_mechanisms {
+  bool sync_regs;          /* kvm: registers live in kvm_run (KVM_CAP_SYNC_REGS): no ioctl per access */
+  const char *dirty_log;   /* how guest writes are logged: "ring" (KVM dirty ring), "bitmap"
+                              (KVM_GET_DIRTY_LOG), "hooks" (the soft backend's write hooks) */
+} mv_guest_mechanisms;
+void mv_guest_get_mechanisms(const mv_guest *g, mv_guest_mechanisms *out);
 
 enum {
   MV_MAP_READONLY = 1u << 0,   /* guest writes become mem exits */
@@ -156,7 +168,7 @@ typedef enum mv_exit_type {
   MV_EXIT_SYSTEM_EVENT,
   MV_EXIT_EXCEPTION,      /* a CPU exception the backend could not deliver */
   MV_EXIT_TIMEOUT,        /* mv_vcpu_enter_timeout ran out of time */
-  MV_EXIT_SYSCALL,        /* soft backend: the guest executed syscall (rip is after it) */
+  MV_EXIT_SYSCALL,        /* soft backend: the guest executed syscall (rip is after it; rcx = rip, r11 = rflags) */
   MV_EXIT_UNKNOWN,
   MV_EXIT_TYPE_COUNT
 } mv_exit_type;
@@ -174,7 +186,8 @@ typedef struct mv_exit {
   /* everything else */
   uint64_t rip;          /* where known (debug, exception, shutdown) */
   uint64_t reason;       /* raw backend reason (KVM_EXIT_*, uc_err) */
-  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, vector, ... */
+  uint64_t detail[3];    /* hardware_entry_failure_reason, suberror, ...; exception:
+                            vector, error code, 1 when the CPU pushes an error code */
   bool handler_failed;   /* a trap callback returned MV_TRAP_FAIL */
 } mv_exit;
 

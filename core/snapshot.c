@@ -67,7 +67,7 @@ int mv_guest_snapshot(mv_guest *g, mv_snapshot **out, mv_err *err) {
   if (r) return r;
   if (!g->tracking && (r = mv__dirty_track_all(g, err)) < 0) return r;
   for (size_t i = 0; i < g->nmaps; i++)   /* start a new round of dirty pages */
-    if ((r = mv__dirty_collect(g, &g->maps[i], err)) < 0) return r;
+    if ((r = mv__dirty_collect(g, &g->maps[i], false, err)) < 0) return r;
   mv_vcpu *cpus[MV_MAX_VCPUS];
   int n = live_vcpus(g, cpus);
   mv_snapshot *s = mv__snapshot_new(n, (int)g->nmaps);
@@ -81,6 +81,7 @@ int mv_guest_snapshot(mv_guest *g, mv_snapshot **out, mv_err *err) {
     v->portable = g->be == &mv__kvm_backend;
     memcpy(v->pending_irq, cpus[i]->pending_irq, sizeof v->pending_irq);
   }
+  for (int i = 0; i < n; i++) cpus[i]->state_snap = s->id;
   for (size_t i = 0; i < g->nmaps; i++) {
     mv_mapping *m = &g->maps[i];
     mv_snap_map *sm = &s->maps[i];
@@ -91,6 +92,7 @@ int mv_guest_snapshot(mv_guest *g, mv_snapshot **out, mv_err *err) {
     }
     memcpy(sm->data, m->vmo->mem + m->offset, m->size);
     memset(m->dirty_snap, 0, (m->size / MV_PAGE_SIZE + 63) / 64 * sizeof(uint64_t));
+    memset(m->dirty_maybe, 0, (m->size / MV_PAGE_SIZE + 63) / 64 * sizeof(uint64_t));
   }
   if (g->be->guest_save && (r = g->be->guest_save(g, &s->guest_blob, &s->guest_blob_len, err)) < 0) goto fail;
   s->backend = g->be->name;
@@ -117,15 +119,21 @@ static int check_shape(mv_guest *g, const mv_snapshot *s, mv_vcpu **cpus, int n,
   return 0;
 }
 
+/* Copies back the pages written since the base snapshot (all of them when
+ * not incremental); pages only maybe written are copied when they differ. */
 static uint64_t restore_memory(mv_mapping *m, const mv_snap_map *sm, bool incremental) {
   uint64_t npages = m->size / MV_PAGE_SIZE, copied = 0;
   unsigned char *mem = m->vmo->mem + m->offset;
   for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
-    uint64_t bits = incremental ? m->dirty_snap[w] : ~UINT64_C(0);
+    uint64_t sure = incremental ? m->dirty_snap[w] : ~UINT64_C(0);
+    uint64_t bits = incremental ? sure | m->dirty_maybe[w] : sure;
+    m->dirty_maybe[w] = 0;
     while (bits) {
-      uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+      uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits), bit = bits & -bits;
       bits &= bits - 1;
       if (p >= npages) break;
+      if (!(sure & bit) && memcmp(mem + p * MV_PAGE_SIZE, sm->data + p * MV_PAGE_SIZE, MV_PAGE_SIZE) == 0)
+        continue;
       memcpy(mem + p * MV_PAGE_SIZE, sm->data + p * MV_PAGE_SIZE, MV_PAGE_SIZE);
       m->dirty_user[p / 64] |= UINT64_C(1) << (p % 64);   /* a restore's writes are changes too */
       uint64_t vp = m->offset / MV_PAGE_SIZE + p;
@@ -151,14 +159,20 @@ int mv_guest_restore(mv_guest *g, mv_snapshot *s, mv_err *err) {
   bool incremental = g->base_snapshot == s->id;
   uint64_t copied = 0;
   for (size_t i = 0; i < g->nmaps; i++) {
-    if ((r = mv__dirty_collect(g, &g->maps[i], err)) < 0) return r;
+    if ((r = mv__dirty_collect(g, &g->maps[i], false, err)) < 0) return r;
     copied += restore_memory(&g->maps[i], &s->maps[i], incremental);
   }
   for (int i = 0; i < n; i++) {
     const mv_snap_vcpu *v = &s->vcpus[i];
     if ((r = mv_vcpu_write_sregs(cpus[i], &v->sregs, err)) < 0 || (r = mv_vcpu_write_state(cpus[i], &v->regs, err)) < 0)
       return r;
-    if (v->blob && (r = g->be->vcpu_load(cpus[i], v->blob, v->blob_len, err)) < 0) return r;
+    if (v->blob) {
+      bool same = cpus[i]->state_snap == s->id && g->be->vcpu_load_changed;
+      cpus[i]->state_snap = 0;   /* until it is all in */
+      r = (same ? g->be->vcpu_load_changed : g->be->vcpu_load)(cpus[i], v->blob, v->blob_len, err);
+      if (r < 0) return r;
+      cpus[i]->state_snap = s->id;
+    }
     memcpy(cpus[i]->pending_irq, v->pending_irq, sizeof v->pending_irq);
     cpus[i]->npending_irq = 0;
     for (int w = 0; w < 8; w++) cpus[i]->npending_irq += __builtin_popcount(v->pending_irq[w]);

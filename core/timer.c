@@ -26,6 +26,9 @@ static void on_kick_signal(int sig, siginfo_t *si, void *ctx) {
 }
 
 void mv__install_kick_signal(void) {
+  static _Atomic int installed;   /* asked once per process: a sigaction per run costs a system call */
+  if (installed) return;
+  installed = 1;
   struct sigaction old;
   if (sigaction(mv__kick_signal(), NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
     struct sigaction sa;
@@ -37,25 +40,33 @@ void mv__install_kick_signal(void) {
   }
 }
 
+/* The thread's timer, made by its first timed run and kept (armed and
+ * disarmed per run: two system calls instead of a create and a delete). */
+static _Thread_local timer_t thread_timer;
+static _Thread_local int thread_timer_made;
+
 int mv_vcpu_enter_timeout(mv_vcpu *c, uint64_t timeout_ns, mv_exit *exit, mv_err *err) {
   if (timeout_ns == 0) return mv_vcpu_enter(c, exit, err);
   if (timed_vcpu) return mv__fail(err, -EBUSY, "vcpu:enter: another timed run is active on this thread");
   mv__install_kick_signal();
-  struct sigevent sev;
-  memset(&sev, 0, sizeof sev);
-  sev.sigev_notify = SIGEV_THREAD_ID;
-  sev.sigev_signo = mv__kick_signal();
-  sev._sigev_un._tid = gettid();
-  timer_t timer;
-  if (timer_create(CLOCK_MONOTONIC, &sev, &timer) < 0)
-    return mv__fail(err, -errno, "vcpu:enter: timer_create: %s", strerror(errno));
+  if (!thread_timer_made) {
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = mv__kick_signal();
+    sev._sigev_un._tid = gettid();
+    if (timer_create(CLOCK_MONOTONIC, &sev, &thread_timer) < 0)
+      return mv__fail(err, -errno, "vcpu:enter: timer_create: %s", strerror(errno));
+    thread_timer_made = 1;
+  }
   struct itimerspec its = { .it_value = { .tv_sec = (time_t)(timeout_ns / 1000000000u),
                                           .tv_nsec = (long)(timeout_ns % 1000000000u) } };
   timed_vcpu = c;
   c->timed_out = 0;
-  timer_settime(timer, 0, &its, NULL);
+  timer_settime(thread_timer, 0, &its, NULL);
   int r = mv_vcpu_enter(c, exit, err);
-  timer_delete(timer);   /* a signal still pending is delivered on return from here */
+  static const struct itimerspec off;
+  timer_settime(thread_timer, 0, &off, NULL);   /* a signal still pending is delivered on return from here */
   timed_vcpu = NULL;
   if (c->timed_out) {
     if (r == 0 && exit->type == MV_EXIT_KICK) exit->type = MV_EXIT_TIMEOUT;

@@ -187,8 +187,6 @@ int mv_vcpu_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
   return 0;
 }
 
-bool mv__has_interrupt(const mv_vcpu *c) { return c->npending_irq > 0; }
-
 int mv__take_interrupt(mv_vcpu *c) {
   for (int w = 7; w >= 0; w--)   /* higher vectors first, as the local APIC orders them */
     if (c->pending_irq[w]) {

@@ -117,6 +117,42 @@ describe("io traps", function()
   end)
 end)
 
+describe("the exit table handlers get", function()
+  -- it is one table per VCPU, updated in place: each field must be right
+  -- whatever the previous access was
+  it("holds every field of each access, whichever fields changed since the last", function()
+    local g, cpu = H.real([[
+      mov al, 1
+      out 0x80, al      ; io write
+      out 0x80, al      ; the same again
+      mov al, 2
+      out 0x80, al      ; other data
+      out 0x81, al      ; other port
+      in al, 0x80       ; a read: no data
+      mov ax, 0x2000
+      mov es, ax
+      mov byte [es:4], 7  ; mem write at 0x20004
+      mov al, [es:4]    ; mem read
+      mov dx, 0x80
+      out dx, ax        ; io, 2 bytes
+      hlt]])
+    local seen = {}
+    local function record(e)
+      local c = {}
+      for k, v in pairs(e) do c[k] = v end
+      seen[#seen + 1] = c
+    end
+    g:trap("io", 0x80, 2, record)
+    g:trap("mem", 0x20000, 0x1000, function(e) record(e) return 0x42 end)
+    assert.equals("hlt", cpu:run{ timeout_ms = 5000 }.type)
+    local function io(port, size, write, data) return { type = "io", port = port, size = size, write = write, data = data } end
+    local function mem(addr, size, write, data) return { type = "mem", addr = addr, size = size, write = write, data = data } end
+    assert.same({ io(0x80, 1, true, 1), io(0x80, 1, true, 1), io(0x80, 1, true, 2), io(0x81, 1, true, 2),
+                  io(0x80, 1, false), mem(0x20004, 1, true, 7), mem(0x20004, 1, false),
+                  io(0x80, 2, true, 0x2042) }, seen)
+  end)
+end)
+
 describe("mem traps", function()
   local code = [[
     mov ax, 0x4000

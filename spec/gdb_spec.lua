@@ -114,6 +114,56 @@ describe("the gdb stub", function()
     assert.matches("exit=1", res)
   end)
 
+  it("moonvisor --gdb: the first cpu:enter of an enter loop waits for gdb too; after a detach the loop goes on", function()
+    local p = port()
+    local log = stub(("%d %s enter"):format(p, elf), ("--gdb 127.0.0.1:%d"):format(p))
+    local out = gdb(p, { "break tick", "continue", "p i", "delete", "detach" }, elf)
+    assert.matches("Breakpoint 1, tick %(i=i@entry=1%) at spec/gdb_target.c", out)
+    assert.matches("%$1 = 1\n", out)
+    local res = poll(log, "exit=", 10)
+    assert.matches("then: timeout", res)
+    assert.matches("uart: G\n", res)
+    assert.matches("exit=0", res)
+  end)
+
+  describe("with moonvisor run", function()
+    local pctest = "build/guests/pctest.elf"
+    local function runner(p, args)
+      local log = ("%s/run-%d.log"):format(dir, p)
+      os.execute(("(MOONVISOR_BACKEND=%s timeout 60 %s run -kernel %s -gdb tcp::%d %s; echo \"exit=$?\") >%s 2>&1 &"):format(
+        H.backend, exe, pctest, p, args, log))
+      poll(log, "listening on", 10)
+      return log
+    end
+    local function gdb32(p, cmds)
+      local args = { "timeout 50 gdb -batch -nx", pctest, ("-ex 'target remote 127.0.0.1:%d'"):format(p) }
+      for _, c in ipairs(cmds) do args[#args + 1] = "-ex '" .. c .. "'" end
+      return sh(table.concat(args, " "))
+    end
+
+    it("-S waits for gdb before the first instruction; the kernel's end reaches gdb as its exit code", function()
+      local p = port()
+      local log = runner(p, "-S")
+      local out = gdb32(p, { "break kmain", "continue", "info args", "delete", "continue" })
+      assert.matches("Breakpoint 1, 0x%x+ in kmain %(%)", out)
+      assert.matches("exited with code 0101", out)      -- 65: isa-debug-exit 0x20
+      local res = poll(log, "exit=", 30)
+      assert.matches("pctest: all checks passed", res)
+      assert.matches("exit=65", res)
+    end)
+
+    it("-gdb without -S: gdb attaches to a running kernel at any time; kill ends the run with status 4", function()
+      local p = port()
+      local log = runner(p, "-append spin --timeout 50000")
+      poll(log, "pctest: all checks passed", 30)
+      local out = gdb32(p, { "x/i $pc", "kill" })
+      assert.matches(" in kmain ()\n", out, 1, true)
+      local res = poll(log, "exit=", 30)
+      assert.matches("moonvisor run: killed from gdb\n", res)
+      assert.matches("exit=4", res)
+    end)
+  end)
+
   it("shows the x87/SSE state the guest loaded and writes it, and segment selectors, back", function()
     local p = port()
     local log = stub(("%d %s fpu"):format(p, elf))   -- fninit, fld1, fldpi, movdqu xmm1, ldmxcsr 0x9f80

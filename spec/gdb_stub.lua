@@ -3,6 +3,7 @@
 -- collected by a Lua trap, and a gdb stub.
 --   moonvisor spec/gdb_stub.lua PORT ELF            g:gdbserver{ ... }
 --   moonvisor --gdb 127.0.0.1:PORT spec/gdb_stub.lua PORT ELF cli
+--   moonvisor --gdb 127.0.0.1:PORT spec/gdb_stub.lua PORT ELF enter   (a cpu:enter() loop)
 --   moonvisor spec/gdb_stub.lua PORT ELF fpu        x87/SSE values loaded by
 --                                                    guest code first; their
 --                                                    state printed at the end
@@ -27,12 +28,18 @@ if how == "fpu" then
   cpu.rip = img.entry
 end
 
-if how ~= "cli" then   -- (fpu too)
+if how ~= "cli" and how ~= "enter" then   -- (fpu too)
   local r = g:gdbserver{ host = "127.0.0.1", port = port, cpu = cpu, elf = elf, verbose = true }
   print(("session: %s clients=%d refused=%d bad_packets=%d"):format(r.how, r.clients, r.refused, r.bad_packets))
   if r.how == "kill" then return end
 end
-local e = cpu:run{ timeout_ms = 100 }   -- with --gdb: gdb first, then the rest of the run
+-- with --gdb: gdb first, then the rest of the run (or of an enter loop)
+local e
+if how == "enter" then
+  repeat e = cpu:enter{ timeout_ms = 100 } until e.type ~= "io"
+else
+  e = cpu:run{ timeout_ms = 100 }
+end
 print(("then: %s"):format(e.type))
 print(("uart: %s"):format(table.concat(out)))
 print(("counter > 6: %s"):format(tostring(g:u64(img.symbols.counter) > 6)))

@@ -301,14 +301,15 @@ describe("load.multiboot", function()
     assert.equals(syms._start, mb.entry)
     assert.equals("elf", mb.format)
     assert.equals("protected", mb.mode)
-    assert.same({ rax = 0x2BADB002, rbx = 0x9000 }, mb.regs)
-    assert.equals(0x9000, mb.info_addr)
+    -- the info goes in the first page after the kernel (its BSS ends at 0x102040)
+    assert.same({ rax = 0x2BADB002, rbx = 0x103000 }, mb.regs)
+    assert.equals(0x103000, mb.info_addr)
     assert.equals(0x600DF00D, g:u32(syms.data_word))
     -- the header the kernel carries: magic, flags 0x3, checksum
     assert.equals(0x1BADB002, g:u32(0x100000))
     assert.equals(0x3, g:u32(0x100004))
 
-    local i = info(g, 0x9000)
+    local i = info(g, 0x103000)
     assert.equals((1 << 0) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9), i.flags)
     assert.equals(640, i.mem_lower)
     assert.equals(2048, i.mem_upper)
@@ -322,7 +323,7 @@ describe("load.multiboot", function()
     }, mmap(g, i))
     -- everything the info area points to lies inside it
     for _, a in ipairs{ i.cmdline, i.boot_loader_name, i.mmap_addr, i.mods_addr } do
-      assert.is_true(a >= 0x9000 and a < 0x9000 + mb.info_size)
+      assert.is_true(a >= 0x103000 and a < 0x103000 + mb.info_size)
     end
   end)
 
@@ -346,7 +347,7 @@ describe("load.multiboot", function()
       assert.same({ start, stop }, { mb.modules[k].start, mb.modules[k]["end"] })
       prev_end = stop
     end
-    assert.equals(0x103000, g:u32(i.mods_addr))        -- the kernel's BSS ends at 0x102040
+    assert.equals(0x104000, g:u32(i.mods_addr))        -- BSS ends at 0x102040, then a page of info
     assert.equals("hello arg=1", cstr(g, g:u32(i.mods_addr + 8)))
     assert.equals("README.md", cstr(g, g:u32(i.mods_addr + 16 + 8)))
   end)
@@ -372,7 +373,8 @@ describe("load.multiboot", function()
     assert.equals(string.rep("\0", bss_end - load_end), g:read(load_end, bss_end - load_end))
     assert.equals(0xff, g:u8(bss_end))
     assert.equals(bss_end, mb.kernel_end)
-    assert.equals("aout", cstr(g, info(g, 0x9000).cmdline))
+    assert.equals(0x102000, mb.info_addr)             -- the page after the BSS
+    assert.equals("aout", cstr(g, info(g, 0x102000).cmdline))
   end)
 
   it("takes info_addr, mem_lower and mem_upper from the options", function()
@@ -387,6 +389,32 @@ describe("load.multiboot", function()
     assert.equals(0, g:u32(0x9000))
   end)
 
+  it("takes the memory map from mmap, and computes mem_lower and mem_upper from its RAM", function()
+    local g = guest()
+    local map = { { addr = 0, size = 0x9fc00, type = 1 }, { addr = 0x9fc00, size = 0x400, type = 2 },
+                  { addr = 0x100000, size = 0x180000, type = 1 }, { addr = 0x280000, size = 0x80000, type = 3 } }
+    local mb = load.multiboot(g, GUESTS .. "multiboot_aout.bin", { mmap = map })
+    local i = info(g, mb.info_addr)
+    assert.equals(639, i.mem_lower)
+    assert.equals(0x600, i.mem_upper)
+    assert.same({
+      { size = 20, base = 0, len = 0x9fc00, type = 1 }, { size = 20, base = 0x9fc00, len = 0x400, type = 2 },
+      { size = 20, base = 0x100000, len = 0x180000, type = 1 }, { size = 20, base = 0x280000, len = 0x80000, type = 3 },
+    }, mmap(g, i))
+    assert.equals("load.multiboot: k.bin: mmap entry 2 must be { addr =, size =, type = } with integers",
+                  err_of(load.multiboot, g, { name = "k.bin", data = slurp(GUESTS .. "multiboot_aout.bin") },
+                         { mmap = { map[1], { addr = 1 } } }))
+  end)
+
+  it("refuses to load over the reserved areas it is given, writing nothing", function()
+    local g = guest()
+    dirty(g)
+    local k = GUESTS .. "multiboot_aout.bin"
+    assert.equals("load.multiboot: " .. k .. ": segment 0x100000+0x1048 overlaps the ACPI tables 0x101000+0x100",
+                  err_of(load.multiboot, g, k, { reserved = { { addr = 0x101000, size = 0x100, what = "the ACPI tables" } } }))
+    assert.equals(0, dirty(g))
+  end)
+
   it("computes mem_upper from the RAM contiguous from 1 MiB and reserves ROM", function()
     local g = H.guest()
     g:map(0, mv.vmo(0x80000))
@@ -395,7 +423,7 @@ describe("load.multiboot", function()
     g:map(0x400000, mv.vmo(0x100000))                    -- after a hole: not in mem_upper
     g:map(0xf0000, mv.vmo(0x10000), { readonly = true }) -- a BIOS ROM
     local mb = load.multiboot(g, GUESTS .. "multiboot_aout.bin")
-    local i = info(g, 0x9000)
+    local i = info(g, mb.info_addr)
     assert.equals(512, i.mem_lower)
     assert.equals(2048, i.mem_upper)
     assert.same({
@@ -446,7 +474,7 @@ describe("load.multiboot", function()
     local k = GUESTS .. "multiboot_aout.bin"
     assert.equals("load.multiboot: " .. k .. ": module 1: /nonexistent: cannot open: No such file or directory",
                   err_of(load.multiboot, g, k, { modules = { "/nonexistent" } }))
-    assert.equals("load.multiboot: " .. k .. ": module 1 (README.md) 0x102000+" ..
+    assert.equals("load.multiboot: " .. k .. ": module 1 (README.md) 0x103000+" ..
                   ("0x%x"):format(#slurp("README.md")) .. " is outside guest memory",
                   err_of(load.multiboot, g, k, { modules = { "README.md" } }))
     assert.matches("^load%.multiboot: .-: multiboot info 0x9ffc0%+0x%x+ is outside guest memory$",

@@ -3,63 +3,16 @@
 -- Ctrl-C on a spinning guest, errors that leave the REPL running.
 local H = require "helpers"
 
+local tmux = require "tmux"
+local Session, sh, q = tmux.Session, tmux.sh, tmux.q
+
 local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
-local count = 0
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
-local function monotonic()
-  local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("a"))
-  p:close()
-  return t
-end
-
--- A REPL in a detached tmux session on a private server.
-local Session = {}
-Session.__index = Session
-
+-- A REPL in a detached tmux session.
 local function start(args, history)
-  count = count + 1
-  local s = setmetatable({ sock = ("mvtest-%d-%d"):format(H.pid(), count) }, Session)
   local cmd = ("MOONVISOR_BACKEND=%s MOONVISOR_HISTORY=%s LUA_PATH=%s %s %s"):format(
     H.backend, q(history), q("spec/?.lua;;"), exe, args or "")
-  sh(("tmux -L %s new-session -d -x 200 -y 50 -c %s %s"):format(s.sock, q(os.getenv("PWD") or "."), q(cmd)))
-  s:wait("moonvisor>")
-  return s
-end
-
-function Session:keys(...)   -- key names: Enter, Tab, C-c, Up ...
-  sh(("tmux -L %s send-keys %s"):format(self.sock, table.concat({ ... }, " ")))
-end
-
-function Session:type(text) sh(("tmux -L %s send-keys -l %s"):format(self.sock, q(text))) end
-
-function Session:line(text)
-  self:type(text)
-  self:keys("Enter")
-end
-
-function Session:screen() return sh(("tmux -L %s capture-pane -p"):format(self.sock)) end
-
--- Polls the screen until it holds text (plain; capture-pane drops
--- trailing spaces) after the text "after", for up to 5 s.
-function Session:wait(text, after)
-  local deadline = monotonic() + 5
-  repeat
-    local screen = self:screen()
-    local at = screen:find(text, after and (screen:find(after, 1, true) or #screen) or 1, true)
-    if at then return screen end
-    sh("sleep 0.05")
-  until monotonic() > deadline
-  error(("no %q on the screen:\n%s"):format(text, self:screen()), 2)
+  return tmux.start(cmd, "moonvisor>")
 end
 
 -- Runs a statement and waits for the prompt after its output.

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/kvm.h>
+#include <cpuid.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -64,6 +65,36 @@ int mv_kvm_check_cap(int id, mv_err *err) {
 
 #include "kvm.h"
 
+/* The answers of KVM_CHECK_EXTENSION for the few capabilities the backend
+ * uses, asked once per process: they belong to the cached /dev/kvm fd. */
+typedef struct cap_answer { int cap, value; } cap_answer;
+static cap_answer cap_answers[8];
+static int ncap_answers;
+
+int kvm_cap(int cap) {
+  for (int i = 0; i < ncap_answers; i++)
+    if (cap_answers[i].cap == cap) return cap_answers[i].value;
+  if (kvm_fd < 0) return -1;
+  int v = ioctl(kvm_fd, KVM_CHECK_EXTENSION, cap);
+  if (v < 0) v = 0;
+  if (ncap_answers < (int)(sizeof cap_answers / sizeof cap_answers[0]))
+    cap_answers[ncap_answers++] = (cap_answer){ cap, v };
+  return v;
+}
+
+/* KVM on Intel needs a TSS and an identity-map page for real mode; on AMD
+ * (SVM) both ioctls do nothing, so they are not made there. */
+static bool needs_real_mode_pages(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return true;
+  char vendor[13];
+  memcpy(vendor, &b, 4);
+  memcpy(vendor + 4, &d, 4);
+  memcpy(vendor + 8, &c, 4);
+  vendor[12] = '\0';
+  return strcmp(vendor, "AuthenticAMD") != 0 && strcmp(vendor, "HygonGenuine") != 0;
+}
+
 /* {====================================================== guest */
 
 static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err) {
@@ -84,8 +115,8 @@ static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err)
     goto fail;
   }
   uint64_t ident = KVM_IDENTITY_MAP_ADDR;
-  if (ioctl(kg->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0 ||
-      ioctl(kg->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
+  if (needs_real_mode_pages() && (ioctl(kg->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0 ||
+                                  ioctl(kg->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)) {
     r = mv__fail(err, -errno, "guest: KVM_SET_IDENTITY_MAP_ADDR/KVM_SET_TSS_ADDR: %s", strerror(errno));
     goto fail;
   }
@@ -97,8 +128,14 @@ static int kvm_guest_create(mv_guest *g, const mv_guest_opts *opts, mv_err *err)
     }
     kg->irqchip = true;
   }
-  kg->any_length_ioeventfd = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0;
+  const char *env = getenv("MOONVISOR_SYNC_REGS");
+  kg->sync_regs = !opts->no_sync_regs && !(env && strcmp(env, "0") == 0) &&
+                  (kvm_cap(KVM_CAP_SYNC_REGS) & KVM_SYNC_ALL) == KVM_SYNC_ALL;
   g->be_state = kg;
+  if ((r = kvm_dirty_setup(g, opts, err)) < 0) {   /* before any VCPU: KVM wants it so */
+    g->be_state = NULL;
+    goto fail;
+  }
   return 0;
 fail:
   if (kg->vm_fd >= 0) close(kg->vm_fd);
@@ -110,8 +147,15 @@ static void kvm_guest_destroy(mv_guest *g) {
   kvm_guest *kg = KG(g);
   if (!kg) return;
   close(kg->vm_fd);
+  kvm_dirty_guest_fini(g);
   free(kg);
   g->be_state = NULL;
+}
+
+static void kvm_mechanisms(const mv_guest *g, mv_guest_mechanisms *out) {
+  const kvm_guest *kg = g->be_state;
+  out->sync_regs = kg->sync_regs;
+  out->dirty_log = kg->ring_entries ? "ring" : "bitmap";
 }
 
 static int set_region(mv_guest *g, const mv_mapping *m, uint64_t size, mv_err *err) {
@@ -133,21 +177,22 @@ static int kvm_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
   if (m->gpa < KVM_RESERVED_END && KVM_IDENTITY_MAP_ADDR < m->gpa + m->size)
     return mv__fail(err, -EEXIST, "guest:map: range 0x%" PRIx64 "+0x%" PRIx64 " overlaps 0x%" PRIx64 "-0x%" PRIx64
                     ", reserved for KVM's TSS and identity map", m->gpa, m->size, KVM_IDENTITY_MAP_ADDR, KVM_RESERVED_END);
-  return set_region(g, m, m->size, err);
+  int r = kvm_dirty_map(g, m, err);
+  if (r < 0) return r;
+  if ((r = set_region(g, m, m->size, err)) < 0) kvm_dirty_unmap(g, m);
+  return r;
 }
 
-static int kvm_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) { return set_region(g, m, 0, err); }
+static int kvm_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) {
+  int r = set_region(g, m, 0, err);
+  if (r == 0) kvm_dirty_unmap(g, m);
+  return r;
+}
 
 static int kvm_track(mv_guest *g, const mv_mapping *m, mv_err *err) {
   mv_mapping t = *m;   /* the same slot again, now logging writes */
   t.tracked = true;
   return set_region(g, &t, t.size, err);
-}
-
-static int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err) {
-  struct kvm_dirty_log log = { .slot = m->slot, .dirty_bitmap = bitmap };
-  IOCTL_OR_FAIL(KG(g)->vm_fd, KVM_GET_DIRTY_LOG, &log, "guest:dirty_pages");
-  return 0;
 }
 
 static int ioeventfd(mv_guest *g, mv_trap *t, uint32_t flags) {
@@ -156,7 +201,7 @@ static int ioeventfd(mv_guest *g, mv_trap *t, uint32_t flags) {
 }
 
 static int kvm_bell_add(mv_guest *g, mv_trap *t, mv_err *err) {
-  if (!KG(g)->any_length_ioeventfd) return 0;   /* exits still reach the bell, only slower */
+  if (kvm_cap(KVM_CAP_IOEVENTFD_ANY_LENGTH) <= 0) return 0;   /* exits still reach the bell, only slower */
   t->bell_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (t->bell_fd < 0) return mv__fail(err, -errno, "guest:trap: eventfd: %s", strerror(errno));
   if (ioeventfd(g, t, 0) < 0) {
@@ -202,7 +247,7 @@ static int set_cpuid(kvm_vcpu *kv, mv_err *err) {
 
 static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
   kvm_vcpu *kv = KV(c);
-  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: KVM fixes the CPUID at the first enter: set it before");
+  if (kv->ran) return mv__fail(err, -EBUSY, "vcpu:cpuid_set: the CPUID is fixed at the first enter: set it before");
   struct kvm_cpuid2 *cp = kv->cpuid;
   struct kvm_cpuid_entry2 *e = NULL;
   for (uint32_t i = 0; i < cp->nent && !e; i++)
@@ -216,76 +261,54 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
                                     .flags = subleaf ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0 };
   }
   e->eax = regs[0]; e->ebx = regs[1]; e->ecx = regs[2]; e->edx = regs[3];
+  int r = kvm_regs_flush(c, "vcpu:cpuid_set", err);   /* registers first, checked with the old CPUID */
+  if (r < 0) return r;
   IOCTL_OR_FAIL(kv->fd, KVM_SET_CPUID2, cp, "vcpu:cpuid_set");
   return 0;
 }
 
-/* FPU and SSE state through the XSAVE area's legacy region, not
- * KVM_GET_FPU/KVM_SET_FPU: those never carry mxcsr, and values written to
- * a VCPU that has not run yet may not reach the guest. */
-enum { XS_FCW = 0, XS_FSW = 2, XS_FTW = 4, XS_MXCSR = 24, XS_ST = 32, XS_XMM = 160, XS_BV = 512 };
-#define XSTATE_FP_SSE UINT64_C(3)   /* XSTATE_BV bits: x87 and SSE state present */
+/* x87/SSE state through the XSAVE area's legacy (FXSAVE) region: KVM_GET_FPU
+ * and KVM_SET_FPU leave MXCSR out (it read 0, writes were dropped), and
+ * KVM_SET_FPU's registers did not reach the guest while the area's header
+ * said x87/SSE were in their initial state. */
+enum { FX_FCW = 0, FX_FSW = 2, FX_FTW = 4, FX_MXCSR = 24, FX_ST = 32, FX_XMM = 160, XSTATE_BV = 512 };
 
 static int kvm_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
-  struct kvm_xsave xs;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &xs, "vcpu:fpu");
-  const uint8_t *a = (const uint8_t *)xs.region;
-  uint64_t bv;
-  memcpy(&bv, a + XS_BV, 8);
+  struct kvm_xsave x;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:fpu");
+  const unsigned char *b = (const unsigned char *)x.region;
   memset(o, 0, sizeof *o);
-  o->fcw = 0x37f;   /* an x87 or SSE component in its init state is not stored */
-  o->mxcsr = 0x1f80;
-  if (bv & 1) {
-    memcpy(&o->fcw, a + XS_FCW, 2);
-    memcpy(&o->fsw, a + XS_FSW, 2);
-    o->ftw = a[XS_FTW];
-    for (int i = 0; i < 8; i++) memcpy(o->st[i], a + XS_ST + 16 * i, 10);
-  }
-  if (bv & 2) memcpy(o->xmm, a + XS_XMM, sizeof o->xmm);
-  if (bv & 6) memcpy(&o->mxcsr, a + XS_MXCSR, 4);   /* stored with the SSE or AVX component */
+  memcpy(&o->fcw, b + FX_FCW, 2);
+  memcpy(&o->fsw, b + FX_FSW, 2);
+  o->ftw = b[FX_FTW];
+  memcpy(&o->mxcsr, b + FX_MXCSR, 4);
+  for (int i = 0; i < 8; i++) memcpy(o->st[i], b + FX_ST + 16 * i, 10);
+  memcpy(o->xmm, b + FX_XMM, sizeof o->xmm);
   return 0;
 }
 
 static int kvm_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
-  struct kvm_xsave xs;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &xs, "vcpu:write_fpu");   /* keeps fop, fip, fdp and AVX state */
-  uint8_t *a = (uint8_t *)xs.region;
-  memcpy(a + XS_FCW, &in->fcw, 2);
-  memcpy(a + XS_FSW, &in->fsw, 2);
-  a[XS_FTW] = in->ftw;
-  memcpy(a + XS_MXCSR, &in->mxcsr, 4);
-  for (int i = 0; i < 8; i++) {
-    memcpy(a + XS_ST + 16 * i, in->st[i], 10);
-    memset(a + XS_ST + 16 * i + 10, 0, 6);
-  }
-  memcpy(a + XS_XMM, in->xmm, sizeof in->xmm);
-  uint64_t bv;
-  memcpy(&bv, a + XS_BV, 8);
-  bv |= XSTATE_FP_SSE;
-  memcpy(a + XS_BV, &bv, 8);
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &xs, "vcpu:write_fpu");
+  struct kvm_xsave x;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_XSAVE, &x, "vcpu:write_fpu");   /* keeps the last-instruction pointers */
+  unsigned char *b = (unsigned char *)x.region;
+  memcpy(b + FX_FCW, &in->fcw, 2);
+  memcpy(b + FX_FSW, &in->fsw, 2);
+  b[FX_FTW] = in->ftw;
+  memcpy(b + FX_MXCSR, &in->mxcsr, 4);
+  for (int i = 0; i < 8; i++) memcpy(b + FX_ST + 16 * i, in->st[i], 10);
+  memcpy(b + FX_XMM, in->xmm, sizeof in->xmm);
+  b[XSTATE_BV] |= 3;   /* x87 and SSE in use: XRSTOR loads these, not the initial state */
+  KV(c)->touched |= KS_XSAVE;
+  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_XSAVE, &x, "vcpu:write_fpu");
   return 0;
 }
 
 static int kvm_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
   if (!KG(g)->irqchip) return mv__fail(err, -ENOTSUP, "guest:irq: create the guest with irqchip = true");
   struct kvm_irq_level irq = { .irq = line, .level = level ? 1 : 0 };
+  for (int i = 0; i < g->nvcpus; i++)   /* the line can reach a local APIC */
+    if (g->vcpus[i] && !g->vcpus[i]->destroyed) KV(g->vcpus[i])->touched |= KS_LAPIC | KS_MP_STATE;
   IOCTL_OR_FAIL(KG(g)->vm_fd, KVM_IRQ_LINE, &irq, "guest:irq");
-  return 0;
-}
-
-/* Flat real mode: every segment base 0, RIP = entry. */
-static int reset_real_mode(int fd, uint64_t entry, mv_err *err) {
-  struct kvm_sregs s;
-  IOCTL_OR_FAIL(fd, KVM_GET_SREGS, &s, "guest:vcpu");
-  struct kvm_segment *segs[] = { &s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss };
-  for (size_t i = 0; i < sizeof segs / sizeof segs[0]; i++) {
-    segs[i]->base = 0;
-    segs[i]->selector = 0;
-  }
-  IOCTL_OR_FAIL(fd, KVM_SET_SREGS, &s, "guest:vcpu");
-  struct kvm_regs r = { .rip = entry, .rflags = 2 };
-  IOCTL_OR_FAIL(fd, KVM_SET_REGS, &r, "guest:vcpu");
   return 0;
 }
 
@@ -305,11 +328,18 @@ static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
     r = mv__fail(err, -errno, "guest:vcpu: mmap of kvm_run: %s", strerror(errno));
     goto fail;
   }
-  if ((r = set_cpuid(kv, err)) < 0 || (r = reset_real_mode(kv->fd, entry, err)) < 0) goto fail;
-  mv__install_kick_signal();
+  kv->sync = kg->sync_regs;
+  kv->touched = KS_ALL;
+  kv->run_touches = KS_XSAVE | KS_XCRS | KS_DEBUGREGS | KS_MSRS | (kg->irqchip ? KS_MP_STATE | KS_LAPIC : 0);
   c->be_state = kv;
+  if ((r = set_cpuid(kv, err)) < 0 || (r = kvm_regs_init(c, entry, err)) < 0 || (r = kvm_dirty_vcpu_init(c, err)) < 0) {
+    c->be_state = NULL;
+    goto fail;
+  }
+  mv__install_kick_signal();
   return 0;
 fail:
+  if (kv->ring) munmap(kv->ring, kg->ring_entries * sizeof(struct kvm_dirty_gfn));
   if (kv->run != MAP_FAILED) munmap(kv->run, (size_t)kg->run_size);
   if (kv->fd >= 0) close(kv->fd);
   free(kv->cpuid);
@@ -320,6 +350,7 @@ fail:
 static void kvm_vcpu_destroy(mv_vcpu *c) {
   kvm_vcpu *kv = KV(c);
   if (!kv) return;
+  kvm_dirty_vcpu_fini(c);
   munmap(kv->run, (size_t)KG(c->guest)->run_size);
   close(kv->fd);
   free(kv->cpuid);
@@ -336,13 +367,26 @@ static void kvm_vcpu_kick(mv_vcpu *c) {
 
 /* {====================================================== KVM_RUN */
 
+/* x86 hosts: little-endian.  The sizes KVM gives are 1, 2, 4 and 8; MMIO
+ * may give others (up to 8). */
 static uint64_t load_le(const uint8_t *p, uint32_t size) {
-  uint64_t v = 0;
-  memcpy(&v, p, size);   /* x86 hosts: little-endian */
-  return v;
+  uint8_t b1; uint16_t b2; uint32_t b4; uint64_t v = 0;
+  switch (size) {
+  case 1: memcpy(&b1, p, 1); return b1;
+  case 2: memcpy(&b2, p, 2); return b2;
+  case 4: memcpy(&b4, p, 4); return b4;
+  default: memcpy(&v, p, size < 8 ? size : 8); return v;
+  }
 }
 
-static void store_le(uint8_t *p, uint32_t size, uint64_t v) { memcpy(p, &v, size); }
+static void store_le(uint8_t *p, uint32_t size, uint64_t v) {
+  switch (size) {
+  case 1: *p = (uint8_t)v; return;
+  case 2: { uint16_t b = (uint16_t)v; memcpy(p, &b, 2); return; }
+  case 4: { uint32_t b = (uint32_t)v; memcpy(p, &b, 4); return; }
+  default: memcpy(p, &v, size < 8 ? size : 8); return;
+  }
+}
 
 /* Finishes the instruction of an exit we return to the caller, so registers
  * read afterwards are those after it (KVM completes IO/MMIO on re-entry). */
@@ -367,11 +411,14 @@ static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
   uint8_t *p = (uint8_t *)run + run->io.data_offset;
   bool write = run->io.direction == KVM_EXIT_IO_OUT;
+  mv_exit *e = c->exit;   /* enter zeroed it; an access changes only these fields */
   for (uint32_t i = 0; i < run->io.count; i++, p += run->io.size) {
-    mv_exit *e = c->exit;
-    *e = (mv_exit){ .type = MV_EXIT_IO, .addr = run->io.port, .size = run->io.size, .write = write,
-                    .reason = KVM_EXIT_IO };
-    if (write) e->data = load_le(p, run->io.size);
+    e->type = MV_EXIT_IO;
+    e->addr = run->io.port;
+    e->size = run->io.size;
+    e->write = write;
+    e->reason = KVM_EXIT_IO;
+    e->data = write ? load_le(p, run->io.size) : 0;
     uint64_t value = 0;
     int st = mv__access(c, e, &value);
     if (!write) store_le(p, run->io.size, value);
@@ -385,10 +432,13 @@ static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
 
 static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
-  mv_exit *e = c->exit;
-  *e = (mv_exit){ .type = MV_EXIT_MEM, .addr = run->mmio.phys_addr, .size = run->mmio.len,
-                  .write = run->mmio.is_write, .reason = KVM_EXIT_MMIO };
-  if (e->write) e->data = load_le(run->mmio.data, run->mmio.len);
+  mv_exit *e = c->exit;   /* enter zeroed it; an access changes only these fields */
+  e->type = MV_EXIT_MEM;
+  e->addr = run->mmio.phys_addr;
+  e->size = run->mmio.len;
+  e->write = run->mmio.is_write;
+  e->reason = KVM_EXIT_MMIO;
+  e->data = e->write ? load_le(run->mmio.data, run->mmio.len) : 0;
   uint64_t value = 0;
   int st = mv__access(c, e, &value);
   if (!e->write) store_le(run->mmio.data, run->mmio.len, value);
@@ -399,11 +449,13 @@ static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
  * when the guest can take one, asking for an interrupt-window exit otherwise. */
 static int inject_pending(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
   struct kvm_run *run = kv->run;
-  if (KG(c->guest)->irqchip || !mv__has_interrupt(c)) {
+  if (!mv__has_interrupt(c) || KG(c->guest)->irqchip) {
     run->request_interrupt_window = 0;
     return 0;
   }
   if (run->ready_for_interrupt_injection && run->if_flag) {
+    int r = kvm_regs_flush(c, "vcpu:enter", err);   /* the events KVM_INTERRUPT adds to */
+    if (r < 0) return r;
     struct kvm_interrupt irq = { .irq = (uint32_t)mv__take_interrupt(c) };
     IOCTL_OR_FAIL(kv->fd, KVM_INTERRUPT, &irq, "vcpu:enter");
   }
@@ -419,10 +471,11 @@ static int exit_with(mv_vcpu *c, mv_exit_type type, uint64_t reason) {
 static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kvm_vcpu *kv = KV(c);
   struct kvm_run *run = kv->run;
+  kv->touched |= kv->run_touches;   /* what the guest can change while it runs */
+  kv->thread = pthread_self();
   for (;;) {
     int r = inject_pending(c, kv, err);
     if (r < 0) return r;
-    kv->thread = pthread_self();
     kv->running = 1;
     if (c->kick_pending) run->immediate_exit = 1;   /* a kick that raced the check in enter */
     r = ioctl(kv->fd, KVM_RUN, 0);
@@ -455,16 +508,22 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     case KVM_EXIT_IRQ_WINDOW_OPEN:
     case KVM_EXIT_INTR:
       break;
+    case KVM_EXIT_DIRTY_RING_FULL:
+      if ((r = kvm_dirty_ring_full(c->guest, err)) < 0) return r;
+      break;
     case KVM_EXIT_HLT:
       return exit_with(c, MV_EXIT_HLT, KVM_EXIT_HLT);
-    case KVM_EXIT_SHUTDOWN:
+    case KVM_EXIT_SHUTDOWN:   /* KVM on AMD resets the VCPU (INIT) after a shutdown */
+      kv->touched = KS_ALL;
       return exit_with(c, MV_EXIT_SHUTDOWN, KVM_EXIT_SHUTDOWN);
     case KVM_EXIT_FAIL_ENTRY:
+      kv->touched = KS_ALL;
       exit_with(c, MV_EXIT_FAIL_ENTRY, KVM_EXIT_FAIL_ENTRY);
       c->exit->detail[0] = run->fail_entry.hardware_entry_failure_reason;
       c->exit->detail[1] = run->fail_entry.cpu;
       return 0;
     case KVM_EXIT_INTERNAL_ERROR:
+      kv->touched = KS_ALL;
       exit_with(c, MV_EXIT_INTERNAL_ERROR, KVM_EXIT_INTERNAL_ERROR);
       c->exit->detail[0] = run->internal.suberror;
       c->exit->detail[1] = run->internal.ndata;
@@ -478,16 +537,20 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
       c->exit->detail[2] = run->debug.arch.dr7;
       return 0;
     case KVM_EXIT_SYSTEM_EVENT:
+      kv->touched = KS_ALL;
       exit_with(c, MV_EXIT_SYSTEM_EVENT, KVM_EXIT_SYSTEM_EVENT);
       c->exit->detail[0] = run->system_event.type;
       return 0;
     default:
+      kv->touched = KS_ALL;
       return exit_with(c, MV_EXIT_UNKNOWN, run->exit_reason);
     }
   }
 }
 
 static int kvm_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
+  int r = kvm_regs_flush(c, "vcpu:debug", err);   /* KVM reads rip and rflags here */
+  if (r < 0) return r;
   struct kvm_guest_debug dbg = { .control = 0 };
   if (flags || c->nhw_bp)
     dbg.control = KVM_GUESTDBG_ENABLE | (flags & MV_DEBUG_SINGLESTEP ? KVM_GUESTDBG_SINGLESTEP : 0) |
@@ -504,86 +567,14 @@ static int kvm_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   return 0;
 }
 
-/* {====================================================== registers */
+/* {====================================================== MSRs */
 
-static int kvm_get_regs(mv_vcpu *c, mv_regs *o, mv_err *err) {
-  struct kvm_regs r;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_REGS, &r, "vcpu:read_state");
-  *o = (mv_regs){ r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp,
-                  r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rip, r.rflags };
-  return 0;
-}
-
-static int kvm_set_regs(mv_vcpu *c, const mv_regs *i, mv_err *err) {
-  struct kvm_regs r = { .rax = i->rax, .rbx = i->rbx, .rcx = i->rcx, .rdx = i->rdx,
-                        .rsi = i->rsi, .rdi = i->rdi, .rsp = i->rsp, .rbp = i->rbp,
-                        .r8 = i->r8, .r9 = i->r9, .r10 = i->r10, .r11 = i->r11,
-                        .r12 = i->r12, .r13 = i->r13, .r14 = i->r14, .r15 = i->r15,
-                        .rip = i->rip, .rflags = i->rflags };
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_REGS, &r, "vcpu:write_state");
-  return 0;
-}
-
-static mv_segment seg_out(const struct kvm_segment *s) {
-  return (mv_segment){ s->base, s->limit, s->selector, s->type, s->present, s->dpl,
-                       s->db, s->s, s->l, s->g, s->avl, s->unusable };
-}
-
-static void seg_in(struct kvm_segment *d, const mv_segment *s) {
-  *d = (struct kvm_segment){ .base = s->base, .limit = s->limit, .selector = s->selector,
-                             .type = s->type, .present = s->present, .dpl = s->dpl, .db = s->db,
-                             .s = s->s, .l = s->l, .g = s->g, .avl = s->avl, .unusable = s->unusable };
-}
-
-static int kvm_get_sregs(mv_vcpu *c, mv_sregs *o, mv_err *err) {
-  struct kvm_sregs s;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:sregs");
-  *o = (mv_sregs){ seg_out(&s.cs), seg_out(&s.ds), seg_out(&s.es), seg_out(&s.fs), seg_out(&s.gs),
-                   seg_out(&s.ss), seg_out(&s.tr), seg_out(&s.ldt),
-                   { s.gdt.base, s.gdt.limit }, { s.idt.base, s.idt.limit },
-                   s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base };
-  return 0;
-}
-
-/* A host may accept KVM_SET_SREGS and still not apply a mode it does not
- * implement (kvm-pvm drops CR0.PG unless EFER.LME: it pages only in long
- * mode).  The mode bits are read back so that such a refusal is an error
- * naming the register instead of a guest that runs in another mode. */
-static int check_sregs_applied(int fd, const mv_sregs *want, mv_err *err) {
-  static const struct { const char *reg, *bit; int which; uint64_t mask; } mode_bits[] = {
-    { "cr0", "PE", 0, 1u << 0 }, { "cr0", "PG", 0, UINT64_C(1) << 31 },
-    { "cr4", "PAE", 4, 1u << 5 }, { "cr4", "PSE", 4, 1u << 4 },
-    { "efer", "LME", 8, 1u << 8 },
-  };
-  struct kvm_sregs got;
-  IOCTL_OR_FAIL(fd, KVM_GET_SREGS, &got, "vcpu:write_sregs");
-  for (size_t k = 0; k < sizeof mode_bits / sizeof mode_bits[0]; k++) {
-    uint64_t w = mode_bits[k].which == 0 ? want->cr0 : mode_bits[k].which == 4 ? want->cr4 : want->efer;
-    uint64_t h = mode_bits[k].which == 0 ? got.cr0 : mode_bits[k].which == 4 ? got.cr4 : got.efer;
-    if ((w ^ h) & mode_bits[k].mask)
-      return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: the host did not apply %s.%s = %d (%s = 0x%" PRIx64
-                      " asked, 0x%" PRIx64 " set): this KVM does not run that mode%s",
-                      mode_bits[k].reg, mode_bits[k].bit, (w & mode_bits[k].mask) != 0, mode_bits[k].reg, w, h,
-                      mode_bits[k].mask == (UINT64_C(1) << 31) && !(want->efer & (1u << 8))
-                          ? " (some hosts, kvm-pvm among them, page only in long mode)" : "");
-  }
-  return 0;
-}
-
-static int kvm_set_sregs(mv_vcpu *c, const mv_sregs *i, mv_err *err) {
-  struct kvm_sregs s;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_GET_SREGS, &s, "vcpu:write_sregs");   /* keeps interrupt_bitmap */
-  seg_in(&s.cs, &i->cs); seg_in(&s.ds, &i->ds); seg_in(&s.es, &i->es); seg_in(&s.fs, &i->fs);
-  seg_in(&s.gs, &i->gs); seg_in(&s.ss, &i->ss); seg_in(&s.tr, &i->tr); seg_in(&s.ldt, &i->ldt);
-  s.gdt.base = i->gdt.base; s.gdt.limit = i->gdt.limit;
-  s.idt.base = i->idt.base; s.idt.limit = i->idt.limit;
-  s.cr0 = i->cr0; s.cr2 = i->cr2; s.cr3 = i->cr3; s.cr4 = i->cr4; s.cr8 = i->cr8;
-  s.efer = i->efer; s.apic_base = i->apic_base;
-  IOCTL_OR_FAIL(KV(c)->fd, KVM_SET_SREGS, &s, "vcpu:write_sregs");
-  return check_sregs_applied(KV(c)->fd, i, err);
-}
-
+/* EFER, FS/GS base and the APIC base are special registers too: what is
+ * waiting in the register cache goes to KVM before an MSR is read or
+ * written, and the cache is read again after a write. */
 static int kvm_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
+  int r = kvm_regs_flush(c, "vcpu:msr", err);
+  if (r < 0) return r;
   struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e.index = index };
   if (ioctl(KV(c)->fd, KVM_GET_MSRS, &m) != 1)
     return mv__fail(err, -EINVAL, "vcpu:msr: KVM_GET_MSRS: MSR 0x%" PRIx32 " cannot be read", index);
@@ -592,23 +583,26 @@ static int kvm_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err)
 }
 
 static int kvm_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
+  int r = kvm_regs_flush(c, "vcpu:msr", err);
+  if (r < 0) return r;
   struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e = { .index = index, .data = value } };
+  KV(c)->touched |= KS_MSRS;
   if (ioctl(KV(c)->fd, KVM_SET_MSRS, &m) != 1)
     return mv__fail(err, -EINVAL, "vcpu:msr: KVM_SET_MSRS: MSR 0x%" PRIx32 " = 0x%" PRIx64 " refused", index, value);
-  return 0;
+  return kvm_regs_refetch(c, "vcpu:msr", err);
 }
 
 const mv_backend_ops mv__kvm_backend = {
   .name = "kvm",
   .guest_create = kvm_guest_create, .guest_destroy = kvm_guest_destroy,
-  .map = kvm_map, .unmap = kvm_unmap, .dirty_log = kvm_dirty_log, .track = kvm_track,
-  .vcpu_save = kvm_vcpu_save, .vcpu_load = kvm_vcpu_load,
+  .map = kvm_map, .unmap = kvm_unmap, .dirty_log = kvm_dirty_log, .dirty_unlogged = kvm_dirty_unlogged,
+  .track = kvm_track, .vcpu_save = kvm_vcpu_save, .vcpu_load = kvm_vcpu_load, .vcpu_load_changed = kvm_vcpu_load_changed,
   .guest_save = kvm_guest_save, .guest_load = kvm_guest_load,
   .bell_add = kvm_bell_add, .bell_remove = kvm_bell_remove, .bell_take = kvm_bell_take,
   .vcpu_create = kvm_vcpu_create, .vcpu_destroy = kvm_vcpu_destroy,
   .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug, .hw_breakpoints = true,
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
-  .get_msr = kvm_get_msr, .set_msr = kvm_set_msr,
+  .get_msr = kvm_get_msr, .set_msr = kvm_set_msr, .mechanisms = kvm_mechanisms,
   .get_fpu = kvm_get_fpu, .set_fpu = kvm_set_fpu, .set_cpuid = kvm_set_cpuid, .irq = kvm_irq,
 };

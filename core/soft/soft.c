@@ -57,13 +57,27 @@ static void dirty_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int size,
     sg->dirty[m->slot][p / 64] |= UINT64_C(1) << (p % 64);
 }
 
+/* Unicorn drops the translations of memory it unmaps or is told to forget
+ * by looking the address up through the guest's page tables: where it is
+ * not mapped that walk faults silently, leaving CR2 and a page fault "in
+ * flight" (the next fault would be a #DF) behind.  Puts both back. */
+static void undo_silent_fault(mv_vcpu *c, uint64_t cr2) {
+  soft_vcpu *sv = SV(c);
+  if (reg(sv->uc, UC_X86_REG_CR2) == cr2) return;
+  struct soft_env_exception x;
+  set_reg(sv->uc, UC_X86_REG_CR2, cr2);
+  soft_env_take_exception(c, &x);
+}
+
 /* Drops any MMIO pages we created in [gpa, gpa+size) so RAM can go there. */
 static void unmap_mmio_pages(mv_vcpu *c, uint64_t gpa, uint64_t size) {
   soft_vcpu *sv = SV(c);
   for (mmio_page_cb **pp = &sv->mmio; *pp;) {
     mmio_page_cb *p = *pp;
     if (p->base >= gpa && p->base < gpa + size) {
+      uint64_t cr2 = reg(sv->uc, UC_X86_REG_CR2);
       uc_mem_unmap(sv->uc, p->base, MV_PAGE_SIZE);
+      undo_silent_fault(c, cr2);
       *pp = p->next;
       free(p);
     } else {
@@ -102,7 +116,9 @@ static int soft_map(mv_guest *g, const mv_mapping *m, mv_err *err) {
 static int soft_unmap(mv_guest *g, const mv_mapping *m, mv_err *err) {
   for (int i = 0; i < g->nvcpus; i++) {
     if (!g->vcpus[i] || g->vcpus[i]->destroyed) continue;
+    uint64_t cr2 = reg(SV(g->vcpus[i])->uc, UC_X86_REG_CR2);
     uc_err e = uc_mem_unmap(SV(g->vcpus[i])->uc, m->gpa, m->size);
+    undo_silent_fault(g->vcpus[i], cr2);
     if (e) return soft_fail(err, "guest:unmap", e);
   }
   soft_guest *sg = g->be_state;
@@ -170,13 +186,21 @@ static uint64_t guest_access(mv_vcpu *c, mv_exit_type type, uint64_t addr, unsig
   return value;
 }
 
+/* Unicorn skips the I/O permission check (CPL > IOPL: the TSS bitmap) that
+ * makes a refused IN/OUT a #GP: soft_exc_io makes it. */
 static void out_hook(uc_engine *uc, uint32_t port, int size, uint32_t value, void *user) {
-  (void)uc;
+  if (soft_exc_io(user, port, (unsigned)size)) {
+    uc_emu_stop(uc);
+    return;
+  }
   guest_access(user, MV_EXIT_IO, port, (unsigned)size, true, value);
 }
 
 static uint32_t in_hook(uc_engine *uc, uint32_t port, int size, void *user) {
-  (void)uc;
+  if (soft_exc_io(user, port, (unsigned)size)) {
+    uc_emu_stop(uc);
+    return (uint32_t)reg(uc, UC_X86_REG_EAX);   /* put back after the run, with RCX, RSI, RDI */
+  }
   return (uint32_t)guest_access(user, MV_EXIT_IO, port, (unsigned)size, false, 0);
 }
 
@@ -199,11 +223,7 @@ static bool unmapped_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int si
   mv_vcpu *c = user;
   soft_vcpu *sv = SV(c);
   uint64_t pa;
-  if (!soft_translate(c, addr, &pa)) {   /* not present in the guest's page tables: #PF */
-    *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = current_rip(sv), .detail = { 14, addr } };
-    request_stop(sv);
-    return false;
-  }
+  if (soft_exc_access(c, type, addr, &pa)) return false;   /* #PF or #GP: the exit is set */
   if (type == UC_MEM_FETCH_UNMAPPED) return false;   /* executing from MMIO: reported by the run */
   mmio_page_cb *p = calloc(1, sizeof *p);
   if (!p) return false;
@@ -238,19 +258,26 @@ static void intr_hook(uc_engine *uc, uint32_t intno, void *user) {
     set_reg(uc, sv->mode == UC_MODE_64 ? UC_X86_REG_RIP : UC_X86_REG_EIP,
             sv->mode == UC_MODE_16 ? rip & 0xffff : rip);
     *c->exit = (mv_exit){ .type = MV_EXIT_DEBUG, .rip = current_rip(sv), .detail = { 3 } };
+    request_stop(sv);
   } else {
-    *c->exit = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = current_rip(sv), .detail = { intno } };
+    soft_exc_raised(c, intno);
   }
-  request_stop(sv);
   uc_emu_stop(uc);
 }
 
+/* The run ends after the syscall (Unicorn moves RIP past it after this
+ * hook); then, as the CPU: RCX = that RIP, R11 = RFLAGS (end_syscall). */
 static void syscall_hook(uc_engine *uc, void *user) {
   mv_vcpu *c = user;
-  soft_vcpu *sv = SV(c);
-  *c->exit = (mv_exit){ .type = MV_EXIT_SYSCALL, .rip = current_rip(sv) };
-  request_stop(sv);
+  *c->exit = (mv_exit){ .type = MV_EXIT_SYSCALL };
+  request_stop(SV(c));
   uc_emu_stop(uc);
+}
+
+static void end_syscall(soft_vcpu *sv, mv_exit *x) {
+  x->rip = current_rip(sv);
+  set_reg(sv->uc, UC_X86_REG_RCX, x->rip);
+  set_reg(sv->uc, UC_X86_REG_R11, reg(sv->uc, UC_X86_REG_RFLAGS));
 }
 
 /* {====================================================== VCPU */
@@ -260,6 +287,11 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
   uc_err e = uc_open(UC_ARCH_X86, mode, &sv->uc);
   if (e) return soft_fail(err, "guest:vcpu", e);
   sv->mode = mode;
+  /* Exits by address (none): without them every uc_emu_start ends by
+   * dropping the translation at its `until` address, whose page walk (of
+   * 0xff..fe) fails in a paged guest and leaves CR2 = -2 and a page fault
+   * "in flight" behind. */
+  uc_ctl_exits_enable(sv->uc);
   uc_hook h;
   if ((e = uc_hook_add(sv->uc, &h, UC_HOOK_CODE, code_hook, c, 1, 0)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_INSN, out_hook, c, 1, 0, UC_X86_INS_OUT)) ||
@@ -270,6 +302,13 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_WRITE_PROT, write_prot_hook, c, 1, 0)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_MEM_WRITE, dirty_hook, c, 1, 0)) ||
       (e = uc_hook_add(sv->uc, &h, UC_HOOK_INTR, intr_hook, c, 1, 0))) {
+    soft_engine_close(c);
+    return soft_fail(err, "guest:vcpu", e);
+  }
+  /* The x87/SSE state of a CPU after reset (and of a fresh KVM VCPU), where
+   * Unicorn leaves zeros: FCW 0x37f, every x87 register empty, MXCSR 0x1f80. */
+  if ((e = set_reg(sv->uc, UC_X86_REG_FPCW, 0x37f)) || (e = set_reg(sv->uc, UC_X86_REG_FPTAG, 0xffff)) ||
+      (e = set_reg(sv->uc, UC_X86_REG_MXCSR, 0x1f80))) {
     soft_engine_close(c);
     return soft_fail(err, "guest:vcpu", e);
   }
@@ -285,6 +324,7 @@ int soft_engine_open(mv_vcpu *c, uc_mode mode, mv_err *err) {
 
 void soft_engine_close(mv_vcpu *c) {
   soft_vcpu *sv = SV(c);
+  soft_env_close(c);
   if (sv->uc) uc_close(sv->uc);
   sv->uc = NULL;
   while (sv->mmio) {   /* their pages went with the engine */
@@ -396,6 +436,7 @@ static void drop_stale_code(mv_vcpu *c) {
   for (size_t i = 0; i < c->guest->nmaps; i++) sum += c->guest->maps[i].vmo->host_writes;
   if (sum == sv->seen_host_writes) return;
   sv->seen_host_writes = sum;
+  uint64_t cr2 = reg(sv->uc, UC_X86_REG_CR2);
   for (size_t i = 0; i < c->guest->nmaps; i++) {   /* page by page: a full flush costs Unicorn ~1 GiB */
     const mv_mapping *m = &c->guest->maps[i];
     uint64_t *bits = m->vmo->code_dirty, first = m->offset / MV_PAGE_SIZE;
@@ -409,11 +450,13 @@ static void drop_stale_code(mv_vcpu *c) {
       uc_ctl_remove_cache(sv->uc, m->gpa + p * MV_PAGE_SIZE, m->gpa + (p + 1) * MV_PAGE_SIZE);
     }
   }
+  undo_silent_fault(c, cr2);
 }
 
 static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
   (void)err;
   soft_vcpu *sv = SV(c);
+  sv->ran = true;
   drop_stale_code(c);
   for (;;) {
     inject_real_mode(c);
@@ -426,8 +469,12 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     sv->started = 0;
     uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, 0);
     sv->stepping = false;
+    if (sv->exc_pending) soft_exc_after_run(c);
     if (e == UC_ERR_WRITE_PROT && sv->ro_size && discard_readonly_write(sv) == UC_ERR_OK) return 0;
-    if (sv->exit_set) return 0;
+    if (sv->exit_set) {
+      if (c->exit->type == MV_EXIT_SYSCALL) end_syscall(sv, c->exit);
+      return 0;
+    }
     if (c->kick_pending) {
       c->kick_pending = 0;
       *c->exit = (mv_exit){ .type = MV_EXIT_KICK };
@@ -450,7 +497,7 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
       *x = (mv_exit){ .type = MV_EXIT_UNKNOWN, .rip = pc };
       return 0;
     case UC_ERR_INSN_INVALID:
-      *x = (mv_exit){ .type = MV_EXIT_EXCEPTION, .rip = pc, .reason = e, .detail = { 6 } };
+      soft_exc_invalid(c, pc);
       return 0;
     default:   /* fetch from unmapped or MMIO memory, and anything else Unicorn refuses */
       *x = (mv_exit){ .type = MV_EXIT_INTERNAL_ERROR, .rip = pc, .reason = e, .detail = { 1 } };

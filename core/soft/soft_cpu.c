@@ -83,22 +83,28 @@ static bool read_phys(mv_vcpu *c, uint64_t pa, void *buf, size_t n) {
   return mv_guest_read(c->guest, pa, buf, n, NULL) == 0;
 }
 
-bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
+/* Walks the guest's page tables for va: false when a level is not present;
+ * otherwise w holds the physical address and what every level allows
+ * (user, write; nx when any level forbids execution).  Paging off: the
+ * identity, everything allowed. */
+bool soft_walk_page(mv_vcpu *c, uint64_t va, soft_walk *w) {
   uc_engine *uc = SV(c)->uc;
   uint64_t cr0 = reg(uc, UC_X86_REG_CR0), cr3 = reg(uc, UC_X86_REG_CR3), cr4 = reg(uc, UC_X86_REG_CR4);
-  if (!(cr0 & CR0_PG)) {
-    *pa = va;
-    return true;
-  }
+  *w = (soft_walk){ .phys = va, .user = true, .write = true, .nx = false };
+  if (!(cr0 & CR0_PG)) return true;
   if (!(cr4 & CR4_PAE)) {   /* two levels of 32-bit entries */
     uint32_t pde, pte;
     if (!read_phys(c, (cr3 & 0xfffff000) + ((va >> 22) & 0x3ff) * 4, &pde, 4) || !(pde & 1)) return false;
+    w->user = pde & 4;
+    w->write = pde & 2;
     if ((pde & 0x80) && (cr4 & CR4_PSE)) {
-      *pa = (pde & 0xffc00000u) + (va & 0x3fffff);
+      w->phys = (pde & 0xffc00000u) + (va & 0x3fffff);
       return true;
     }
     if (!read_phys(c, (pde & 0xfffff000u) + ((va >> 12) & 0x3ff) * 4, &pte, 4) || !(pte & 1)) return false;
-    *pa = (pte & 0xfffff000u) + (va & 0xfff);
+    w->user = w->user && (pte & 4);
+    w->write = w->write && (pte & 2);
+    w->phys = (pte & 0xfffff000u) + (va & 0xfff);
     return true;
   }
   bool four = SV(c)->mode == UC_MODE_64;   /* PAE: 3 levels; long mode: 4 */
@@ -107,16 +113,29 @@ bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
   const uint64_t addr_mask = UINT64_C(0x000ffffffffff000);
   for (int level = four ? 4 : 3; level >= 1; level--, shift -= 9) {
     uint64_t e;
-    unsigned idx = (unsigned)((va >> shift) & (level == 3 && !four ? 3 : 0x1ff));
+    bool pdpte = level == 3 && !four;   /* PAE's four PDPTEs hold no access bits */
+    unsigned idx = (unsigned)((va >> shift) & (pdpte ? 3 : 0x1ff));
     if (!read_phys(c, table + idx * 8, &e, 8) || !(e & 1)) return false;
-    if (level <= 3 && level >= 2 && (e & 0x80)) {   /* 1 GiB or 2 MiB page */
+    if (!pdpte) {
+      w->user = w->user && (e & 4);
+      w->write = w->write && (e & 2);
+      w->nx = w->nx || (e >> 63);
+    }
+    if (level <= 3 && level >= 2 && !pdpte && (e & 0x80)) {   /* 1 GiB or 2 MiB page */
       uint64_t size = UINT64_C(1) << shift;
-      *pa = (e & addr_mask & ~(size - 1)) + (va & (size - 1));
+      w->phys = (e & addr_mask & ~(size - 1)) + (va & (size - 1));
       return true;
     }
     table = e & addr_mask;
   }
-  *pa = table + (va & 0xfff);
+  w->phys = table + (va & 0xfff);
+  return true;
+}
+
+bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
+  soft_walk w;
+  if (!soft_walk_page(c, va, &w)) return false;
+  *pa = w.phys;
   return true;
 }
 
@@ -165,7 +184,7 @@ int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
   return 0;
 }
 
-/* {====================================================== FPU and CPUID */
+/* {====================================================== FPU */
 
 /* Unicorn numbers x87 registers physically; ST(i) is FP[(TOP + i) % 8]. */
 int soft_get_fpu(mv_vcpu *c, mv_fpu *o, mv_err *err) {
@@ -209,33 +228,6 @@ int soft_set_fpu(mv_vcpu *c, const mv_fpu *in, mv_err *err) {
     uint8_t buf[16];
     memcpy(buf, in->xmm[i], 16);
     uc_reg_write(uc, UC_X86_REG_XMM0 + i, buf);
-  }
-  return 0;
-}
-
-int soft_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
-  soft_vcpu *sv = SV(c);
-  int i = 0;
-  while (i < sv->ncpuid && !(sv->cpuid[i].leaf == leaf && sv->cpuid[i].subleaf == subleaf)) i++;
-  if (i == sv->ncpuid) {
-    if (sv->ncpuid == (int)(sizeof sv->cpuid / sizeof sv->cpuid[0]))
-      return mv__fail(err, -ENOSPC, "vcpu:cpuid_set: too many CPUID overrides");
-    sv->ncpuid++;
-  }
-  sv->cpuid[i].leaf = leaf;
-  sv->cpuid[i].subleaf = subleaf;
-  memcpy(sv->cpuid[i].regs, regs, sizeof sv->cpuid[i].regs);
-  return 0;
-}
-
-int soft_cpuid_hook(uc_engine *uc, void *user) {
-  soft_vcpu *sv = SV((mv_vcpu *)user);
-  uint32_t leaf = (uint32_t)reg(uc, UC_X86_REG_EAX), subleaf = (uint32_t)reg(uc, UC_X86_REG_ECX);
-  for (int i = 0; i < sv->ncpuid; i++) {
-    if (sv->cpuid[i].leaf != leaf || sv->cpuid[i].subleaf != subleaf) continue;
-    const int ids[4] = { UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX };
-    for (int k = 0; k < 4; k++) set_reg(uc, ids[k], sv->cpuid[i].regs[k]);   /* zero-extends in long mode */
-    return 1;   /* handled: Unicorn skips its own CPUID */
   }
   return 0;
 }
@@ -314,17 +306,40 @@ static uc_mode mode_of(const mv_sregs *s) {
   return long_mode ? UC_MODE_64 : UC_MODE_32;
 }
 
-/* Opens an engine of another mode, carrying the general registers over. */
+/* Opens an engine of another mode, carrying the general registers and the
+ * x87/SSE state over (a mode switch keeps them on a CPU). */
 static int switch_mode(mv_vcpu *c, uc_mode mode, mv_err *err) {
   mv_regs r;
+  mv_fpu f;
   soft_get_regs(c, &r, err);
+  soft_get_fpu(c, &f, err);
   soft_engine_close(c);
   int e = soft_engine_open(c, mode, err);
   if (e < 0) return e;
   if (mode != UC_MODE_64) {   /* narrowing: keep the low halves */
     for (int i = 0; i < 18; i++) *reg_slot(&r, i) = i >= 8 && i < 16 ? 0 : *reg_slot(&r, i) & 0xffffffff;
   }
-  return soft_set_regs(c, &r, err);
+  e = soft_set_regs(c, &r, err);
+  return e < 0 ? e : soft_set_fpu(c, &f, err);
+}
+
+/* The flags of a segment cache (descriptor bits 8-23), as QEMU keeps them. */
+static uint32_t cache_flags(const mv_segment *d) {
+  if (!(d->selector & ~7u)) return 0;
+  return (uint32_t)d->type << 8 | (uint32_t)d->s << 12 | (uint32_t)d->dpl << 13 | (uint32_t)d->present << 15 |
+         (uint32_t)d->avl << 20 | (uint32_t)d->l << 21 | (uint32_t)d->db << 22 | (uint32_t)d->g << 23;
+}
+
+/* Unicorn's 64-bit engine sets a segment register's selector alone: the
+ * hidden parts of CS and SS it runs with, and the CPL (QEMU's is SS's
+ * DPL), come from their descriptors in the GDT here, as a CPU would load
+ * them (DS, ES, FS and GS attributes play no part in 64-bit mode). */
+static int load_long_mode_segments(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
+  mv_segment cs = describe(c, s->cs.selector, s->gdt.base), ss = describe(c, s->ss.selector, s->gdt.base);
+  unsigned cpl = ss.selector & ~7u ? ss.dpl : s->cs.selector & 3u;
+  if (!soft_env_set_cpl(c, cpl, cache_flags(&cs), cache_flags(&ss)) && cpl != 0)
+    return mv__fail(err, -ENOTSUP, "vcpu:write_sregs: CPL %u cannot be set on this libunicorn (soft backend)", cpl);
+  return 0;
 }
 
 int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
@@ -342,7 +357,10 @@ int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
   }
   uc_engine *uc = SV(c)->uc;
   uc_x86_mmr gdtr = { .base = s->gdt.base, .limit = s->gdt.limit }, idtr = { .base = s->idt.base, .limit = s->idt.limit };
-  uc_x86_mmr tr = { .selector = s->tr.selector, .base = s->tr.base, .limit = s->tr.limit };
+  /* QEMU keeps a TSS "available" in its cache (the I/O permission check wants type 9) */
+  unsigned tr_type = s->tr.type == 11 || s->tr.type == 3 ? s->tr.type - 2u : s->tr.type;
+  uc_x86_mmr tr = { .selector = s->tr.selector, .base = s->tr.base, .limit = s->tr.limit,
+                    .flags = tr_type << 8 | (unsigned)s->tr.present << 15 | (unsigned)s->tr.g << 23 };
   uc_reg_write(uc, UC_X86_REG_GDTR, &gdtr);
   uc_reg_write(uc, UC_X86_REG_IDTR, &idtr);
   uc_x86_msr efer = { .rid = EFER_MSR, .value = s->efer };
@@ -357,5 +375,5 @@ int soft_set_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
     if (e) return mv__fail(err, -EINVAL, "vcpu:write_sregs: %s selector 0x%x: unicorn: %s (is its GDT descriptor valid?)",
                            names[i], segs[i]->selector, uc_strerror(e));
   }
-  return 0;
+  return mode == UC_MODE_64 ? load_long_mode_segments(c, s, err) : 0;
 }

@@ -26,7 +26,7 @@ static void load(void) {
     SYM(open), SYM(close), SYM(strerror), SYM(mem_map_ptr), SYM(mem_unmap), SYM(mem_read),
     SYM(mem_write), SYM(mem_protect), SYM(mmio_map), SYM(hook_add), SYM(emu_start), SYM(emu_stop),
     SYM(reg_read), SYM(reg_write), SYM(context_alloc), SYM(context_save), SYM(context_restore),
-    SYM(context_free), SYM(context_size), SYM(ctl),
+    SYM(context_free), SYM(context_size), SYM(context_reg_write), SYM(ctl),
 #undef SYM
   };
   for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {

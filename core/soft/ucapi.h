@@ -30,6 +30,7 @@ typedef struct mv_uc_api {
   uc_err (*context_restore)(uc_engine *, uc_context *);
   uc_err (*context_free)(uc_context *);
   size_t (*context_size)(uc_engine *);
+  uc_err (*context_reg_write)(uc_context *, int, const void *);
   uc_err (*ctl)(uc_engine *, uc_control_type, ...);
 } mv_uc_api;
 
@@ -57,6 +58,7 @@ int mv__uc_load(mv_err *err);
 #define uc_context_restore (mv__uc.context_restore)
 #define uc_context_free (mv__uc.context_free)
 #define uc_context_size (mv__uc.context_size)
+#define uc_context_reg_write (mv__uc.context_reg_write)
 #define uc_ctl (mv__uc.ctl)
 
 #endif

@@ -328,6 +328,10 @@ function fuzz.new(cfg)
   if #self.corpus == 0 then self.corpus[1] = ("\0"):rep(math.min(16, self.max_len)) end
   self.nseeds = #self.corpus
   self.findings, self.unique = {}, {}
+  if cfg.sync then   -- an instance of an AFL++ sync directory (moonvisor.sync)
+    self.sync = require("moonvisor.sync").open(cfg.sync.dir, cfg.sync.name)
+    self.sync_interval = cfg.sync.interval or 5
+  end
   self.iterations, self.execs = 0, 0
   return self
 end
@@ -374,9 +378,10 @@ function Fuzzer:reset()
   end
 end
 
--- Runs one input from the start snapshot.  Returns an outcome: { kind, rip,
--- key (nil when the input was handled normally), exit (a copy), new_blocks }.
-function Fuzzer:exec(data)
+-- The start state with `data` as the input: reset, the bytes into guest
+-- memory and/or behind the input traps, the length register.  Returns the
+-- input as placed (cut to max_len).
+function Fuzzer:place(data)
   local g, cpu, inp = self.g, self.cpu, self.input
   self:reset()
   if #data > self.max_len then data = data:sub(1, self.max_len) end
@@ -387,6 +392,14 @@ function Fuzzer:exec(data)
   end
   stream.data, stream.pos = data, 1
   self.execs = self.execs + 1
+  return data
+end
+
+-- Runs one input from the start snapshot.  Returns an outcome: { kind, rip,
+-- key (nil when the input was handled normally), exit (a copy), new_blocks }.
+function Fuzzer:exec(data)
+  local g, cpu = self.g, self.cpu
+  data = self:place(data)
   local new_blocks = 0
   local exit
   while true do
@@ -468,6 +481,50 @@ function Fuzzer:found(out, iter, iseed)
   return f
 end
 
+-- One exchange with the other instances of the sync directory: every input
+-- they queued since the last one runs here; those that reach new blocks
+-- join the corpus (not our queue: they are in theirs), findings are
+-- recorded as ours.  Garbage in the directory is counted and said once.
+function Fuzzer:sync_step(iter)
+  local s = self.sync
+  local got = s:pull(self.max_len)
+  local kept = 0
+  for _, e in ipairs(got) do
+    local out = self:exec(e.data)
+    if out.new_blocks > 0 then
+      self.corpus[#self.corpus + 1] = out.data
+      kept = kept + 1
+    end
+    if out.key then self:found(out, iter, 0) end
+  end
+  self.imported = (self.imported or 0) + kept
+  if #got > 0 or s.last_ignored > 0 then
+    self:clear_status()
+    self.log(("sync: %d new inputs from the other instances, %d kept%s"):format(#got, kept,
+      s.last_ignored > 0 and (", %d files ignored (not id:NNNNNN queue entries of an instance)"):format(s.last_ignored) or ""))
+  end
+  self:write_stats()
+end
+
+function Fuzzer:write_stats()
+  if not self.sync then return end
+  local el = fuzz.now() - (self.t0 or fuzz.now())
+  local hangs = 0
+  for _, f in ipairs(self.findings) do if f.kind == "timeout" then hangs = hangs + 1 end end
+  local last = { crash = 0, hang = 0 }
+  for _, f in ipairs(self.findings) do
+    local k = f.kind == "timeout" and "hang" or "crash"
+    last[k] = math.floor(self.wall0 + f.elapsed)
+  end
+  self.sync:stats{ execs_done = self.execs, execs_per_sec = ("%.2f"):format(self.execs / math.max(el, 1e-3)),
+                   corpus_count = #self.corpus, corpus_imported = self.imported or 0,
+                   saved_crashes = #self.findings - hangs, saved_hangs = hangs, cycles_done = 0, cycles_wo_finds = 0,
+                   cur_item = 0, pending_favs = 0, pending_total = 0, last_find = self.last_find or 0,
+                   last_crash = last.crash, last_hang = last.hang,
+                   bitmap_cvg = ("%.2f%%"):format(100 * self.covered / math.max(self.nblocks, 1)),
+                   blocks_covered = self.covered, blocks_total = self.nblocks, sync_ignored = self.sync.ignored }
+end
+
 function Fuzzer:status_text()
   local el = fuzz.now() - self.t0
   return ("[fuzz] %.1fs  %d iterations  %.0f exec/s  corpus %d  blocks %d/%d  findings %d")
@@ -487,9 +544,17 @@ function Fuzzer:run()
   local max_iter = cfg.iterations or (cfg.seconds and math.maxinteger or 10000)
   local max_s = cfg.seconds or math.huge
   if cfg.status == nil then self.tty = os.execute("test -t 2") == true else self.tty = cfg.status end
-  self.t0 = fuzz.now()
+  self.t0, self.wall0 = fuzz.now(), os.time()
   local last_status = self.t0
   local ctx = { corpus = self.corpus, max_len = self.max_len }
+  local last_sync = self.t0
+  if self.sync then   -- start from what we queued before and what the others have
+    for _, d in ipairs(self.sync:resume(self.max_len)) do
+      local out = self:exec(d)
+      if out.new_blocks > 0 then self.corpus[#self.corpus + 1] = out.data end
+    end
+    self:sync_step(0)
+  end
   for iter = 1, max_iter do
     local iseed = fuzz.splitmix(self.seed * 0x100000001 + iter)
     local rng = fuzz.rng(iseed)
@@ -504,12 +569,20 @@ function Fuzzer:run()
         mkdir(cfg.corpus_out)
         write_file(("%s/cov-%016x"):format(cfg.corpus_out, fnv(out.data)), out.data)
       end
+      if self.sync then
+        self.sync:export(out.data, "+cov")
+        self.last_find = os.time()
+      end
     end
     if out.key then self:found(out, iter, iseed) end
     if cfg.stop_after and #self.findings >= cfg.stop_after then break end
     if iter % 16 == 0 then
       local t = fuzz.now()
       if t - self.t0 >= max_s then break end
+      if self.sync and t - last_sync >= self.sync_interval then
+        self:sync_step(iter)
+        last_sync = t
+      end
       if self.tty and t - last_status >= 0.25 then
         io.stderr:write("\r\27[K", self:status_text())
         last_status = t
@@ -524,6 +597,12 @@ function Fuzzer:run()
   self.log(("fuzz: %d iterations, %d execs in %.2f s (%.0f exec/s), corpus %d (%d seeds), blocks %d/%d, %d unique findings (seed %d)")
     :format(summary.iterations, summary.execs, el, summary.exec_per_s, summary.corpus, self.nseeds,
             self.covered, self.nblocks, #self.findings, self.seed))
+  if self.sync then
+    self:write_stats()
+    summary.imported, summary.exported, summary.ignored = self.imported or 0, self.sync.exported, self.sync.ignored
+    self.log(("sync: %s in %s: %d queued, %d imported, %d files ignored"):format(self.sync.name, self.sync.dir,
+      self.sync.exported, summary.imported, self.sync.ignored))
+  end
   return summary
 end
 
@@ -552,7 +631,19 @@ usage: %s [options]
   --findings DIR    where findings go (default %s)
   --corpus DIR      seed inputs
   --no-minimize     keep findings as found
-  --stop-after N    stop after N unique findings]]
+  --stop-after N    stop after N unique findings (0: never)
+Campaigns (an AFL++ sync directory shared by every instance, moonvisor.sync):
+  --sync DIR        be one instance of DIR: queue new inputs there, import the others'
+  --worker NAME     this instance's name in DIR (default: the host name and 1)
+  --sync-interval S seconds between imports (default 5)
+  --jobs N          start N workers (--sync DIR, default fuzz-sync) and wait for them
+  --afl-fuzz        start AFL++ instead (--jobs N instances: -M main, -S others) on
+                    this script, in --sync DIR (default afl-sync)
+  --secondary       with --afl-fuzz: no -M main here (another machine runs it)
+  --name PREFIX     instance names PREFIX-1, PREFIX-2... (default: the host name)
+  --afl-timeout MS  afl-fuzz -t;  --dict FILE  afl-fuzz -x;  --afl-args "WORDS"
+Started by AFL++ (afl-fuzz ... -- moonvisor SCRIPT [@@]), the script is its
+target (moonvisor.afl): FILE is the test case (@@), without it stdin.]]
 
 -- The command line of a fuzz script: `cfg` as for fuzz.new, `argv` the
 -- script's arg table.  Returns the summary (fuzzing) or the outcome of the
@@ -561,31 +652,86 @@ function fuzz.main(cfg, argv)
   argv = argv or {}
   local c = {}
   for k, v in pairs(cfg) do c[k] = v end
-  local repro
+  local repro, file
+  local camp = {}    -- campaign options
+  local pass = {}    -- the options a worker gets again
   local i = 1
   local function val()
     i = i + 1
     if argv[i] == nil then error(("fuzz: %s needs a value"):format(argv[i - 1]), 0) end
     return argv[i]
   end
+  local function num(what)
+    local v = val()
+    local n = math.tointeger(tonumber(v))
+    if not n or n < 0 then error(("fuzz: %s %s is not a count"):format(what, v), 0) end
+    return n
+  end
+  local function again(...) for _, w in ipairs{ ... } do pass[#pass + 1] = w end end
   while argv[i] do
     local a = argv[i]
     if a == "--repro" then repro = val()
-    elseif a == "--seed" then c.seed = math.tointeger(tonumber(val()))
-    elseif a == "--iterations" then c.iterations = math.tointeger(tonumber(val()))
-    elseif a == "--seconds" then c.seconds = tonumber(val())
-    elseif a == "--no-coverage" then c.coverage = nil
-    elseif a == "--findings" then c.findings = val()
-    elseif a == "--corpus" then c.corpus = val()
-    elseif a == "--no-minimize" then c.minimize = false
-    elseif a == "--stop-after" then c.stop_after = math.tointeger(tonumber(val()))
+    elseif a == "--seed" then c.seed = math.tointeger(tonumber(val())); camp.seed = c.seed
+    elseif a == "--iterations" then c.iterations = math.tointeger(tonumber(val())); again(a, argv[i])
+    elseif a == "--seconds" then c.seconds = tonumber(val()); camp.seconds = c.seconds
+    elseif a == "--no-coverage" then c.coverage = nil; again(a)
+    elseif a == "--findings" then c.findings = val(); camp.findings = c.findings; again(a, argv[i])
+    elseif a == "--corpus" then c.corpus = val(); again(a, argv[i])
+    elseif a == "--no-minimize" then c.minimize = false; again(a)
+    elseif a == "--stop-after" then c.stop_after = num(a); again(a, argv[i])
+      if c.stop_after == 0 then c.stop_after = nil end   -- 0: no limit
+    elseif a == "--sync" then camp.dir = val()
+    elseif a == "--sync-interval" then camp.interval = tonumber(val()); again(a, argv[i])
+      if not camp.interval or camp.interval <= 0 then error("fuzz: --sync-interval needs seconds > 0", 0) end
+    elseif a == "--worker" then camp.worker = require("moonvisor.sync").check_name(val())
+    elseif a == "--jobs" then camp.jobs = num(a)
+    elseif a == "--afl-fuzz" then camp.afl = true
+    elseif a == "--secondary" then camp.main = false
+    elseif a == "--name" then camp.prefix = require("moonvisor.sync").check_name(val())
+    elseif a == "--afl-timeout" then camp.timeout = num(a)
+    elseif a == "--dict" then camp.dict = val()
+    elseif a == "--afl-args" then camp.afl_args = val()
     elseif a == "-h" or a == "--help" then
       io.stdout:write(USAGE:format(argv[0] or "fuzz", cfg.seed or 1, tostring(cfg.findings)), "\n")
       return nil
+    elseif a:sub(1, 1) ~= "-" and not file then file = a   -- AFL++'s @@
     else
       error(("fuzz: unknown option %s (try --help)"):format(a), 0)
     end
     i = i + 1
+  end
+  if not repro then
+    local afl = require "moonvisor.afl"
+    if afl.detected() then return afl.serve(c, { file = file }), nil end
+  end
+  if file then
+    error(("fuzz: unexpected argument %s (an input is run with --repro FILE; a file argument is for AFL++'s @@)")
+      :format(file), 0)
+  end
+  if not repro and (camp.afl or camp.jobs) then
+    local campaign = require "moonvisor.campaign"
+    camp.exe, camp.script = campaign.self_exe(), argv[0]
+    if not camp.script then error("fuzz: a campaign needs the script's name (arg[0])", 0) end
+    camp.log = c.log
+    local sum
+    if camp.afl then
+      camp.dir = camp.dir or "afl-sync"
+      camp.corpus, camp.dict = c.corpus, camp.dict or (c.afl and c.afl.dictionary)
+      sum = campaign.afl(camp)
+    else
+      camp.dir, camp.args = camp.dir or "fuzz-sync", pass
+      camp.seed = camp.seed or c.seed or 1
+      sum = campaign.workers(camp)
+    end
+    sum.campaign = true
+    return sum, nil
+  end
+  if camp.dir then   -- one instance of a sync directory
+    local name = camp.worker or ((camp.prefix or require("moonvisor.campaign").hostname()) .. "-1")
+    c.sync = { dir = camp.dir, name = name, interval = camp.interval }
+    if not camp.findings then c.findings = camp.dir .. "/" .. name .. "/findings" end
+  elseif camp.worker then
+    error("fuzz: --worker NAME needs --sync DIR", 0)
   end
   if repro then
     c.coverage = nil   -- one run: no breakpoints needed

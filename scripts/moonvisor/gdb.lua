@@ -264,10 +264,24 @@ function Session:report(e)
 end
 
 function Session:enter(opts)
-  local ok, e = pcall(self.cpu.enter, self.cpu, opts)
-  if ok then return e end
-  self:console("moonvisor: " .. tostring(e))
-  io.stderr:write("moonvisor gdb: ", tostring(e), "\n")
+  while true do
+    local ok, e = pcall(self.cpu.enter, self.cpu, opts)
+    if not ok then
+      self:console("moonvisor: " .. tostring(e))
+      io.stderr:write("moonvisor gdb: ", tostring(e), "\n")
+      return nil
+    end
+    local absorb = self.server.absorb
+    if not (absorb and e.type ~= "timeout" and e.type ~= "debug" and absorb(e, self.cpu)) then return e end
+  end
+end
+
+-- The machine around the VCPU ended (the server's `finished` says with which
+-- status): gdb hears "W<status>", as when a process exits.
+function Session:exited()
+  local f = self.server.finished
+  local status = f and f()
+  if status then return ("W%02x"):format(status & 0xff), "exit" end
   return nil
 end
 
@@ -285,6 +299,8 @@ end
 
 function Session:step()
   local e = self:step1()
+  local w, how = self:exited()
+  if w then return w, how end
   if not e then return self:stop_reply(SIG.ABRT) end
   return self:report(e)
 end
@@ -294,12 +310,19 @@ end
 function Session:continue()
   if self.bps[self.cpu.rip] then
     local e = self:step1()
+    local w, how = self:exited()
+    if w then return w, how end
     if not e then return self:stop_reply(SIG.ABRT) end
     if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
   end
+  -- int3 exits only while gdb has breakpoints: where the host does not
+  -- intercept int3, catching them means single-stepping (moonvisor.breakpoints).
+  self.cpu:debug { singlestep = false, breakpoints = next(self.bps) ~= nil }
   local opts = { timeout_ms = self.server.slice_ms }
   while true do
     local e = self:enter(opts)
+    local w, how = self:exited()
+    if w then return w, how end
     if not e then return self:stop_reply(SIG.ABRT) end
     if e.type ~= "timeout" then return self:report(e) end
     local ok, data = pcall(self.conn.recv, self.conn, 65536, 0)
@@ -375,9 +398,10 @@ function Session:handle(p)
     local addr = p:match(c:lower() == c and "^.(%x+)$" or "^.%x+;(%x+)$")
     if addr then self.cpu.rip = tonumber(addr, 16) end
     local r
-    if c:lower() == "s" then r = self:step() else r = self:continue() end
+    local how
+    if c:lower() == "s" then r, how = self:step() else r, how = self:continue() end
     if not r then return nil, "gone" end
-    return r
+    return r, how
   end
   if p == "vCont?" then return "vCont;c;C;s;S" end
   if p:sub(1, 6) == "vCont;" then
@@ -386,9 +410,9 @@ function Session:handle(p)
       if a and (tid == "" or tid == "1" or tid == "-1" or tid == "p1.1" or tid == "p1.-1") then
         if a == "s" or a == "S" then return self:step() end
         if a == "c" or a == "C" then
-          local r = self:continue()
+          local r, how = self:continue()
           if not r then return nil, "gone" end
-          return r
+          return r, how
         end
         if a == "t" then return self.stopped end
       end
@@ -478,31 +502,60 @@ end
 
 -- Accepts clients until one detaches or kills.  Returns { how = "detach" |
 -- "kill", clients = n, refused = n }.
+-- Serves the client on conn until it detaches, kills, exits or goes away.
+function Server:_session(conn)
+  local cpu = self.cpu
+  self.clients = self.clients + 1
+  local arch = self.arch or arch_of(cpu)
+  local session = setmetatable({ server = self, conn = conn, g = self.g, cpu = cpu, arch = arch, bps = {},
+                                 inbuf = "", noack = false, bad = 0 }, Session)
+  session:stop_reply(5)
+  session:log("client %d connected (%s)", self.clients, arch)
+  local how = session:run()
+  session:remove_all()
+  self.bad_packets = self.bad_packets + session.bad
+  pcall(conn.close, conn)
+  session:log("client %d: %s", self.clients, how)
+  return how
+end
+
+function Server:_result(how)
+  return { how = how, clients = self.clients, refused = self.refused, bad_packets = self.bad_packets }
+end
+
+-- Runs fn with the VCPU's int3 exits on, then puts its debug flags back.
+function Server:_debugging(fn)
+  local cpu = self.cpu
+  local old = cpu:debug { singlestep = false, breakpoints = true }
+  local ok, how = pcall(fn)
+  pcall(cpu.debug, cpu, old)
+  if not ok then error(how, 0) end
+  return how
+end
+
 function Server:serve()
   if not self.listener then error("gdbserver:serve: the server is closed", 2) end
-  local cpu, g = self.cpu, self.g
-  local old = cpu:debug { singlestep = false, breakpoints = true }
-  local how
-  local ok, err = pcall(function()
+  local how = self:_debugging(function()
+    local how
     repeat
       local conn = self.listener:accept(self.accept_timeout_ms)
-      if not conn then how = "timeout"; break end
-      self.clients = self.clients + 1
-      local arch = self.arch or arch_of(cpu)
-      local session = setmetatable({ server = self, conn = conn, g = g, cpu = cpu, arch = arch, bps = {},
-                                     inbuf = "", noack = false, bad = 0 }, Session)
-      session:stop_reply(5)
-      session:log("client %d connected (%s)", self.clients, arch)
-      how = session:run()
-      session:remove_all()
-      self.bad_packets = self.bad_packets + session.bad
-      pcall(conn.close, conn)
-      session:log("client %d: %s", self.clients, how)
+      if not conn then return "timeout" end
+      how = self:_session(conn)
     until how ~= "gone"
+    return how
   end)
-  pcall(cpu.debug, cpu, old)
-  if not ok then error(err, 0) end
-  return { how = how, clients = self.clients, refused = self.refused, bad_packets = self.bad_packets }
+  return self:_result(how)
+end
+
+-- srv:poll(): a client waiting to connect is served now (the guest stops
+-- while gdb has it) and its end returned as serve() returns it; nil when
+-- nobody is waiting.  A machine that runs its guest in slices calls this
+-- between them, so gdb can attach at any time (QEMU's -gdb without -S).
+function Server:poll()
+  if not self.listener then return nil end
+  local conn = self.listener:accept(0)
+  if not conn then return nil end
+  return self:_result(self:_debugging(function() return self:_session(conn) end))
 end
 
 function Server:close()
@@ -513,10 +566,14 @@ Server.__close = Server.close
 Server.__gc = Server.close
 
 -- g:gdbserver{ host = "127.0.0.1", port = 1234, cpu = cpu, wait = true,
--- elf = path, verbose = false, quiet = false }: listens (port 0: any free
--- port; srv.port says which).  wait = true (the default) serves at once and
--- returns what serve() returns, the listener closed; wait = false returns
--- the server: srv:serve() later, srv:close().
+-- elf = path, verbose = false, quiet = false, absorb = fn, finished = fn }:
+-- listens (port 0: any free port; srv.port says which).  wait = true (the
+-- default) serves at once and returns what serve() returns, the listener
+-- closed; wait = false returns the server: srv:serve() or srv:poll() later,
+-- srv:close().  For a machine around the VCPU: absorb(exit, cpu) returning
+-- true keeps the guest running through that exit (e.g. an access no device
+-- claimed, which the machine counts), and finished() returning a status
+-- ends the session with gdb's "W" (exited) packet and how = "exit".
 function M.gdbserver(g, opts)
   if typename(g) ~= "moonvisor.Guest" then error("guest:gdbserver: expected a moonvisor.Guest, got " .. typename(g), 2) end
   if type(opts) ~= "table" then error("guest:gdbserver: options must be a table, got " .. type(opts), 2) end
@@ -543,7 +600,8 @@ function M.gdbserver(g, opts)
   local srv = setmetatable({ g = g, cpu = opts.cpu, host = host, port = listener:port(), listener = listener,
                              elf = elf, verbose = opts.verbose, slice_ms = opts.slice_ms or M.SLICE_MS,
                              packet_size = M.PACKET_SIZE, accept_timeout_ms = opts.accept_timeout_ms,
-                             arch = opts.arch, clients = 0, refused = 0, bad_packets = 0 }, Server)
+                             arch = opts.arch, clients = 0, refused = 0, bad_packets = 0,
+                             absorb = opts.absorb, finished = opts.finished }, Server)
   if not opts.quiet then
     io.stderr:write(("moonvisor: gdb stub listening on %s:%d (gdb: target remote %s:%d)\n"):format(
       host, srv.port, host, srv.port))

@@ -96,6 +96,17 @@ function mv.guest(opts)
   return g
 end
 
+-- moonvisor --gdb host:port: the first cpu:enter() -- and so the first
+-- cpu:run(), a moonvisor.pc machine's run or any enter loop -- waits for gdb
+-- before the guest's first instruction and runs under it until gdb detaches
+-- (then the enter goes on) or kills (an error).
+local run_under_gdb
+local raw_enter = Vcpu.enter
+function Vcpu.enter(cpu, opts)
+  if mv.options.gdb then run_under_gdb(cpu) end
+  return raw_enter(cpu, opts)
+end
+
 -- Enters until the guest halts, shuts down, errors or leaves an exit that no
 -- handler consumed.  Kicks end the run too, so Ctrl-C and timeouts work.
 local enter = Vcpu.enter
@@ -118,14 +129,12 @@ end
 -- g:gdbserver{ host, port, cpu, wait, elf }: a gdb remote stub (moonvisor.gdb).
 function Guest.gdbserver(g, opts) return require("moonvisor.gdb").gdbserver(g, opts) end
 
--- moonvisor --gdb host:port: the first cpu:run() waits for gdb and runs
--- under it until gdb detaches (then the run goes on) or kills (an error).
-local function run_under_gdb(cpu)
+function run_under_gdb(cpu)
   local gdb = require "moonvisor.gdb"
   local host, port = gdb.parse_address(mv.options.gdb)
   mv.options.gdb = nil
   local r = gdb.gdbserver(cpu:guest(), { host = host, port = port, cpu = cpu, wait = true })
-  if r.how == "kill" then error("vcpu:run: killed from gdb", 3) end
+  if r.how == "kill" then error("vcpu:enter: killed from gdb", 0) end
 end
 
 -- mv.host([backend]): what the backend and host really do (moonvisor.host).
@@ -138,7 +147,6 @@ function Vcpu:run(opts)
   if typename(self) ~= "moonvisor.Vcpu" then
     error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
   end
-  if mv.options.gdb then run_under_gdb(self) end
   if user.cpus[self] then return user.translate(self, rename(pcall(enter, self, opts))) end
   if stubs.cpus[self] then
     local e = rename(pcall(enter, self, opts))

@@ -12,6 +12,11 @@
 --                                 -- map reports no RAM at or above mem
 --     entry   = "64" | "32",      -- default "64" when the kernel has XLF_KERNEL_64
 --     vcpu    = true,             -- false: no VCPU; boot.vcpu() makes one later
+--     e820    = { { addr =, size =, type = } },  -- optional: the machine's map
+--                                 -- (default: made from the mappings, below)
+--     rsdp    = 0xe0000,          -- optional: boot_params.acpi_rsdp_addr
+--     reserved = { { addr =, size =, what = } }, -- optional: a machine's own
+--                                 -- data, which nothing may be loaded over
 --   })
 --   cpu:run()
 --   --> boot = { zero_page, kernel_addr, kernel_size, init_size, cmdline_addr,
@@ -388,6 +393,34 @@ function linux.boot(g, opts)
   end
 
   local e820 = e820_map(maps, runs)
+  if opts.e820 ~= nil then
+    if type(opts.e820) ~= "table" then argfail("e820 must be a list of { addr, size, type }, got %s", type(opts.e820)) end
+    e820 = {}
+    for i, e in ipairs(opts.e820) do
+      if type(e) ~= "table" or math.type(e.addr) ~= "integer" or math.type(e.size) ~= "integer"
+         or math.type(e.type) ~= "integer" then
+        argfail("e820 entry %d must be { addr =, size =, type = } with integers", i)
+      end
+      e820[i] = { addr = e.addr, size = e.size, type = e.type }
+    end
+  end
+  local rsdp = opts.rsdp
+  if rsdp ~= nil and (math.type(rsdp) ~= "integer" or rsdp < 0) then
+    argfail("rsdp must be an address, got %s", tostring(rsdp))
+  end
+  local placed = {
+    { kaddr, init_size, "the kernel (init_size)" }, { linux.ZERO_PAGE, 0x1000, "the zero page" },
+    { linux.STACK - 0x1000, 0x1000, "the boot stack" }, { linux.TABLES, x86.TABLES_SIZE, "the GDT and page tables" },
+    { linux.CMDLINE, #cmdline + 1, "the command line" },
+  }
+  if raddr then placed[#placed + 1] = { raddr, #initrd, "the initrd" } end
+  for _, p in ipairs(placed) do
+    for _, r in ipairs(opts.reserved or {}) do
+      if overlaps(p[1], p[2], r.addr, r.size) then
+        fail("%s at %s+%s overlaps %s %s+%s", p[3], hex(p[1]), hex(p[2]), r.what, hex(r.addr), hex(r.size))
+      end
+    end
+  end
   if #e820 > E820_MAX then fail("the memory map has %d entries, the zero page holds %d", #e820, E820_MAX) end
 
   -- The zero page.
@@ -405,6 +438,7 @@ function linux.boot(g, opts)
   put(0x21c, "I4", initrd and #initrd & 0xffffffff or 0)        -- ramdisk_size
   put(0x0c0, "I4", (raddr or 0) >> 32)                          -- ext_ramdisk_image
   put(0x0c4, "I4", initrd and #initrd >> 32 or 0)               -- ext_ramdisk_size
+  if rsdp then put(0x070, "I8", rsdp) end                       -- acpi_rsdp_addr
   put(0x1e8, "B", #e820)                                        -- e820_entries
   for i, e in ipairs(e820) do                                   -- e820_table
     zp[#zp + 1] = { 0x2d0 + 20 * (i - 1), string.pack("<I8I8I4", e.addr, e.size, e.type) }

@@ -111,11 +111,18 @@ local function plan_add(plan, addr, len, data, what)
   if len > 0 then plan[#plan + 1] = { addr = addr, len = len, data = data, what = what } end
 end
 
--- Every range mapped, no two ranges overlapping; `fail` raises.
-local function plan_check(plan, mruns, fail)
+-- Every range mapped, no two ranges overlapping, none over the areas in
+-- `reserved` (a machine's own data: { { addr, size, what }, ... }, optional);
+-- `fail` raises.
+local function plan_check(plan, mruns, fail, reserved)
   for _, p in ipairs(plan) do
     if not mapped(mruns, p.addr, p.len) then
       fail("%s is outside guest memory", p.what)
+    end
+    for _, r in ipairs(reserved or {}) do
+      if p.addr < r.addr + r.size and r.addr < p.addr + p.len then
+        fail("%s overlaps %s %s+%s", p.what, r.what, hex(r.addr), hex(r.size))
+      end
     end
   end
   local sorted = {}
@@ -172,7 +179,7 @@ end
 
 -- {======================================================= ELF
 
-local PT_LOAD, PT_INTERP, PT_DYNAMIC = 1, 3, 2
+local PT_LOAD, PT_INTERP, PT_DYNAMIC, PT_NOTE = 1, 3, 2, 4
 local SHT_SYMTAB, SHT_NOBITS = 2, 8
 local EM_386, EM_X86_64 = 3, 62
 
@@ -239,7 +246,7 @@ local function elf_parse(data, fail, opts)
   if e_phentsize < phsize then fail("bad program header size %d (want %d)", e_phentsize, phsize) end
   if not within(e_phoff, e_phnum * e_phentsize, #data) then fail("truncated program header table") end
 
-  local plan, segments = new_plan(), {}
+  local plan, segments, notes = new_plan(), {}, {}
   local addr_field = opts.use_vaddr and "p_vaddr" or "p_paddr"
   for i = 0, e_phnum - 1 do
     local at = e_phoff + i * e_phentsize
@@ -254,6 +261,20 @@ local function elf_parse(data, fail, opts)
     if p_type == PT_INTERP or p_type == PT_DYNAMIC then
       fail("program header %d: dynamically linked (PT_%s); only static executables load",
            i, p_type == PT_INTERP and "INTERP" or "DYNAMIC")
+    end
+    if p_type == PT_NOTE then
+      if not within(p_offset, p_filesz, #data) then fail("program header %d: note past the end of the file", i) end
+      local pos, last = p_offset, p_offset + p_filesz
+      while pos + 12 <= last do
+        local namesz, descsz, ntype = r("<I4I4I4", pos, "note")
+        local name_at = pos + 12
+        local desc_at = name_at + (namesz + 3) // 4 * 4
+        local next_at = desc_at + (descsz + 3) // 4 * 4
+        if desc_at + descsz > last then fail("program header %d: truncated note", i) end
+        notes[#notes + 1] = { name = data:sub(name_at + 1, name_at + namesz):gsub("\0+$", ""), type = ntype,
+                              desc = data:sub(desc_at + 1, desc_at + descsz) }
+        pos = next_at
+      end
     end
     if p_type == PT_LOAD then
       local addr = opts.use_vaddr and p_vaddr or p_paddr
@@ -342,12 +363,13 @@ local function elf_parse(data, fail, opts)
 
   return plan, {
     entry = e_entry, class = is64 and 64 or 32, segments = segments,
-    symbols = symbols, symbol_list = list, load_field = addr_field,
+    symbols = symbols, symbol_list = list, load_field = addr_field, notes = notes,
   }
 end
 
 -- load.elf(g, path[, opts]) -> image
--- opts.use_vaddr = true loads each PT_LOAD segment at p_vaddr, not p_paddr.
+-- opts.use_vaddr = true loads each PT_LOAD segment at p_vaddr, not p_paddr;
+-- opts.reserved = { { addr, size, what } } are ranges no segment may touch.
 -- image = { entry, class = 32|64, segments = { { addr, paddr, vaddr, filesz,
 -- memsz, offset, flags } }, symbols = { name = addr }, symbol_list = sorted
 -- { name, addr, size, global } }.
@@ -358,7 +380,7 @@ function load.elf(g, src, opts)
   local name, data = read_source("elf", src)
   local fail = failer("elf", name)
   local plan, image = elf_parse(data, fail, opts)
-  plan_check(plan, runs(maps), fail)
+  plan_check(plan, runs(maps), fail, opts.reserved)
   plan_run(g, plan)
   return image
 end
@@ -380,8 +402,6 @@ end
 
 -- load.multiboot(g, path[, opts]): moonvisor.multiboot does the work (see
 -- there for the options and what goes where in guest memory).
-load.MULTIBOOT_INFO_ADDR = 0x9000
-
 function load.multiboot(g, src, opts) return require("moonvisor.multiboot").load(g, src, opts) end
 
 -- The helpers moonvisor.multiboot shares with the loaders here (not a public

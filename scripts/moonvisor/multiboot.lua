@@ -123,9 +123,14 @@ end
 
 -- load.multiboot(g, path[, opts]) -> boot description
 -- opts: cmdline (string), modules = { { path =, cmdline = } | path, ... },
---   info_addr (default load.MULTIBOOT_INFO_ADDR = 0x9000), modules_addr
---   (default: the first page after the kernel), mem_lower / mem_upper (KiB;
---   default: from g:mappings()), use_vaddr (ELF kernels, as load.elf).
+--   info_addr (default: the first page after the kernel's last byte, BSS
+--   included: where the kernel does not go, as QEMU puts its module list and
+--   strings), modules_addr (default: the first page after the kernel,
+--   skipping the info area), mem_lower / mem_upper (KiB; default: from the
+--   memory map), mmap = { { addr =, size =, type = } } (the machine's e820
+--   map; default: made from g:mappings()), reserved = { { addr =, size =,
+--   what = } } (a machine's own data: nothing may be loaded over it),
+--   use_vaddr (ELF kernels, as load.elf).
 -- Guest memory written: the kernel, the modules (page-aligned), and at
 -- info_addr the info area: struct multiboot_info (0x80 bytes), the memory
 -- map, the module list, then the strings (cmdline, "moonvisor", module
@@ -140,9 +145,19 @@ function M.load(g, src, opts)
   local cmdline = opts.cmdline or ""
   if type(cmdline) ~= "string" then fail("cmdline must be a string, got %s", type(cmdline)) end
   if cmdline:find("\0", 1, true) then fail("cmdline contains a NUL byte") end
-  local info_addr = opts.info_addr or load.MULTIBOOT_INFO_ADDR
-  if math.type(info_addr) ~= "integer" or info_addr < 0 or info_addr % 4 ~= 0 then
+  local info_addr = opts.info_addr
+  if info_addr ~= nil and (math.type(info_addr) ~= "integer" or info_addr < 0 or info_addr % 4 ~= 0) then
     fail("info_addr must be a 4-byte aligned address, got %s", tostring(info_addr))
+  end
+  local mmap_in = opts.mmap
+  if mmap_in ~= nil then
+    if type(mmap_in) ~= "table" then fail("mmap must be a list of { addr, size, type }, got %s", type(mmap_in)) end
+    for i, e in ipairs(mmap_in) do
+      if type(e) ~= "table" or math.type(e.addr) ~= "integer" or math.type(e.size) ~= "integer"
+         or math.type(e.type) ~= "integer" then
+        fail("mmap entry %d must be { addr =, size =, type = } with integers", i)
+      end
+    end
   end
   for _, k in ipairs{ "mem_lower", "mem_upper" } do
     local v = opts[k]
@@ -176,6 +191,7 @@ function M.load(g, src, opts)
   end
   local kernel_end = 0
   for _, s in ipairs(image.segments) do kernel_end = math.max(kernel_end, s.addr + s.memsz) end
+  info_addr = info_addr or align(kernel_end, PAGE)
 
   -- The modules' files, read before anything is placed.
   local mods = {}
@@ -194,7 +210,13 @@ function M.load(g, src, opts)
   end
 
   -- The info area: struct, memory map, module list, strings.
-  local mmap = mem_map(maps)
+  local mmap
+  if mmap_in then
+    mmap = {}
+    for i, e in ipairs(mmap_in) do mmap[i] = { e.addr, e.size, e.type } end
+  else
+    mmap = mem_map(maps)
+  end
   local mmap_off = INFO_SIZE
   local mods_off = mmap_off + 24 * #mmap
   local str_off = mods_off + 16 * #mods
@@ -224,7 +246,20 @@ function M.load(g, src, opts)
     cursor = m["end"]
   end
 
-  local lower, upper = mem_sizes(runs(maps, true))
+  local lower, upper
+  if mmap_in then
+    local ram = {}
+    for _, e in ipairs(mmap) do if e[3] == 1 then ram[#ram + 1] = { e[1], e[1] + e[2] } end end
+    table.sort(ram, function(a, b) return a[1] < b[1] end)
+    local merged = {}
+    for _, r in ipairs(ram) do
+      local last = merged[#merged]
+      if last and r[1] <= last[2] then last[2] = math.max(last[2], r[2]) else merged[#merged + 1] = r end
+    end
+    lower, upper = mem_sizes(merged)
+  else
+    lower, upper = mem_sizes(runs(maps, true))
+  end
   lower, upper = opts.mem_lower or lower, opts.mem_upper or upper
 
   -- struct multiboot_info.  flags: 0 mem_*, 2 cmdline, 3 mods, 6 mmap, 9 boot_loader_name.
@@ -244,7 +279,7 @@ function M.load(g, src, opts)
   assert(#info == info_size)
   plan_add(plan, info_addr, info_size, info, range_name("multiboot info", info_addr, info_size))
 
-  plan_check(plan, runs(maps), fail)
+  plan_check(plan, runs(maps), fail, opts.reserved)
   plan_run(g, plan)
 
   local modules = {}

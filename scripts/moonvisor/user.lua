@@ -65,7 +65,10 @@ function x86.modes.user(cpu, opts)
   g:write(at + 0x1000, x86.page_tables(at, true))
   g:write(at + 0x7000, stubs.idt(stubs_at, user.KERNEL_CS))
   g:write(stubs_at, code .. user.SYSCALL_STUB)
-  g:write(tss_at, string.pack("<I4I8", 0, kstack) .. string.rep("\0", 0x68 - 12))   -- RSP0
+  -- RSP0, and the I/O map base (+0x66) at the TSS limit: no I/O permission
+  -- bitmap, so every IN/OUT at CPL3 is a #GP (with base 0 the TSS's own zero
+  -- bytes would be the bitmap and let ring 3 reach most ports below 0x340)
+  g:write(tss_at, string.pack("<I4I8", 0, kstack) .. string.rep("\0", 0x66 - 12) .. string.pack("<I2", 0x68))
   local function seg(sel, code, dpl)
     return { selector = sel, base = 0, limit = 0xffffffff, present = 1, dpl = dpl, s = 1,
              type = code and 11 or 3, db = code and 0 or 1, l = code and 1 or 0, g = 1, avl = 0, unusable = 0 }

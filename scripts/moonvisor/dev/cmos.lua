@@ -5,7 +5,10 @@
 --     base = 0x70,
 --     clock = function() return os.date("!*t") end,  -- the default: host UTC;
 --                 -- any table with year, month, day, hour, min, sec, wday (1 = Sunday)
---     mem_size = 64 * 1024 * 1024,   -- guest RAM in bytes: fills 0x15-0x18, 0x30/0x31, 0x34/0x35
+--     mem_size = 64 * 1024 * 1024,   -- guest RAM below 4 GiB in bytes: fills 0x15-0x18,
+--                                    -- 0x30/0x31, 0x34/0x35
+--     above_4g = 0,                  -- RAM from 4 GiB, bytes: 0x5b-0x5d (64 KiB units)
+--     cpus = 1,                      -- 0x5f holds cpus - 1 (as QEMU's pc machine)
 --   })
 --   cmos:get(index) cmos:set(index, byte)   the registers as the guest sees them
 --   cmos:read(port) cmos:write(port, byte)  port access, as the guest's
@@ -68,6 +71,21 @@ function M.new(g, opts)
     put16(ram, 0x17, ext)
     put16(ram, 0x30, ext)
     put16(ram, 0x34, math.max(0, mem - 16 * 1024 * 1024) // 65536)   -- above 16 MiB, 64 KiB units
+  end
+  local high = opts.above_4g
+  if high then
+    if math.type(high) ~= "integer" or high < 0 then
+      error("cmos.new: above_4g must be a byte count, got " .. tostring(high), 2)
+    end
+    local units = math.min(high // 65536, 0xffffff)
+    ram[0x5b], ram[0x5c], ram[0x5d] = units & 0xff, (units >> 8) & 0xff, units >> 16
+  end
+  local cpus = opts.cpus
+  if cpus then
+    if math.type(cpus) ~= "integer" or cpus < 1 or cpus > 256 then
+      error("cmos.new: cpus must be 1..256, got " .. tostring(cpus), 2)
+    end
+    ram[0x5f] = cpus - 1
   end
   self.handler = dev.bytewise(self.base, 2,
     function(port) return self:read(port) end,

@@ -1,0 +1,99 @@
+-- bench/counts.lua - the workloads behind bench/counts.sh (`make bench-counts`):
+-- fixed amounts of work whose instructions (callgrind) and ioctls (strace)
+-- are counted from outside.  Counts do not drift as times do, so they
+-- compare across hosts and runs.
+--
+--   build/moonvisor bench/counts.lua exits N     N Lua-handled IO exits (real mode, out dx, al)
+--   build/moonvisor bench/counts.lua exits-data N  the same with another byte written each time
+--   build/moonvisor bench/counts.lua fuzz N      2N fuzz executions of examples/fuzz_parser.lua
+--                                                (coverage on), the last N between markers
+--   build/moonvisor bench/counts.lua restore N   2N restores of a ring-0 long-mode guest that
+--                                                writes a page and halts, the last N marked
+--
+-- Markers: the script opens a path that does not exist,
+-- /nonexistent/moonvisor-mark-<what>, before and after what is measured;
+-- strace -e trace=ioctl,openat shows them between the ioctls.  Run from the
+-- repository root after `make`.
+local mv = require "moonvisor"
+
+local what, n = arg[1], math.tointeger(tonumber(arg[2] or "")) or 1000
+
+local function mark(tag)
+  local f = io.open("/nonexistent/moonvisor-mark-" .. tag)
+  if f then f:close() end
+end
+
+if what == "exits" or what == "exits-data" then
+  local g = mv.guest{}
+  g:map(0, mv.vmo(0x10000))
+  if what == "exits" then
+    g:write(0x1000, "\xba\xf8\x03\xee\xeb\xfd")   -- mov dx, 0x3f8 / l: out dx, al / jmp l
+  else
+    g:write(0x1000, "\xba\xf8\x03\xee\xfe\xc0\xeb\xfb")   -- ... l: out dx, al / inc al / jmp l
+  end
+  local cpu = g:vcpu{ entry = 0x1000 }
+  local count = 0
+  g:trap("io", 0x3f8, 1, function() count = count + 1; if count == n then cpu:kick() end end)
+  mark("exits-begin")
+  local e = cpu:enter()
+  mark("exits-end")
+  assert(e.type == "kick" and count == n, "exits: " .. e.type .. " after " .. count)
+  print(("exits: %d Lua-handled exits (%s backend)"):format(count, g:backend()))
+
+elseif what == "fuzz" then
+  local fuzz = require "moonvisor.fuzz"
+  local main, cfg = fuzz.main, nil
+  fuzz.main = function(c) cfg = c end
+  assert(loadfile("examples/fuzz_parser.lua"))()
+  fuzz.main = main
+  cfg.findings, cfg.quiet, cfg.status, cfg.stop_after, cfg.minimize = nil, true, false, nil, false
+  cfg.seed, cfg.seconds = 1, nil
+  local f = fuzz.new(cfg)
+  local Guest = require("moonvisor.core").Guest
+  local restore = Guest.restore
+  local marking = false
+  local function marked_restore(g, s)
+    if marking then mark("restore-begin") end
+    local r = restore(g, s)
+    if marking then mark("restore-end") end
+    return r
+  end
+  Guest.restore = marked_restore
+  cfg.iterations = n
+  f:run()                          -- warm-up: the corpus and coverage settle a bit
+  marking = true
+  mark("execs-begin")
+  f.cfg.iterations = n
+  local s = f:run()
+  mark("execs-end")
+  Guest.restore = restore
+  print(("fuzz: %d + %d executions, %d blocks of %d covered, corpus %d (%s backend)"):format(
+    n, s.execs - n, s.covered, s.blocks, s.corpus, f.g:backend()))
+
+elseif what == "restore" then
+  local g = mv.guest{}
+  local ram = mv.vmo(0x400000)
+  g:map(0, ram)
+  -- mov rdi, 0x100000 / mov byte [rdi], 1 / hlt
+  g:write(0x1000, "\x48\xc7\xc7\x00\x00\x10\x00\xc6\x07\x01\xf4")
+  local cpu = g:vcpu{ entry = 0x1000, mode = "long", tables = 0x300000 }
+  local s = g:snapshot()
+  local function round()
+    assert(cpu:run{ timeout_ms = 5000 }.type == "hlt")
+    g:restore(s)
+  end
+  for _ = 1, n do round() end
+  mark("restores-begin")
+  for _ = 1, n do
+    assert(cpu:run{ timeout_ms = 5000 }.type == "hlt")
+    mark("restore-begin")
+    g:restore(s)
+    mark("restore-end")
+  end
+  mark("restores-end")
+  print(("restore: %d + %d restores of a long-mode guest (%s backend)"):format(n, n, g:backend()))
+
+else
+  io.stderr:write("usage: moonvisor bench/counts.lua exits|exits-data|fuzz|restore N\n")
+  os.exit(2)
+end

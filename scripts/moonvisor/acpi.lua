@@ -1,0 +1,336 @@
+-- moonvisor.acpi: ACPI tables made in Lua from a machine's configuration,
+-- and a parser that reads them back (from guest memory or any reader).
+--
+--   local acpi = require "moonvisor.acpi"
+--   local t = acpi.build{ base = 0xE0000, cpus = 2, ... }    (fields below)
+--   --> { bytes, base, size, rsdp, tables = { RSDT =, XSDT =, FACP =, FACS =, DSDT =, APIC = } }
+--   g:write(t.base, t.bytes)
+--
+--   local rsdp = acpi.find_rsdp(read)       -- read(addr, len) -> bytes: the OS's search
+--   local p = acpi.parse(read, rsdp)        -- every table, checksums checked
+--   p.tables.APIC.madt.entries, p.tables.FACP.fadt.pm_tmr_blk, ...
+--
+-- What acpi.build makes (ACPI 2.0 layouts, little-endian, each table
+-- 16-byte aligned in one blob at `base`):
+-- * RSDP, revision 2 (36 bytes, at base: put it where the spec says an OS
+--   looks, the first KiB of the EBDA or 0xE0000-0xFFFFF on a 16-byte
+--   boundary), pointing to both the RSDT and the XSDT.
+-- * RSDT and XSDT listing FACP (the FADT) and APIC (the MADT).
+-- * FADT revision 3 (244 bytes): FACS and DSDT (32- and 64-bit fields),
+--   SCI interrupt, PM1a event/control blocks, PM timer, GPE0 block, both as
+--   legacy ports and as generic addresses, no SMI command port (ACPI mode is
+--   on from the start: PM1 control reads SCI_EN), C2/C3 latencies meaning
+--   "not supported", century at CMOS 0x32, IA-PC boot flags legacy devices
+--   and 8042, flags WBINVD, C1, no fixed power/sleep button, reset register
+--   supported, platform clock; RESET_REG a system-io byte at `reset.port`
+--   with `reset.value`.
+-- * FACS (64 bytes, 64-byte aligned), version 2, no waking vector.
+-- * DSDT: one object, \_S5_ = Package { s5, s5, 0, 0 }: the SLP_TYP value
+--   for soft-off that the PM1 control register decodes.
+-- * MADT: local APIC address and PCAT_COMPAT (8259s present); one Processor
+--   Local APIC per CPU (UID = APIC ID = 0..cpus-1, enabled); one I/O APIC;
+--   the interrupt source overrides given; one Local APIC NMI (all
+--   processors, LINT1).
+local M = {}
+
+M.RSDP_SIZE = 36
+M.HEADER_SIZE = 36
+
+local function hex(n) return ("0x%x"):format(n) end
+local function align(n, a) return (n + a - 1) // a * a end
+
+local function checksum(s)
+  local sum = 0
+  for i = 1, #s do sum = sum + s:byte(i) end
+  return sum & 0xff
+end
+M.checksum = checksum
+
+-- Sets byte `at` (1-based) of s so that the bytes of s sum to 0 mod 256.
+local function fix_checksum(s, at)
+  local sum = (checksum(s) - s:byte(at)) & 0xff
+  return s:sub(1, at - 1) .. string.char((-sum) & 0xff) .. s:sub(at + 1)
+end
+
+local function pad(s, n) return (s .. string.rep(" ", n)):sub(1, n) end
+
+-- A table: header + body, checksum filled in.
+local function sdt(sig, revision, body, cfg)
+  local len = M.HEADER_SIZE + #body
+  local hdr = string.pack("<c4I4BBc6c8I4c4I4", sig, len, revision, 0, pad(cfg.oem_id, 6),
+                          pad(cfg.oem_table_id, 8), cfg.oem_revision, pad(cfg.creator_id, 4), cfg.creator_revision)
+  return fix_checksum(hdr .. body, 10)
+end
+
+-- A Generic Address Structure: space 1 = system io.
+local function gas(space, bits, address, access)
+  return string.pack("<BBBBI8", space, bits, 0, access or 0, address)
+end
+
+-- AML for an integer constant.
+local function aml_int(v)
+  if v == 0 then return "\0" end
+  if v == 1 then return "\1" end
+  if v <= 0xff then return "\x0a" .. string.char(v) end
+  if v <= 0xffff then return "\x0b" .. string.pack("<I2", v) end
+  return "\x0c" .. string.pack("<I4", v)
+end
+
+-- Name(_S5_, Package() { typ, typ, 0, 0 })
+local function aml_s5(typ)
+  local elems = aml_int(typ) .. aml_int(typ) .. "\0\0"
+  local body = "\4" .. elems                   -- NumElements, elements
+  assert(#body + 1 < 64)                        -- one-byte PkgLength
+  return "\x08_S5_\x12" .. string.char(#body + 1) .. body
+end
+
+local DEFAULTS = {
+  cpus = 1, lapic_addr = 0xFEE00000,
+  ioapic = { id = 0, addr = 0xFEC00000, gsi_base = 0 },
+  overrides = {},
+  nmi = { uid = 0xff, flags = 0, lint = 1 },
+  pm = { evt = 0xb000, cnt = 0xb004, tmr = 0xb008, gpe0 = 0xafe0, gpe0_len = 4, sci = 9 },
+  reset = { port = 0xcf9, value = 0x06 },
+  s5 = 0, century = 0x32,
+  oem_id = "MOONVS", oem_table_id = "MOONVSPC", oem_revision = 1, creator_id = "MVLU", creator_revision = 1,
+}
+
+local function opt(cfg, k)
+  local v = cfg[k]
+  if v == nil then return DEFAULTS[k] end
+  return v
+end
+
+-- acpi.build{ base, cpus, lapic_addr, ioapic = { id, addr, gsi_base },
+--   overrides = { { source, gsi, flags } }, nmi = { uid, flags, lint } or false,
+--   pm = { evt, cnt, tmr, gpe0, gpe0_len, sci }, reset = { port, value },
+--   s5, century, oem_id, oem_table_id, ... } -> the blob and where each table is.
+function M.build(cfg)
+  if type(cfg) ~= "table" then error("acpi.build: expected a table, got " .. type(cfg), 2) end
+  local base = cfg.base
+  if math.type(base) ~= "integer" or base < 0 or base % 16 ~= 0 or base > 0xffffffff then
+    error("acpi.build: base must be a 16-byte aligned 32-bit address, got " .. tostring(base), 2)
+  end
+  local c = {}
+  for k in pairs(DEFAULTS) do c[k] = opt(cfg, k) end
+  if math.type(c.cpus) ~= "integer" or c.cpus < 1 or c.cpus > 255 then
+    error("acpi.build: cpus must be 1..255 (xAPIC IDs), got " .. tostring(c.cpus), 2)
+  end
+
+  -- Bodies first; addresses are assigned in order, then the pointers filled in.
+  local order = { "RSDP", "FACS", "DSDT", "FACP", "APIC", "RSDT", "XSDT" }
+  local size = { RSDP = M.RSDP_SIZE, FACS = 64 }
+  local madt = { string.pack("<I4I4", c.lapic_addr, 1) }        -- PCAT_COMPAT
+  for i = 0, c.cpus - 1 do madt[#madt + 1] = string.pack("<BBBBI4", 0, 8, i, i, 1) end
+  local io = c.ioapic
+  madt[#madt + 1] = string.pack("<BBBBI4I4", 1, 12, io.id, 0, io.addr, io.gsi_base)
+  for _, o in ipairs(c.overrides) do
+    madt[#madt + 1] = string.pack("<BBBBI4I2", 2, 10, 0, o.source, o.gsi, o.flags or 0)
+  end
+  if c.nmi then madt[#madt + 1] = string.pack("<BBBI2B", 4, 6, c.nmi.uid, c.nmi.flags, c.nmi.lint) end
+  local madt_body = table.concat(madt)
+  local dsdt_body = aml_s5(c.s5)
+  size.DSDT = M.HEADER_SIZE + #dsdt_body
+  size.FACP = 244
+  size.APIC = M.HEADER_SIZE + #madt_body
+  size.RSDT = M.HEADER_SIZE + 4 * 2
+  size.XSDT = M.HEADER_SIZE + 8 * 2
+
+  local at, addr = base, {}
+  for _, name in ipairs(order) do
+    at = align(at, name == "FACS" and 64 or 16)
+    addr[name] = at
+    at = at + size[name]
+  end
+  local total = at - base
+  if at > 0x100000000 then error("acpi.build: the tables " .. hex(base) .. "+" .. hex(total) .. " pass 4 GiB", 2) end
+
+  local pm = c.pm
+  local fadt_body = table.concat{
+    string.pack("<I4I4BBI2I4BBBB", addr.FACS, addr.DSDT, 0, 0, pm.sci, 0, 0, 0, 0, 0),
+    string.pack("<I4I4I4I4I4I4I4I4", pm.evt, 0, pm.cnt, 0, 0, pm.tmr, pm.gpe0, 0),
+    string.pack("<BBBBBBBB", 4, 2, 0, 4, pm.gpe0_len, 0, 0, 0),
+    string.pack("<I2I2I2I2BBBBBI2B", 0x0fff, 0x0fff, 0, 0, 0, 0, 0, 0, c.century, 0x0003, 0),
+    string.pack("<I4", (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10) | (1 << 15)),
+    gas(1, 8, c.reset.port, 1), string.pack("<Bc3", c.reset.value, "\0\0\0"),
+    string.pack("<I8I8", addr.FACS, addr.DSDT),
+    gas(1, 32, pm.evt), gas(0, 0, 0), gas(1, 16, pm.cnt), gas(0, 0, 0), gas(0, 0, 0),
+    gas(1, 32, pm.tmr), gas(1, pm.gpe0_len * 8, pm.gpe0), gas(0, 0, 0),
+  }
+  local bytes = {
+    FACS = string.pack("<c4I4I4I4I4I4I8B", "FACS", 64, 0, 0, 0, 0, 0, 2) .. string.rep("\0", 31),
+    DSDT = sdt("DSDT", 2, dsdt_body, c),
+    FACP = sdt("FACP", 3, fadt_body, c),
+    APIC = sdt("APIC", 1, madt_body, c),
+    RSDT = sdt("RSDT", 1, string.pack("<I4I4", addr.FACP, addr.APIC), c),
+    XSDT = sdt("XSDT", 1, string.pack("<I8I8", addr.FACP, addr.APIC), c),
+  }
+  local rsdp = string.pack("<c8Bc6BI4I4I8Bc3", "RSD PTR ", 0, pad(c.oem_id, 6), 2, addr.RSDT, M.RSDP_SIZE,
+                           addr.XSDT, 0, "\0\0\0")
+  rsdp = fix_checksum(rsdp:sub(1, 20), 9) .. rsdp:sub(21)
+  bytes.RSDP = fix_checksum(rsdp, 33)
+  for name, b in pairs(bytes) do assert(#b == size[name], name) end
+
+  local parts = {}
+  local pos = base
+  for _, name in ipairs(order) do
+    parts[#parts + 1] = string.rep("\0", addr[name] - pos)
+    parts[#parts + 1] = bytes[name]
+    pos = addr[name] + size[name]
+  end
+  local tables = {}
+  for _, name in ipairs(order) do if name ~= "RSDP" then tables[name] = addr[name] end end
+  return { bytes = table.concat(parts), base = base, size = total, rsdp = addr.RSDP, tables = tables,
+           sizes = size }
+end
+
+-- {====================================================== reading them back
+
+-- acpi.find_rsdp(read) -> address or nil: the search an OS makes: the first
+-- KiB of the EBDA (segment at BDA 0x40E), then 0xE0000-0xFFFFF, 16-byte
+-- steps, signature and the ACPI 1.0 checksum.
+function M.find_rsdp(read)
+  local function scan(lo, len)
+    local ok, data = pcall(read, lo, len)
+    if not ok or not data then return nil end
+    for off = 0, #data - 20, 16 do
+      if data:sub(off + 1, off + 8) == "RSD PTR " and checksum(data:sub(off + 1, off + 20)) == 0 then
+        return lo + off
+      end
+    end
+  end
+  local ok, bda = pcall(read, 0x40e, 2)
+  local ebda = ok and bda and #bda == 2 and (string.unpack("<I2", bda) << 4) or 0
+  return (ebda ~= 0 and scan(ebda, 1024)) or scan(0xE0000, 0x20000)
+end
+
+local function parse_header(b)
+  local sig, len, rev, sum, oem, oemt, oemrev, creator, crev = string.unpack("<c4I4BBc6c8I4c4I4", b)
+  return { signature = sig, length = len, revision = rev, checksum = sum, oem_id = oem, oem_table_id = oemt,
+           oem_revision = oemrev, creator_id = creator, creator_revision = crev }
+end
+
+-- The MADT's fields and entries.
+function M.parse_madt(b)
+  local _
+  local lapic_addr, flags = string.unpack("<I4I4", b, 37)
+  local entries, pos = {}, 45
+  while pos + 1 <= #b do
+    local ty, len = b:byte(pos, pos + 1)
+    if len < 2 or pos + len - 1 > #b then entries.truncated = true break end
+    local e = { type = ty, length = len }
+    if ty == 0 and len >= 8 then
+      e.kind = "lapic"
+      e.uid, e.apic_id, e.flags = string.unpack("<BBI4", b, pos + 2)
+    elseif ty == 1 and len >= 12 then
+      e.kind = "ioapic"
+      e.id, _, e.addr, e.gsi_base = string.unpack("<BBI4I4", b, pos + 2)
+    elseif ty == 2 and len >= 10 then
+      e.kind = "override"
+      e.bus, e.source, e.gsi, e.flags = string.unpack("<BBI4I2", b, pos + 2)
+    elseif ty == 4 and len >= 6 then
+      e.kind = "lapic_nmi"
+      e.uid, e.flags, e.lint = string.unpack("<BI2B", b, pos + 2)
+    end
+    entries[#entries + 1] = e
+    pos = pos + len
+  end
+  return { lapic_addr = lapic_addr, flags = flags, entries = entries }
+end
+
+local function parse_gas(b, at)
+  local space, bits, off, access, addr = string.unpack("<BBBBI8", b, at)
+  return { space = space, bits = bits, offset = off, access = access, address = addr }
+end
+
+-- The FADT's fields this platform uses.
+function M.parse_fadt(b)
+  local f, _ = {}, nil
+  f.firmware_ctrl, f.dsdt, _, f.profile, f.sci_int, f.smi_cmd = string.unpack("<I4I4BBI2I4", b, 37)
+  f.pm1a_evt_blk, f.pm1b_evt_blk, f.pm1a_cnt_blk, f.pm1b_cnt_blk, f.pm2_cnt_blk, f.pm_tmr_blk,
+    f.gpe0_blk, f.gpe1_blk = string.unpack("<I4I4I4I4I4I4I4I4", b, 57)
+  f.pm1_evt_len, f.pm1_cnt_len, f.pm2_cnt_len, f.pm_tmr_len, f.gpe0_blk_len = string.unpack("<BBBBB", b, 89)
+  f.p_lvl2_lat, f.p_lvl3_lat = string.unpack("<I2I2", b, 97)
+  f.century = b:byte(109)
+  f.iapc_boot_arch = string.unpack("<I2", b, 110)
+  f.flags = string.unpack("<I4", b, 113)
+  if #b >= 129 then
+    f.reset_reg = parse_gas(b, 117)
+    f.reset_value = b:byte(129)
+  end
+  if #b >= 148 then f.x_firmware_ctrl, f.x_dsdt = string.unpack("<I8I8", b, 133) end
+  if #b >= 232 then
+    f.x_pm1a_evt_blk, f.x_pm1a_cnt_blk = parse_gas(b, 149), parse_gas(b, 173)
+    f.x_pm_tmr_blk, f.x_gpe0_blk = parse_gas(b, 209), parse_gas(b, 221)
+  end
+  return f
+end
+
+-- acpi.parse(read, rsdp) -> { rsdp = {...}, tables = { SIG = { addr, header, bytes, checksum_ok, ... } },
+--   list = { SIG, ... } (XSDT order, or RSDT's without an XSDT) }.
+-- Raises "acpi.parse: ..." when a pointer leads nowhere readable.
+function M.parse(read, rsdp_addr)
+  local function get(addr, len, what)
+    local ok, b = pcall(read, addr, len)
+    if not ok or type(b) ~= "string" or #b ~= len then
+      error(("acpi.parse: cannot read %s at %s+%s"):format(what, hex(addr), hex(len)), 0)
+    end
+    return b
+  end
+  local r = get(rsdp_addr, 20, "the RSDP")
+  local rsdp = { addr = rsdp_addr }
+  rsdp.signature, rsdp.checksum, rsdp.oem_id, rsdp.revision, rsdp.rsdt = string.unpack("<c8Bc6BI4", r)
+  rsdp.checksum_ok = checksum(r) == 0
+  if rsdp.revision >= 2 then
+    local full = get(rsdp_addr, 36, "the RSDP")
+    rsdp.length, rsdp.xsdt, rsdp.ext_checksum = string.unpack("<I4I8B", full, 21)
+    rsdp.ext_checksum_ok = checksum(full:sub(1, math.min(rsdp.length, 36))) == 0
+  end
+  local tables, list = {}, {}
+  local function table_at(addr, want)
+    local h = parse_header(get(addr, M.HEADER_SIZE, want or "a table header"))
+    if h.length < M.HEADER_SIZE or h.length > 0x100000 then
+      error(("acpi.parse: %s at %s has a bad length %d"):format(h.signature, hex(addr), h.length), 0)
+    end
+    local b = get(addr, h.length, h.signature)
+    local t = { addr = addr, header = h, signature = h.signature, bytes = b, checksum_ok = checksum(b) == 0 }
+    if h.signature == "APIC" then t.madt = M.parse_madt(b)
+    elseif h.signature == "FACP" then t.fadt = M.parse_fadt(b) end
+    tables[h.signature] = t
+    return t
+  end
+  local root
+  if rsdp.revision >= 2 and rsdp.xsdt ~= 0 then
+    root = table_at(rsdp.xsdt, "the XSDT")
+    if rsdp.rsdt ~= 0 then table_at(rsdp.rsdt, "the RSDT") end
+  else
+    root = table_at(rsdp.rsdt, "the RSDT")
+  end
+  local width = root.signature == "XSDT" and 8 or 4
+  local entries = {}
+  for pos = M.HEADER_SIZE + 1, #root.bytes - width + 1, width do
+    entries[#entries + 1] = string.unpack(width == 8 and "<I8" or "<I4", root.bytes, pos)
+  end
+  root.entries = entries
+  if tables.RSDT and tables.RSDT ~= root then
+    local e = {}
+    for pos = M.HEADER_SIZE + 1, #tables.RSDT.bytes - 3, 4 do e[#e + 1] = string.unpack("<I4", tables.RSDT.bytes, pos) end
+    tables.RSDT.entries = e
+  end
+  for _, a in ipairs(entries) do list[#list + 1] = table_at(a).signature end
+  local fadt = tables.FACP and tables.FACP.fadt
+  if fadt then
+    local dsdt = (fadt.x_dsdt and fadt.x_dsdt ~= 0) and fadt.x_dsdt or fadt.dsdt
+    if dsdt ~= 0 then table_at(dsdt, "the DSDT") end
+    local facs = (fadt.x_firmware_ctrl and fadt.x_firmware_ctrl ~= 0) and fadt.x_firmware_ctrl or fadt.firmware_ctrl
+    if facs ~= 0 then
+      local b = get(facs, 64, "the FACS")
+      local sig, len, hw, wake, lock, flags, xwake, ver = string.unpack("<c4I4I4I4I4I4I8B", b)
+      tables.FACS = { addr = facs, signature = sig, length = len, hardware_signature = hw, waking_vector = wake,
+                      global_lock = lock, flags = flags, x_waking_vector = xwake, version = ver, bytes = b }
+    end
+  end
+  return { rsdp = rsdp, tables = tables, list = list }
+end
+
+return M

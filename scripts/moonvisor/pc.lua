@@ -1,0 +1,477 @@
+-- moonvisor.pc: a PC in Lua, laid out as QEMU's pc machine (i440FX + PIIX)
+-- shows itself to a kernel booted with `-kernel`: its memory map, fw_cfg,
+-- ACPI tables and ISA devices.  Each device is a Lua object in m.dev that a
+-- script can inspect (:stats()), replace (m:replace) or trace (m:trace).
+--
+--   local pc = require "moonvisor.pc"
+--   local m <close> = pc.new{ mem = 128 << 20, cpus = 1 }
+--   m:boot{ kernel = "k.elf", cmdline = "x=1" }     -- moonvisor.boot: QEMU's protocol choice
+--   local r = m:run{ timeout_ms = 5000 }              -- { kind, status, reason, ... }
+--   os.exit(r.status)
+--
+-- pc.new options (all optional):
+--   mem       RAM in bytes (default 128 MiB, QEMU's); at least 2 MiB
+--   cpus      1..255 CPUs in fw_cfg, the MADT and CMOS (moonvisor runs one VCPU)
+--   backend   "kvm" | "soft" (default: mv.default_backend)
+--   irqchip   KVM's in-kernel PIC/PIT/IOAPIC/LAPIC (default: on with kvm;
+--             the soft backend has none, see moonvisor.dev.irqchip)
+--   serial    { output = fn(bytes) | false, input = string | fn } for COM1, or false
+--   debug_exit { iobase = 0xf4, iosize = 4 }, or false for none
+--   acpi      false: no ACPI tables (fw_cfg and the rest stay)
+--   files     { ["opt/name"] = bytes } extra fw_cfg files
+--   clock     fn() -> seconds, for the PM timer and the RTC's tests
+--   rtc_clock fn() -> os.date("!*t")-style table for the CMOS clock
+--
+-- Memory map (the one e820 map; Multiboot, Linux, PVH and fw_cfg's
+-- etc/e820 all get it):
+--   0x00000-0x9fbff   RAM (639 KiB)
+--   0x9fc00-0x9ffff   reserved: EBDA (1 KiB; the BDA at 0x40e points to it)
+--   0xa0000-0xbffff   not in the map: the VGA window, plain memory here
+--   0xc0000-0xdffff   not in the map: option ROM space, plain memory here
+--   0xe0000-0xfffff   reserved: the BIOS area: ACPI tables from 0xe0000
+--                     (RSDP first), the boot GDT and firmware stub at 0xf0000
+--   0x100000-         RAM up to mem, or to 3 GiB when mem >= 3.5 GiB (QEMU's
+--                     gigabyte-aligned split; PCI hole above it)
+--   0xfec00000        I/O APIC, 0xfee00000 local APIC (in-kernel on KVM)
+--   0xfffbc000-0xfffbffff reserved: KVM's TSS and identity map
+--   0x100000000-      the rest of RAM when mem >= 3.5 GiB
+-- All of 0-0x100000 and 1 MiB up to the split is one host mapping, so a
+-- kernel may have segments anywhere in 0xa0000-0xfffff (an ELF kernel linked
+-- at 1 MiB has its headers at 0xff000) except over the machine's own data:
+-- m.reserved lists that (the BDA, the ACPI tables, the boot page) and the
+-- loaders refuse to load over it.
+--
+-- Devices (m.dev): uart (16550, COM1 0x3f8, IRQ 4), cmos (RTC/CMOS 0x70,
+-- memory sizes and CPU count as QEMU fills them), i8042 (0x60/0x64, reset),
+-- post (0x80), port92 (fast A20, reset), pci (0xcf8/0xcfc, i440FX host
+-- bridge; 0xcf9 reset), pm (ACPI PM at 0xb000, GPE0 0xafe0, SCI 9),
+-- fw_cfg (0x510/0x511, DMA 0x514), debug_exit (0xf4), irqchip (in-kernel
+-- PIC/PIT/IOAPIC/LAPIC on KVM), vga (a view of the text screen).
+-- Accesses no device claims complete with all-ones and are counted in
+-- m.unclaimed (m:report() lists them).
+local mv = require "moonvisor"
+local dev = require "moonvisor.dev"
+local acpi = require "moonvisor.acpi"
+local fwcfg = require "moonvisor.dev.fw_cfg"
+local irqchip = require "moonvisor.dev.irqchip"
+local paging = require "moonvisor.paging"
+
+local pc = {}
+local Machine = {}
+Machine.__index = Machine
+pc.Machine = Machine
+
+local KiB, MiB, GiB = 1024, 1 << 20, 1 << 30
+pc.EBDA = 0x9fc00
+pc.BIOS_AREA = 0xe0000
+pc.ACPI_BASE = 0xe0000
+pc.BOOT_PAGE = 0xf0000          -- GDT for the 32-bit entries, firmware stub at +0x100
+pc.STUB = pc.BOOT_PAGE + 0x100
+pc.HANDOVER_POST = 0xfe         -- the stub's POST code as it hands over to the kernel
+pc.KVM_RESERVED = { 0xfffbc000, 0x4000 }
+pc.MIN_MEM = 2 * MiB
+pc.SPLIT = 0xe0000000           -- at or above this much RAM, RAM below 4 GiB stops at 3 GiB
+pc.LOWMEM_SPLIT = 0xc0000000
+-- Exit statuses of a run (isa-debug-exit's are (v << 1) | 1, always odd).
+pc.STATUS = { poweroff = 0, bad_input = 2, stopped = 4, timeout = 124 }
+
+local function hex(n) return ("0x%x"):format(n) end
+
+local function fail(fmt, ...) error(("pc.new: " .. fmt):format(...), 3) end
+
+-- The e820 map for `mem` bytes: below/above 4 GiB per QEMU's pc machine.
+function pc.memory_map(mem)
+  local below = mem >= pc.SPLIT and pc.LOWMEM_SPLIT or mem
+  local above = mem - below
+  local e = {
+    { addr = 0, size = pc.EBDA, type = 1 },
+    { addr = pc.EBDA, size = 0xa0000 - pc.EBDA, type = 2 },
+    { addr = pc.BIOS_AREA, size = 0x100000 - pc.BIOS_AREA, type = 2 },
+  }
+  if below > MiB then e[#e + 1] = { addr = MiB, size = below - MiB, type = 1 } end
+  e[#e + 1] = { addr = pc.KVM_RESERVED[1], size = pc.KVM_RESERVED[2], type = 2 }
+  if above > 0 then e[#e + 1] = { addr = 1 << 32, size = above, type = 1 } end
+  return e, below, above
+end
+
+-- {====================================================== building the machine
+
+-- A stand-in for the guest handed to devices: the guest's methods, and a
+-- trap() whose handlers pass through the machine's tracer.
+local function device_guest(self, name)
+  local g = self.g
+  return setmetatable({
+    trap = function(_, kind, addr, size, h)
+      return g:trap(kind, addr, size, function(e, cpu)
+        local t = self.tracer
+        if not t then return h(e, cpu) end
+        local v = h(e, cpu)
+        t(name, e, v, cpu)
+        return v
+      end)
+    end,
+  }, { __index = function(_, k)
+    local f = g[k]
+    if type(f) ~= "function" then return f end
+    return function(_, ...) return f(g, ...) end
+  end })
+end
+
+function pc.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then fail("options must be a table, got %s", type(opts)) end
+  local mem = opts.mem or 128 * MiB
+  if math.type(mem) ~= "integer" or mem < pc.MIN_MEM then
+    fail("mem must be at least %d bytes (2 MiB), got %s", pc.MIN_MEM, tostring(mem))
+  end
+  mem = (mem + 0xfff) & ~0xfff
+  local cpus = opts.cpus or 1
+  if math.type(cpus) ~= "integer" or cpus < 1 or cpus > 255 then
+    fail("cpus must be 1..255, got %s", tostring(cpus))
+  end
+  local backend = opts.backend or mv.default_backend
+  local in_kernel = opts.irqchip
+  if in_kernel == nil then in_kernel = backend == "kvm" end
+  local e820, below, above = pc.memory_map(mem)
+
+  local self = setmetatable({
+    mem = mem, cpus = cpus, backend = backend, below_4g = below, above_4g = above, e820 = e820,
+    dev = {}, events = {}, unclaimed = dev.unclaimed(), reserved = {}, opts = opts,
+  }, Machine)
+  local g = mv.guest{ backend = backend, irqchip = in_kernel }
+  self.g = g
+  self.ram = mv.vmo(below)
+  g:map(0, self.ram)
+  if above > 0 then
+    self.high_ram = mv.vmo(above)
+    g:map(1 << 32, self.high_ram)
+  end
+
+  -- The firmware's leftovers: BDA pointer to the EBDA, base memory size.
+  g:write(0x40e, string.pack("<I2", pc.EBDA >> 4))
+  g:write(0x413, string.pack("<I2", pc.EBDA // KiB))
+  g:write(pc.EBDA, string.pack("<I2", 1))
+  self:_reserve(0x400, 0x100, "the BIOS data area")
+  self:_reserve(pc.BOOT_PAGE, 0x1000, "the boot GDT and firmware stub")
+
+  local d = self.dev
+  local function stop(what)
+    return function(cause, cpu)
+      self:_event({ kind = "reset", cause = cause, status = pc.STATUS.stopped,
+                    reason = ("the guest reset the machine through %s (%s)"):format(what, cause) }, cpu)
+    end
+  end
+  d.irqchip = irqchip.new(g, { in_kernel = in_kernel })
+  local raise = function(line, level) d.irqchip:irq(line, level) end
+  if opts.serial ~= false then
+    local s = opts.serial or {}
+    d.uart = require("moonvisor.dev.uart").new(device_guest(self, "uart"), {
+      base = 0x3f8, irq = 4, raise_irq = raise, output = s.output, input = s.input })
+  end
+  d.cmos = require("moonvisor.dev.cmos").new(device_guest(self, "cmos"), {
+    mem_size = below, above_4g = above, cpus = cpus, clock = opts.rtc_clock })
+  d.i8042 = require("moonvisor.dev.i8042").new(device_guest(self, "i8042"), { on_reset = stop("the i8042") })
+  d.post = require("moonvisor.dev.misc").new(device_guest(self, "post"), { pci = false,
+    on_post = function(code, cpu) self:_on_post(code, cpu) end })
+  d.port92 = require("moonvisor.dev.port92").new(device_guest(self, "port92"), { on_reset = stop("port 0x92") })
+  d.pci = require("moonvisor.dev.pci_host").new(device_guest(self, "pci"), { on_reset = stop("the reset control register") })
+  d.pm = require("moonvisor.dev.acpi_pm").new(device_guest(self, "pm"), {
+    base = 0xb000, gpe0 = 0xafe0, gpe0_len = 4, sci = 9, raise_irq = raise, clock = opts.clock,
+    on_sleep = function(state, typ, cpu) self:_sleep(state, typ, cpu) end })
+  if opts.debug_exit ~= false then
+    local dx = opts.debug_exit or {}
+    d.debug_exit = require("moonvisor.dev.debug_exit").new(device_guest(self, "debug_exit"), {
+      iobase = dx.iobase or 0xf4, iosize = dx.iosize or 4,
+      on_exit = function(value, status, cpu)
+        self:_event({ kind = "debug-exit", value = value, status = status & 0xff,
+                      reason = ("the guest wrote %s to isa-debug-exit (status %d)"):format(hex(value), status & 0xff) }, cpu)
+      end })
+  end
+  d.vga = require("moonvisor.dev.vga").new(g)
+
+  -- ACPI, from this configuration.
+  if opts.acpi ~= false then
+    self.acpi = acpi.build{
+      base = pc.ACPI_BASE, cpus = cpus, lapic_addr = irqchip.LAPIC_ADDR,
+      ioapic = { id = 0, addr = irqchip.IOAPIC_ADDR, gsi_base = 0 },
+      -- SCI and the PCI interrupt lines are level-triggered, active high (flags 0x000d), as QEMU's
+      overrides = { { source = 5, gsi = 5, flags = 0xd }, { source = 9, gsi = 9, flags = 0xd },
+                    { source = 10, gsi = 10, flags = 0xd }, { source = 11, gsi = 11, flags = 0xd } },
+      pm = { evt = 0xb000, cnt = 0xb004, tmr = 0xb008, gpe0 = 0xafe0, gpe0_len = 4, sci = 9 },
+      reset = { port = 0xcf9, value = 0x06 },
+    }
+    g:write(self.acpi.base, self.acpi.bytes)
+    self:_reserve(self.acpi.base, self.acpi.size, "the ACPI tables")
+  end
+
+  -- fw_cfg: what QEMU's pc machine puts there before any kernel is loaded.
+  local fw = fwcfg.new(device_guest(self, "fw_cfg"), { dma = true })
+  d.fw_cfg = fw
+  local K = fwcfg.KEY
+  fw:add(K.UUID, string.rep("\0", 16))
+  fw:add_u64(K.RAM_SIZE, mem)
+  fw:add_u16(K.NOGRAPHIC, 1)
+  fw:add_u16(K.NB_CPUS, cpus)
+  fw:add_u16(K.MAX_CPUS, cpus)
+  fw:add_u32(K.MACHINE_ID, 0)
+  fw:add_u16(K.BOOT_DEVICE, string.byte("c"))
+  fw:add_u16(K.BOOT_MENU, 0)
+  fw:add(K.NUMA, string.rep("\0", 8 * (1 + cpus)))      -- no NUMA nodes: count 0, a node per CPU 0
+  fw:add_u32(K.IRQ0_OVERRIDE, 0)                         -- KVM routes GSI 0 to I/O APIC pin 0
+  local entries = {}
+  for _, e in ipairs(e820) do entries[#entries + 1] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
+  fw:add(K.E820_TABLE, string.pack("<I4", #e820) .. table.concat(entries))
+  fw:add_file("etc/e820", table.concat(entries))
+  fw:add_file("etc/boot-fail-wait", string.pack("<i4", -1))
+  for name, bytes in pairs(opts.files or {}) do fw:add_file(name, bytes) end
+
+  self.traced = {}
+  return self
+end
+
+function Machine:_reserve(addr, size, what)
+  self.reserved[#self.reserved + 1] = { addr = addr, size = size, what = what }
+end
+
+-- {====================================================== events
+
+-- A device ended the machine (debug exit, power-off, reset): remember it and
+-- make the VCPU's enter return.
+function Machine:_event(ev, cpu)
+  self.events[#self.events + 1] = ev
+  if not self.stopped then self.stopped = ev end
+  if cpu then cpu:kick() elseif self.cpu then self.cpu:kick() end
+end
+
+function Machine:_sleep(state, typ, cpu)
+  if state == "S5" then
+    self:_event({ kind = "poweroff", status = pc.STATUS.poweroff, reason = "ACPI power-off (S5)" }, cpu)
+  elseif state == "S4" then
+    self:_event({ kind = "poweroff", status = pc.STATUS.poweroff,
+                  reason = "ACPI suspend to disk (S4), which QEMU turns into a power-off" }, cpu)
+  elseif state == "S3" then
+    self:_event({ kind = "suspend", status = pc.STATUS.stopped,
+                  reason = "the guest suspended to RAM (ACPI S3, SLP_TYP 1) and nothing can wake it" }, cpu)
+  end
+end
+
+-- m:trace(fn): fn(device_name, exit, value, cpu) after each device access
+-- (value: what a read returned); m:trace(nil) stops.
+function Machine:trace(fn) self.tracer = fn end
+
+-- m:replace(name, factory): removes device `name` and installs
+-- factory(g_for_devices, m), which returns the new device object.
+function Machine:replace(name, factory)
+  local old = self.dev[name]
+  if old and old.remove then old:remove() end
+  self.dev[name] = factory and factory(device_guest(self, name), self) or nil
+  return self.dev[name]
+end
+
+-- {====================================================== VCPUs and runs
+
+-- The boot VCPU at `entry` in `mode` with `regs`.  For 32-bit entries on
+-- KVM with the irqchip, the firmware stub (moonvisor.dev.irqchip) runs
+-- first: it sets up the local APIC, then writes pc.HANDOVER_POST to port
+-- 0x80, and that write (from the stub's address only) loads `regs` and
+-- `entry` -- so the kernel starts with exactly the registers its protocol
+-- gives, and m:run_to_entry() can stop there.
+function Machine:start(entry, mode, regs, vcpu_opts)
+  local g = self.g
+  local o = { mode = mode, entry = entry }
+  for k, v in pairs(vcpu_opts or {}) do o[k] = v end
+  local stub
+  if mode == "protected" then
+    o.tables = o.tables or pc.BOOT_PAGE
+    o.stack = o.stack or pc.BOOT_PAGE
+    if self.dev.irqchip.in_kernel and self.opts.firmware_stub ~= false and self.dev.post then
+      g:write(pc.STUB, irqchip.virtual_wire_stub(pc.HANDOVER_POST))
+      stub = true
+    end
+  end
+  if stub then
+    o.entry = pc.STUB
+    self.handover = { at = pc.STUB + irqchip.STUB_HANDOVER, entry = entry, regs = regs }
+  end
+  local cpu = g:vcpu(o)
+  if regs and not stub then cpu:write_state(regs) end
+  self.cpu = cpu
+  return cpu
+end
+
+-- The stub's POST write: the kernel's registers, and a stop when asked.
+function Machine:_on_post(code, cpu)
+  local h = self.handover
+  if not (h and cpu and code == pc.HANDOVER_POST) then return end
+  local rip = cpu.rip                 -- on the out (KVM completes it on re-entry) or after it
+  if rip ~= h.at and rip ~= h.at - 2 then return end
+  self.handover = nil
+  local regs = {}
+  for k, v in pairs(h.regs or {}) do regs[k] = v end
+  regs.rip = h.entry
+  cpu:write_state(regs)
+  if self.stop_at_entry then cpu:kick() end
+end
+
+-- Runs the firmware stub, when there is one, and stops at the kernel's
+-- first instruction (what -S waits for gdb at).  Returns the exit, or nil
+-- when the VCPU is at the entry already.
+function Machine:run_to_entry()
+  if not self.handover then return nil end
+  self.stop_at_entry = true
+  local e
+  repeat
+    e = self.cpu:enter{ timeout_ms = 1000 }
+  until not self.handover or (e.type ~= "io" and e.type ~= "mem" and e.type ~= "timeout")
+  self.stop_at_entry = nil
+  return e
+end
+
+-- m:boot{ kernel, cmdline, initrd, protocol } -> boot description (moonvisor.boot).
+function Machine:boot(opts) return require("moonvisor.boot").boot(self, opts) end
+
+local function linear_byte(g, cpu, back)
+  local s = cpu:sregs()
+  local pa = paging.walk(g, s, s.cs.base + cpu.rip - back)
+  if not pa then return nil end
+  local ok, b = pcall(g.u8, g, pa)
+  return ok and b or nil
+end
+
+-- True when the VCPU sits after a hlt with interrupts off and has not moved
+-- since the last look: on KVM with the in-kernel irqchip a hlt never leaves
+-- the kernel, so this is how the machine sees a guest that stopped for good.
+function Machine:_dead_halt(cpu)
+  local st = cpu:read_state()
+  local key = st.rip
+  local same = self._last_rip == key
+  self._last_rip = key
+  if not same or st.rflags & 0x200 ~= 0 then return false end
+  return linear_byte(self.g, cpu, 1) == 0xf4
+end
+
+local function describe(e)
+  local parts = {}
+  for k, v in pairs(e) do
+    if k ~= "type" then parts[#parts + 1] = ("%s=%s"):format(k, math.type(v) == "integer" and hex(v) or tostring(v)) end
+  end
+  table.sort(parts)
+  return table.concat(parts, " ")
+end
+
+function Machine:_finish(r, e)
+  r.exit = e
+  local ok, rip = pcall(function() return self.cpu.rip end)
+  r.rip = ok and rip or nil
+  if self.dev.uart then self.dev.uart:flush() end
+  self.result = r
+  return r
+end
+
+-- m:run{ timeout_ms, timeout_reason, slice_ms = 100, poll = fn(m), on_unclaimed = fn(exit, cpu) }
+-- -> { kind, status, reason, rip, exit }.  Enters the boot VCPU in slices
+-- until something ends the machine:
+--   debug-exit  status (value << 1) | 1        poweroff  status 0 (ACPI S5; S4)
+--   reset       0xcf9, i8042, port 0x92 (status 4; the runner reboots unless -no-reboot)
+--   triple-fault  a shutdown exit (status 4; rebooted as a reset)
+--   halt        a hlt nothing can end: interrupts off, or no interrupt source
+--               (the soft backend; KVM without the irqchip) (status 4)
+--   suspend     ACPI S3 (status 4)          timeout  timeout_ms passed (status 124)
+--   exception, kick, ...   any other exit (status 4)
+-- poll runs between slices (the runner's gdb stub); unclaimed io and mem
+-- exits are counted in m.unclaimed and the guest goes on.
+function Machine:run(opts)
+  opts = opts or {}
+  local cpu = self.cpu
+  if not cpu then error("pc:run: no VCPU: m:boot{ kernel = ... } or m:start(entry, mode) first", 2) end
+  local clock = mv.clock
+  local deadline = opts.timeout_ms and clock() + opts.timeout_ms / 1000
+  local slice = opts.slice_ms or 100
+  local u, on = self.unclaimed, opts.on_unclaimed
+  local enter_opts = {}
+  self._last_rip = nil
+  while true do
+    local t = slice
+    if deadline then
+      local left = (deadline - clock()) * 1000
+      if left <= 0 then
+        return self:_finish({ kind = "timeout", status = pc.STATUS.timeout,
+                              reason = opts.timeout_reason or ("no end after %d ms"):format(opts.timeout_ms) })
+      end
+      t = math.min(t, left)
+    end
+    enter_opts.timeout_ms = math.max(1, math.floor(t))
+    local e = cpu:enter(enter_opts)
+    if self.stopped then return self:_finish(self.stopped, e) end
+    local ty = e.type
+    if ty == "io" or ty == "mem" then
+      u:count(e)
+      if on then on(e, cpu) end
+    elseif ty == "timeout" then
+      if opts.poll then opts.poll(self) end
+      if self.stopped then return self:_finish(self.stopped, e) end
+      if self:_dead_halt(cpu) then
+        return self:_finish({ kind = "halt", status = pc.STATUS.stopped,
+                              reason = ("the guest halted with interrupts disabled at %s"):format(hex(cpu.rip)) }, e)
+      end
+    elseif ty == "hlt" then
+      local st = cpu:read_state()
+      local why = st.rflags & 0x200 == 0 and "with interrupts disabled"
+        or (self.backend == "soft" and "waiting for an interrupt, and the soft backend has no interrupt controller to send one"
+            or "waiting for an interrupt, and this machine has no in-kernel irqchip")
+      return self:_finish({ kind = "halt", status = pc.STATUS.stopped,
+                            reason = ("the guest halted %s at %s"):format(why, hex(st.rip)) }, e)
+    elseif ty == "shutdown" then
+      return self:_finish({ kind = "triple-fault", status = pc.STATUS.stopped,
+                            reason = "triple fault: the VCPU shut down" }, e)
+    elseif ty == "exception" then
+      return self:_finish({ kind = "exception", status = pc.STATUS.stopped,
+                            reason = ("exception %d at %s (the soft backend does not deliver it to the guest)"):format(
+                              e.vector or -1, hex(e.rip or cpu.rip)) }, e)
+    elseif ty == "kick" then
+      return self:_finish({ kind = "kick", status = pc.STATUS.stopped, reason = "stopped from outside (kick)" }, e)
+    else
+      return self:_finish({ kind = ty, status = pc.STATUS.stopped,
+                            reason = ("the VCPU stopped with a %s exit (%s)"):format(ty, describe(e)) }, e)
+    end
+  end
+end
+
+-- {====================================================== reports
+
+-- Lines describing the devices and the unclaimed accesses.
+function Machine:report()
+  local lines = {}
+  local names = {}
+  for k in pairs(self.dev) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local d = self.dev[k]
+    if d.stats then
+      local s = d:stats()
+      local kv = {}
+      for sk, sv in pairs(s) do
+        if type(sv) ~= "table" then kv[#kv + 1] = ("%s=%s"):format(sk, math.type(sv) == "integer" and tostring(sv) or tostring(sv)) end
+      end
+      table.sort(kv)
+      lines[#lines + 1] = ("%-10s %s"):format(k, table.concat(kv, " "))
+    end
+  end
+  if self.unclaimed.total > 0 then
+    lines[#lines + 1] = ("unclaimed: %d accesses (%d reads, %d writes)"):format(self.unclaimed.total,
+      self.unclaimed.reads, self.unclaimed.writes)
+    for l in self.unclaimed:report():gmatch("[^\n]+") do lines[#lines + 1] = "  " .. l end
+  else
+    lines[#lines + 1] = "unclaimed: none"
+  end
+  return lines
+end
+
+function Machine:close()
+  if self.dev and self.dev.uart then pcall(self.dev.uart.flush, self.dev.uart) end
+  if self.g then self.g:close() end
+  self.g = nil
+end
+Machine.__close = Machine.close
+
+return pc
