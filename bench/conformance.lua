@@ -78,7 +78,7 @@ end
 -- {============================================================ reproducers
 
 if opts.reproducers then
-  local entries = known.load(opts.known)
+  local entries = known.select(known.load(opts.known), known.kind(opts.ref))
   local ref, other, t = conformance.machines(opts)
   local bad = 0
   for _, e in ipairs(entries) do
@@ -97,19 +97,22 @@ end
 -- {============================================================ a run
 
 out(("conformance: %d cases, seed %s%s, %s against %s"):format(opts.cases, seed_text, only, opts.other, opts.ref))
-local entries = opts.known and known.load(opts.known)
-local tty = os.execute("test -t 2")
+local entries, kind
+if opts.known then
+  kind = known.kind(opts.ref)
+  entries = known.select(known.load(opts.known), kind)
+  out(("documented deviations: %s, those for a %s reference"):format(opts.known, kind))
+end
 local res = conformance.run {
   seed = seed, cases = opts.cases, first = opts.first, ref = opts.ref, other = opts.other, only = opts.only,
   minimise = opts.minimise, max_classes = opts.max_classes, timeout_ms = opts.timeout_ms, known = entries,
   progress = function(done, total, r)
     local line = ("  %d/%d cases, %d differing, %d classes, %d failures"):format(done, total, r.mismatching, #r.order,
       #r.failures)
-    if tty then io.stderr:write("\r", line) else io.stderr:write(line, "\n") end
+    io.stderr:write(line, "\n")
     io.stderr:flush()
   end,
 }
-if tty then io.stderr:write("\n") end
 local kc = res.known
 
 out("")
@@ -153,8 +156,8 @@ if kc then
   if #kc.failures == 0 then passed = passed + 1 else failed = failed + 1 end
 end
 
-out(("conformance: %s; %d classes%s, %d tester failures; %d runs in %.1f s; seed %s%s"):format(
+out(("conformance: %s; %d classes%s, %d tester failures; %d runs, %.1f s (%.1f s generating, %.1f s in nasm); seed %s%s"):format(
   report.rates(res, entries), #res.order, kc and (" (" .. #kc.new .. " new, " .. #kc.stale .. " stale entries)") or "",
-  #res.failures, res.runs, res.seconds, seed_text, only))
+  #res.failures, res.runs, res.seconds, res.time.gen, res.time.asm, seed_text, only))
 out(("spec: %d passed, %d failed"):format(passed, failed))
 os.exit(failed == 0 and 0 or 1)

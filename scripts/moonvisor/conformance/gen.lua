@@ -18,39 +18,47 @@ gen.MAX_LEN = 20
 
 local function pick(rng, list) return list[rng:below(#list) + 1] end
 
--- Picks a template: a group by isa.GROUP_WEIGHT, then one by weight within it.
-local by_group, group_list
-local function groups()
-  if by_group then return end
-  by_group, group_list = {}, {}
-  for _, t in ipairs(isa.templates()) do
-    if not by_group[t.group] then
-      by_group[t.group] = { total = 0 }
-      group_list[#group_list + 1] = t.group
-    end
-    local g = by_group[t.group]
-    g[#g + 1] = t
-    g.total = g.total + t.weight
+-- Picks a template: a group by isa.GROUP_WEIGHT, then one by weight within
+-- it (cumulative weights, searched by bisection: this runs for every
+-- instruction of every case).
+local groups                      -- { names, cum, [name] = { templates, cum } }
+local function cumulative(items, weight_of)
+  local cum, total = {}, 0
+  for i, it in ipairs(items) do
+    total = total + weight_of(it)
+    cum[i] = total
   end
-  table.sort(group_list)
+  return cum
 end
 
-local function weighted(rng, items, total, weight_of)
-  local x = rng:below(1 << 30) / (1 << 30) * total
-  for _, it in ipairs(items) do
-    x = x - weight_of(it)
-    if x < 0 then return it end
+local function bisect(rng, items, cum)
+  local x = rng:below(1 << 30) / (1 << 30) * cum[#cum]
+  local lo, hi = 1, #cum
+  while lo < hi do
+    local mid = (lo + hi) // 2
+    if x < cum[mid] then hi = mid else lo = mid + 1 end
   end
-  return items[#items]
+  return items[lo]
 end
 
 function gen.pick_template(rng)
-  groups()
-  local total = 0
-  for _, name in ipairs(group_list) do total = total + isa.GROUP_WEIGHT[name] end
-  local name = weighted(rng, group_list, total, function(n) return isa.GROUP_WEIGHT[n] end)
-  local g = by_group[name]
-  return weighted(rng, g, g.total, function(t) return t.weight end)
+  if not groups then
+    groups = { names = {} }
+    for _, t in ipairs(isa.templates()) do
+      if not groups[t.group] then
+        groups[t.group] = { templates = {} }
+        groups.names[#groups.names + 1] = t.group
+      end
+      table.insert(groups[t.group].templates, t)
+    end
+    table.sort(groups.names)
+    groups.cum = cumulative(groups.names, function(n) return isa.GROUP_WEIGHT[n] end)
+    for _, n in ipairs(groups.names) do
+      groups[n].cum = cumulative(groups[n].templates, function(t) return t.weight end)
+    end
+  end
+  local g = groups[bisect(rng, groups.names, groups.cum)]
+  return bisect(rng, g.templates, g.cum)
 end
 
 -- {============================================================ operands

@@ -14,7 +14,8 @@
 --                    max_classes = 2, timeout_ms, batch = 250, progress = function(done, total, res) }
 --   -> { seed, cases, ran, mismatching, classes = { [key] = agg }, order = { key... },
 --        case_keys = { [index] = { key... } }, failures = { { index, message } }, runs, seconds,
---        known = conformance.known.check's report (with opts.known) }
+--        known = conformance.known.check's report (with opts.known),
+--        time = { gen = s, asm = s } (generating and assembling; the rest is running) }
 --   agg = { key, form, items, count, first = index, example = class (the first minimised one),
 --           known = entry id or nil }
 --   conformance.replay{ seed, index, ... } -> case, result (every class minimised)
@@ -40,12 +41,7 @@ function conformance.seed(s)
   return h
 end
 
-local function now()
-  local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("a"))
-  p:close()
-  return t
-end
+local now = require("moonvisor.core").clock   -- seconds, CLOCK_MONOTONIC
 conformance.now = now
 
 function conformance.machines(opts)
@@ -71,7 +67,7 @@ function conformance.run(opts)
   local seed = conformance.seed(opts.seed or 0)
   local n, first, batch = opts.cases or 500, opts.first or 1, opts.batch or 250
   local res = { seed = seed, cases = n, ran = 0, mismatching = 0, classes = {}, order = {}, case_keys = {},
-                failures = {}, runs = 0 }
+                failures = {}, runs = 0, time = { gen = 0, asm = 0 } }
   local t0 = now()
   local ref, other, t = conformance.machines(opts)
   -- the harness checks, once
@@ -92,11 +88,15 @@ function conformance.run(opts)
   end }
   local index = first
   while index < first + n do
+    local t1 = now()
     local cases = {}
     for i = index, math.min(first + n, index + batch) - 1 do cases[#cases + 1] = gen.case(seed, i, opts.only) end
     local seqs = {}
     for i, c in ipairs(cases) do seqs[i] = c.seq end
+    local t2 = now()
     asm.assemble(seqs)
+    local t3 = now()
+    res.time.gen, res.time.asm = res.time.gen + (t2 - t1), res.time.asm + (t3 - t2)
     for _, c in ipairs(cases) do
       local out = t:case(c, case_opts)
       res.ran = res.ran + 1

@@ -2,7 +2,7 @@
 -- (spec/conformance_known.lua) and the check a conformance run must pass:
 -- the classes it found are exactly the documented ones.
 --
--- An entry: { id, side = "unicorn" | "moonvisor" | "reference", cause = text,
+-- An entry: { id, side = "unicorn" | "moonvisor" | "reference", hosts = { kinds } (optional), cause = text,
 --             forms = { Lua patterns over a class's form }, items = { state items },
 --             reproducer = { form, code = { nasm lines }, state = state.quiet overrides
 --                            (or seed and index: the initial state of that generated case),
@@ -52,6 +52,27 @@ function known.load(path)
     for _, it in ipairs(e.items) do e.item_set[it] = true end
   end
   return entries
+end
+
+-- What runs the reference's CPL3 code: "tcg" when the CPU KVM runs on is
+-- QEMU's TCG (the nested test VM), else mv.host(backend).kind.
+function known.kind(backend)
+  local f = io.open("/proc/cpuinfo", "r")
+  local text = f and f:read("a") or ""
+  if f then f:close() end
+  if text:match("\nmodel name%s*:%s*QEMU TCG") or text:match("^model name%s*:%s*QEMU TCG") then return "tcg" end
+  return require("moonvisor").host(backend).kind
+end
+
+-- The entries that apply to a reference of this kind (entry.hosts).
+function known.select(entries, kind)
+  local out = {}
+  for _, e in ipairs(entries) do
+    local ok = e.hosts == nil
+    for _, h in ipairs(e.hosts or {}) do ok = ok or h == kind end
+    if ok then out[#out + 1] = e end
+  end
+  return out
 end
 
 function known.match(entries, class)

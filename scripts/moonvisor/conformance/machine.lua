@@ -14,17 +14,15 @@
 -- (the save slots and the stack slot its pushfq used are blanked);
 -- what the syscall itself reports is checked once per run (conformance.harness).
 --
--- On kvm no snapshot is restored between runs, on purpose: on the nested test VM
+-- No snapshot is restored between runs, on purpose: on the nested test VM
 -- (KVM inside QEMU TCG) a nested page fault in the middle of an
 -- instruction resumes it with corrupted lazy flags (setcc m8 after or gets
 -- ZF wrong), and restoring a snapshot write-protects the pages it tracks,
 -- so the first store of a run to each page would fault that way.  Instead
--- a warm-up when the machine opens stores to each page a case uses and
+-- a warm-up when the machine opens stores to the page a case uses and
 -- takes one exception (kernel stack, IDT), and the pages stay writable.
--- On soft a snapshot taken before the warm-up is restored before each
--- run: there, the second exception of a VCPU (even one Unicorn took
--- without an exit, as for rdmsr) ends the run in an "unknown" exit until
--- the VCPU is restored (a soft backend bug).
+-- (opts.restore = true restores a snapshot taken before the warm-up before
+-- every run, for a backend that keeps state across runs it should not.)
 local mv = require "moonvisor"
 local state = require "moonvisor.conformance.state"
 local asm = require "moonvisor.conformance.asm"
@@ -33,18 +31,17 @@ local machine = {}
 local Machine = {}
 Machine.__index = Machine
 
-machine.TIMEOUT_MS = 5000
-machine.EPILOGUE = "mov [r15 + 0x800], rcx\nmov [r15 + 0x808], r11\npushfq\npop qword [r15 + 0x810]\nsyscall"
-assert(state.SAVE == state.R15 + 0x800)
-machine.WARM_UP = "mov rax, [r15 - 0x800]\nmov [r15 - 0x800], rax\nmov rax, [r15 + 0x7f8]\nmov [r15 + 0x7f8], rax\n" ..
-                  "push rax\npop rax\nsyscall\nud2"
+machine.TIMEOUT_MS = 30000   -- generous: a loaded host slows the nested VM a lot, and no case loops
+machine.EPILOGUE = "mov [r15 + 0x700], rcx\nmov [r15 + 0x708], r11\npushfq\npop qword [r15 + 0x710]\nsyscall"
+assert(state.SAVE == state.R15 + 0x700 and state.WINDOW_SIZE == 0x1000)
+machine.WARM_UP = "mov rax, [r15]\nmov [r15], rax\npush rax\npop rax\nsyscall\nud2"
 machine.WARM_AT = state.CODE + 0x8000
 
--- opts: timeout_ms, restore (default: on every backend but kvm)
+-- opts: timeout_ms, restore (default false)
 function machine.new(backend, opts)
   opts = opts or {}
   local self = setmetatable({ backend = backend, timeout_ms = opts.timeout_ms or machine.TIMEOUT_MS }, Machine)
-  if opts.restore == nil then self.restore = backend ~= "kvm" else self.restore = opts.restore end
+  self.restore = opts.restore == true
   self:open()
   return self
 end

@@ -5,18 +5,19 @@
 -- (zeros, infinities, NaNs, denormals).
 --
 --   0x100000  code (the case, then the closing epilogue)
---   0x300000  data window, 8 KiB, compared after the run; r15 = 0x300800 is
---             the base of every memory operand ([r15 - 0x400 .. r15 + 0x400))
---   0x301000  save slots the epilogue fills: rcx, r11, rflags
---   0x301f00  initial rsp (the stack grows down inside the window)
+--   0x300000  data window, one 4 KiB page, compared after the run; r15 =
+--             0x300600 is the base of every memory operand ([r15 - 0x400 ..
+--             r15 + 0x400)) and of the string operations' rsi and rdi
+--   0x300d00  save slots the epilogue fills: rcx, r11, rflags
+--   0x300f00  initial rsp (20 pushes or pops stay inside the window)
 local state = {}
 
 state.RAM = 0x400000
 state.CODE = 0x100000
-state.WINDOW, state.WINDOW_SIZE = 0x300000, 0x2000
-state.R15 = 0x300800
-state.SAVE = 0x301000               -- rcx, r11, rflags: 24 bytes
-state.STACK = 0x301f00
+state.WINDOW, state.WINDOW_SIZE = 0x300000, 0x1000
+state.R15 = 0x300600
+state.SAVE = 0x300d00               -- rcx, r11, rflags: 24 bytes
+state.STACK = 0x300f00
 state.RFLAGS_FIXED = 0x202          -- bit 1 and IF
 
 state.GPRS = { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -77,13 +78,42 @@ function state.vector(rng)
   else return string.pack("<I4I4I4I4", state.f32(rng), state.f32(rng), state.f32(rng), state.f32(rng)) end
 end
 
--- The data window: 16-byte lines of vectors, some holding an x87 value.
+-- The data window: 16-byte lines of random words, boundary integers,
+-- doubles, floats, and (one line in four) an x87 value.  Drawn for every
+-- case, so made fast: the words come from a local xorshift64 seeded by one
+-- draw of rng, and are packed 64 at a time.
+local PACK64 = "<" .. ("i8"):rep(64)
 function state.window(rng)
-  local lines = {}
-  for i = 1, state.WINDOW_SIZE // 16 do
-    lines[i] = rng:chance(4) and state.f80(rng) .. string.pack("<I6", rng:next() & 0xffffffffffff) or state.vector(rng)
+  local x = rng:next() | 1
+  local function next()
+    x = x ~ (x << 13)
+    x = x ~ (x >> 7)
+    x = x ~ (x << 17)
+    return x
   end
-  return table.concat(lines)
+  local w, n = {}, 0
+  local nI, n64, n32, n80 = #INT, #F64, #F32, #F80
+  for _ = 1, state.WINDOW_SIZE // 16 do
+    local r = next()
+    local k = r & 7
+    local a, b
+    if k <= 1 then a, b = next(), r
+    elseif k == 2 then a, b = INT[(r >> 8) % nI + 1], INT[(r >> 16) % nI + 1]
+    elseif k == 3 then a, b = F64[(r >> 8) % n64 + 1], F64[(r >> 16) % n64 + 1]
+    elseif k == 4 then
+      a = F32[(r >> 8) % n32 + 1] | (F32[(r >> 16) % n32 + 1] << 32)
+      b = F32[(r >> 24) % n32 + 1] | (F32[(r >> 32) % n32 + 1] << 32)
+    elseif k == 5 then a, b = next(), F64[(r >> 8) % n64 + 1]
+    else
+      local v = F80[(r >> 8) % n80 + 1]
+      if k == 7 then v = { 0x3fff - 40 + (r >> 8) % 80 | ((r >> 20) & 1) << 15, next() | math.mininteger } end
+      a, b = v[2], v[1] | ((r >> 24) << 16)
+    end
+    w[n + 1], w[n + 2], n = a, b, n + 2
+  end
+  local parts = {}
+  for i = 1, n, 64 do parts[#parts + 1] = string.pack(PACK64, table.unpack(w, i, i + 63)) end
+  return table.concat(parts)
 end
 
 function state.fcw(rng)        -- exceptions masked; precision and rounding vary

@@ -69,7 +69,19 @@ function Tester:check(init, seq)
   end
   masks.form = seq[#seq] and seq[#seq].form
   local items, details = compare.diff(a, b, masks)
-  return items, details, a, b
+  -- the first instance a run ended in (an exception, hlt, io or mem exit)
+  local stop
+  for _, r in ipairs { a, b } do
+    local rip = not r.closing and (r.exit.rip or r.regs.rip)
+    if rip then
+      for i = 1, #seq do
+        if offsets[i] <= rip - state.CODE and rip - state.CODE < offsets[i + 1] then
+          stop = math.min(stop or i, i)
+        end
+      end
+    end
+  end
+  return items, details, a, b, stop
 end
 
 local function without(seq, j)
@@ -108,14 +120,17 @@ function Tester:case(c, opts)
   opts = opts or {}
   local out = { classes = {} }
   local seq = c.seq
+  local agree = 0      -- a prefix length known to agree (the empty one is taken to)
   for _ = 1, opts.max_classes or tester.MAX_CLASSES do
-    local items, err = self:check(c.init, seq)
+    local items, err, _, _, stop = self:check(c.init, seq)
     if not items then out.failure = err return out end
     if #items == 0 then break end
-    -- binary search for the shortest differing prefix (the empty one is taken to agree)
-    local lo, hi, hi_items, hi_details = 0, #seq, items, nil
+    -- binary search for the shortest differing prefix; the first probe is
+    -- the instruction a run stopped in, when one did (a likely culprit)
+    local lo, hi, hi_items, hi_details = agree, #seq, items, nil
     while hi - lo > 1 do
       local mid = (lo + hi) // 2
+      if stop and stop > lo and stop < hi then mid, stop = stop, nil end
       local m_items, m_details = self:check(c.init, prefix(seq, mid))
       if not m_items then out.failure = m_details return out end
       if #m_items > 0 then hi, hi_items, hi_details = mid, m_items, m_details else lo = mid end
@@ -148,7 +163,7 @@ function Tester:case(c, opts)
     out.classes[#out.classes + 1] = class
     local rest = without(seq, hi)
     if #hi_items == 0 or not gen.valid(rest) then break end
-    seq = rest
+    seq, agree = rest, hi - 1       -- the rest's first hi - 1 instructions are the prefix that agreed
   end
   return out
 end
