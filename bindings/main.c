@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <readline/history.h>
 #include <readline/readline.h>
 #include <lauxlib.h>
@@ -57,6 +58,49 @@ static int docall(lua_State *L, int narg, int nres) {
   return status;
 }
 
+/* A searcher put before Lua's file searcher, for the moonvisor.* modules:
+ * it finds the source file that searcher would load (package.searchpath on
+ * package.path) and, when that is <exe dir>/../scripts/x.lua and
+ * <exe dir>/lua-bc/x.luac (made by `make`) is not older, loads the
+ * precompiled chunk instead, which skips parsing.  The chunk must carry the
+ * source's name (so error messages and tracebacks do not change); anything
+ * else loads the source.  Upvalues: the executable's directory, package. */
+static int search_precompiled(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strncmp(name, "moonvisor", 9) != 0 || (name[9] != '\0' && name[9] != '.')) return 0;
+  const char *dir = lua_tostring(L, lua_upvalueindex(1));
+  lua_getfield(L, lua_upvalueindex(2), "searchpath");
+  lua_pushvalue(L, 1);
+  lua_getfield(L, lua_upvalueindex(2), "path");
+  lua_call(L, 2, 1);
+  const char *src = lua_tostring(L, -1);
+  if (!src) return 0;   /* Lua's own searcher says why */
+  int top = lua_gettop(L);
+  const char *prefix = lua_pushfstring(L, "%s/../scripts/", dir);
+  size_t n = strlen(prefix), len = strlen(src);
+  struct stat ss, bs;
+  if (strncmp(src, prefix, n) == 0 && len > n + 4 && strcmp(src + len - 4, ".lua") == 0) {
+    const char *bc = lua_pushfstring(L, "%s/lua-bc/%sc", dir, src + n);
+    if (stat(src, &ss) == 0 && stat(bc, &bs) == 0 &&
+        (bs.st_mtim.tv_sec > ss.st_mtim.tv_sec ||
+         (bs.st_mtim.tv_sec == ss.st_mtim.tv_sec && bs.st_mtim.tv_nsec >= ss.st_mtim.tv_nsec)) &&
+        luaL_loadfilex(L, bc, "b") == LUA_OK) {
+      lua_Debug ar;
+      lua_pushvalue(L, -1);
+      lua_getinfo(L, ">S", &ar);
+      if (ar.source[0] == '@' && strcmp(ar.source + 1, src) == 0) {
+        lua_pushvalue(L, top);
+        return 2;   /* the loader and the file name, as Lua's searcher returns them */
+      }
+    }
+  }
+  lua_settop(L, top);
+  if (luaL_loadfilex(L, src, NULL) != LUA_OK)
+    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, src, lua_tostring(L, -1));
+  lua_pushvalue(L, top);
+  return 2;
+}
+
 /* package.path gets <dir of the executable>/../scripts, so build/moonvisor
  * finds the Lua library of its source tree, and MOONVISOR_SCRIPTS if set. */
 static void set_paths(lua_State *L) {
@@ -88,6 +132,19 @@ static void set_paths(lua_State *L) {
   lua_pushcfunction(L, luaopen_moonvisor_core);
   lua_setfield(L, -2, "moonvisor.core");
   lua_pop(L, 1);
+  if (n > 0) {   /* exe: its directory */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_pushstring(L, exe);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, search_precompiled, 2);
+    for (lua_Integer i = (lua_Integer)luaL_len(L, -2); i >= 2; i--) {   /* insert at 2 */
+      lua_rawgeti(L, -2, i);
+      lua_rawseti(L, -3, i + 1);
+    }
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+  }
 }
 
 static int run_script(lua_State *L, char **argv, int script, int argc) {

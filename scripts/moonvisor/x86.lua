@@ -14,9 +14,10 @@
 -- mapping), exceptions (long mode).  Layout at `tables`: +0 GDT, +0x1000
 -- PML4, +0x2000 PDPT, +0x3000..+0x6fff four page directories, +0x7000 IDT,
 -- +0x7200 exception stubs, +0x7440 TSS, the stubs' stack up to +0x8000.
-local stubs = require "moonvisor.stubs"
-
 local x86 = {}
+
+-- moonvisor.stubs, for mode "long" only: loaded when first needed.
+local function stubs() return require "moonvisor.stubs" end
 
 x86.TABLES_SIZE = 0x8000
 
@@ -140,8 +141,8 @@ end
 local function write_exception_stubs(g, at)
   local idt, code, tss, stack = at + 0x7000, at + 0x7200, at + 0x7440, at + 0x8000
   g:write(at, x86.gdt(tss))
-  g:write(idt, stubs.idt(code, x86.CODE64, 1))
-  g:write(code, stubs.code(code))
+  g:write(idt, stubs().idt(code, x86.CODE64, 1))
+  g:write(code, stubs().code(code))
   g:write(tss, string.pack("<I4I8I8I8I8I8", 0, 0, 0, 0, 0, stack) .. string.rep("\0", 0x68 - 44))   -- IST1
   return { base = idt, limit = 32 * 16 - 1 }, code, tss
 end
@@ -156,7 +157,7 @@ function x86.modes.long(cpu, opts)
     idt, code, tss = write_exception_stubs(g, at)
     tr = { selector = x86.TSS, base = tss, limit = 0x67, type = 11, present = 1, dpl = 0, s = 0,
            db = 0, l = 0, g = 0, avl = 0, unusable = 0 }
-    stubs.install(cpu, code)
+    stubs().install(cpu, code)
   end
   local data = segment(x86.DATA, false, false)
   cpu:write_sregs{
@@ -173,6 +174,10 @@ end
 -- Puts cpu in `mode` as described above.
 function x86.setup(cpu, mode, opts)
   local set = x86.modes[mode]
+  if not set and not package.loaded["moonvisor.user"] then   -- mode "user" comes with moonvisor.user
+    require "moonvisor.user"
+    set = x86.modes[mode]
+  end
   if not set then
     local names = {}
     for k in pairs(x86.modes) do names[#names + 1] = ("%q"):format(k) end
