@@ -13,7 +13,7 @@ OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
 LDFLAGS := $(LINKOPT)
 LIBS    := -ldl -lpthread   # libunicorn and libcapstone are dlopen()ed on first use
-EXE_LIBS := -lreadline
+EXE_LIBS :=          # libreadline too is dlopen()ed, when the REPL starts (bindings/main.c)
 
 CORE_SRC := $(wildcard core/*.c core/kvm/*.c core/soft/*.c)
 BIND_SRC := $(filter-out bindings/main.c,$(wildcard bindings/*.c))

@@ -5,7 +5,9 @@
  * chunks, Ctrl-C stops the guest); every chunk runs under lua_pcall with a
  * traceback, so errors print (and a script exits non-zero) instead of crashing.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -189,6 +191,58 @@ static volatile sig_atomic_t sig_seen;       /* Ctrl-C while it ran: the output 
 static volatile sig_atomic_t sig_prompt;     /* Ctrl-C at the prompt, not yet handled */
 static Repl *active;                         /* for readline's callbacks, which take no cookie */
 
+/* GNU readline is dlopen()ed when the REPL first needs it, as libunicorn and
+ * libcapstone are: linked, its relocations cost every start about half a
+ * million instructions.  (The headers give the types; nothing is linked.) */
+#define RL_FN(name) __typeof__(&rl_##name) name
+#define HIST_FN(name) __typeof__(&name) name
+static struct {
+  bool loaded;
+  RL_FN(callback_handler_install); RL_FN(callback_read_char); RL_FN(callback_handler_remove);
+  RL_FN(set_prompt); RL_FN(free_line_state); RL_FN(callback_sigcleanup); RL_FN(replace_line);
+  RL_FN(crlf); RL_FN(on_new_line); RL_FN(redisplay); RL_FN(completion_matches);
+  HIST_FN(add_history); HIST_FN(append_history); HIST_FN(history_get); HIST_FN(read_history);
+  HIST_FN(write_history); HIST_FN(history_truncate_file); HIST_FN(using_history);
+  __typeof__(&rl_readline_name) readline_name;
+  __typeof__(&rl_catch_signals) catch_signals;
+  __typeof__(&rl_completer_word_break_characters) completer_word_break_characters;
+  __typeof__(&rl_attempted_completion_function) attempted_completion_function;
+  __typeof__(&rl_attempted_completion_over) attempted_completion_over;
+  __typeof__(&rl_completion_suppress_append) completion_suppress_append;
+  __typeof__(&history_length) history_length;
+  __typeof__(&history_base) history_base;
+} rl;
+
+static bool readline_load(void) {
+  if (rl.loaded) return true;
+  void *h = dlopen("libreadline.so.8", RTLD_NOW | RTLD_GLOBAL);
+  if (!h) h = dlopen("libreadline.so", RTLD_NOW | RTLD_GLOBAL);
+  if (!h) return false;
+  bool ok = true;
+#define SYM(field, name) ok = ok && (*(void **)&rl.field = dlsym(h, name)) != NULL
+  SYM(callback_handler_install, "rl_callback_handler_install"); SYM(callback_read_char, "rl_callback_read_char");
+  SYM(callback_handler_remove, "rl_callback_handler_remove"); SYM(set_prompt, "rl_set_prompt");
+  SYM(free_line_state, "rl_free_line_state"); SYM(callback_sigcleanup, "rl_callback_sigcleanup");
+  SYM(replace_line, "rl_replace_line"); SYM(crlf, "rl_crlf"); SYM(on_new_line, "rl_on_new_line");
+  SYM(redisplay, "rl_redisplay"); SYM(completion_matches, "rl_completion_matches");
+  SYM(add_history, "add_history"); SYM(append_history, "append_history"); SYM(history_get, "history_get");
+  SYM(read_history, "read_history"); SYM(write_history, "write_history");
+  SYM(history_truncate_file, "history_truncate_file"); SYM(using_history, "using_history");
+  SYM(readline_name, "rl_readline_name"); SYM(catch_signals, "rl_catch_signals");
+  SYM(completer_word_break_characters, "rl_completer_word_break_characters");
+  SYM(attempted_completion_function, "rl_attempted_completion_function");
+  SYM(attempted_completion_over, "rl_attempted_completion_over");
+  SYM(completion_suppress_append, "rl_completion_suppress_append");
+  SYM(history_length, "history_length"); SYM(history_base, "history_base");
+#undef SYM
+  if (!ok) {
+    dlclose(h);
+    return false;
+  }
+  rl.loaded = true;
+  return true;
+}
+
 static void lstop(lua_State *L, lua_Debug *ar) {   /* as lua.c */
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
@@ -283,10 +337,10 @@ static void chunk_add(Repl *r, const char *line) {
 
 static void remember(Repl *r) {   /* the whole chunk is one history entry, as in lua.c */
   if (!r->tty || r->len == 0) return;
-  HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+  HIST_ENTRY *last = *rl.history_length > 0 ? rl.history_get(*rl.history_base + *rl.history_length - 1) : NULL;
   if (last && strcmp(last->line, r->chunk) == 0) return;
-  add_history(r->chunk);
-  if (r->history) append_history(1, r->history);
+  rl.add_history(r->chunk);
+  if (r->history) rl.append_history(1, r->history);
 }
 
 /* Feeds one line.  Returns 1 while the chunk is incomplete.  An expression
@@ -336,6 +390,7 @@ static void repl_load(Repl *r) {
 
 /* {------------------------------------------------------ readline */
 
+
 /* Tab completion through repl.complete(word, _G): globals, fields,
  * methods.  The candidates are copied out of Lua for readline's generator. */
 static char **candidates;
@@ -350,8 +405,8 @@ static char *complete_next(const char *text, int state) {
 
 static char **complete(const char *text, int start, int end) {
   (void)start; (void)end;
-  rl_attempted_completion_over = 1;   /* no file names */
-  rl_completion_suppress_append = 1;
+  *rl.attempted_completion_over = 1;   /* no file names */
+  *rl.completion_suppress_append = 1;
   for (size_t i = 0; i < ncandidates; i++) free(candidates[i]);
   ncandidates = 0;
   if (active->lib == LUA_NOREF) return NULL;
@@ -372,31 +427,31 @@ static char **complete(const char *text, int start, int end) {
     }
   }
   lua_settop(L, top);
-  return ncandidates ? rl_completion_matches(text, complete_next) : NULL;
+  return ncandidates ? rl.completion_matches(text, complete_next) : NULL;
 }
 
 static void on_line(char *line) {
   Repl *r = active;
   if (!line) {
     r->done = 1;
-    rl_callback_handler_remove();
+    rl.callback_handler_remove();
     return;
   }
   int more = repl_line(r, line);
   free(line);
-  rl_set_prompt(more ? PROMPT2 : PROMPT);
+  rl.set_prompt(more ? PROMPT2 : PROMPT);
 }
 
 static void clear_line(Repl *r) {   /* Ctrl-C at the prompt */
   sig_prompt = 0;
   r->len = 0;
-  rl_free_line_state();
-  rl_callback_sigcleanup();
-  rl_replace_line("", 0);
-  rl_crlf();
-  rl_on_new_line();
-  rl_set_prompt(PROMPT);
-  rl_redisplay();
+  rl.free_line_state();
+  rl.callback_sigcleanup();
+  rl.replace_line("", 0);
+  rl.crlf();
+  rl.on_new_line();
+  rl.set_prompt(PROMPT);
+  rl.redisplay();
 }
 
 static void history_open(Repl *r) {
@@ -406,9 +461,9 @@ static void history_open(Repl *r) {
   else if (home && *home) snprintf(path, sizeof path, "%s/.moonvisor_history", home);
   else return;
   r->history = path;
-  using_history();
-  if (read_history(path) != 0) write_history(path);   /* append_history needs the file */
-  else history_truncate_file(path, 1000);
+  rl.using_history();
+  if (rl.read_history(path) != 0) rl.write_history(path);   /* append_history needs the file */
+  else rl.history_truncate_file(path, 1000);
 }
 
 static void repl_tty(Repl *r) {
@@ -418,21 +473,21 @@ static void repl_tty(Repl *r) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, &old);
   history_open(r);
-  rl_readline_name = "moonvisor";
-  rl_catch_signals = 0;
-  rl_completer_word_break_characters = " \t\n\"\\'`><=;+-*/%^~#&|,()[]{}";
-  rl_attempted_completion_function = complete;
-  rl_callback_handler_install(PROMPT, on_line);
+  *rl.readline_name = "moonvisor";
+  *rl.catch_signals = 0;
+  *rl.completer_word_break_characters = " \t\n\"\\'`><=;+-*/%^~#&|,()[]{}";
+  *rl.attempted_completion_function = complete;
+  rl.callback_handler_install(PROMPT, on_line);
   while (!r->done) {
     fd_set in;
     FD_ZERO(&in);
     FD_SET(STDIN_FILENO, &in);
     int n = select(STDIN_FILENO + 1, &in, NULL, NULL, NULL);
     if (sig_prompt) clear_line(r);
-    if (n > 0) rl_callback_read_char();
+    if (n > 0) rl.callback_read_char();
     else if (n < 0 && errno != EINTR) break;
   }
-  if (!r->done) rl_callback_handler_remove();
+  if (!r->done) rl.callback_handler_remove();
   fputc('\n', stdout);
   sigaction(SIGINT, &old, NULL);
 }
@@ -442,6 +497,10 @@ static void repl_tty(Repl *r) {
 /* The prompt: readline on a terminal; on a pipe, statements without prompts. */
 static void prompt_loop(lua_State *L) {
   Repl r = { .L = L, .tty = isatty(STDIN_FILENO) };
+  if (r.tty && !readline_load()) {
+    fprintf(stderr, "%s: no line editing: libreadline.so.8 could not be loaded (apt-get install libreadline8)\n", progname);
+    r.tty = 0;
+  }
   sig_L = L;
   repl_load(&r);
   active = &r;
