@@ -365,6 +365,10 @@ static int vcpu_sregs(lua_State *L) {
 /* A field value as an integer that fits its field: bits = 64 takes any
  * integer (two's complement), narrower fields take 0 .. 2^bits - 1. */
 static uint64_t check_field(lua_State *L, int idx, const char *what, const char *path, int bits) {
+  if (lua_isinteger(L, idx)) {   /* the common case, without lmv_checkint's work */
+    lua_Integer v = lua_tointeger(L, idx);
+    if (bits == 64 || (v >= 0 && !((uint64_t)v >> bits))) return (uint64_t)v;
+  }
   lua_Integer v = lmv_checkint(L, idx, what, path);
   if (bits < 64 && (v < 0 || (uint64_t)v >> bits)) {
     char hex[20];
@@ -405,9 +409,10 @@ static int vcpu_write_sregs(lua_State *L) {
         size_t j;
         for (j = 0; j < COUNT(seg_fields) && strcmp(f, seg_fields[j].name); j++) {}
         if (j == COUNT(seg_fields)) return luaL_error(L, "%s: unknown field %s.%s", what, k, f);
-        snprintf(path, sizeof path, "%s.%s", k, f);
         int bits = seg_fields[j].size * 8;
-        if (seg_fields[j].size == 1) bits = strcmp(f, "type") == 0 ? 4 : strcmp(f, "dpl") == 0 ? 2 : 1;
+        if (seg_fields[j].size == 1) bits = j == 3 ? 4 : j == 5 ? 2 : 1;   /* type, dpl, the flags */
+        if (!lua_isinteger(L, -1) || (bits < 64 && (uint64_t)lua_tointeger(L, -1) >> bits))
+          snprintf(path, sizeof path, "%s.%s", k, f);   /* named in the error check_field raises */
         set_field(seg, seg_fields[j].off, seg_fields[j].size, check_field(L, -1, what, path, bits));
         lua_pop(L, 1);
       }
