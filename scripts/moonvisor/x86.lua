@@ -79,10 +79,12 @@ local function segment(selector, code, long)
 end
 
 -- Identity page tables over the first 4 GiB at `at`: PML4, PDPT, 4 PDs;
--- with `user`, every page is reachable from CPL3 too.
+-- with `user`, every page is reachable from CPL3 too, and the accessed and
+-- dirty bits are set already, so the CPU never writes the tables (they are
+-- part of the sandbox, which must stay unwritten: moonvisor.stubs).
 function x86.page_tables(at, user)
   local parts = {}
-  local P, RW, PS = 1, 2 | (user and 4 or 0), 0x80
+  local P, RW, PS = 1, 2 | (user and 4 | 0x20 or 0), 0x80 | (user and 0x40 or 0)
   parts[1] = string.pack("<I8", (at + 0x2000) | P | RW) .. string.rep("\0", 4088)   -- PML4
   local pdpt = {}
   for i = 0, 3 do pdpt[#pdpt + 1] = string.pack("<I8", (at + 0x3000 + i * 0x1000) | P | RW) end
