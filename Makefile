@@ -23,7 +23,7 @@ OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC
 LDFLAGS := $(LINKOPT)
 LIBS    := -ldl -lpthread   # libunicorn and libcapstone are dlopen()ed on first use
-EXE_LIBS := -lreadline
+EXE_LIBS :=          # libreadline too is dlopen()ed, when the REPL starts (bindings/main.c)
 
 CORE_SRC := $(wildcard core/*.c core/kvm/*.c core/soft/*.c)
 BIND_SRC := $(filter-out bindings/main.c,$(wildcard bindings/*.c))
@@ -43,8 +43,23 @@ SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="
 
 # The empty recipe keeps the sub-make of run, test, ... quiet ("Nothing to be
 # done") when everything is built.
-all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests
+all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests lua-bc
 	@:
+
+# The Lua library precompiled (what luac5.4 writes, made with string.dump so
+# that each chunk keeps the name its source has when build/moonvisor loads it
+# from ../scripts).  build/moonvisor loads $(BUILD)/lua-bc/moonvisor/x.luac
+# instead of scripts/moonvisor/x.lua when it is not older (bindings/main.c);
+# the sources stay the truth.
+LUA_BC := $(patsubst scripts/%.lua,$(BUILD)/lua-bc/%.luac,$(shell find scripts/moonvisor -name '*.lua' | sort))
+.PHONY: lua-bc
+lua-bc: $(LUA_BC)
+$(BUILD)/lua-bc/%.luac: scripts/%.lua
+	@mkdir -p $(dir $@)
+	@lua5.4 -e '$(LUA_DUMP)' - $< $(abspath $(BUILD))/../$< $@ </dev/null || { rm -f $@; exit 1; }
+LUA_DUMP := local src, name, out = arg[1], arg[2], arg[3] local f = assert(io.open(src, "rb")) \
+  local s = f:read("a"):gsub("^\#[^\n]*", "", 1) f:close() local o = assert(io.open(out, "wb")) \
+  o:write(string.dump(assert(load(s, "@" .. name)))) o:close()
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 # deps-afl: the same for AFL++, which the specs and the bench need.

@@ -9,6 +9,8 @@
 --                                                (coverage on), the last N between markers
 --   build/moonvisor bench/counts.lua restore N   2N restores of a ring-0 long-mode guest that
 --                                                writes a page and halts, the last N marked
+--   build/moonvisor bench/counts.lua restore-user N  the same for a ring-3 guest of mode "user"
+--                                                (a sandbox) that spins until a 1 ms timeout
 --
 -- Markers: the script opens a path that does not exist,
 -- /nonexistent/moonvisor-mark-<what>, before and after what is measured;
@@ -93,7 +95,23 @@ elseif what == "restore" then
   mark("restores-end")
   print(("restore: %d + %d restores of a long-mode guest (%s backend)"):format(n, n, g:backend()))
 
+elseif what == "restore-user" then
+  local g = mv.guest{}
+  g:map(0, mv.vmo(0x400000))
+  g:write(0x100000, "\x48\xff\xc0\xeb\xfb")   -- l: inc rax / jmp l, at ring 3 in the sandbox
+  local cpu = g:vcpu{ entry = 0x100000, mode = "user", stack = 0x200000 }
+  local s = g:snapshot()
+  for i = 1, 2 * n do
+    assert(cpu:run{ timeout_ms = 1 }.type == "timeout")
+    if i == n + 1 then mark("restores-begin") end
+    if i > n then mark("restore-begin") end
+    g:restore(s)
+    if i > n then mark("restore-end") end
+  end
+  mark("restores-end")
+  print(("restore-user: %d + %d restores of a user-mode guest stopped by a timeout (%s backend)"):format(n, n, g:backend()))
+
 else
-  io.stderr:write("usage: moonvisor bench/counts.lua exits|exits-data|fuzz|restore N\n")
+  io.stderr:write("usage: moonvisor bench/counts.lua exits|exits-data|fuzz|restore|restore-user N\n")
   os.exit(2)
 end

@@ -17,7 +17,8 @@
 #   ioctls per exit         the same difference, counted by strace
 #   ioctls per restore      ioctls between the markers around each g:restore
 #                           (bench/counts.lua restore: a long-mode guest at
-#                           ring 0; bench/counts.lua fuzz: the user-mode target)
+#                           ring 0; restore-user: a guest of mode "user", a
+#                           sandbox; fuzz: the user-mode fuzz target)
 #   ioctls per fuzz exec    ioctls between the markers around executions
 #                           201..400 of examples/fuzz_parser.lua, coverage on
 #   instructions per start  callgrind's total for the whole command
@@ -94,6 +95,9 @@ if have strace; then
   row "ioctls per Lua-handled exit" "$(ratio $((b - a)) 20000)"
   trace $MV bench/counts.lua restore 200
   row "ioctls per restore (long mode, ring 0, guest ran)" "$(ratio "$(ioctls restore-begin restore-end)" 200)"
+  [ $VERBOSE = 1 ] && names restore-begin restore-end
+  trace $MV bench/counts.lua restore-user 200
+  row "ioctls per restore (mode user, spun to a timeout)" "$(ratio "$(ioctls restore-begin restore-end)" 200)"
   [ $VERBOSE = 1 ] && names restore-begin restore-end
   trace $MV bench/counts.lua fuzz 200
   row "ioctls per restore (fuzz target, mode user)" "$(ratio "$(ioctls restore-begin restore-end)" 200)"

@@ -197,6 +197,48 @@ static int vcpu_debug(lua_State *L) {
   return 1;
 }
 
+/* Integers from list t[field][i] (and, with pairs, t[field][i][1..2]) into out. */
+static int sandbox_list(lua_State *L, int t, const char *field, uint64_t *out, int pairs, int max) {
+  int ty = lua_getfield(L, t, field), n = 0;
+  if (ty != LUA_TNIL) {
+    if (ty != LUA_TTABLE) return luaL_error(L, "vcpu:declare_sandbox: %s must be a list, got %s", field, lmv_typename(L, -1));
+    lua_Integer len = luaL_len(L, -1);
+    if (len > max) return luaL_error(L, "vcpu:declare_sandbox: %I %s (at most %d)", (LUAI_UACINT)len, field, max);
+    for (n = 0; n < (int)len; n++) {
+      lua_geti(L, -1, n + 1);
+      for (int k = 0; k < (pairs ? 2 : 1); k++) {
+        if (pairs) lua_geti(L, -1, k + 1);
+        if (!lua_isinteger(L, -1))
+          return luaL_error(L, "vcpu:declare_sandbox: %s[%d] must be %s", field, n + 1,
+                            pairs ? "a pair of integers { gpa, size }" : "an integer address");
+        out[n * (pairs ? 2 : 1) + k] = (uint64_t)lua_tointeger(L, -1);
+        if (pairs) lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* cpu:declare_sandbox{ ranges = { { gpa, size }, ... }, clean = { rip, ... } }
+ * (mv_vcpu_declare_sandbox; moonvisor.stubs makes it for mode "user"); no
+ * table withdraws it. */
+static int vcpu_declare_sandbox(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:declare_sandbox");
+  uint64_t ranges[16][2], clean[16];
+  int nranges = 0, nclean = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    lmv_checktable(L, 2, "vcpu:declare_sandbox", "options");
+    nranges = sandbox_list(L, 2, "ranges", &ranges[0][0], 1, 16);
+    nclean = sandbox_list(L, 2, "clean", clean, 0, 16);
+  }
+  mv_err err;
+  if (mv_vcpu_declare_sandbox(v->cpu, (const uint64_t (*)[2])ranges, nranges, clean, nclean, &err) < 0)
+    return lmv_raise(L, &err);
+  return 0;
+}
+
 /* cpu:msr(index) -> value; cpu:msr(index, value) writes it. */
 static int vcpu_msr(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:msr");
@@ -365,6 +407,10 @@ static int vcpu_sregs(lua_State *L) {
 /* A field value as an integer that fits its field: bits = 64 takes any
  * integer (two's complement), narrower fields take 0 .. 2^bits - 1. */
 static uint64_t check_field(lua_State *L, int idx, const char *what, const char *path, int bits) {
+  if (lua_isinteger(L, idx)) {   /* the common case, without lmv_checkint's work */
+    lua_Integer v = lua_tointeger(L, idx);
+    if (bits == 64 || (v >= 0 && !((uint64_t)v >> bits))) return (uint64_t)v;
+  }
   lua_Integer v = lmv_checkint(L, idx, what, path);
   if (bits < 64 && (v < 0 || (uint64_t)v >> bits)) {
     char hex[20];
@@ -405,9 +451,10 @@ static int vcpu_write_sregs(lua_State *L) {
         size_t j;
         for (j = 0; j < COUNT(seg_fields) && strcmp(f, seg_fields[j].name); j++) {}
         if (j == COUNT(seg_fields)) return luaL_error(L, "%s: unknown field %s.%s", what, k, f);
-        snprintf(path, sizeof path, "%s.%s", k, f);
         int bits = seg_fields[j].size * 8;
-        if (seg_fields[j].size == 1) bits = strcmp(f, "type") == 0 ? 4 : strcmp(f, "dpl") == 0 ? 2 : 1;
+        if (seg_fields[j].size == 1) bits = j == 3 ? 4 : j == 5 ? 2 : 1;   /* type, dpl, the flags */
+        if (!lua_isinteger(L, -1) || (bits < 64 && (uint64_t)lua_tointeger(L, -1) >> bits))
+          snprintf(path, sizeof path, "%s.%s", k, f);   /* named in the error check_field raises */
         set_field(seg, seg_fields[j].off, seg_fields[j].size, check_field(L, -1, what, path, bits));
         lua_pop(L, 1);
       }
@@ -489,6 +536,7 @@ static int vcpu_guest(lua_State *L) {
 
 static const luaL_Reg vcpu_methods[] = {
   { "enter", vcpu_enter }, { "kick", vcpu_kick }, { "msr", vcpu_msr }, { "debug", vcpu_debug }, { "interrupt", vcpu_interrupt },
+  { "declare_sandbox", vcpu_declare_sandbox },
   { "read_state", vcpu_read_state }, { "write_state", vcpu_write_state },
   { "sregs", vcpu_sregs }, { "write_sregs", vcpu_write_sregs },
   { "guest", vcpu_guest }, { "close", vcpu_close }, { NULL, NULL },

@@ -6,7 +6,9 @@
  * traceback, so errors print (and a script exits non-zero) instead of crashing.
  * `moonvisor run ...` hands its arguments to moonvisor.runner (Lua).
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <readline/history.h>
 #include <readline/readline.h>
 #include <lauxlib.h>
@@ -63,6 +66,49 @@ static int docall(lua_State *L, int narg, int nres) {
   return status;
 }
 
+/* A searcher put before Lua's file searcher, for the moonvisor.* modules:
+ * it finds the source file that searcher would load (package.searchpath on
+ * package.path) and, when that is <exe dir>/../scripts/x.lua and
+ * <exe dir>/lua-bc/x.luac (made by `make`) is not older, loads the
+ * precompiled chunk instead, which skips parsing.  The chunk must carry the
+ * source's name (so error messages and tracebacks do not change); anything
+ * else loads the source.  Upvalues: the executable's directory, package. */
+static int search_precompiled(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strncmp(name, "moonvisor", 9) != 0 || (name[9] != '\0' && name[9] != '.')) return 0;
+  const char *dir = lua_tostring(L, lua_upvalueindex(1));
+  lua_getfield(L, lua_upvalueindex(2), "searchpath");
+  lua_pushvalue(L, 1);
+  lua_getfield(L, lua_upvalueindex(2), "path");
+  lua_call(L, 2, 1);
+  const char *src = lua_tostring(L, -1);
+  if (!src) return 0;   /* Lua's own searcher says why */
+  int top = lua_gettop(L);
+  const char *prefix = lua_pushfstring(L, "%s/../scripts/", dir);
+  size_t n = strlen(prefix), len = strlen(src);
+  struct stat ss, bs;
+  if (strncmp(src, prefix, n) == 0 && len > n + 4 && strcmp(src + len - 4, ".lua") == 0) {
+    const char *bc = lua_pushfstring(L, "%s/lua-bc/%sc", dir, src + n);
+    if (stat(src, &ss) == 0 && stat(bc, &bs) == 0 &&
+        (bs.st_mtim.tv_sec > ss.st_mtim.tv_sec ||
+         (bs.st_mtim.tv_sec == ss.st_mtim.tv_sec && bs.st_mtim.tv_nsec >= ss.st_mtim.tv_nsec)) &&
+        luaL_loadfilex(L, bc, "b") == LUA_OK) {
+      lua_Debug ar;
+      lua_pushvalue(L, -1);
+      lua_getinfo(L, ">S", &ar);
+      if (ar.source[0] == '@' && strcmp(ar.source + 1, src) == 0) {
+        lua_pushvalue(L, top);
+        return 2;   /* the loader and the file name, as Lua's searcher returns them */
+      }
+    }
+  }
+  lua_settop(L, top);
+  if (luaL_loadfilex(L, src, NULL) != LUA_OK)
+    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, src, lua_tostring(L, -1));
+  lua_pushvalue(L, top);
+  return 2;
+}
+
 /* package.path gets <dir of the executable>/../scripts, so build/moonvisor
  * finds the Lua library of its source tree, and MOONVISOR_SCRIPTS if set. */
 static void set_paths(lua_State *L) {
@@ -94,6 +140,19 @@ static void set_paths(lua_State *L) {
   lua_pushcfunction(L, luaopen_moonvisor_core);
   lua_setfield(L, -2, "moonvisor.core");
   lua_pop(L, 1);
+  if (n > 0) {   /* exe: its directory */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchers");
+    lua_pushstring(L, exe);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, search_precompiled, 2);
+    for (lua_Integer i = (lua_Integer)luaL_len(L, -2); i >= 2; i--) {   /* insert at 2 */
+      lua_rawgeti(L, -2, i);
+      lua_rawseti(L, -3, i + 1);
+    }
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 2);
+  }
 }
 
 static int run_script(lua_State *L, char **argv, int script, int argc) {
@@ -157,6 +216,58 @@ static volatile sig_atomic_t sig_kicked;     /* this statement's VCPU was kicked
 static volatile sig_atomic_t sig_seen;       /* Ctrl-C while it ran: the output starts a line */
 static volatile sig_atomic_t sig_prompt;     /* Ctrl-C at the prompt, not yet handled */
 static Repl *active;                         /* for readline's callbacks, which take no cookie */
+
+/* GNU readline is dlopen()ed when the REPL first needs it, as libunicorn and
+ * libcapstone are: linked, its relocations cost every start about half a
+ * million instructions.  (The headers give the types; nothing is linked.) */
+#define RL_FN(name) __typeof__(&rl_##name) name
+#define HIST_FN(name) __typeof__(&name) name
+static struct {
+  bool loaded;
+  RL_FN(callback_handler_install); RL_FN(callback_read_char); RL_FN(callback_handler_remove);
+  RL_FN(set_prompt); RL_FN(free_line_state); RL_FN(callback_sigcleanup); RL_FN(replace_line);
+  RL_FN(crlf); RL_FN(on_new_line); RL_FN(redisplay); RL_FN(completion_matches);
+  HIST_FN(add_history); HIST_FN(append_history); HIST_FN(history_get); HIST_FN(read_history);
+  HIST_FN(write_history); HIST_FN(history_truncate_file); HIST_FN(using_history);
+  __typeof__(&rl_readline_name) readline_name;
+  __typeof__(&rl_catch_signals) catch_signals;
+  __typeof__(&rl_completer_word_break_characters) completer_word_break_characters;
+  __typeof__(&rl_attempted_completion_function) attempted_completion_function;
+  __typeof__(&rl_attempted_completion_over) attempted_completion_over;
+  __typeof__(&rl_completion_suppress_append) completion_suppress_append;
+  __typeof__(&history_length) history_length;
+  __typeof__(&history_base) history_base;
+} rl;
+
+static bool readline_load(void) {
+  if (rl.loaded) return true;
+  void *h = dlopen("libreadline.so.8", RTLD_NOW | RTLD_GLOBAL);
+  if (!h) h = dlopen("libreadline.so", RTLD_NOW | RTLD_GLOBAL);
+  if (!h) return false;
+  bool ok = true;
+#define SYM(field, name) ok = ok && (*(void **)&rl.field = dlsym(h, name)) != NULL
+  SYM(callback_handler_install, "rl_callback_handler_install"); SYM(callback_read_char, "rl_callback_read_char");
+  SYM(callback_handler_remove, "rl_callback_handler_remove"); SYM(set_prompt, "rl_set_prompt");
+  SYM(free_line_state, "rl_free_line_state"); SYM(callback_sigcleanup, "rl_callback_sigcleanup");
+  SYM(replace_line, "rl_replace_line"); SYM(crlf, "rl_crlf"); SYM(on_new_line, "rl_on_new_line");
+  SYM(redisplay, "rl_redisplay"); SYM(completion_matches, "rl_completion_matches");
+  SYM(add_history, "add_history"); SYM(append_history, "append_history"); SYM(history_get, "history_get");
+  SYM(read_history, "read_history"); SYM(write_history, "write_history");
+  SYM(history_truncate_file, "history_truncate_file"); SYM(using_history, "using_history");
+  SYM(readline_name, "rl_readline_name"); SYM(catch_signals, "rl_catch_signals");
+  SYM(completer_word_break_characters, "rl_completer_word_break_characters");
+  SYM(attempted_completion_function, "rl_attempted_completion_function");
+  SYM(attempted_completion_over, "rl_attempted_completion_over");
+  SYM(completion_suppress_append, "rl_completion_suppress_append");
+  SYM(history_length, "history_length"); SYM(history_base, "history_base");
+#undef SYM
+  if (!ok) {
+    dlclose(h);
+    return false;
+  }
+  rl.loaded = true;
+  return true;
+}
 
 static void lstop(lua_State *L, lua_Debug *ar) {   /* as lua.c */
   (void)ar;
@@ -252,10 +363,10 @@ static void chunk_add(Repl *r, const char *line) {
 
 static void remember(Repl *r) {   /* the whole chunk is one history entry, as in lua.c */
   if (!r->tty || r->len == 0) return;
-  HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+  HIST_ENTRY *last = *rl.history_length > 0 ? rl.history_get(*rl.history_base + *rl.history_length - 1) : NULL;
   if (last && strcmp(last->line, r->chunk) == 0) return;
-  add_history(r->chunk);
-  if (r->history) append_history(1, r->history);
+  rl.add_history(r->chunk);
+  if (r->history) rl.append_history(1, r->history);
 }
 
 /* Feeds one line.  Returns 1 while the chunk is incomplete.  An expression
@@ -305,6 +416,7 @@ static void repl_load(Repl *r) {
 
 /* {------------------------------------------------------ readline */
 
+
 /* Tab completion through repl.complete(word, _G): globals, fields,
  * methods.  The candidates are copied out of Lua for readline's generator. */
 static char **candidates;
@@ -319,8 +431,8 @@ static char *complete_next(const char *text, int state) {
 
 static char **complete(const char *text, int start, int end) {
   (void)start; (void)end;
-  rl_attempted_completion_over = 1;   /* no file names */
-  rl_completion_suppress_append = 1;
+  *rl.attempted_completion_over = 1;   /* no file names */
+  *rl.completion_suppress_append = 1;
   for (size_t i = 0; i < ncandidates; i++) free(candidates[i]);
   ncandidates = 0;
   if (active->lib == LUA_NOREF) return NULL;
@@ -341,31 +453,31 @@ static char **complete(const char *text, int start, int end) {
     }
   }
   lua_settop(L, top);
-  return ncandidates ? rl_completion_matches(text, complete_next) : NULL;
+  return ncandidates ? rl.completion_matches(text, complete_next) : NULL;
 }
 
 static void on_line(char *line) {
   Repl *r = active;
   if (!line) {
     r->done = 1;
-    rl_callback_handler_remove();
+    rl.callback_handler_remove();
     return;
   }
   int more = repl_line(r, line);
   free(line);
-  rl_set_prompt(more ? PROMPT2 : PROMPT);
+  rl.set_prompt(more ? PROMPT2 : PROMPT);
 }
 
 static void clear_line(Repl *r) {   /* Ctrl-C at the prompt */
   sig_prompt = 0;
   r->len = 0;
-  rl_free_line_state();
-  rl_callback_sigcleanup();
-  rl_replace_line("", 0);
-  rl_crlf();
-  rl_on_new_line();
-  rl_set_prompt(PROMPT);
-  rl_redisplay();
+  rl.free_line_state();
+  rl.callback_sigcleanup();
+  rl.replace_line("", 0);
+  rl.crlf();
+  rl.on_new_line();
+  rl.set_prompt(PROMPT);
+  rl.redisplay();
 }
 
 static void history_open(Repl *r) {
@@ -375,9 +487,9 @@ static void history_open(Repl *r) {
   else if (home && *home) snprintf(path, sizeof path, "%s/.moonvisor_history", home);
   else return;
   r->history = path;
-  using_history();
-  if (read_history(path) != 0) write_history(path);   /* append_history needs the file */
-  else history_truncate_file(path, 1000);
+  rl.using_history();
+  if (rl.read_history(path) != 0) rl.write_history(path);   /* append_history needs the file */
+  else rl.history_truncate_file(path, 1000);
 }
 
 static void repl_tty(Repl *r) {
@@ -387,21 +499,21 @@ static void repl_tty(Repl *r) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, &old);
   history_open(r);
-  rl_readline_name = "moonvisor";
-  rl_catch_signals = 0;
-  rl_completer_word_break_characters = " \t\n\"\\'`><=;+-*/%^~#&|,()[]{}";
-  rl_attempted_completion_function = complete;
-  rl_callback_handler_install(PROMPT, on_line);
+  *rl.readline_name = "moonvisor";
+  *rl.catch_signals = 0;
+  *rl.completer_word_break_characters = " \t\n\"\\'`><=;+-*/%^~#&|,()[]{}";
+  *rl.attempted_completion_function = complete;
+  rl.callback_handler_install(PROMPT, on_line);
   while (!r->done) {
     fd_set in;
     FD_ZERO(&in);
     FD_SET(STDIN_FILENO, &in);
     int n = select(STDIN_FILENO + 1, &in, NULL, NULL, NULL);
     if (sig_prompt) clear_line(r);
-    if (n > 0) rl_callback_read_char();
+    if (n > 0) rl.callback_read_char();
     else if (n < 0 && errno != EINTR) break;
   }
-  if (!r->done) rl_callback_handler_remove();
+  if (!r->done) rl.callback_handler_remove();
   fputc('\n', stdout);
   sigaction(SIGINT, &old, NULL);
 }
@@ -411,6 +523,10 @@ static void repl_tty(Repl *r) {
 /* The prompt: readline on a terminal; on a pipe, statements without prompts. */
 static void prompt_loop(lua_State *L) {
   Repl r = { .L = L, .tty = isatty(STDIN_FILENO) };
+  if (r.tty && !readline_load()) {
+    fprintf(stderr, "%s: no line editing: libreadline.so.8 could not be loaded (apt-get install libreadline8)\n", progname);
+    r.tty = 0;
+  }
   sig_L = L;
   repl_load(&r);
   active = &r;

@@ -202,6 +202,9 @@ struct mv_backend_ops {
   int (*set_fpu)(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
   int (*set_cpuid)(mv_vcpu *cpu, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
   int (*irq)(mv_guest *g, uint32_t line, int level, mv_err *err);   /* optional */
+  /* Optional: mv_vcpu_declare_sandbox (arguments checked). */
+  int (*declare_sandbox)(mv_vcpu *cpu, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean,
+                         int nclean, mv_err *err);
   /* Optional: what mv_guest_get_mechanisms reports (without it: no sync
    * regs, writes logged by hooks). */
   void (*mechanisms)(const mv_guest *g, mv_guest_mechanisms *out);

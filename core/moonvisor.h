@@ -288,6 +288,21 @@ enum {
   MV_DEBUG_SINGLESTEP = 1u << 0,     /* a debug exit (exception 1) after each instruction */
   MV_DEBUG_SW_BREAKPOINTS = 1u << 1, /* int3 gives a debug exit (exception 3), rip at the int3 */
 };
+/* Declares the VCPU a sandbox (moonvisor's mode "user" does): entered at
+ * CPL 3 with its special registers as they are now (CR0, CR3, CR4, EFER,
+ * GDTR, IDTR, TR), the guest can reach CPL 0 only through code in the
+ * guest-physical ranges[i] = { gpa, size } (which hold every table that
+ * leads there too: GDT, IDT, TSS, page tables), code that exits to the host
+ * at once and changes no debug register, XCR0 or MSR; and an exit at CPL 0
+ * at one of the linear addresses clean[] follows no exception (a system
+ * call's).  The caller vouches for that; the backend checks the rest: each
+ * entry and exit, and that the ranges stay unwritten and hold what they hold
+ * now.  A restore then leaves out the debug registers and XCR0 after runs
+ * that kept to it.  nranges = 0 withdraws the declaration; so do host MSR
+ * and CPUID writes.  Backends without the optimisation accept and ignore it. */
+int mv_vcpu_declare_sandbox(mv_vcpu *cpu, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean,
+                            int nclean, mv_err *err);
+
 /* KVM_SET_GUEST_DEBUG: flags 0 turns guest debugging off. */
 int mv_vcpu_set_debug(mv_vcpu *cpu, unsigned flags, mv_err *err);
 

@@ -158,16 +158,14 @@ int mv_guest_restore(mv_guest *g, mv_snapshot *s, mv_err *err) {
   if (!g->tracking && (r = mv__dirty_track_all(g, err)) < 0) return r;
   bool incremental = g->base_snapshot == s->id;
   uint64_t copied = 0;
-  for (size_t i = 0; i < g->nmaps; i++) {
+  for (size_t i = 0; i < g->nmaps; i++)   /* first: the VCPUs' loads may look at what was written */
     if ((r = mv__dirty_collect(g, &g->maps[i], false, err)) < 0) return r;
-    copied += restore_memory(&g->maps[i], &s->maps[i], incremental);
-  }
   for (int i = 0; i < n; i++) {
     const mv_snap_vcpu *v = &s->vcpus[i];
     if ((r = mv_vcpu_write_sregs(cpus[i], &v->sregs, err)) < 0 || (r = mv_vcpu_write_state(cpus[i], &v->regs, err)) < 0)
       return r;
     if (v->blob) {
-      bool same = cpus[i]->state_snap == s->id && g->be->vcpu_load_changed;
+      bool same = incremental && cpus[i]->state_snap == s->id && g->be->vcpu_load_changed;
       cpus[i]->state_snap = 0;   /* until it is all in */
       r = (same ? g->be->vcpu_load_changed : g->be->vcpu_load)(cpus[i], v->blob, v->blob_len, err);
       if (r < 0) return r;
@@ -178,6 +176,7 @@ int mv_guest_restore(mv_guest *g, mv_snapshot *s, mv_err *err) {
     for (int w = 0; w < 8; w++) cpus[i]->npending_irq += __builtin_popcount(v->pending_irq[w]);
     cpus[i]->kick_pending = 0;
   }
+  for (size_t i = 0; i < g->nmaps; i++) copied += restore_memory(&g->maps[i], &s->maps[i], incremental);
   if (g->be->guest_load && (s->guest_blob || g->be == &mv__kvm_backend) &&
       (r = g->be->guest_load(g, s->guest_blob, s->guest_blob_len, err)) < 0)
     return r;

@@ -143,6 +143,23 @@ void mv_vcpu_kick(mv_vcpu *c) {
   if (!c->destroyed && !c->guest->closed) c->guest->be->vcpu_kick(c);
 }
 
+#define MV_SANDBOX_MAX 16   /* ranges, and clean exits */
+
+int mv_vcpu_declare_sandbox(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean,
+                            int nclean, mv_err *err) {
+  int r = check_live(c, "declare_sandbox", err);
+  if (r) return r;
+  if (nranges < 0 || nranges > MV_SANDBOX_MAX || nclean < 0 || nclean > MV_SANDBOX_MAX)
+    return mv__fail(err, -EINVAL, "vcpu:declare_sandbox: %d ranges and %d clean exits (at most %d each)", nranges,
+                    nclean, MV_SANDBOX_MAX);
+  for (int i = 0; i < nranges; i++)
+    if (ranges[i][1] == 0 || ranges[i][0] + ranges[i][1] < ranges[i][0] ||
+        mv_guest_check_range(c->guest, "declare_sandbox", ranges[i][0], ranges[i][1], err) < 0)
+      return mv__fail(err, -EINVAL, "vcpu:declare_sandbox: range 0x%" PRIx64 "+0x%" PRIx64 " is not mapped memory",
+                      ranges[i][0], ranges[i][1]);
+  return c->guest->be->declare_sandbox ? c->guest->be->declare_sandbox(c, ranges, nranges, clean, nclean, err) : 0;
+}
+
 int mv_vcpu_set_debug(mv_vcpu *c, unsigned flags, mv_err *err) {
   int r = check_live(c, "debug", err);
   if (r) return r;

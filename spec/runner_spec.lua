@@ -85,3 +85,55 @@ describe("moonvisor --trace and --stats", function()
     assert.matches("%]}\n$", text)
   end)
 end)
+
+-- The executable loads the library precompiled (build/lua-bc, made by make)
+-- when the bytecode is not older than the source it would otherwise load
+-- and carries that source's name; otherwise the source.  A tree of its own:
+-- a copy of the executable, one module and bytecode made here, with a
+-- marker only the bytecode sets.
+describe("the moonvisor executable's precompiled library", function()
+  local exe_path = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
+  local function sh(cmd) assert(os.execute(cmd), cmd) end
+  local function tree()
+    local dir = os.tmpname()
+    os.remove(dir)
+    sh(("mkdir -p %s/build/lua-bc/moonvisor %s/scripts/moonvisor && cp %s %s/build/moonvisor"):format(dir, dir, exe_path, dir))
+    local src = dir .. "/scripts/moonvisor/probe_module.lua"
+    local f = io.open(src, "w")
+    f:write("return { from = PRECOMPILED and 'bytecode' or 'source', where = debug.getinfo(1, 'S').source }\n")
+    f:close()
+    return dir, src
+  end
+  -- bytecode of the module with the marker, under the chunk name `name`
+  local function compile(dir, name)
+    local fn = assert(load("PRECOMPILED = true\nreturn { from = 'bytecode', where = debug.getinfo(1, 'S').source }", "@" .. name))
+    local o = io.open(dir .. "/build/lua-bc/moonvisor/probe_module.luac", "wb")
+    o:write(string.dump(fn))
+    o:close()
+  end
+  local function which(dir)
+    local p = io.popen(("cd / && env -u MOONVISOR_SCRIPTS -u LUA_PATH %s/build/moonvisor -e 'local m = require \"moonvisor.probe_module\"; print(m.from, m.where)' 2>&1"):format(dir))
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("loads the bytecode where it is newer, the source where that is", function()
+    local dir, src = tree()
+    local name = dir .. "/build/../scripts/moonvisor/probe_module.lua"
+    sh("sleep 0.01")
+    compile(dir, name)
+    assert.equals(("bytecode\t@%s\n"):format(name), which(dir))
+    sh(("sleep 0.01 && touch %s"):format(src))    -- the source edited after the build: it wins
+    assert.equals(("source\t@%s\n"):format(name), which(dir))
+    sh(("rm -rf %s"):format(dir))
+  end)
+
+  it("loads the source when the bytecode names another file", function()
+    local dir = tree()
+    sh("sleep 0.01")
+    compile(dir, "/elsewhere/probe_module.lua")
+    assert.matches("^source\t@", which(dir))
+    sh(("rm -rf %s"):format(dir))
+  end)
+end)

@@ -263,6 +263,7 @@ static int kvm_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint
   e->eax = regs[0]; e->ebx = regs[1]; e->ecx = regs[2]; e->edx = regs[3];
   int r = kvm_regs_flush(c, "vcpu:cpuid_set", err);   /* registers first, checked with the old CPUID */
   if (r < 0) return r;
+  if (kv->sb) kvm_sandbox_declare(c, NULL, 0, NULL, 0, NULL);
   IOCTL_OR_FAIL(kv->fd, KVM_SET_CPUID2, cp, "vcpu:cpuid_set");
   return 0;
 }
@@ -351,6 +352,7 @@ static void kvm_vcpu_destroy(mv_vcpu *c) {
   kvm_vcpu *kv = KV(c);
   if (!kv) return;
   kvm_dirty_vcpu_fini(c);
+  kvm_sandbox_free(kv);
   munmap(kv->run, (size_t)KG(c->guest)->run_size);
   close(kv->fd);
   free(kv->cpuid);
@@ -471,7 +473,10 @@ static int exit_with(mv_vcpu *c, mv_exit_type type, uint64_t reason) {
 static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kvm_vcpu *kv = KV(c);
   struct kvm_run *run = kv->run;
-  kv->touched |= kv->run_touches;   /* what the guest can change while it runs */
+  /* what the guest can change while it runs: in a sandbox, as long as it
+   * keeps to it, neither the debug registers nor XCR0 (kvm_sandbox.c) */
+  bool inside = kv->sb && kvm_sandbox_entry(c);
+  kv->touched |= inside ? kv->run_touches & ~(unsigned)(KS_DEBUGREGS | KS_XCRS) : kv->run_touches;
   kv->thread = pthread_self();
   for (;;) {
     int r = inject_pending(c, kv, err);
@@ -481,6 +486,10 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     r = ioctl(kv->fd, KVM_RUN, 0);
     kv->running = 0;
     kv->ran = true;
+    if (inside && !kvm_sandbox_exit_ok(kv)) {
+      inside = false;
+      kv->touched |= KS_DEBUGREGS | KS_XCRS;
+    }
     if (r < 0) {
       if (errno != EINTR && errno != EAGAIN)
         return mv__fail(err, -errno, "vcpu:enter: KVM_RUN: %s", strerror(errno));
@@ -587,6 +596,7 @@ static int kvm_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) 
   if (r < 0) return r;
   struct { struct kvm_msrs hdr; struct kvm_msr_entry e; } m = { .hdr.nmsrs = 1, .e = { .index = index, .data = value } };
   KV(c)->touched |= KS_MSRS;
+  if (KV(c)->sb) kvm_sandbox_declare(c, NULL, 0, NULL, 0, NULL);   /* (it may move the syscall entry) */
   if (ioctl(KV(c)->fd, KVM_SET_MSRS, &m) != 1)
     return mv__fail(err, -EINVAL, "vcpu:msr: KVM_SET_MSRS: MSR 0x%" PRIx32 " = 0x%" PRIx64 " refused", index, value);
   return kvm_regs_refetch(c, "vcpu:msr", err);
@@ -604,5 +614,6 @@ const mv_backend_ops mv__kvm_backend = {
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
   .get_msr = kvm_get_msr, .set_msr = kvm_set_msr, .mechanisms = kvm_mechanisms,
+  .declare_sandbox = kvm_sandbox_declare,
   .get_fpu = kvm_get_fpu, .set_fpu = kvm_set_fpu, .set_cpuid = kvm_set_cpuid, .irq = kvm_irq,
 };

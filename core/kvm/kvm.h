@@ -44,6 +44,21 @@ typedef struct kvm_guest {
  * the fd (part of the KVM fd cache): < 0 until asked. */
 int kvm_cap(int cap);
 
+/* A VCPU declared a sandbox (kvm_sandbox.c). */
+typedef struct kvm_sandbox {
+  uint64_t ranges[16][2];            /* guest-physical, whole pages */
+  int nranges;
+  uint64_t clean[16];                /* linear addresses of clean CPL 0 exits */
+  int nclean;
+  struct kvm_sregs frame;            /* the special registers declared with */
+  unsigned char *content;            /* what the ranges held when declared */
+  bool verified;                     /* they hold it, nothing wrote them since it was checked */
+  bool mismatch;                     /* checked since the last snapshot or restore: they do not */
+  bool last_written;                 /* the ranges were written in the last interval */
+  bool dr7_known;                    /* dr7 is DR7 (it cannot change inside) */
+  uint64_t dr7;
+} kvm_sandbox;
+
 typedef struct kvm_vcpu {
   int fd;
   struct kvm_cpuid2 *cpuid;          /* what KVM_SET_CPUID2 got, for cpuid_set */
@@ -59,6 +74,7 @@ typedef struct kvm_vcpu {
   unsigned touched;                  /* KS_* classes that may have changed since the last
                                         snapshot save or load (kvm_state.c) */
   unsigned run_touches;              /* the classes a run of the guest can change */
+  kvm_sandbox *sb;                   /* mv_vcpu_declare_sandbox, or NULL */
 } kvm_vcpu;
 
 /* The state classes a snapshot keeps beyond registers, segments and events. */
@@ -97,6 +113,18 @@ void kvm_dirty_guest_fini(mv_guest *g);
 int kvm_dirty_ring_full(mv_guest *g, mv_err *err);   /* KVM_EXIT_DIRTY_RING_FULL */
 int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
 int kvm_dirty_unlogged(mv_guest *g, const mv_mapping *m, uint64_t *maybe, bool exact, mv_err *err);
+
+/* kvm_sandbox.c */
+int kvm_sandbox_declare(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean, int nclean,
+                        mv_err *err);
+void kvm_sandbox_free(kvm_vcpu *kv);
+bool kvm_sandbox_entry(mv_vcpu *c);
+bool kvm_sandbox_exit_ok(kvm_vcpu *kv);
+/* At a snapshot (full = false) or restore: the classes the runs since may
+ * have touched beyond kv->touched; DR7 as it is now. */
+unsigned kvm_sandbox_boundary(mv_vcpu *c, uint64_t dr7, bool full);
+/* kvm_dirty.c: re-protects every page read from the rings (one ioctl). */
+int kvm_dirty_rearm(mv_guest *g, mv_err *err);
 
 int kvm_vcpu_load_changed(mv_vcpu *c, const void *blob, size_t len, mv_err *err);
 int kvm_vcpu_save(mv_vcpu *c, void **out, size_t *len, mv_err *err);

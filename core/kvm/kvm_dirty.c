@@ -133,6 +133,8 @@ static int reset(mv_guest *g, mv_err *err) {
 
 int kvm_dirty_ring_full(mv_guest *g, mv_err *err) { return reset(g, err); }
 
+int kvm_dirty_rearm(mv_guest *g, mv_err *err) { return KG(g)->ring_entries && KG(g)->nsticky ? reset(g, err) : 0; }
+
 /* {====================================================== the backend ops */
 
 int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err) {

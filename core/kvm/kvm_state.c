@@ -54,6 +54,7 @@ int kvm_vcpu_save(mv_vcpu *c, void **out, size_t *len, mv_err *err) {
   for (size_t i = 0; i < NSAVED_MSRS; i++) b->msrs.e[i].index = saved_msrs[i];
   int n = ioctl(fd, KVM_GET_MSRS, &b->msrs);
   b->nmsrs = n > 0 ? (uint32_t)n : 0;   /* those the host knows, in order */
+  kvm_sandbox_boundary(c, b->debugregs.dr7, false);
   KV(c)->touched = 0;                   /* the VCPU equals this blob now */
   *out = b;
   *len = sizeof *b;
@@ -106,14 +107,17 @@ static int load(mv_vcpu *c, const void *blob, size_t len, unsigned which, mv_err
 }
 
 int kvm_vcpu_load(mv_vcpu *c, const void *blob, size_t len, mv_err *err) {
+  if (len == sizeof(kvm_blob)) kvm_sandbox_boundary(c, ((const kvm_blob *)blob)->debugregs.dr7, true);
   return load(c, blob, len, KS_ALL, err);
 }
 
 /* The VCPU was last saved to or loaded from this blob: only the classes
- * the host or the guest may have changed since go back.  The MSRs always
- * do: the TSC among them moves with time. */
+ * the host or the guest may have changed since go back (for a sandbox, the
+ * runs that kept to it did not change the debug registers and XCR0).  The
+ * MSRs always do: the TSC among them moves with time. */
 int kvm_vcpu_load_changed(mv_vcpu *c, const void *blob, size_t len, mv_err *err) {
-  return load(c, blob, len, KV(c)->touched | KS_MSRS, err);
+  unsigned more = len == sizeof(kvm_blob) ? kvm_sandbox_boundary(c, ((const kvm_blob *)blob)->debugregs.dr7, false) : 0;
+  return load(c, blob, len, KV(c)->touched | more | KS_MSRS, err);
 }
 
 typedef struct kvm_guest_blob {

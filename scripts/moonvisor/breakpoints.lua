@@ -26,7 +26,10 @@ local paging = require "moonvisor.paging"
 
 local M = {}
 local Vcpu = core.Vcpu
-local raw_enter, raw_debug = host.raw.enter, host.raw.debug
+local raw_debug = host.raw.debug
+-- The enter this module wraps: the core's, or a wrapper installed before it
+-- was loaded (it loads with the first cpu:debug), which stays in the chain.
+local raw_enter = Vcpu.enter
 
 -- cpu -> the settings of its last cpu:debug{}, for VCPUs that need the
 -- emulation; absent for the others.

@@ -22,9 +22,10 @@ local stubs = require "moonvisor.stubs"
 
 local host = {}
 
--- The core's own methods, captured before moonvisor.breakpoints wraps them:
--- the probes must see the host, not the emulation built on their answers.
-host.raw = { enter = core.Vcpu.enter, debug = core.Vcpu.debug }
+-- The core's own methods, captured before moonvisor.breakpoints wraps them
+-- (moonvisor's init keeps them in core.raw): the probes must see the host,
+-- not the emulation built on their answers.
+host.raw = core.raw or { enter = core.Vcpu.enter, debug = core.Vcpu.debug }
 local enter, debug = host.raw.enter, host.raw.debug
 
 local function exists(path)

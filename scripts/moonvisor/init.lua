@@ -1,6 +1,8 @@
 -- moonvisor: the Lua face of the C module moonvisor.core.
 -- It re-exports the core (mv.vmo, mv.guest, mv.caps, ...) and adds what is
 -- easier to read and change in Lua: cpu:run(), the default backend.
+-- What a script may never use is loaded when first used: the host probe
+-- (mv.host), the breakpoint emulation (with the first cpu:debug), gdb.
 local core = require "moonvisor.core"
 
 local mv = {}
@@ -9,11 +11,31 @@ for k, v in pairs(core) do mv[k] = v end
 local Vcpu = core.Vcpu
 local Guest = core.Guest
 local x86 = require "moonvisor.x86"
-local user = require "moonvisor.user"   -- adds mode = "user"
-local stubs = require "moonvisor.stubs"
-local host = require "moonvisor.host"
-require "moonvisor.breakpoints"         -- wraps cpu:enter and cpu:debug where the host needs it
-mv.x86, mv.user, mv.stubs = x86, user, stubs
+mv.x86 = x86
+
+-- mv.user and mv.stubs (moonvisor.user, which adds mode = "user", and
+-- moonvisor.stubs) come with their first use, as they do for
+-- g:vcpu{ mode = "user" | "long" }.
+local lazy = { user = "moonvisor.user", stubs = "moonvisor.stubs" }
+setmetatable(mv, { __index = function(t, k)
+  local name = lazy[k]
+  if name == nil then return nil end
+  local m = require(name)
+  rawset(t, k, m)
+  return m
+end })
+
+-- moonvisor.breakpoints wraps cpu:enter and cpu:debug where the host needs
+-- it; only cpu:debug can ask for what it emulates, so it comes with the
+-- first cpu:debug (and replaces this function).  core.raw keeps the core's
+-- own enter and debug for moonvisor.host's probes.
+if not package.loaded["moonvisor.breakpoints"] then
+  core.raw = core.raw or { enter = Vcpu.enter, debug = Vcpu.debug }
+  function Vcpu.debug(cpu, opts)
+    require "moonvisor.breakpoints"
+    return Vcpu.debug(cpu, opts)
+  end
+end
 
 -- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
 -- core makes a real-mode VCPU, moonvisor.x86 puts it in the mode.
@@ -109,7 +131,7 @@ end
 
 -- Enters until the guest halts, shuts down, errors or leaves an exit that no
 -- handler consumed.  Kicks end the run too, so Ctrl-C and timeouts work.
-local enter = Vcpu.enter
+-- (Vcpu.enter: the core's, or moonvisor.breakpoints' once it is loaded.)
 
 -- "moonvisor.Vcpu" for our userdata, the plain type otherwise (as the C side's lmv_typename).
 local function typename(v)
@@ -138,7 +160,7 @@ function run_under_gdb(cpu)
 end
 
 -- mv.host([backend]): what the backend and host really do (moonvisor.host).
-function mv.host(backend) return host.probe(backend or mv.default_backend) end
+function mv.host(backend) return require("moonvisor.host").probe(backend or mv.default_backend) end
 
 -- cpu:run{ timeout_ms = N } ends a guest that spins with a "timeout" exit.
 -- For mode = "user" it also reports the sandbox's exceptions and syscalls,
@@ -147,8 +169,10 @@ function Vcpu:run(opts)
   if typename(self) ~= "moonvisor.Vcpu" then
     error("vcpu:run: expected a moonvisor.Vcpu, got " .. typename(self), 2)
   end
-  if user.cpus[self] then return user.translate(self, rename(pcall(enter, self, opts))) end
-  if stubs.cpus[self] then
+  local enter = Vcpu.enter
+  local user, stubs = package.loaded["moonvisor.user"], package.loaded["moonvisor.stubs"]
+  if user and user.cpus[self] then return user.translate(self, rename(pcall(enter, self, opts))) end
+  if stubs and stubs.cpus[self] then
     local e = rename(pcall(enter, self, opts))
     return stubs.take(self, e) or e
   end

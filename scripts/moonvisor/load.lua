@@ -137,7 +137,8 @@ local function plan_check(plan, mruns, fail, reserved)
 end
 
 local ZERO_CHUNK = 0x10000
-local zeros = string.rep("\0", ZERO_CHUNK)
+local zeros = nil   -- ZERO_CHUNK zero bytes, made when first needed (256 x 256: string.rep
+                    -- copies once per repetition)
 
 local function plan_run(g, plan)
   for _, p in ipairs(plan) do
@@ -146,6 +147,7 @@ local function plan_run(g, plan)
     else
       local a, left = p.addr, p.len
       while left > 0 do
+        zeros = zeros or ("\0"):rep(256):rep(ZERO_CHUNK // 256)
         local n = math.min(left, ZERO_CHUNK)
         g:write(a, n == ZERO_CHUNK and zeros or zeros:sub(1, n))
         a, left = a + n, left - n

@@ -52,6 +52,43 @@ stubs.cpus = setmetatable({}, { __mode = "k" })
 
 function stubs.install(cpu, base, ring3)
   stubs.cpus[cpu] = { report = base + 32 * 16 + OUT_END, ring3 = ring3 }
+  if ring3 then stubs.declare_sandbox(cpu, base) end
+end
+
+-- The page-table pages reachable from cr3 (4-level paging), as { gpa, size }.
+local function table_pages(g, cr3, out)
+  local function walk(table_gpa, level)
+    out[#out + 1] = { table_gpa, 0x1000 }
+    if level == 1 then return end
+    local entries = g:read(table_gpa, 0x1000)
+    for i = 0, 511 do
+      local e = string.unpack("<I8", entries, i * 8 + 1)
+      if e & 1 ~= 0 and (level == 4 or e & 0x80 == 0) then   -- present, and a table (not a large page)
+        walk(e & 0x000ffffffffff000, level - 1)
+      end
+    end
+  end
+  walk(cr3 & 0x000ffffffffff000, 4)
+  return out
+end
+
+-- A mode "user" VCPU is a sandbox (cpu:declare_sandbox, mv_vcpu_declare_sandbox):
+-- from ring 3 it reaches ring 0 only through these stubs and the syscall
+-- entry after them, which exit at once (the host does their return to ring
+-- 3) and change no debug register, XCR0 or MSR, and the syscall entry's
+-- exit follows no exception.  The ranges: GDT, IDT, TSS, page tables and
+-- the stubs.  Where the backend knows that, a restore leaves the debug
+-- registers and XCR0 alone after runs that kept to it.
+function stubs.declare_sandbox(cpu, base)
+  local g, s = cpu:guest(), cpu:sregs()
+  local entry = cpu:msr(0xc0000082)   -- LSTAR: the syscall entry
+  if entry < base or entry > base + 0x1000 or g:read(entry, 2) ~= "\xe6\xef" then return end   -- not ours
+  local ranges = { { s.gdt.base, s.gdt.limit + 1 }, { s.idt.base, s.idt.limit + 1 },
+                   { s.tr.base, s.tr.limit + 1 }, { base, entry + 2 - base } }
+  local ok, tables = pcall(table_pages, g, s.cr3, {})
+  if not ok or #ranges + #tables > 16 then return end
+  for _, r in ipairs(tables) do ranges[#ranges + 1] = r end
+  cpu:declare_sandbox{ ranges = ranges, clean = { entry } }
 end
 
 -- If e is the stubs' report (an OUT to port 0xEE from their common tail),

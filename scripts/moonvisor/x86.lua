@@ -14,9 +14,10 @@
 -- mapping), exceptions (long mode).  Layout at `tables`: +0 GDT, +0x1000
 -- PML4, +0x2000 PDPT, +0x3000..+0x6fff four page directories, +0x7000 IDT,
 -- +0x7200 exception stubs, +0x7440 TSS, the stubs' stack up to +0x8000.
-local stubs = require "moonvisor.stubs"
-
 local x86 = {}
+
+-- moonvisor.stubs, for mode "long" only: loaded when first needed.
+local function stubs() return require "moonvisor.stubs" end
 
 x86.TABLES_SIZE = 0x8000
 
@@ -78,10 +79,12 @@ local function segment(selector, code, long)
 end
 
 -- Identity page tables over the first 4 GiB at `at`: PML4, PDPT, 4 PDs;
--- with `user`, every page is reachable from CPL3 too.
+-- with `user`, every page is reachable from CPL3 too, and the accessed and
+-- dirty bits are set already, so the CPU never writes the tables (they are
+-- part of the sandbox, which must stay unwritten: moonvisor.stubs).
 function x86.page_tables(at, user)
   local parts = {}
-  local P, RW, PS = 1, 2 | (user and 4 or 0), 0x80
+  local P, RW, PS = 1, 2 | (user and 4 | 0x20 or 0), 0x80 | (user and 0x40 or 0)
   parts[1] = string.pack("<I8", (at + 0x2000) | P | RW) .. string.rep("\0", 4088)   -- PML4
   local pdpt = {}
   for i = 0, 3 do pdpt[#pdpt + 1] = string.pack("<I8", (at + 0x3000 + i * 0x1000) | P | RW) end
@@ -140,8 +143,8 @@ end
 local function write_exception_stubs(g, at)
   local idt, code, tss, stack = at + 0x7000, at + 0x7200, at + 0x7440, at + 0x8000
   g:write(at, x86.gdt(tss))
-  g:write(idt, stubs.idt(code, x86.CODE64, 1))
-  g:write(code, stubs.code(code))
+  g:write(idt, stubs().idt(code, x86.CODE64, 1))
+  g:write(code, stubs().code(code))
   g:write(tss, string.pack("<I4I8I8I8I8I8", 0, 0, 0, 0, 0, stack) .. string.rep("\0", 0x68 - 44))   -- IST1
   return { base = idt, limit = 32 * 16 - 1 }, code, tss
 end
@@ -156,7 +159,7 @@ function x86.modes.long(cpu, opts)
     idt, code, tss = write_exception_stubs(g, at)
     tr = { selector = x86.TSS, base = tss, limit = 0x67, type = 11, present = 1, dpl = 0, s = 0,
            db = 0, l = 0, g = 0, avl = 0, unusable = 0 }
-    stubs.install(cpu, code)
+    stubs().install(cpu, code)
   end
   local data = segment(x86.DATA, false, false)
   cpu:write_sregs{
@@ -173,6 +176,10 @@ end
 -- Puts cpu in `mode` as described above.
 function x86.setup(cpu, mode, opts)
   local set = x86.modes[mode]
+  if not set and not package.loaded["moonvisor.user"] then   -- mode "user" comes with moonvisor.user
+    require "moonvisor.user"
+    set = x86.modes[mode]
+  end
   if not set then
     local names = {}
     for k in pairs(x86.modes) do names[#names + 1] = ("%q"):format(k) end

@@ -1,0 +1,168 @@
+/*
+ * kvm_sandbox.c - what lets a restore of a sandboxed VCPU leave out the
+ * debug registers and XCR0 (mv_vcpu_declare_sandbox).  The guest can change
+ * those only at CPL 0 (MOV DR, XSETBV) or, for DR6, by a debug exception.  A
+ * sandbox's caller vouches that its CPL 0 code exits at once and changes
+ * neither; this file checks everything else, per run:
+ *
+ *   entry  CPL 3; CR0, CR3, CR4, EFER, GDTR, IDTR, TR as declared; no host
+ *          debugging; DR7 known (restored or saved since) with no
+ *          breakpoint enabled; the declared ranges hold what they held when
+ *          declared (compared once after anything could have written them)
+ *   exits  each one at CPL 3, or at a declared clean address with TF clear
+ *          (a trap flag would make the next step a debug exception)
+ *   after  at the next restore or snapshot: the ranges were not written
+ *          (guest or host) since the last one
+ *
+ * A run that breaks any of it marks the two classes touched (kvm_state.c).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include "kvm.h"
+
+#define TF (UINT64_C(1) << 8)
+
+/* The special registers a sandbox is declared with. */
+static bool same_frame(const struct kvm_sregs *a, const struct kvm_sregs *b) {
+  return a->cr0 == b->cr0 && a->cr3 == b->cr3 && a->cr4 == b->cr4 && a->efer == b->efer &&
+         a->gdt.base == b->gdt.base && a->gdt.limit == b->gdt.limit && a->idt.base == b->idt.base &&
+         a->idt.limit == b->idt.limit && a->tr.base == b->tr.base && a->tr.selector == b->tr.selector &&
+         a->tr.limit == b->tr.limit;
+}
+
+void kvm_sandbox_free(kvm_vcpu *kv) {
+  if (!kv->sb) return;
+  free(kv->sb->content);
+  free(kv->sb);
+  kv->sb = NULL;
+}
+
+static size_t content_size(const kvm_sandbox *sb) {
+  size_t n = 0;
+  for (int i = 0; i < sb->nranges; i++) n += (size_t)sb->ranges[i][1];
+  return n;
+}
+
+/* The ranges' content now equals what they held when declared. */
+static bool content_same(mv_vcpu *c, kvm_sandbox *sb) {
+  size_t at = 0;
+  for (int i = 0; i < sb->nranges; i++) {
+    uint64_t gpa = sb->ranges[i][0], len = sb->ranges[i][1];
+    while (len) {   /* through the mappings, without a copy */
+      const mv_mapping *m = mv__guest_find_mapping(c->guest, gpa);
+      if (!m) return false;
+      uint64_t in = gpa - m->gpa, n = m->size - in < len ? m->size - in : len;
+      if (memcmp(m->vmo->mem + m->offset + in, sb->content + at, (size_t)n) != 0) return false;
+      gpa += n;
+      len -= n;
+      at += (size_t)n;
+    }
+  }
+  return true;
+}
+
+int kvm_sandbox_declare(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean, int nclean,
+                        mv_err *err) {
+  kvm_vcpu *kv = KV(c);
+  kvm_sandbox_free(kv);
+  kv->touched |= KS_DEBUGREGS | KS_XCRS;   /* nothing is known of the runs before */
+  if (nranges == 0 || !kv->sync) return 0;   /* (the checks need the registers of every exit) */
+  kvm_sandbox *sb = calloc(1, sizeof *sb);
+  if (!sb) return mv__fail(err, -ENOMEM, "vcpu:declare_sandbox: out of memory");
+  for (int i = 0; i < nranges; i++) {   /* whole pages: the dirty log's unit */
+    uint64_t lo = ranges[i][0] & ~(uint64_t)(MV_PAGE_SIZE - 1);
+    uint64_t hi = (ranges[i][0] + ranges[i][1] + MV_PAGE_SIZE - 1) & ~(uint64_t)(MV_PAGE_SIZE - 1);
+    sb->ranges[i][0] = lo;
+    sb->ranges[i][1] = hi - lo;
+  }
+  sb->nranges = nranges;
+  memcpy(sb->clean, clean, sizeof *clean * (size_t)nclean);
+  sb->nclean = nclean;
+  sb->frame = kv->run->s.regs.sregs;
+  size_t n = content_size(sb), at = 0;
+  sb->content = malloc(n ? n : 1);
+  if (!sb->content) {
+    free(sb);
+    return mv__fail(err, -ENOMEM, "vcpu:declare_sandbox: out of memory");
+  }
+  for (int i = 0; i < nranges; i++) {
+    int r = mv_guest_read(c->guest, sb->ranges[i][0], sb->content + at, sb->ranges[i][1], err);
+    if (r < 0) {
+      free(sb->content);
+      free(sb);
+      return r;
+    }
+    at += (size_t)sb->ranges[i][1];
+  }
+  sb->verified = true;
+  kv->sb = sb;
+  return 0;
+}
+
+/* At the start of a run: whether it starts inside the sandbox. */
+bool kvm_sandbox_entry(mv_vcpu *c) {
+  kvm_vcpu *kv = KV(c);
+  kvm_sandbox *sb = kv->sb;
+  if (!sb || c->debug || c->nhw_bp || (kv->touched & KS_DEBUGREGS) || !sb->dr7_known || (sb->dr7 & 0xff))
+    return false;
+  const struct kvm_sregs *s = &kv->run->s.regs.sregs;
+  if ((s->cs.selector & 3) != 3 || s->cs.dpl != 3 || !same_frame(s, &sb->frame)) return false;
+  if (!sb->verified) {
+    if (sb->mismatch) return false;   /* compared already, not since changed */
+    sb->verified = content_same(c, sb);
+    sb->mismatch = !sb->verified;
+  }
+  return sb->verified;
+}
+
+/* After each KVM_RUN of a run that started inside: whether it still is. */
+bool kvm_sandbox_exit_ok(kvm_vcpu *kv) {
+  const struct kvm_sync_regs *r = &kv->run->s.regs;
+  if ((r->sregs.cs.selector & 3) == 3) return true;
+  if (r->regs.rflags & TF) return false;
+  for (int i = 0; i < kv->sb->nclean; i++)
+    if (r->regs.rip == kv->sb->clean[i]) return true;
+  return false;
+}
+
+/* Whether the ranges were written (by the guest or the host) since the last
+ * snapshot or restore: dirty.c has collected into the mappings' bits. */
+static bool written(mv_vcpu *c) {
+  kvm_sandbox *sb = KV(c)->sb;
+  for (int i = 0; i < sb->nranges; i++)
+    for (uint64_t a = sb->ranges[i][0]; a < sb->ranges[i][0] + sb->ranges[i][1]; a += MV_PAGE_SIZE) {
+      const mv_mapping *m = mv__guest_find_mapping(c->guest, a);
+      if (!m) return true;
+      uint64_t p = (a - m->gpa) / MV_PAGE_SIZE, bit = UINT64_C(1) << (p % 64);
+      if ((m->dirty_snap[p / 64] | m->dirty_maybe[p / 64]) & bit) return true;
+    }
+  return false;
+}
+
+/* A snapshot or restore of the VCPU: the classes the runs since did not
+ * keep to the sandbox (or the ranges' writes) may have touched, and the
+ * debug register DR7 from now on. */
+unsigned kvm_sandbox_boundary(mv_vcpu *c, uint64_t dr7, bool full) {
+  kvm_vcpu *kv = KV(c);
+  kvm_sandbox *sb = kv->sb;
+  if (!sb) return 0;
+  unsigned more = 0;
+  bool was_written = written(c);
+  if (was_written) {
+    more = KS_DEBUGREGS | KS_XCRS;
+    sb->verified = false;   /* compared again before the next run inside */
+    /* Pages read from the dirty ring stay unprotected (and count as written)
+     * until re-protected: do that after a first write, so that the next
+     * interval can be clean.  Not again while every interval shows the
+     * ranges written: hosts whose log also holds pages only read or run
+     * (QEMU's emulated SVM) show them so always, and would pay an ioctl per
+     * restore for nothing. */
+    if (!sb->last_written) kvm_dirty_rearm(c->guest, NULL);   /* (a failure: they keep showing written) */
+  }
+  sb->last_written = was_written;
+  if (full) sb->verified = false;   /* all of memory may be another snapshot's */
+  sb->mismatch = false;     /* memory may hold the declared content again */
+  sb->dr7 = dr7;
+  sb->dr7_known = true;
+  return more;
+}
