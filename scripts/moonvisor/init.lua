@@ -87,8 +87,11 @@ function mv.print_stats(g, out)
   end
 end
 
+local wait_for_gdb_on_enter   -- below, with the --gdb hook
+
 function mv.configure(opts)
   for k, v in pairs(opts) do mv.options[k] = v end
+  if opts.gdb then wait_for_gdb_on_enter() end
   if mv.options.stats then debug.getregistry()["moonvisor.on_close"] = mv.print_stats end
 end
 
@@ -121,12 +124,18 @@ end
 -- moonvisor --gdb host:port: the first cpu:enter() -- and so the first
 -- cpu:run(), a moonvisor.pc machine's run or any enter loop -- waits for gdb
 -- before the guest's first instruction and runs under it until gdb detaches
--- (then the enter goes on) or kills (an error).
+-- (then the enter goes on) or kills (an error).  The wrapper exists only
+-- while --gdb is pending: a Lua frame between the script and the core's
+-- enter would put its own line into every error enter raises.
 local run_under_gdb
-local raw_enter = Vcpu.enter
-function Vcpu.enter(cpu, opts)
-  if mv.options.gdb then run_under_gdb(cpu) end
-  return raw_enter(cpu, opts)
+function wait_for_gdb_on_enter()
+  local raw_enter = Vcpu.enter
+  local function enter(cpu, opts)
+    if mv.options.gdb then run_under_gdb(cpu) end
+    if Vcpu.enter == enter then Vcpu.enter = raw_enter end
+    return raw_enter(cpu, opts)
+  end
+  Vcpu.enter = enter
 end
 
 -- Enters until the guest halts, shuts down, errors or leaves an exit that no
