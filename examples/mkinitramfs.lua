@@ -1,26 +1,43 @@
 -- mkinitramfs.lua - writes a minimal initramfs (an uncompressed "newc" cpio
--- archive, which the kernel unpacks as is) holding a static busybox and an
--- /init script; used by `make linux-initramfs`.
+-- archive; `make linux-initramfs` gzips it) holding a static busybox and an
+-- /init script.
 --
 --   lua5.4 examples/mkinitramfs.lua OUT.cpio /bin/busybox
 --
--- /init mounts /proc, /sys and /dev, runs the command given on the kernel
--- command line as moonvisor.run="..." (examples/linux.lua --run) or else a
--- shell on the console, then powers off.
+-- /init mounts /proc, /sys, /dev and /dev/pts, then either runs the command
+-- given on the kernel command line as moonvisor.run="..."
+-- (examples/linux.lua --run) or prints the line
+--   moonvisor-initramfs: Linux 6.1.0-56-amd64, 1 CPU(s): a shell on ttyS0 ...
+-- and starts a shell on the console (cttyhack: it becomes the controlling
+-- terminal, so Ctrl-C reaches the shell's children) with the prompt
+--   moonvisor-linux:/#
+-- It powers the machine off (poweroff -f: ACPI S5) when that command or the
+-- shell ends, and on `poweroff`, `reboot` and `halt` typed in the shell
+-- (busybox sends those to PID 1 as SIGUSR2, SIGTERM and SIGUSR1).
 local out, busybox = arg[1], arg[2]
 if not out or not busybox then
   io.stderr:write("usage: mkinitramfs.lua OUT.cpio /path/to/static/busybox\n") os.exit(2)
 end
 
 local init = [[#!/bin/busybox sh
-/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/
+/bin/busybox --install -s
 mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-echo "initramfs: $(uname -sr), $(grep -c ^processor /proc/cpuinfo) CPU(s), $(grep MemTotal /proc/meminfo)"
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+hostname moonvisor
+trap 'poweroff -f' USR2
+trap 'reboot -f' TERM
+trap 'halt -f' USR1
 cmd=$(sed -n 's/.*moonvisor\.run="\([^"]*\)".*/\1/p' /proc/cmdline)
-if [ -n "$cmd" ]; then echo "initramfs: running: $cmd"; sh -c "$cmd"; echo "initramfs: exit status $?"
-else sh; fi
+if [ -n "$cmd" ]; then
+  echo "moonvisor-initramfs: running: $cmd"; sh -c "$cmd"; echo "moonvisor-initramfs: exit status $?"
+else
+  echo "moonvisor-initramfs: Linux $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s): a shell on $(cat /sys/class/tty/console/active) (exit or poweroff ends the machine)"
+  PS1='moonvisor-linux:\w# ' setsid cttyhack sh &
+  wait
+fi
 poweroff -f
 ]]
 
