@@ -6,10 +6,16 @@
  *                                   Ctrl-Z (those bytes are the guest's)
  *   term:read([max[, timeout_ms]]) -> the bytes there are (up to max, 4096 by
  *                                   default), nil on timeout, "" at end of input
+ *   term:write(bytes)            -> writes all of bytes to fd 1 (stdout), again
+ *                                   after EINTR and partial writes: VCPU
+ *                                   timeouts are signals without SA_RESTART,
+ *                                   and stdio would drop bytes a slow
+ *                                   terminal had not taken when one came
  *   term:restore()               -> the terminal as it was (also __close, __gc)
  * The terminal's settings from before are one per process (there is one
  * terminal): they are put back by restore, by a normal exit (atexit) and by
- * SIGTERM/SIGHUP/SIGQUIT (restored, then the signal's default action), so no
+ * SIGTERM/SIGHUP/SIGQUIT/SIGINT (restored, then the signal's default action,
+ * where the program had left that signal's default action), so no
  * way out of moonvisor leaves the shell in raw mode.
  */
 #include <errno.h>
@@ -46,7 +52,7 @@ static void install_restorers(void) {
   if (installed) return;
   installed = 1;
   atexit(restore_raw_term);
-  int sigs[] = { SIGTERM, SIGHUP, SIGQUIT };
+  int sigs[] = { SIGTERM, SIGHUP, SIGQUIT, SIGINT };
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
     struct sigaction old;
     if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) signal(sigs[i], restore_on_signal);
@@ -111,6 +117,25 @@ static int term_read(lua_State *L) {
   return 1;
 }
 
+static int term_write(lua_State *L) {
+  checkterm(L, "term:write");
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  while (len > 0) {
+    ssize_t n = write(STDOUT_FILENO, s, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {   /* a non-blocking stdout: wait until it takes more */
+      struct pollfd p = { .fd = STDOUT_FILENO, .events = POLLOUT };
+      poll(&p, 1, 100);
+      continue;
+    }
+    if (n < 0) return luaL_error(L, "term:write: %s", strerror(errno));
+    s += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
 static int term_restore(lua_State *L) {
   LTerm *t = luaL_checkudata(L, 1, MV_TERM);
   if (t->fd >= 0 && t->fd == raw_term.fd) restore_raw_term();
@@ -126,7 +151,7 @@ static int term_tostring(lua_State *L) {
 }
 
 static const luaL_Reg term_methods[] = {
-  { "read", term_read }, { "restore", term_restore }, { NULL, NULL },
+  { "read", term_read }, { "write", term_write }, { "restore", term_restore }, { NULL, NULL },
 };
 
 static const luaL_Reg term_meta[] = {
