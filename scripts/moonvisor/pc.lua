@@ -102,6 +102,7 @@ local function device_guest(self, name)
   local g = self.g
   return setmetatable({
     trap = function(_, kind, addr, size, h)
+      self.trap_owners[#self.trap_owners + 1] = { name = name, kind = kind, addr = addr, size = size }
       return g:trap(kind, addr, size, function(e, cpu)
         local t = self.tracer
         if not t then return h(e, cpu) end
@@ -136,7 +137,7 @@ function pc.new(opts)
 
   local self = setmetatable({
     mem = mem, cpus = cpus, backend = backend, below_4g = below, above_4g = above, e820 = e820,
-    dev = {}, events = {}, unclaimed = dev.unclaimed(), reserved = {}, opts = opts,
+    dev = {}, events = {}, unclaimed = dev.unclaimed(), reserved = {}, opts = opts, trap_owners = {},
   }, Machine)
   local g = mv.guest{ backend = backend, irqchip = in_kernel }
   self.g = g
@@ -167,6 +168,12 @@ function pc.new(opts)
     local s = opts.serial or {}
     d.uart = require("moonvisor.dev.uart").new(device_guest(self, "uart"), {
       base = 0x3f8, irq = 4, raise_irq = raise, output = s.output, input = s.input })
+    local w = require("moonvisor.panic_watch").new()
+    self.panic_watch = w
+    d.uart.tap = function(b)
+      w:byte(b)
+      if w.panic and not self.stopped and w:due() then self:_event(self:_panic_event()) end
+    end
   end
   d.cmos = require("moonvisor.dev.cmos").new(device_guest(self, "cmos"), {
     mem_size = below, above_4g = above, cpus = cpus, clock = opts.rtc_clock })
@@ -237,9 +244,16 @@ end
 -- A device ended the machine (debug exit, power-off, reset): remember it and
 -- make the VCPU's enter return.
 function Machine:_event(ev, cpu)
+  if ev.kind == "reset" and self.panic_watch and self.panic_watch.panic then ev = self:_panic_event() end
   self.events[#self.events + 1] = ev
   if not self.stopped then self.stopped = ev end
   if cpu then cpu:kick() elseif self.cpu then self.cpu:kick() end
+end
+
+-- The kernel panicked (moonvisor.panic_watch saw it on the console).
+function Machine:_panic_event()
+  return { kind = "panic", status = pc.STATUS.stopped,
+           reason = "the guest kernel panicked: " .. self.panic_watch.panic }
 end
 
 function Machine:_sleep(state, typ, cpu)
@@ -295,6 +309,7 @@ function Machine:start(entry, mode, regs, vcpu_opts)
   local cpu = g:vcpu(o)
   if regs and not stub then cpu:write_state(regs) end
   self.cpu = cpu
+  self._last_rip = nil
   return cpu
 end
 
@@ -376,6 +391,8 @@ end
 --   halt        a hlt nothing can end: interrupts off, or no interrupt source
 --               (the soft backend; KVM without the irqchip) (status 4)
 --   suspend     ACPI S3 (status 4)          timeout  timeout_ms passed (status 124)
+--   panic       the kernel printed "Kernel panic - not syncing" (status 4;
+--               moonvisor.panic_watch: at its end line, a reset, or 1 s on)
 --   exception, kick, ...   any other exit (status 4)
 -- poll runs between slices (the runner's gdb stub); unclaimed io and mem
 -- exits are counted in m.unclaimed and the guest goes on.
@@ -388,7 +405,7 @@ function Machine:run(opts)
   local slice = opts.slice_ms or 100
   local u, on = self.unclaimed, opts.on_unclaimed
   local enter_opts = {}
-  self._last_rip = nil
+  local w = self.panic_watch
   while true do
     local t = slice
     if deadline then
@@ -409,6 +426,7 @@ function Machine:run(opts)
     elseif ty == "timeout" then
       if opts.poll then opts.poll(self) end
       if self.stopped then return self:_finish(self.stopped, e) end
+      if w and w:due() then return self:_finish(self:_panic_event(), e) end
       if self:_dead_halt(cpu) then
         return self:_finish({ kind = "halt", status = pc.STATUS.stopped,
                               reason = ("the guest halted with interrupts disabled at %s"):format(hex(cpu.rip)) }, e)
@@ -421,6 +439,7 @@ function Machine:run(opts)
       return self:_finish({ kind = "halt", status = pc.STATUS.stopped,
                             reason = ("the guest halted %s at %s"):format(why, hex(st.rip)) }, e)
     elseif ty == "shutdown" then
+      if w and w.panic then return self:_finish(self:_panic_event(), e) end
       return self:_finish({ kind = "triple-fault", status = pc.STATUS.stopped,
                             reason = "triple fault: the VCPU shut down" }, e)
     elseif ty == "exception" then
@@ -436,7 +455,40 @@ function Machine:run(opts)
   end
 end
 
+-- m:step(ms[, opts]) -> nil while the machine goes on after about ms
+-- milliseconds, or m:run's result when it ended (moonvisor.console's step).
+-- opts: m:run's (timeout_ms and slice_ms are ms).
+function Machine:step(ms, opts)
+  local o = { timeout_ms = ms, slice_ms = ms }
+  for k, v in pairs(opts or {}) do if k ~= "timeout_ms" and k ~= "slice_ms" then o[k] = v end end
+  local r = self:run(o)
+  if r.kind == "timeout" then self.result = nil return nil end
+  return r
+end
+
 -- {====================================================== reports
+
+-- m:exit_stats() -> { exits = { type = n }, devices = { { name, exits }, ... } }:
+-- the boot VCPU's exits to userspace by type, and the io/mem exits each
+-- device's traps took (most first), "unclaimed" for the rest.  What KVM
+-- handles in the kernel (the irqchip, the PIT) never exits and is not here.
+function Machine:exit_stats()
+  local s = self.cpu:stats()
+  local by = {}
+  for _, t in ipairs(s.traps) do
+    for _, o in ipairs(self.trap_owners) do
+      if o.kind == t.kind and o.addr == t.addr and o.size == t.size then
+        by[o.name] = (by[o.name] or 0) + t.calls
+        break
+      end
+    end
+  end
+  if self.unclaimed.total > 0 then by.unclaimed = self.unclaimed.total end
+  local devices = {}
+  for name, n in pairs(by) do devices[#devices + 1] = { name = name, exits = n } end
+  table.sort(devices, function(a, b) if a.exits ~= b.exits then return a.exits > b.exits end return a.name < b.name end)
+  return { exits = s.exits, devices = devices }
+end
 
 -- Lines describing the devices and the unclaimed accesses.
 function Machine:report()

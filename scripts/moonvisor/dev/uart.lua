@@ -16,6 +16,8 @@
 --   uart:poll()       pull input (a function source) and update the interrupt
 --   uart:read(port) uart:write(port, byte)   register access, as the guest's
 --   uart:flush() uart:stats() uart:irq_level() uart:remove()
+--   uart.tap = function(byte) end   -- also sees each transmitted byte, whatever
+--                          -- uart.out is (moonvisor.pc's panic watch)
 --
 -- Model:
 -- * Registers: RBR/THR, IER, IIR/FCR, LCR (DLAB), MCR, LSR, MSR, SCR and the
@@ -264,6 +266,7 @@ function Uart:write(port, v)
     else
       self.n_tx = self.n_tx + 1
       self.out(string.char(v))
+      if self.tap then self.tap(v) end
     end
     self.thr_ipending = true          -- THR empties at once
   elseif off == 1 then
