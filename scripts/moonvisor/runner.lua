@@ -6,7 +6,7 @@
 --                 [-serial stdio|file:PATH|null|none] [-gdb tcp::PORT] [-s] [-S]
 --                 [-no-reboot] [-device isa-debug-exit[,iobase=N][,iosize=N]]
 --                 [-fw_cfg name=NAME,file=PATH|string=S] [-accel kvm|tcg]
---                 [--timeout MS] [--report] [--show-vga]
+--                 [--timeout MS] [--report] [--stats] [--show-vga]
 --
 --   local runner = require "moonvisor.runner"
 --   local status = runner.main({ "-kernel", "k.elf", "-m", "64" })
@@ -19,6 +19,10 @@
 -- with -no-reboot, suspend, an exit nothing handles, killed from gdb), 124
 -- after --timeout; each with a one-line reason on stderr.  `moonvisor --gdb
 -- H:P run ...` is `-gdb tcp:H:P -S`.
+--
+-- With -serial stdio on a terminal (fd 0 is a tty) the terminal is COM1's
+-- both ways (moonvisor.console: raw mode, restored on every way out):
+-- Ctrl-A x quits (status 0, as QEMU's), Ctrl-A h lists the keys.
 local pc = require "moonvisor.pc"
 
 local M = {}
@@ -47,9 +51,13 @@ i8042, CMOS/RTC, ACPI PM, PCI host bridge, isa-debug-exit).
   -no-user-config, -monitor none, -name X: accepted, no effect
   --timeout MS      end the run after MS milliseconds (status 124)
   --report          print the devices' counters and unclaimed accesses at the end
+  --stats           print the exits to moonvisor by type and by device at the end
   --show-vga        print the VGA text screen at the end
-Exit status: (v << 1) | 1 for isa-debug-exit value v; 0 on ACPI power-off;
-2 bad input; 4 the guest stopped otherwise; 124 timeout.]]
+With -serial stdio on a terminal, the terminal is the guest's serial console
+both ways: Ctrl-A x quits, Ctrl-A h lists the keys.
+Exit status: (v << 1) | 1 for isa-debug-exit value v; 0 on ACPI power-off
+(and Ctrl-A x); 2 bad input; 4 the guest stopped otherwise (a kernel panic
+too); 124 timeout.]]
 
 local function parse_int(s)
   if type(s) ~= "string" then return nil end
@@ -112,6 +120,7 @@ function M.parse(args)
         if not v or v <= 0 then error("--timeout wants a number of milliseconds", 0) end
         cfg.timeout_ms = v
       elseif a == "--report" then cfg.report = true
+      elseif a == "--stats" then cfg.stats = true
       elseif a == "--show-vga" then cfg.show_vga = true
       elseif a == "--backend" then
         cfg.backend = value(a)
@@ -220,6 +229,36 @@ local function default_backend()
   return "soft"
 end
 
+-- Runs machine m with the terminal as its console until it ends, the
+-- deadline passes or Ctrl-A x: m:run's result ({ kind = "quit", status =
+-- 0 } for the last).
+function M.interact(m, deadline, timeout_reason, poll)
+  local clock = require("moonvisor").clock
+  local c = require("moonvisor.console").new{ uart = m.dev.uart, step = function(ms)
+    local left = deadline and (deadline - clock()) * 1000
+    if left and left <= 0 then
+      return m:_finish({ kind = "timeout", status = pc.STATUS.timeout, reason = timeout_reason })
+    end
+    return m:step(math.max(1, math.floor(math.min(ms, left or ms))), { poll = poll })
+  end }
+  local r, how = c:interact()
+  io.stdout:write("\n")
+  if how == "quit" then r = m:_finish({ kind = "quit", status = 0, reason = "quit from the console (Ctrl-A x)" }) end
+  return r
+end
+
+-- --stats: the exits to userspace by type and by device.
+function M.print_stats(m)
+  local s = m:exit_stats()
+  local types, total = {}, 0
+  for t, n in pairs(s.exits) do types[#types + 1] = ("%s %d"):format(t, n) total = total + n end
+  table.sort(types)
+  say("exits: %d (%s)", total, table.concat(types, ", "))
+  local devs = {}
+  for _, d in ipairs(s.devices) do devs[#devs + 1] = ("%s %d"):format(d.name, d.exits) end
+  say("exits by device: %s", #devs > 0 and table.concat(devs, ", ") or "none")
+end
+
 -- runner.main(args) -> exit status.
 function M.main(args)
   local cfg, err = M.parse(args)
@@ -260,6 +299,8 @@ function M.main(args)
   end
 
   local gdb = cfg.gdb and require("moonvisor.gdb")
+  local interactive = cfg.serial == "stdio" and require("moonvisor.core").isatty(0)
+  if interactive then say("COM1 is this terminal: Ctrl-A x quits, Ctrl-A h lists the keys") end
   local status
   local first = true
   local deadline = cfg.timeout_ms and require("moonvisor").clock() + cfg.timeout_ms / 1000
@@ -301,12 +342,19 @@ function M.main(args)
       if m.stopped then
         r = m:_finish(m.stopped)
       else
-        local left = deadline and math.max(1, (deadline - require("moonvisor").clock()) * 1000)
-        r = m:run{ timeout_ms = left, timeout_reason = cfg.timeout_ms and ("no end after %d ms (--timeout)"):format(cfg.timeout_ms),
-                   poll = srv and function() gdb_end(srv:poll()) if r then m:_event(r) end end }
+        local clock = require("moonvisor").clock
+        local left = deadline and math.max(1, (deadline - clock()) * 1000)
+        local reason = cfg.timeout_ms and ("no end after %d ms (--timeout)"):format(cfg.timeout_ms)
+        local poll = srv and function() gdb_end(srv:poll()) if r then m:_event(r) end end
+        if interactive then
+          r = M.interact(m, deadline, reason, poll)
+        else
+          r = m:run{ timeout_ms = left, timeout_reason = reason, poll = poll }
+        end
       end
     end
     if srv then srv:close() end
+    if cfg.stats then M.print_stats(m) end
     if cfg.report then for _, l in ipairs(m:report()) do io.stderr:write("moonvisor run: ", l, "\n") end end
     if cfg.show_vga then
       local lines = m.dev.vga:text()
