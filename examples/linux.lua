@@ -25,12 +25,11 @@
 -- timeout.
 --
 -- A real kernel (not part of `make test`; see README, "Booting Linux"):
---   mkdir -p build/linux && cd build && apt-get download $(apt-cache depends linux-image-amd64 \
---     | awk '/Depends: linux-image-[0-9]/ { print $2 }') && dpkg-deb -x linux-image-*.deb linux && cd ..
---   make linux-initramfs       # build/linux/initramfs.cpio: busybox-static + /init
---   build/moonvisor examples/linux.lua --kernel build/linux/boot/vmlinuz-* \
---     --initrd build/linux/initramfs.cpio --cmdline "console=ttyS0 panic=-1" --run 'uname -a'
---   (or `make test-linux`, which does that and times it)
+--   make linux-initramfs       # build/linux/initramfs.cpio.gz: busybox-static + /init
+--   build/moonvisor examples/linux.lua --kernel /boot/vmlinuz-* \
+--     --initrd build/linux/initramfs.cpio.gz --cmdline "console=ttyS0 panic=-1" --run 'uname -a'
+-- For a shell on the terminal use `moonvisor run` (scripts/moonvisor/runner.lua),
+-- from Lua moonvisor.linux_shell; `make test-linux` tests both.
 -- On KVM the guest gets the in-kernel irqchip and PIT; the soft backend has
 -- no interrupt controller or timer, so a real kernel cannot get far there.
 local mv = require "moonvisor"

@@ -1,0 +1,119 @@
+-- linux_boot_spec.lua - Debian's stock kernel (linux-image-amd64,
+-- /boot/vmlinuz-*; LINUX_KERNEL overrides) with the busybox initramfs of
+-- `make linux-initramfs`, booted on moonvisor.pc to a shell on COM1:
+-- scripted through moonvisor.linux_shell, interactive through `moonvisor
+-- run` in a real terminal (tmux), a panic, bad input.  Tagged #linux: `make
+-- test` leaves it out; `make test-linux` runs it on the kvm backend (this
+-- machine's KVM or the nested test VM), where a missing /dev/kvm FAILS.
+-- Each boot takes tens of seconds in the nested VM (~90 us per exit).
+local H = require "helpers"
+local tmux = require "tmux"
+local shell = require "moonvisor.linux_shell"
+
+local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
+local INITRD = "build/linux/initramfs.cpio.gz"
+local BOOT_MS = 600000       -- a bound, not an expectation: ~30 s in the nested VM
+
+local function kernel()
+  local k = os.getenv("LINUX_KERNEL")
+  if k and k ~= "" then return k end
+  local p = io.popen("ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1")
+  k = p:read("l")
+  p:close()
+  assert(k and k ~= "", "no kernel: /boot/vmlinuz-* (apt-get install linux-image-amd64) or LINUX_KERNEL")
+  return k
+end
+
+local function slurp(p)
+  local f = assert(io.open(p, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- moonvisor run ARGS, stdin /dev/null: stdout, stderr, status.
+local function run(args, seconds)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, _, code = os.execute(("MOONVISOR_BACKEND=%s timeout %d %s run %s >%s 2>%s </dev/null"):format(
+    H.backend, seconds or 60, exe, args, out, err))
+  local o, e = slurp(out), slurp(err)
+  os.remove(out)
+  os.remove(err)
+  return o, e, ok and 0 or code
+end
+
+describe("Linux on moonvisor.pc #linux", function()
+  local K = kernel()
+  local version = K:match("vmlinuz%-(.+)$")
+
+  it("boots to the busybox shell, answers uname -r and the processor count, and powers off with status 0", function()
+    assert.truthy(io.open(INITRD), INITRD .. " is missing: make linux-initramfs")
+    local sh <close> = shell.boot{ kernel = K, initrd = INITRD, append = "console=ttyS0", timeout_ms = BOOT_MS }
+    local log = sh:wait_prompt()
+    assert.matches("Run /init as init process", log, 1, true)
+    assert.matches("moonvisor-initramfs: Linux " .. version, log, 1, true)
+    local out, status = sh:run("uname -r")
+    assert.equals(version .. "\n", out)
+    assert.equals(0, status)
+    out, status = sh:run("cat /proc/cpuinfo | grep -c processor")
+    assert.equals(tostring(sh.machine.cpus) .. "\n", out)
+    assert.equals(0, status)
+    out, status = sh:run("false")
+    assert.equals("", out)
+    assert.equals(1, status)
+    local r = sh:poweroff()
+    assert.equals("poweroff", r.kind)
+    assert.equals(0, r.status)
+    io.stderr:write(("\n[linux_boot_spec: %s to the prompt in %.1f s on the %s backend]\n"):format(
+      version, sh.boot_ms / 1000, H.backend))
+  end)
+
+  it("is interactive in a real terminal: ls / works, poweroff ends the run with status 0, the terminal is cooked again", function()
+    local cmd = ("MOONVISOR_BACKEND=%s %s run -kernel %s -initrd %s -append console=ttyS0 -m 256 --stats; echo \"[status=$?]\"; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon; sleep 60"):format(
+      H.backend, exe, K, INITRD)
+    local s = tmux.start(cmd)
+    finally(function() s:kill() end)
+    s:wait("Ctrl-A x quits", nil, 30)
+    s:wait("moonvisor-linux:/#", nil, BOOT_MS / 1000)
+    s:line("ls /")
+    s:wait("linuxrc", nil, 60)
+    s:line("poweroff")
+    s:wait("[status=0]", nil, 120)
+    s:wait("icanon", "[status=0]", 15)
+    assert.is_nil(s:screen():find("-icanon", 1, true))
+    assert.matches("exits by device: ", s:screen(), 1, true)
+  end)
+
+  it("quits on Ctrl-A x with the terminal cooked again", function()
+    local cmd = ("MOONVISOR_BACKEND=%s %s run -kernel %s -initrd %s -append console=ttyS0 -m 256; echo \"[status=$?]\"; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon; sleep 60"):format(
+      H.backend, exe, K, INITRD)
+    local s = tmux.start(cmd)
+    finally(function() s:kill() end)
+    s:wait("moonvisor-linux:/#", nil, BOOT_MS / 1000)
+    s:keys("C-a", "x")
+    s:wait("[status=0]", nil, 60)
+    s:wait("icanon", "[status=0]", 15)
+    assert.is_nil(s:screen():find("-icanon", 1, true))
+    assert.matches("quit from the console (Ctrl-A x)", s:screen(), 1, true)
+  end)
+
+  it("ends a kernel panic with status 4 and the panic's text", function()
+    -- no initramfs: the kernel cannot mount a root file system
+    local out, err, status = run(("-kernel %s -append console=ttyS0 -m 256"):format(K), BOOT_MS // 1000)
+    assert.equals(4, status)
+    assert.matches("moonvisor run: the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs", err, 1, true)
+    assert.matches("Kernel panic - not syncing", out, 1, true)
+  end)
+
+  it("refuses a file that is not a kernel, and an initrd larger than RAM, with status 2", function()
+    local _, err, status = run("-kernel " .. INITRD)
+    assert.equals(2, status)
+    assert.matches("moonvisor run: ", err, 1, true)
+    local big = os.tmpname()
+    finally(function() os.remove(big) end)
+    assert.is_true(os.execute("truncate -s 200M " .. big))
+    _, err, status = run(("-kernel %s -initrd %s -m 128"):format(K, big))
+    assert.equals(2, status)
+    assert.matches(big, err, 1, true)
+  end)
+end)
