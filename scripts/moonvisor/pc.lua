@@ -468,8 +468,9 @@ end
 
 -- {====================================================== reports
 
--- m:exit_stats() -> { exits = { type = n }, devices = { { name, exits }, ... } }:
--- the boot VCPU's exits to userspace by type, and the io/mem exits each
+-- m:exit_stats() -> { exits = { type = n }, total = n, devices = { { name, exits }, ... } }:
+-- the boot VCPU's exits to userspace by type (those handlers took and those
+-- that returned from enter: timeouts, kicks, unclaimed accesses), and the io/mem exits each
 -- device's traps took (most first), "unclaimed" for the rest.  What KVM
 -- handles in the kernel (the irqchip, the PIT) never exits and is not here.
 function Machine:exit_stats()
@@ -487,7 +488,11 @@ function Machine:exit_stats()
   local devices = {}
   for name, n in pairs(by) do devices[#devices + 1] = { name = name, exits = n } end
   table.sort(devices, function(a, b) if a.exits ~= b.exits then return a.exits > b.exits end return a.name < b.name end)
-  return { exits = s.exits, devices = devices }
+  local exits, total = {}, 0
+  for _, t in ipairs{ s.exits, s.handled } do
+    for ty, n in pairs(t) do exits[ty] = (exits[ty] or 0) + n total = total + n end
+  end
+  return { exits = exits, total = total, devices = devices }
 end
 
 -- Lines describing the devices and the unclaimed accesses.

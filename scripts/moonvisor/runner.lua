@@ -250,10 +250,10 @@ end
 -- --stats: the exits to userspace by type and by device.
 function M.print_stats(m)
   local s = m:exit_stats()
-  local types, total = {}, 0
-  for t, n in pairs(s.exits) do types[#types + 1] = ("%s %d"):format(t, n) total = total + n end
+  local types = {}
+  for t, n in pairs(s.exits) do types[#types + 1] = ("%s %d"):format(t, n) end
   table.sort(types)
-  say("exits: %d (%s)", total, table.concat(types, ", "))
+  say("exits: %d (%s)", s.total, table.concat(types, ", "))
   local devs = {}
   for _, d in ipairs(s.devices) do devs[#devs + 1] = ("%s %d"):format(d.name, d.exits) end
   say("exits by device: %s", #devs > 0 and table.concat(devs, ", ") or "none")
