@@ -16,7 +16,7 @@
 #define BLOCK_CAP 65536u          /* what the writer fills before writing a block */
 #define BLOCK_MAX (1u << 20)      /* what a reader accepts */
 #define HOSTW_CHUNK 16384u        /* handler writes are logged in pieces of at most this */
-#define REC_MAX (HOSTW_CHUNK + 64)
+#define REC_MAX 512                /* an encoded record but a handler write's bytes (appended apart) */
 #define H_FLAG 0x80
 
 enum { K_ACCESS = 1, K_RET, K_IRQ, K_DELIVER, K_HOSTW, K_REGS, K_SREGS, K_MSR, K_FPU, K_CPUID, K_IRQLINE,
@@ -105,6 +105,8 @@ int mv__rec_write_header(mv_rec *r, mv_err *err);
 int mv__rec_check_header(mv_rec *r, mv_err *err);
 int mv__rec_scan(mv_rec *r, mv_err *err);
 void mv__rec_append(mv_rec *r, const enc *e);
+/* The same with n more bytes from data at the record's end. */
+void mv__rec_append_data(mv_rec *r, const enc *e, const void *data, size_t n);
 void mv__rec_flush(mv_rec *r);
 bool mv__rec_peek(mv_rec *r, const unsigned char **p, size_t *n);
 void mv__rec_consume(mv_rec *r);

@@ -164,13 +164,14 @@ static void arm_kick(mv_rec *r, mv_vcpu *c) {
 /* A host action: logged (recording) or compared with the log (replaying).
  * prefix: the log's record may go on after the event's bytes (a handler's
  * host write carries its data). */
-static int host_event(mv_rec *r, mv_vcpu *c, enc *e, bool prefix, const char *what, mv_err *err) {
+static int host_event(mv_rec *r, mv_vcpu *c, enc *e, bool prefix, const void *data, size_t ndata, const char *what,
+                      mv_err *err) {
   if (r->applying || r->finished) return 0;
   bool handler = r->in_handler > 0;
   if (r->enter_depth > 0 && !handler) return 0;   /* the backend's own, inside a run */
   if (handler) e->b[0] |= H_FLAG;
-  if (!r->replay) {
-    mv__rec_append(r, e);
+  if (!r->replay) {   /* a handler's write carries its bytes: the replayer applies it */
+    mv__rec_append_data(r, e, data, handler ? ndata : 0);
     return 0;
   }
   if (r->diverged) return mv__fail(err, -EILSEQ, "%s: %s: %s", what, r->path, r->div_msg);
@@ -189,13 +190,13 @@ int mv__rec_hostw(mv_guest *g, uint64_t gpa, const void *src, uint64_t len, cons
   const unsigned char *b = src;
   for (uint64_t done = 0; done < len || (len == 0 && done == 0); ) {
     uint64_t n = len - done < HOSTW_CHUNK ? len - done : HOSTW_CHUNK;
-    enc e = { .n = 0 };
+    enc e;
+  e.n = 0;
     put8(&e, K_HOSTW);
     putv(&e, gpa + done);
     putv(&e, n);
     put64(&e, mv__hash_bytes(5, b + done, (size_t)n));
-    if (!r->replay && r->in_handler > 0) putraw(&e, b + done, (size_t)n);   /* the replayer applies it */
-    int rc = host_event(r, NULL, &e, true, what, err);
+    int rc = host_event(r, NULL, &e, true, b + done, (size_t)n, what, err);
     if (rc < 0) return rc;
     done += n;
     if (len == 0) break;
@@ -215,84 +216,93 @@ int mv__rec_vmo_write(mv_vmo *vmo, uint64_t off, const void *src, uint64_t len, 
 }
 
 int mv__rec_regs(mv_vcpu *c, const mv_regs *regs, mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_REGS);
   put8(&e, (unsigned)c->id);
   const uint64_t *v = &regs->rax;   /* mv_regs: 18 uint64_t in a row */
   for (int i = 0; i < 18; i++) putv(&e, v[i]);
-  return host_event(c->guest->rec, c, &e, false, "vcpu:write_state", err);
+  return host_event(c->guest->rec, c, &e, false, NULL, 0, "vcpu:write_state", err);
 }
 
 int mv__rec_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_SREGS);
   put8(&e, (unsigned)c->id);
   e.n += mv__rec_put_sregs(e.b + e.n, s);
-  return host_event(c->guest->rec, c, &e, false, "vcpu:write_sregs", err);
+  return host_event(c->guest->rec, c, &e, false, NULL, 0, "vcpu:write_sregs", err);
 }
 
 int mv__rec_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_MSR);
   put8(&e, (unsigned)c->id);
   putv(&e, index);
   putv(&e, value);
-  return host_event(c->guest->rec, c, &e, false, "vcpu:write_msr", err);
+  return host_event(c->guest->rec, c, &e, false, NULL, 0, "vcpu:write_msr", err);
 }
 
 int mv__rec_fpu(mv_vcpu *c, const mv_fpu *f, mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_FPU);
   put8(&e, (unsigned)c->id);
   putraw(&e, f->st, 80), putraw(&e, &f->fcw, 2), putraw(&e, &f->fsw, 2), put8(&e, f->ftw);
   putraw(&e, &f->mxcsr, 4), putraw(&e, f->xmm, 256);
-  return host_event(c->guest->rec, c, &e, false, "vcpu:write_fpu", err);
+  return host_event(c->guest->rec, c, &e, false, NULL, 0, "vcpu:write_fpu", err);
 }
 
 int mv__rec_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_CPUID);
   put8(&e, (unsigned)c->id);
   putv(&e, leaf);
   putv(&e, subleaf);
   for (int i = 0; i < 4; i++) putv(&e, regs[i]);
-  return host_event(c->guest->rec, c, &e, false, "vcpu:cpuid_set", err);
+  return host_event(c->guest->rec, c, &e, false, NULL, 0, "vcpu:cpuid_set", err);
 }
 
 int mv__rec_irq(mv_vcpu *c, uint32_t vector, mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_IRQ);
   put8(&e, (unsigned)c->id);
   put8(&e, vector);
-  return host_event(c->guest->rec, c, &e, false, "vcpu:interrupt", err);
+  return host_event(c->guest->rec, c, &e, false, NULL, 0, "vcpu:interrupt", err);
 }
 
 int mv__rec_irq_line(mv_guest *g, uint32_t line, int level, mv_err *err) {
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_IRQLINE);
   putv(&e, line);
   put8(&e, (unsigned)level & 0xff);
-  return host_event(g->rec, NULL, &e, false, "guest:irq", err);
+  return host_event(g->rec, NULL, &e, false, NULL, 0, "guest:irq", err);
 }
 
 int mv__rec_map(mv_guest *g, uint64_t gpa, uint64_t size, unsigned flags, uint64_t offset, mv_vmo *vmo, mv_err *err) {
   mv_rec *r = g->rec;
   if (!vmo->rec) vmo->rec = r;   /* its host writes are logged from now on */
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_MAP);
   putv(&e, gpa);
   putv(&e, size);
   putv(&e, flags);
   putv(&e, offset);
-  return host_event(r, NULL, &e, false, "guest:map", err);
+  return host_event(r, NULL, &e, false, NULL, 0, "guest:map", err);
 }
 
 int mv__rec_unmap(mv_guest *g, uint64_t gpa, mv_err *err) {
   mv_rec *r = g->rec;
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_UNMAP);
   putv(&e, gpa);
-  int rc = host_event(r, NULL, &e, false, "guest:unmap", err);
+  int rc = host_event(r, NULL, &e, false, NULL, 0, "guest:unmap", err);
   const mv_mapping *m = mv__guest_find_mapping(g, gpa);
   if (rc == 0 && m && m->vmo->rec == r) m->vmo->rec = NULL;
   return rc;
@@ -301,7 +311,8 @@ int mv__rec_unmap(mv_guest *g, uint64_t gpa, mv_err *err) {
 void mv__rec_deliver(mv_vcpu *c, int vector) {
   mv_rec *r = c->guest->rec;
   if (r->finished || (r->replay && r->diverged)) return;
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_DELIVER);
   put8(&e, (unsigned)c->id);
   put8(&e, (unsigned)vector & 0xff);
@@ -326,7 +337,8 @@ void mv__rec_deliver(mv_vcpu *c, int vector) {
 int mv__rec_access(mv_vcpu *c, mv_exit *x, uint64_t *value) {
   mv_rec *r = c->guest->rec;
   if (r->finished) return mv__access_traps(c, x, value);
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;   /* never "enc e = { 0 }" in these hooks: it clears all REC_MAX bytes, every exit */
   put8(&e, K_ACCESS);
   put8(&e, (unsigned)c->id);
   put8(&e, (unsigned)x->type | (x->write ? 4u : 0u));
@@ -419,7 +431,8 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
   if (r->finished || rc < 0) return rc;
   if (r->replay && r->diverged) return mv__fail(err, -EILSEQ, "vcpu:enter: %s: %s", r->path, r->div_msg);
   mv_exit_type type = x->type == MV_EXIT_KICK && c->timed_out ? MV_EXIT_TIMEOUT : x->type;
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_RET);
   put8(&e, (unsigned)c->id);
   put8(&e, type);
@@ -557,7 +570,8 @@ static int finish_replay(mv_rec *r, mv_err *err) {
 static int finish_record(mv_rec *r, mv_err *err) {
   int rc = mv_guest_state_hash(r->g, &r->state_hash, err);
   if (rc < 0) return rc;
-  enc e = { .n = 0 };
+  enc e;
+  e.n = 0;
   put8(&e, K_END);
   putv(&e, r->exits);
   put64(&e, r->state_hash);
