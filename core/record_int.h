@@ -41,6 +41,8 @@ struct mv_rec {
   int finish_code;
   char finish_msg[256];
   uint64_t state_hash, expected_hash, inexact;
+  uint64_t icount0[MV_MAX_VCPUS];   /* each VCPU's instruction count when the log began:
+                                       logged counts are relative to it */
   bool diverged;
   mv_divergence div;
   char div_msg[512];        /* the one-line form (mv_err keeps its first 255 bytes) */

@@ -156,7 +156,7 @@ static void arm_kick(mv_rec *r, mv_vcpu *c) {
   dec d = { p, n, 3, false };
   getv(&d), getv(&d), getv(&d);
   uint64_t icount = getv(&d);
-  if (!d.bad) c->stop_icount = icount + 1;
+  if (!d.bad) c->stop_icount = r->icount0[c->id] + icount + 1;
 }
 
 /* {====================================================== hooks */
@@ -316,7 +316,7 @@ void mv__rec_deliver(mv_vcpu *c, int vector) {
   put8(&e, K_DELIVER);
   put8(&e, (unsigned)c->id);
   put8(&e, (unsigned)vector & 0xff);
-  putv(&e, c->icount);
+  putv(&e, c->icount - r->icount0[c->id]);
   if (!r->replay) {
     mv__rec_append(r, &e);
     return;
@@ -440,7 +440,7 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
   mv_regs regs;
   putv(&e, c->guest->be->get_regs(c, &regs, NULL) == 0 ? regs.rip : 0);
   putv(&e, x->detail[0]);
-  putv(&e, c->icount);
+  putv(&e, c->icount - r->icount0[c->id]);
   if (!r->replay) {
     mv__rec_append(r, &e);
     r->exits++;
@@ -464,6 +464,12 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
 }
 
 /* {====================================================== start and finish */
+
+/* The instruction counts logged ones are relative to. */
+static void mark_icounts(mv_rec *r) {
+  for (int i = 0; i < r->g->nvcpus; i++)
+    if (r->g->vcpus[i]) r->icount0[i] = r->g->vcpus[i]->icount;
+}
 
 static void attach_vmos(mv_rec *r, bool on) {
   for (size_t i = 0; i < r->g->nmaps; i++) {
@@ -517,6 +523,7 @@ int mv_record_start(mv_guest *g, const char *path, mv_rec **out, mv_err *err) {
   }
   g->rec = r;
   attach_vmos(r, true);
+  mark_icounts(r);
   *out = r;
   return 0;
 }
@@ -534,6 +541,7 @@ int mv_replay_start(mv_guest *g, const char *path, unsigned flags, mv_rec **out,
   r->bytes = HDR_SIZE;
   g->rec = r;
   attach_vmos(r, true);
+  mark_icounts(r);
   *out = r;
   return 0;
 }

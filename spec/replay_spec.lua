@@ -451,3 +451,80 @@ describe("moonvisor --record / --replay", function()
     assert.matches("guest:replay: " .. path:gsub("%p", "%%%0") .. ": truncated: the header has 7 of 80 bytes", e)
   end)
 end)
+
+describe("a fuzz finding", function()
+  local fuzz = require "moonvisor.fuzz"
+  local replay = require "moonvisor.replay"
+  -- a long-mode target: byte 0 == 'Z' writes to an unmapped address, anything else is done
+  local target = [[
+    cmp rsi, 1
+    jb done
+    mov al, [0x10000]
+    cmp al, 'Z'
+    jne done
+    mov byte [0x40000000], 1
+  done:
+    mov dx, 0x501
+    out dx, al
+    hlt]]
+  local function config(extra)
+    local c = {
+      setup = function()
+        local g = H.guest()
+        g:map(0, mv.vmo(0x200000))
+        g:write(0x1000, H.asm(target, 64))
+        return g, g:vcpu{ entry = 0x1000, mode = "long" }
+      end,
+      input = { addr = 0x10000, max_len = 64, len_reg = "rsi" },
+      done = function(exit) return exit.type == "io" and exit.port == 0x501 end,
+      corpus = { "hello" }, quiet = true, status = false, timeout_ms = 2000,
+      seed = 11, iterations = 3000, stop_after = 1,
+    }
+    for k, v in pairs(extra or {}) do c[k] = v end
+    return c
+  end
+
+  it("is re-found with its seed, and its log replays it to the same exit and state hash", function()
+    local function go()
+      local f = fuzz.new(config())
+      local s = f:run()
+      assert.equals(1, #s.findings)
+      local x = s.findings[1]
+      return f, { x.key, x.seed, x.iteration, x.data }
+    end
+    local f1, k1 = go()
+    local f2, k2 = go()
+    assert.same(k1, k2)
+    assert.matches("^mem%-write@0x", k1[1])
+    local path = tmplog()
+    local out, rs = replay.fuzz_run(f1, k1[4], "record", path)
+    assert.equals(k1[1], out.key)
+    for _ = 1, 2 do   -- every replay: the same exit, the same state
+      local out2, ps = replay.fuzz_run(f2, k1[4], "replay", path)
+      assert.equals(k1[1], out2.key)
+      assert.same(out.exit, out2.exit)
+      assert.equals(rs.state_hash, ps.state_hash)
+      assert.equals(rs.exits, ps.exits)
+    end
+  end)
+
+  it("--repro FILE --record LOG, then --replay LOG, say the same on every run", function()
+    local input, path = tmplog(), tmplog()
+    spit(input, "Zebra")
+    local lines = {}
+    local c = config{ log = function(s) lines[#lines + 1] = s end }
+    local out = fuzz.main(c, { [0] = "t", "--repro", input, "--record", path })
+    assert.equals("mem-write", out.kind)
+    local hash = lines[1]:match("^recorded .*: mem%-write at rip=0x%x+, %d+ exits, %d+ bytes, state hash (0x%x+)$")
+    assert.is_not_nil(hash, lines[1])
+    for i = 2, 3 do
+      out = fuzz.main(c, { [0] = "t", "--repro", input, "--replay", path })
+      assert.equals("mem-write", out.kind)
+      assert.matches("^replayed .*: mem%-write at rip=0x%x+, %d+ exits as recorded, state hash " .. hash .. " matches$",
+        lines[i])
+    end
+    spit(input, "Yak")   -- another input: named where it parts from the log
+    assert.error_matches(function() fuzz.main(c, { [0] = "t", "--repro", input, "--replay", path }) end,
+      "guest:write: .*: replay diverged at exit 0: expected host write gpa 0x10000 len 5")
+  end)
+end)

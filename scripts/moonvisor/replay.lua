@@ -64,4 +64,42 @@ function replay.finish(out)
   end
 end
 
+-- {======================================================= fuzz findings
+
+-- Runs one fuzz input (f a moonvisor.fuzz Fuzzer made without coverage, so
+-- guest memory holds no breakpoints) from the start snapshot under a
+-- recorder (mode "record") or a replayer ("replay", "verify") of path.
+-- The start state is restored before the log begins, so its header is the
+-- start state every run of the fuzzer shares.  Returns the outcome (as
+-- f:exec) and the log's summary; a divergence is raised.
+function replay.fuzz_run(f, data, mode, path)
+  f:reset()
+  local g = f.g
+  local rec = mode == "record" and g:record(path) or g:replay(path, { verify = mode == "verify" })
+  local ok, out = pcall(f.exec, f, data)
+  local ok2, s = pcall(rec.close, rec)
+  if not ok then error(out, 0) end
+  if not ok2 then error(s, 0) end
+  return out, s
+end
+
+-- fuzz --repro FILE --record LOG | --replay LOG [--verify]: the finding's
+-- input run once under the log, its outcome and the log's state hash said
+-- through f.log (the same lines on every replay).
+function replay.fuzz_repro(f, input, mode, path)
+  local file = io.open(input, "rb")
+  if not file then error(("fuzz: --repro %s: cannot open the input"):format(input), 0) end
+  local data = file:read("a")
+  file:close()
+  local out, s = replay.fuzz_run(f, data, mode, path)
+  local what = out.key and ("%s at rip=0x%x"):format(out.kind, out.rip) or "no finding"
+  if mode == "record" then
+    f.log(("recorded %s: %s, %d exits, %d bytes, state hash 0x%016x"):format(path, what, s.exits, s.bytes, s.state_hash))
+  else
+    f.log(("replayed %s: %s, %d exits as recorded, state hash 0x%016x matches"):format(path, what, s.exits,
+      s.state_hash))
+  end
+  return out, s
+end
+
 return replay
