@@ -1,8 +1,11 @@
 /*
  * lrecord.c - the moonvisor.Record userdata: g:record(path) and
- * g:replay(path[, { verify = bool }]) (core/record.h), rec:close(),
- * rec:summary(), rec:divergence(), g:state_hash(); and the long form of a
- * replay divergence that cpu:enter raises (with the VCPU's registers).
+ * g:replay(path[, { verify = bool, drive = bool }]) (core/record.h),
+ * rec:close(), rec:summary(), rec:divergence(), g:state_hash(); the time
+ * travel primitives rec:tell(), rec:seek(pos), rec:pause(bool),
+ * rec:stop_at(n), rec:at_end() (moonvisor.timetravel uses them); and the
+ * long form of a replay divergence that cpu:enter raises (with the VCPU's
+ * registers).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -51,7 +54,9 @@ static int guest_replay(lua_State *L) {
     lmv_checktable(L, 3, "guest:replay", "options");
     lua_getfield(L, 3, "verify");
     if (lua_toboolean(L, -1)) flags |= MV_REPLAY_VERIFY;
-    lua_pop(L, 1);
+    lua_getfield(L, 3, "drive");
+    if (lua_toboolean(L, -1)) flags |= MV_REPLAY_DRIVE;
+    lua_pop(L, 2);
   }
   lua_settop(L, 2);
   LRecord *lr = new_record(L);
@@ -167,6 +172,72 @@ static int record_divergence(lua_State *L) {
   return 1;
 }
 
+/* {====================================================== time travel */
+
+static int record_tell(lua_State *L) {
+  mv_rec_pos p;
+  mv_rec_tell(check_record(L, 1, "record:tell")->r, &p);
+  lua_createtable(L, 0, 6);
+  const struct { const char *k; uint64_t v; } f[] = {
+    { "block", p.block }, { "at", p.at }, { "exits", p.exits }, { "records", p.records }, { "bytes", p.bytes },
+  };
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    lua_pushinteger(L, (lua_Integer)f[i].v);
+    lua_setfield(L, -2, f[i].k);
+  }
+  lua_createtable(L, 64, 0);
+  for (int i = 0; i < 64; i++) {
+    lua_pushinteger(L, (lua_Integer)p.icount[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "icount");
+  return 1;
+}
+
+static uint64_t pos_field(lua_State *L, const char *k) {
+  if (lua_getfield(L, 2, k) != LUA_TNUMBER || !lua_isinteger(L, -1))
+    luaL_error(L, "record:seek: position field %s must be an integer, got %s", k, luaL_typename(L, -1));
+  uint64_t v = (uint64_t)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int record_seek(lua_State *L) {
+  LRecord *lr = check_record(L, 1, "record:seek");
+  lmv_checktable(L, 2, "record:seek", "position");
+  mv_rec_pos p;
+  memset(&p, 0, sizeof p);
+  p.block = pos_field(L, "block"), p.at = pos_field(L, "at"), p.exits = pos_field(L, "exits");
+  p.records = pos_field(L, "records"), p.bytes = pos_field(L, "bytes");
+  if (lua_getfield(L, 2, "icount") != LUA_TTABLE) return luaL_error(L, "record:seek: position field icount must be a table");
+  for (int i = 0; i < 64; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    p.icount[i] = (uint64_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  mv_err err;
+  if (mv_rec_seek(lr->r, &p, &err) < 0) return lmv_raise(L, &err);
+  return 0;
+}
+
+static int record_pause(lua_State *L) {
+  mv_rec_pause(check_record(L, 1, "record:pause")->r, lua_toboolean(L, 2));
+  return 0;
+}
+
+static int record_stop_at(lua_State *L) {
+  LRecord *lr = check_record(L, 1, "record:stop_at");
+  lua_Integer n = lmv_checkint(L, 2, "record:stop_at", "exit index");
+  if (n < 0) return luaL_error(L, "record:stop_at: exit index %I is negative", n);
+  mv_rec_stop_at(lr->r, (uint64_t)n);
+  return 0;
+}
+
+static int record_at_end(lua_State *L) {
+  lua_pushboolean(L, mv_rec_at_end(check_record(L, 1, "record:at_end")->r));
+  return 1;
+}
+
 static int record_gc(lua_State *L) {
   LRecord *lr = luaL_checkudata(L, 1, MV_RECORD);
   if (lr->r) {
@@ -190,7 +261,9 @@ static int record_tostring(lua_State *L) {
 }
 
 static const luaL_Reg record_methods[] = {
-  { "close", record_close }, { "summary", record_summary }, { "divergence", record_divergence }, { NULL, NULL },
+  { "close", record_close }, { "summary", record_summary }, { "divergence", record_divergence },
+  { "tell", record_tell }, { "seek", record_seek }, { "pause", record_pause }, { "stop_at", record_stop_at },
+  { "at_end", record_at_end }, { NULL, NULL },
 };
 
 static const luaL_Reg record_meta[] = {

@@ -257,6 +257,7 @@ static int rd_block(mv_rec *r, const char *what, mv_err *err) {
                     " in the log, 0x%08" PRIx32 " computed (the log is corrupted)", what, r->path, r->foff, crc, c);
   r->blen = len;
   r->bpos = 0;
+  r->block_off = r->foff;
   r->foff += 8 + len;
   return 1;
 }
@@ -290,6 +291,39 @@ void mv__rec_consume(mv_rec *r) {
   r->bpos = d.i + len;
   r->records++;
   r->bytes += len;
+}
+
+void mv_rec_tell(const mv_rec *r, mv_rec_pos *o) {
+  memset(o, 0, sizeof *o);
+  o->block = r->blen ? r->block_off : 0;
+  o->at = r->bpos;
+  o->exits = r->exits, o->records = r->records, o->bytes = r->bytes;
+  for (int i = 0; r->g && i < r->g->nvcpus && i < 64; i++)
+    if (r->g->vcpus[i]) o->icount[i] = r->g->vcpus[i]->icount - r->icount0[i];
+}
+
+int mv_rec_seek(mv_rec *r, const mv_rec_pos *p, mv_err *err) {
+  if (!r->replay || r->finished || !r->g)
+    return mv__fail(err, -EINVAL, "record:seek: %s: not a running replay", r->path);
+  if (p->block) {
+    r->foff = p->block;
+    int k = rd_block(r, "record:seek", err);
+    if (k <= 0 || p->at > r->blen)
+      return k < 0 ? k : mv__fail(err, -EINVAL, "record:seek: %s: no block at byte %" PRIu64, r->path, p->block);
+    r->bpos = (size_t)p->at;
+  } else {
+    r->foff = HDR_SIZE;
+    r->blen = r->bpos = 0;
+  }
+  r->exits = p->exits, r->records = p->records, r->bytes = p->bytes;
+  for (int i = 0; i < r->g->nvcpus && i < 64; i++)
+    if (r->g->vcpus[i]) {
+      r->icount0[i] = r->g->vcpus[i]->icount - p->icount[i];
+      r->g->vcpus[i]->stop_icount = 0;
+      r->g->vcpus[i]->kick_pending = 0;
+    }
+  r->forced = false;
+  return 0;
 }
 
 /* Checks every block and record of the log after the header (streamed),

@@ -18,6 +18,8 @@ typedef struct mv_rec mv_rec;
 
 enum {
   MV_REPLAY_VERIFY = 1u << 0,   /* handlers run too; their answers and actions are compared with the log */
+  MV_REPLAY_DRIVE = 1u << 1,    /* no script runs alongside: the replayer makes the script's recorded
+                                   actions between exits too (time travel) */
 };
 
 /* Starts recording g into path (created or truncated).  The header holds
@@ -63,6 +65,26 @@ typedef struct mv_divergence {
 const mv_divergence *mv_rec_divergence(const mv_rec *r);
 /* The recorder attached to g (recording or replaying), or NULL. */
 mv_rec *mv_guest_recorder(const mv_guest *g);
+
+/* {====================================================== time travel (replayers) */
+
+/* Where a replay is in its log, to come back to with a snapshot taken there. */
+typedef struct mv_rec_pos {
+  uint64_t block;           /* file offset of the block being read (0: none read yet) */
+  uint64_t at;              /* cursor in that block */
+  uint64_t exits, records, bytes;
+  uint64_t icount[64];      /* each VCPU's instructions since the log began (MV_MAX_VCPUS) */
+} mv_rec_pos;
+void mv_rec_tell(const mv_rec *r, mv_rec_pos *out);
+/* Goes back (or forward) to pos; the guest must be put back to match it
+ * (mv_guest_restore of a snapshot taken at pos) with the replay paused. */
+int mv_rec_seek(mv_rec *r, const mv_rec_pos *pos, mv_err *err);
+/* Paused, the replay neither logs nor compares host actions (for restores). */
+void mv_rec_pause(mv_rec *r, bool paused);
+/* The run stops (a kick exit) once the replay has reached exit index n (0: never). */
+void mv_rec_stop_at(mv_rec *r, uint64_t n);
+/* True when every exit of the log was replayed (its end record is next). */
+bool mv_rec_at_end(mv_rec *r);
 
 /* Registers (regs and special registers) of every VCPU and every mapping's
  * place and content, hashed; what both runs print at their end. */

@@ -35,7 +35,10 @@ struct mv_rec {
   uint64_t exits, records, bytes;
   int in_handler;           /* > 0 inside a trap callback or doorbell drain */
   int enter_depth;          /* > 0 inside mv_vcpu_enter */
-  bool applying;            /* the replayer is applying a handler's record itself */
+  bool applying;            /* the replayer is applying a handler's record itself (or is paused) */
+  uint64_t stop_at;         /* time travel: stop the run once exits reaches it (0: never) */
+  bool forced;              /* that stop's kick is on its way */
+  uint64_t block_off;       /* reader: file offset of the block in blk */
   bool io_error;
   bool finished;
   int finish_code;

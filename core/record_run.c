@@ -55,12 +55,21 @@ const mv_divergence *mv_rec_divergence(const mv_rec *r) { return r->diverged ? &
 
 /* {====================================================== replaying what handlers did */
 
-/* Applies the handler records at the head of the log (not verifying). */
-static int apply_pending(mv_rec *r, mv_vcpu *at, mv_err *err) {
+/* A record the replayer makes itself: a handler's, or, driving, any host action. */
+static bool to_apply(const mv_rec *r, unsigned k) {
+  if (k & H_FLAG) return true;
+  k &= 0x7f;
+  return (r->flags & MV_REPLAY_DRIVE) && k != K_ACCESS && k != K_RET && k != K_DELIVER && k != K_END;
+}
+
+/* Applies the handler records at the head of the log (not verifying);
+ * script_only: only the script's (driving, before a run: the handler
+ * records after them belong to the run's first exit). */
+static int apply_records(mv_rec *r, mv_vcpu *at, bool script_only, mv_err *err) {
   const unsigned char *p;
   size_t n;
   mv_guest *g = r->g;
-  while (mv__rec_peek(r, &p, &n) && (p[0] & H_FLAG)) {
+  while (mv__rec_peek(r, &p, &n) && to_apply(r, p[0]) && !(script_only && (p[0] & H_FLAG))) {
     dec d = { p, n, 1, false };
     unsigned kind = p[0] & 0x7f;
     mv_vcpu *c = kind == K_HOSTW || kind == K_IRQLINE || kind == K_MAP || kind == K_UNMAP ? NULL : vcpu_of(g, get8(&d));
@@ -138,6 +147,16 @@ static int apply_pending(mv_rec *r, mv_vcpu *at, mv_err *err) {
     mv__rec_consume(r);
   }
   return 0;
+}
+
+static int apply_pending(mv_rec *r, mv_vcpu *at, mv_err *err) { return apply_records(r, at, false, err); }
+
+/* Time travel: once the replay reached the exit asked for, stop the run. */
+static void check_stop(mv_rec *r, mv_vcpu *c) {
+  if (r->stop_at && r->exits >= r->stop_at && !r->forced) {
+    r->forced = true;
+    c->kick_pending = 1;
+  }
 }
 
 /* When the log's next record is a kick or timeout of c, make the run stop
@@ -331,6 +350,7 @@ void mv__rec_deliver(mv_vcpu *c, int vector) {
   }
   mv__rec_consume(r);
   arm_kick(r, c);
+  check_stop(r, c);
 }
 
 /* mv__access while a recorder is attached. */
@@ -395,6 +415,7 @@ int mv__rec_access(mv_vcpu *c, mv_exit *x, uint64_t *value) {
   if (!x->write) *value = x->data = logged;
   if (outcome & 2) x->handler_failed = true;
   arm_kick(r, c);
+  check_stop(r, c);
   return outcome & 1 ? MV_ACCESS_STOP : MV_ACCESS_CONTINUE;
 stop:
   if (!x->write) *value = x->data = ones;
@@ -420,7 +441,11 @@ int mv__rec_enter(mv_vcpu *c, mv_err *err) {
   if (r->finished) return 0;
   if (r->replay && r->diverged) return mv__fail(err, -EILSEQ, "vcpu:enter: %s: %s", r->path, r->div_msg);
   r->enter_depth++;
-  if (r->replay) arm_kick(r, c);
+  if (r->replay && (r->flags & MV_REPLAY_DRIVE) && apply_records(r, c, true, err) < 0) {
+    r->enter_depth--;
+    return -EILSEQ;
+  }
+  if (r->replay) arm_kick(r, c), check_stop(r, c);
   return 0;
 }
 
@@ -430,6 +455,11 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
   c->stop_icount = 0;
   if (r->finished || rc < 0) return rc;
   if (r->replay && r->diverged) return mv__fail(err, -EILSEQ, "vcpu:enter: %s: %s", r->path, r->div_msg);
+  if (r->forced && x->type == MV_EXIT_KICK) {   /* the stop time travel asked for: not in the log */
+    r->forced = false;
+    r->stop_at = 0;
+    return 0;
+  }
   mv_exit_type type = x->type == MV_EXIT_KICK && c->timed_out ? MV_EXIT_TIMEOUT : x->type;
   enc e;
   e.n = 0;
@@ -530,7 +560,10 @@ int mv_record_start(mv_guest *g, const char *path, mv_rec **out, mv_err *err) {
 
 int mv_replay_start(mv_guest *g, const char *path, unsigned flags, mv_rec **out, mv_err *err) {
   mv_rec *r;
-  if (flags & ~(unsigned)MV_REPLAY_VERIFY) return mv__fail(err, -EINVAL, "guest:replay: unknown flags 0x%x", flags);
+  if (flags & ~(unsigned)(MV_REPLAY_VERIFY | MV_REPLAY_DRIVE))
+    return mv__fail(err, -EINVAL, "guest:replay: unknown flags 0x%x", flags);
+  if ((flags & MV_REPLAY_VERIFY) && (flags & MV_REPLAY_DRIVE))
+    return mv__fail(err, -EINVAL, "guest:replay: verify and drive exclude each other (driving, no handler runs)");
   int rc = rec_new(g, path, true, "guest:replay", &r, err);
   if (rc < 0) return rc;
   r->flags = flags;
@@ -620,6 +653,24 @@ void mv_rec_summary_get(const mv_rec *r, mv_rec_summary *o) {
 const char *mv_rec_path(const mv_rec *r) { return r->path; }
 
 mv_rec *mv_guest_recorder(const mv_guest *g) { return g->rec; }
+
+void mv_rec_pause(mv_rec *r, bool paused) { r->applying = paused; }
+
+void mv_rec_stop_at(mv_rec *r, uint64_t n) {
+  r->stop_at = n;
+  r->forced = false;
+}
+
+bool mv_rec_at_end(mv_rec *r) {
+  const unsigned char *p;
+  size_t n;
+  if (!r->replay || r->finished) return true;
+  if (r->flags & MV_REPLAY_DRIVE) {   /* the script's actions after the last exit are the replayer's */
+    mv_err e;
+    if (apply_records(r, NULL, true, &e) < 0) return true;
+  }
+  return !mv__rec_peek(r, &p, &n) || (p[0] & 0x7f) == K_END;
+}
 
 void mv_rec_free(mv_rec *r) {
   if (!r) return;

@@ -528,3 +528,59 @@ describe("a fuzz finding", function()
       "guest:write: .*: replay diverged at exit 0: expected host write gpa 0x10000 len 5")
   end)
 end)
+
+describe("time travel (moonvisor.timetravel, the REPL's travel)", function()
+  local timetravel = require "moonvisor.timetravel"
+  local R = require "moonvisor.repl"
+  local src = "mov cx, 300\nl: out 0x80, al\nin al, 0x81\nadd [0x3000], al\nloop l\nhlt"
+  local function guest()
+    local g, cpu = H.real(src)
+    local n = 0
+    g:trap("io", 0x80, 1, function() end)
+    g:trap("io", 0x81, 1, function() n = n + 1 return n & 0xff end)
+    return g, cpu
+  end
+  local path
+  setup(function()
+    path = tmplog()
+    local g, cpu = guest()
+    local rec = g:record(path)
+    cpu:run{ timeout_ms = 60000 }
+    assert.equals(601, rec:close().exits)
+    g:close()
+  end)
+
+  it("goes to any exit, forward and back, to the same state, re-executing at most `every` exits", function()
+    local g, cpu = guest()
+    local t <close> = timetravel.open(g, cpu, path, { every = 50 })
+    local at = {}
+    for _, k in ipairs{ 31, 200, 377, 600 } do   -- forward once: the reference states
+      assert.equals(k, t:to(k))
+      at[k] = { g:state_hash(), cpu.rcx & 0xffff, g:u8(0x3000) }
+    end
+    assert.equals(300 - 15, at[31][2])          -- exit 31: after the 16th out, 15 loops done
+    assert.equals(120, at[31][3])               -- 1 + 2 + ... + 15 added
+    for _, k in ipairs{ 200, 31, 377, 31, 600, 200 } do
+      local before = t.replayed
+      t:to(k)
+      assert.equals(k, t:position())
+      assert.same(at[k], { g:state_hash(), cpu.rcx & 0xffff, g:u8(0x3000) })
+      assert.is_true(t.replayed - before <= 50, "re-executed " .. (t.replayed - before))
+    end
+    assert.equals(601, t:to(10000))             -- the end of the log
+    assert.equals(601, t:last())
+    assert.equals(0, t:to(0))
+    assert.equals(0, g:u8(0x3000))
+  end)
+
+  it("lets regs, x and dis show the guest at that exit", function()
+    local g, cpu = guest()
+    local t <close> = R.travel(g, cpu, path, 64)
+    t:to(100)
+    -- exit 99 was the 50th in: the guest is at the add after it, with 50 loops' sum
+    assert.matches("rip 00001007", R.regs(cpu))
+    assert.matches("rcx 000000fb", R.regs(cpu))
+    assert.matches("add", R.dis(cpu, nil, 1))
+    assert.matches("00003000  %x%x", R.x(g, 0x3000, 4))
+  end)
+end)
