@@ -38,6 +38,7 @@ struct mv_rec {
   bool applying;            /* the replayer is applying a handler's record itself (or is paused) */
   uint64_t stop_at;         /* time travel: stop the run once exits reaches it (0: never) */
   bool forced;              /* that stop's kick is on its way */
+  bool failed;              /* the replayed access's handler had failed in the recording */
   uint64_t block_off;       /* reader: file offset of the block in blk */
   bool io_error;
   bool finished;
@@ -104,6 +105,13 @@ static inline uint64_t get64(dec *d) {
   return v;
 }
 
+
+/* record_apply.c: a divergence (the first one is kept; returns -EILSEQ
+ * with err filled), and the records at the head of the log the replayer
+ * applies itself (script_only: not a handler's). */
+int mv__rec_diverge(mv_rec *r, mv_vcpu *c, const char *what, const unsigned char *exp, size_t en, const enc *got,
+                    const char *got_text, mv_err *err);
+int mv__rec_apply(mv_rec *r, mv_vcpu *at, bool script_only, mv_err *err);
 
 /* record.c: the log format */
 int mv__rec_write_header(mv_rec *r, mv_err *err);

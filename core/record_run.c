@@ -7,10 +7,10 @@
  * difference.  The format itself is record.c's.
  *
  * Who made a record matters: a trap handler's actions (flagged H in the
- * log) are applied by the replayer, since handlers do not run; the
- * script's own actions between exits must be made again by the script, and
- * are compared.  Writes the backend makes itself inside a run (a real-mode
- * interrupt frame) are neither.
+ * log) are applied by the replayer (record_apply.c), since handlers do not
+ * run; the script's own actions between exits must be made again by the
+ * script, and are compared.  Writes the backend makes itself inside a run
+ * (a real-mode interrupt frame) are neither.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,135 +21,21 @@
 
 static bool quiet(const mv_rec *r) { return r->replay && !(r->flags & MV_REPLAY_VERIFY); }
 
-static mv_vcpu *vcpu_of(mv_guest *g, unsigned id) {
-  return id < (unsigned)g->nvcpus && g->vcpus[id] && !g->vcpus[id]->destroyed ? g->vcpus[id] : NULL;
-}
-
 static uint64_t rip_of(mv_vcpu *c) {
   if (c->guest->be->access_rip) return c->guest->be->access_rip(c);
   mv_regs regs;
   return c->guest->be->get_regs(c, &regs, NULL) == 0 ? regs.rip : 0;
 }
 
-/* {====================================================== divergences */
-
 static int diverge(mv_rec *r, mv_vcpu *c, const char *what, const unsigned char *exp, size_t en, const enc *got,
                    const char *got_text, mv_err *err) {
-  if (!r->diverged) {
-    r->diverged = true;
-    mv_divergence *d = &r->div;
-    d->exit = r->exits;
-    d->vcpu = c ? c->id : -1;
-    if (exp) mv__rec_describe(exp, en, d->expected, sizeof d->expected);
-    else snprintf(d->expected, sizeof d->expected, "nothing more (the log ends)");
-    if (got_text) snprintf(d->got, sizeof d->got, "%s", got_text);
-    else mv__rec_describe(got->b, got->n, d->got, sizeof d->got);
-    d->has_regs = c && !c->destroyed && c->guest->be->get_regs(c, &d->regs, NULL) == 0;
-    snprintf(r->div_msg, sizeof r->div_msg, "replay diverged at exit %" PRIu64 ": expected %s; got %s", d->exit,
-             d->expected, d->got);
-  }
-  return mv__fail(err, -EILSEQ, "%s: %s: %s", what, r->path, r->div_msg);
+  return mv__rec_diverge(r, c, what, exp, en, got, got_text, err);
 }
 
-const mv_divergence *mv_rec_divergence(const mv_rec *r) { return r->diverged ? &r->div : NULL; }
-
-/* {====================================================== replaying what handlers did */
-
-/* A record the replayer makes itself: a handler's, or, driving, any host action. */
-static bool to_apply(const mv_rec *r, unsigned k) {
-  if (k & H_FLAG) return true;
-  k &= 0x7f;
-  return (r->flags & MV_REPLAY_DRIVE) && k != K_ACCESS && k != K_RET && k != K_DELIVER && k != K_END;
-}
-
-/* Applies the handler records at the head of the log (not verifying);
- * script_only: only the script's (driving, before a run: the handler
- * records after them belong to the run's first exit). */
+static int apply_pending(mv_rec *r, mv_vcpu *at, mv_err *err) { return mv__rec_apply(r, at, false, err); }
 static int apply_records(mv_rec *r, mv_vcpu *at, bool script_only, mv_err *err) {
-  const unsigned char *p;
-  size_t n;
-  mv_guest *g = r->g;
-  while (mv__rec_peek(r, &p, &n) && to_apply(r, p[0]) && !(script_only && (p[0] & H_FLAG))) {
-    dec d = { p, n, 1, false };
-    unsigned kind = p[0] & 0x7f;
-    mv_vcpu *c = kind == K_HOSTW || kind == K_IRQLINE || kind == K_MAP || kind == K_UNMAP ? NULL : vcpu_of(g, get8(&d));
-    int rc = 0;
-    r->applying = true;
-    switch (kind) {
-    case K_HOSTW: {
-      uint64_t gpa = getv(&d), len = getv(&d);
-      get64(&d);
-      if (!d.bad && len == n - d.i) rc = mv_guest_write(g, gpa, p + d.i, len, err);
-      else d.bad = true;
-      break;
-    }
-    case K_REGS: {
-      uint64_t v[18];
-      for (int i = 0; i < 18; i++) v[i] = getv(&d);
-      mv_regs regs = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                       v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17] };
-      if (c && !d.bad) rc = mv_vcpu_write_state(c, &regs, err);
-      break;
-    }
-    case K_SREGS: {
-      mv_sregs s;
-      if (c && mv__rec_get_sregs(p + d.i, n - d.i, &s)) rc = mv_vcpu_write_sregs(c, &s, err);
-      else d.bad = true;
-      break;
-    }
-    case K_MSR: {
-      uint64_t idx = getv(&d), v = getv(&d);
-      if (c && !d.bad) rc = mv_vcpu_write_msr(c, (uint32_t)idx, v, err);
-      break;
-    }
-    case K_FPU: {
-      mv_fpu f;
-      if (c && n - d.i == 345) {
-        const unsigned char *q = p + d.i;
-        memcpy(f.st, q, 80), memcpy(&f.fcw, q + 80, 2), memcpy(&f.fsw, q + 82, 2), f.ftw = q[84];
-        memcpy(&f.mxcsr, q + 85, 4), memcpy(f.xmm, q + 89, 256);
-        rc = mv_vcpu_write_fpu(c, &f, err);
-      } else d.bad = true;
-      break;
-    }
-    case K_CPUID: {
-      uint64_t leaf = getv(&d), sub = getv(&d);
-      uint32_t regs[4];
-      for (int i = 0; i < 4; i++) regs[i] = (uint32_t)getv(&d);
-      if (c && !d.bad) rc = mv_vcpu_set_cpuid(c, (uint32_t)leaf, (uint32_t)sub, regs, err);
-      break;
-    }
-    case K_IRQ: {
-      unsigned v = get8(&d);
-      if (c && !d.bad) rc = mv_vcpu_interrupt(c, v, err);
-      break;
-    }
-    case K_IRQLINE: {
-      uint64_t line = getv(&d);
-      unsigned level = get8(&d);
-      if (!d.bad) rc = mv_guest_irq(g, (uint32_t)line, (int)level, err);
-      break;
-    }
-    default:   /* maps: a handler's VMO is not in the log */
-      r->applying = false;
-      return diverge(r, at, "vcpu:enter", p, n, NULL, "a handler's map or unmap, which only replays with verify = true",
-                     err);
-    }
-    r->applying = false;
-    if (d.bad || (kind != K_HOSTW && kind != K_IRQLINE && !c))
-      return diverge(r, at, "vcpu:enter", p, n, NULL, "a record this guest cannot apply (no such VCPU or bad fields)",
-                     err);
-    if (rc < 0) {
-      char why[192];
-      snprintf(why, sizeof why, "applying it failed: %.150s", err ? err->msg : "");
-      return diverge(r, at, "vcpu:enter", p, n, NULL, why, err);
-    }
-    mv__rec_consume(r);
-  }
-  return 0;
+  return mv__rec_apply(r, at, script_only, err);
 }
-
-static int apply_pending(mv_rec *r, mv_vcpu *at, mv_err *err) { return apply_records(r, at, false, err); }
 
 /* Time travel: once the replay reached the exit asked for, stop the run. */
 static void check_stop(mv_rec *r, mv_vcpu *c) {
@@ -413,7 +299,7 @@ int mv__rec_access(mv_vcpu *c, mv_exit *x, uint64_t *value) {
   mv__rec_consume(r);
   r->exits++;
   if (!x->write) *value = x->data = logged;
-  if (outcome & 2) x->handler_failed = true;
+  if ((outcome & 2) && quiet(r)) r->failed = true;   /* enter says so: the error's text is not in the log */
   arm_kick(r, c);
   check_stop(r, c);
   return outcome & 1 ? MV_ACCESS_STOP : MV_ACCESS_CONTINUE;
@@ -490,6 +376,11 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
   if (cmp == 3 && (n != e.n || memcmp(p, e.b, n) != 0)) r->inexact++;
   mv__rec_consume(r);
   r->exits++;
+  if (r->failed) {
+    r->failed = false;
+    return mv__fail(err, -ECANCELED, "vcpu:enter: %s: exit %" PRIu64 ": a handler failed here in the recorded run "
+                    "(its error is not in the log: replay with verify to see it)", r->path, r->exits - 2);
+  }
   return 0;
 }
 

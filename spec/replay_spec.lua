@@ -259,6 +259,29 @@ describe("g:record and g:replay", function()
     end
   end)
 
+  it("say where a handler of the recorded run failed (its error is not in the log)", function()
+    local path = tmplog()
+    local function guest()
+      local g, cpu = H.real("out 0x80, al\nout 0x81, al\nhlt")
+      g:trap("io", 0x80, 1, function() end)
+      g:trap("io", 0x81, 1, function() error("boom") end)
+      return g, cpu
+    end
+    local g, cpu = guest()
+    local rec = g:record(path)
+    assert.error_matches(function() cpu:run() end, "io handler for port 0x81 %(out, 1 bytes%) failed: .*boom")
+    rec:close()
+    local g2, cpu2 = guest()
+    local rp = g2:replay(path)
+    assert.error_matches(function() cpu2:run() end,
+      "vcpu:run: .*: exit 1: a handler failed here in the recorded run %(its error is not in the log: replay with verify to see it%)")
+    assert.equals(rec:summary().state_hash, rp:close().state_hash)
+    local g3, cpu3 = guest()
+    local rp3 = g3:replay(path, { verify = true })
+    assert.error_matches(function() cpu3:run() end, "io handler for port 0x81 %(out, 1 bytes%) failed: .*boom")
+    rp3:close()
+  end)
+
   it("stream logs of many blocks (a 64 KiB block at a time)", function()
     local path = tmplog()
     local src = "mov cx, 12000\nl: out 0x80, al\nin al, 0x81\nloop l\nhlt"
