@@ -221,7 +221,6 @@ void mv__rec_append_data(mv_rec *r, const enc *e, const void *data, size_t more)
   r->records++;
 }
 
-void mv__rec_append(mv_rec *r, const enc *e) { mv__rec_append_data(r, e, NULL, 0); }
 
 /* {====================================================== reader */
 

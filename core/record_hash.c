@@ -11,12 +11,6 @@
 #include "record.h"
 #include "record_int.h"
 
-uint64_t mv__hash_u64(uint64_t h, uint64_t w) {
-  h ^= w;
-  h *= UINT64_C(0x9e3779b97f4a7c15);
-  return h ^ (h >> 29);
-}
-
 uint64_t mv__hash_bytes(uint64_t h, const void *p, size_t n) {
   const unsigned char *b = p;
   size_t i = 0;

@@ -61,11 +61,13 @@ typedef struct enc {
 
 static inline void put8(enc *e, unsigned v) { e->b[e->n++] = (unsigned char)v; }
 static inline void putv(enc *e, uint64_t v) {
-  do {
-    unsigned char byte = v & 0x7f;
+  size_t n = e->n;   /* a local: stores through unsigned char may alias e->n */
+  while (v >= 0x80) {
+    e->b[n++] = (unsigned char)(v | 0x80);
     v >>= 7;
-    e->b[e->n++] = byte | (v ? 0x80 : 0);
-  } while (v);
+  }
+  e->b[n++] = (unsigned char)v;
+  e->n = n;
 }
 static inline void put64(enc *e, uint64_t v) {
   for (int i = 0; i < 8; i++) put8(e, (unsigned)(v >> (8 * i)) & 0xff);
@@ -117,16 +119,31 @@ int mv__rec_apply(mv_rec *r, mv_vcpu *at, bool script_only, mv_err *err);
 int mv__rec_write_header(mv_rec *r, mv_err *err);
 int mv__rec_check_header(mv_rec *r, mv_err *err);
 int mv__rec_scan(mv_rec *r, mv_err *err);
-void mv__rec_append(mv_rec *r, const enc *e);
-/* The same with n more bytes from data at the record's end. */
+/* Appends a record (with n more bytes from data at its end). */
 void mv__rec_append_data(mv_rec *r, const enc *e, const void *data, size_t n);
+static inline void mv__rec_append(mv_rec *r, const enc *e) {
+  if (e->n < 128 && r->blen + e->n + 1 <= BLOCK_CAP) {   /* the common case: one length byte, room left */
+    size_t n = e->n;
+    unsigned char *p = r->blk + r->blen;
+    *p++ = (unsigned char)n;
+    for (size_t i = 0; i < n; i++) p[i] = e->b[i];
+    r->blen += n + 1;
+    r->records++;
+  } else {
+    mv__rec_append_data(r, e, NULL, 0);
+  }
+}
 void mv__rec_flush(mv_rec *r);
 bool mv__rec_peek(mv_rec *r, const unsigned char **p, size_t *n);
 void mv__rec_consume(mv_rec *r);
 void mv__rec_describe(const unsigned char *p, size_t n, char *out, size_t cap);
 
 uint64_t mv__hash_bytes(uint64_t h, const void *p, size_t n);
-uint64_t mv__hash_u64(uint64_t h, uint64_t w);
+static inline uint64_t mv__hash_u64(uint64_t h, uint64_t w) {
+  h ^= w;
+  h *= UINT64_C(0x9e3779b97f4a7c15);
+  return h ^ (h >> 29);
+}
 uint64_t mv__rec_layout_hash(const mv_guest *g);
 uint64_t mv__rec_memory_hash(const mv_guest *g);
 int mv__rec_regs_hash(mv_guest *g, uint64_t *out, mv_err *err);

@@ -240,9 +240,44 @@ void mv__rec_deliver(mv_vcpu *c, int vector) {
 }
 
 /* mv__access while a recorder is attached. */
+static unsigned char *pv(unsigned char *p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = (unsigned char)v;
+  return p;
+}
+
+/* Recording an access: the hot path, encoded straight into the block. */
+static int record_access(mv_rec *r, mv_vcpu *c, mv_exit *x, uint64_t *value) {
+  uint64_t rip = rip_of(c);
+  r->in_handler++;
+  int st = mv__access_traps(c, x, value);
+  r->in_handler--;
+  if (r->finished) return st;   /* the handler ended the log */
+  if (r->blen + 64 > BLOCK_CAP) mv__rec_flush(r);
+  unsigned char *b0 = r->blk + r->blen, *p = b0 + 1;   /* b0: the length, at most 46 */
+  *p++ = K_ACCESS;
+  *p++ = (unsigned char)c->id;
+  *p++ = (unsigned char)(x->type | (x->write ? 4u : 0u));
+  *p++ = (unsigned char)x->size;
+  p = pv(p, x->addr);
+  p = pv(p, rip);
+  if (x->write) p = pv(p, x->data);
+  *p++ = (unsigned char)((st == MV_ACCESS_STOP ? 1u : 0u) | (x->handler_failed ? 2u : 0u));
+  if (!x->write) p = pv(p, *value);
+  *b0 = (unsigned char)(p - b0 - 1);
+  r->blen += (size_t)(p - b0);
+  r->records++;
+  r->exits++;
+  return st;
+}
+
 int mv__rec_access(mv_vcpu *c, mv_exit *x, uint64_t *value) {
   mv_rec *r = c->guest->rec;
   if (r->finished) return mv__access_traps(c, x, value);
+  if (!r->replay) return record_access(r, c, x, value);
   enc e;
   e.n = 0;   /* never "enc e = { 0 }" in these hooks: it clears all REC_MAX bytes, every exit */
   put8(&e, K_ACCESS);
@@ -254,16 +289,6 @@ int mv__rec_access(mv_vcpu *c, mv_exit *x, uint64_t *value) {
   if (x->write) putv(&e, x->data);
   size_t hdr = e.n;
   uint64_t ones = x->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * x->size)) - 1;
-  if (!r->replay) {
-    r->in_handler++;
-    int st = mv__access_traps(c, x, value);
-    r->in_handler--;
-    put8(&e, (st == MV_ACCESS_STOP ? 1u : 0u) | (x->handler_failed ? 2u : 0u));
-    if (!x->write) putv(&e, *value);
-    mv__rec_append(r, &e);
-    r->exits++;
-    return st;
-  }
   mv_err err;
   int st = MV_ACCESS_CONTINUE;
   uint64_t answer = 0;
