@@ -209,7 +209,8 @@ static int record_seek(lua_State *L) {
   memset(&p, 0, sizeof p);
   p.block = pos_field(L, "block"), p.at = pos_field(L, "at"), p.exits = pos_field(L, "exits");
   p.records = pos_field(L, "records"), p.bytes = pos_field(L, "bytes");
-  if (lua_getfield(L, 2, "icount") != LUA_TTABLE) return luaL_error(L, "record:seek: position field icount must be a table");
+  if (lua_getfield(L, 2, "icount") != LUA_TTABLE)
+    return luaL_error(L, "record:seek: position field icount must be a table");
   for (int i = 0; i < 64; i++) {
     lua_rawgeti(L, -1, i + 1);
     p.icount[i] = (uint64_t)lua_tointeger(L, -1);

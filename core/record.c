@@ -130,7 +130,8 @@ void mv__rec_describe(const unsigned char *p, size_t n, char *out, size_t cap) {
     vcpu = get8(&d);
     unsigned type = get8(&d);
     uint64_t addr = getv(&d), rip = getv(&d), d0 = getv(&d), ic = getv(&d);
-    snprintf(out, cap, "vcpu %u exit %s addr 0x%" PRIx64 " rip 0x%" PRIx64 " detail 0x%" PRIx64 " instructions %" PRIu64,
+    snprintf(out, cap,
+             "vcpu %u exit %s addr 0x%" PRIx64 " rip 0x%" PRIx64 " detail 0x%" PRIx64 " instructions %" PRIu64,
              vcpu, mv_exit_type_name((mv_exit_type)type), addr, rip, d0, ic);
     break;
   }
@@ -426,7 +427,8 @@ int mv__rec_check_header(mv_rec *r, mv_err *err) {
   int rc = header_of(r, want, err);
   if (rc < 0) return rc;
   if (memcmp(h + 16, want + 16, 8) != 0)
-    return mv__fail(err, -EINVAL, "guest:replay: %s: field backend: the log was recorded on %.8s, this guest runs on %s",
+    return mv__fail(err, -EINVAL,
+                    "guest:replay: %s: field backend: the log was recorded on %.8s, this guest runs on %s",
                     p, (const char *)h + 16, r->g->be->name);
   static const struct { int off, n; const char *name, *hint; } fields[] = {
     { 24, 4, "vcpus", "the guest has another number of VCPUs" },

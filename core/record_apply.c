@@ -116,12 +116,14 @@ int mv__rec_apply(mv_rec *r, mv_vcpu *at, bool script_only, mv_err *err) {
     }
     default:   /* maps: a handler's VMO is not in the log */
       r->applying = false;
-      return mv__rec_diverge(r, at, "vcpu:enter", p, n, NULL, "a handler's map or unmap, which only replays with verify = true",
+      return mv__rec_diverge(r, at, "vcpu:enter", p, n, NULL,
+                             "a handler's map or unmap, which only replays with verify = true",
                      err);
     }
     r->applying = false;
     if (d.bad || (kind != K_HOSTW && kind != K_IRQLINE && !c))
-      return mv__rec_diverge(r, at, "vcpu:enter", p, n, NULL, "a record this guest cannot apply (no such VCPU or bad fields)",
+      return mv__rec_diverge(r, at, "vcpu:enter", p, n, NULL,
+                             "a record this guest cannot apply (no such VCPU or bad fields)",
                      err);
     if (rc < 0) {
       char why[192];

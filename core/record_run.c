@@ -395,9 +395,8 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
     x->type = type = MV_EXIT_TIMEOUT, e.b[2] = MV_EXIT_TIMEOUT;   /* the replay's kick is the recorded timeout */
   bool async = type == MV_EXIT_KICK || type == MV_EXIT_TIMEOUT;
   size_t cmp = async && !c->guest->be->counts_instructions ? 3 : e.n;   /* where it stopped is not the log's */
-  if (!more || n != e.n || memcmp(p, e.b, cmp) != 0) {
-    if (!(more && cmp == 3 && n >= 3 && memcmp(p, e.b, 3) == 0)) return diverge(r, c, "vcpu:enter", more ? p : NULL, n, &e, NULL, err);
-  }
+  bool same_start = more && n >= cmp && memcmp(p, e.b, cmp) == 0;
+  if (!same_start || (cmp == e.n && n != e.n)) return diverge(r, c, "vcpu:enter", more ? p : NULL, n, &e, NULL, err);
   if (cmp == 3 && (n != e.n || memcmp(p, e.b, n) != 0)) r->inexact++;
   mv__rec_consume(r);
   r->exits++;
