@@ -356,7 +356,15 @@ int mv__rec_enter(mv_vcpu *c, mv_err *err) {
     r->enter_depth--;
     return -EILSEQ;
   }
-  if (r->replay) arm_kick(r, c), check_stop(r, c);
+  if (r->replay) {
+    const unsigned char *p;
+    size_t n;
+    if (mv__rec_peek(r, &p, &n) && (p[0] & 0x7f) == K_END) {   /* the guest would run unchecked, maybe forever */
+      r->enter_depth--;
+      return diverge(r, c, "vcpu:enter", p, n, NULL, "another cpu:enter after the log's last exit", err);
+    }
+    arm_kick(r, c), check_stop(r, c);
+  }
   return 0;
 }
 

@@ -261,6 +261,20 @@ describe("g:record and g:replay", function()
     end
   end)
 
+  it("refuse to enter after the log's last exit (the guest would run unchecked)", function()
+    local path = tmplog()
+    local g, cpu = H.real("jmp $")
+    local rec = g:record(path)
+    assert.equals("timeout", cpu:run{ timeout_ms = 5 }.type)
+    rec:close()
+    local g2, cpu2 = H.real("jmp $")
+    local rp = g2:replay(path)
+    assert.equals("timeout", cpu2:run{ timeout_ms = 5 }.type)
+    assert.error_matches(function() cpu2:run{ timeout_ms = 5 } end,
+      "vcpu:run: .*: replay diverged at exit 1: expected the end of the log after 1 exits %(state hash 0x%x+%); "
+      .. "got another cpu:enter after the log's last exit")
+  end)
+
   it("say where a handler of the recorded run failed (its error is not in the log)", function()
     local path = tmplog()
     local function guest()
