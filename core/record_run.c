@@ -405,7 +405,7 @@ int mv__rec_exit(mv_vcpu *c, mv_exit *x, int rc, mv_err *err) {
   size_t cmp = async && !c->guest->be->counts_instructions ? 3 : e.n;   /* where it stopped is not the log's */
   bool same_start = more && n >= cmp && memcmp(p, e.b, cmp) == 0;
   if (!same_start || (cmp == e.n && n != e.n)) return diverge(r, c, "vcpu:enter", more ? p : NULL, n, &e, NULL, err);
-  if (cmp == 3 && (n != e.n || memcmp(p, e.b, n) != 0)) r->inexact++;
+  if (cmp == 3 && (n != e.n || memcmp(p, e.b, e.n) != 0)) r->inexact++;
   mv__rec_consume(r);
   r->exits++;
   if (r->failed) {

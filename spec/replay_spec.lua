@@ -453,6 +453,39 @@ describe("a bad log", function()
     local block = string.pack("<I4I4", #payload, block_check(payload)) .. payload
     refused(good:sub(1, 80) .. block, "truncated: the log ends at byte %d+ without its end record")
   end)
+  it("with well-formed blocks of scrambled records never crashes a replay: it diverges or is refused", function()
+    local seed = 0x2545f4914f6cdd1d
+    local function rnd(n)
+      seed = seed ~ (seed << 13); seed = seed ~ (seed >> 7); seed = seed ~ (seed << 17)
+      return (seed >> 1) % n
+    end
+    local blen = string.unpack("<I4", good, 81)
+    local payload = good:sub(89, 88 + blen)
+    local outcomes = {}
+    for _ = 1, 150 do
+      local bytes = { payload:byte(1, -1) }
+      for _ = 1, 1 + rnd(4) do bytes[1 + rnd(#bytes)] = rnd(256) end
+      local p = string.char(table.unpack(bytes))
+      local path = tmplog()
+      spit(path, good:sub(1, 80) .. string.pack("<I4I4", #p, block_check(p)) .. p .. good:sub(89 + blen))
+      local g, cpu = hello()
+      local ok, err = pcall(function()
+        local rp = g:replay(path)
+        local ok2, e2 = pcall(cpu.run, cpu, { timeout_ms = 2000 })
+        local ok3, e3 = pcall(rp.close, rp)
+        if not ok2 then error(e2, 0) end
+        if not ok3 then error(e3, 0) end
+      end)
+      if not ok then
+        assert.is_string(err)
+        assert.matches("%a+:[%a_]+: ", err)   -- names the call (guest:replay, vcpu:run, ...)
+      end
+      outcomes[ok and "replayed" or err:match("diverged") and "diverged" or "refused"] = true
+      g:close()
+    end
+    assert.is_true(outcomes.diverged)
+  end)
+
   it("is refused with an impossible block length", function()
     refused(good:sub(1, 80) .. string.pack("<I4I4", 0x7fffffff, 0), "field block length at byte 80: 2147483647")
   end)
