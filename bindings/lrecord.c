@@ -172,6 +172,39 @@ static int record_divergence(lua_State *L) {
   return 1;
 }
 
+/* {====================================================== reading a log */
+
+/* The iterator of mv.log_records: exit index (nil for other records), description. */
+static int log_next(lua_State *L) {
+  LRecord *lr = check_record(L, lua_upvalueindex(1), "mv.log_records");
+  char text[256];
+  bool is_exit = false;
+  mv_rec_summary s;
+  mv_rec_summary_get(lr->r, &s);
+  int k = mv_log_next(lr->r, text, sizeof text, &is_exit);
+  if (k == 0) return 0;
+  if (is_exit) lua_pushinteger(L, (lua_Integer)s.exits);
+  else lua_pushboolean(L, 0);
+  lua_pushstring(L, text);
+  return 2;
+}
+
+/* for index, text in mv.log_records(path) do ... end: every record of a log,
+ * streamed (index: the exit index of an exit, false for other records). */
+static int log_records(lua_State *L) {
+  const char *path = lmv_checklstring(L, 1, NULL, "mv.log_records", "path");
+  LRecord *lr = new_record(L);   /* its user value: the path */
+  mv_err err;
+  if (mv_log_open(path, &lr->r, &err) < 0) return lmv_raise_renamed(L, "mv.log_records", "guest:replay", &err);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, log_next, 1);   /* stack: record, iterator */
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_rotate(L, -3, -1);   /* iterator, nil, nil, record (to be closed) */
+  return 4;
+}
+
 /* {====================================================== time travel */
 
 static int record_tell(lua_State *L) {
@@ -276,6 +309,8 @@ static const luaL_Reg guest_methods[] = {
 };
 
 int lmv_open_record(lua_State *L) {
+  lua_pushcfunction(L, log_records);
+  lua_setfield(L, -2, "log_records");
   luaL_newmetatable(L, MV_RECORD);
   luaL_setfuncs(L, record_meta, 0);
   luaL_newlib(L, record_methods);

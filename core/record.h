@@ -66,6 +66,14 @@ const mv_divergence *mv_rec_divergence(const mv_rec *r);
 /* The recorder attached to g (recording or replaying), or NULL. */
 mv_rec *mv_guest_recorder(const mv_guest *g);
 
+/* A log read on its own, with no guest (an exit trace, a dump): checked as
+ * mv_replay_start checks it but for the fields that describe the guest.
+ * mv_log_next describes the next record (as divergence reports do) and says
+ * whether it is an exit; returns 1, 2 for the end record, 0 after it.
+ * mv_rec_summary_get's exits counts the exits read; mv_rec_free frees. */
+int mv_log_open(const char *path, mv_rec **out, mv_err *err);
+int mv_log_next(mv_rec *r, char *text, size_t cap, bool *is_exit);
+
 /* {====================================================== time travel (replayers) */
 
 /* Where a replay is in its log, to come back to with a snapshot taken there. */

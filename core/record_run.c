@@ -481,6 +481,29 @@ int mv_record_start(mv_guest *g, const char *path, mv_rec **out, mv_err *err) {
   return 0;
 }
 
+int mv_log_open(const char *path, mv_rec **out, mv_err *err) {
+  mv_rec *r = calloc(1, sizeof *r);
+  unsigned char *blk = malloc(BLOCK_MAX);
+  if (!r || !blk || strlen(path) >= sizeof r->path) {
+    free(r);
+    free(blk);
+    return mv__fail(err, -ENOMEM, "mv.log_records: out of memory or the path is too long");
+  }
+  r->blk = blk;
+  r->replay = true;
+  r->finished = true;   /* nothing to finish: no guest */
+  strcpy(r->path, path);
+  int rc;
+  if (!(r->f = fopen(path, "rb"))) {
+    rc = mv__fail(err, -errno, "mv.log_records: %s: %s", path, strerror(errno));
+  } else if ((rc = mv__rec_check_header(r, err)) == 0 && (rc = mv__rec_scan(r, err)) == 0) {
+    *out = r;
+    return 0;
+  }
+  rec_drop(r);
+  return rc;
+}
+
 int mv_replay_start(mv_guest *g, const char *path, unsigned flags, mv_rec **out, mv_err *err) {
   mv_rec *r;
   if (flags & ~(unsigned)(MV_REPLAY_VERIFY | MV_REPLAY_DRIVE))

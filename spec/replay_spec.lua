@@ -402,6 +402,24 @@ describe("a bad log", function()
     g:close()
   end
 
+  it("is read on its own by mv.log_records, streamed, and refused by it too", function()
+    local path = tmplog()
+    spit(path, good)
+    local exits, last = 0, nil
+    for index, text in mv.log_records(path) do
+      if index then
+        assert.equals(exits, index)
+        exits = exits + 1
+      end
+      last = text
+    end
+    assert.equals(33, exits)
+    assert.matches("^the end of the log after 33 exits %(state hash 0x%x+%)$", last)
+    spit(path, good:sub(1, 100))
+    assert.error_matches(function() mv.log_records(path) end, "^mv.log_records: .*: truncated: the block at byte 80")
+    assert.has_error(function() mv.log_records() end, "mv.log_records: path must be a string, got no value")
+  end)
+
   it("is refused when missing", function()
     local g = hello()
     assert.error_matches(function() g:replay("/nonexistent/x.log") end,
@@ -587,13 +605,19 @@ describe("a fuzz finding", function()
     local c = config{ log = function(s) lines[#lines + 1] = s end }
     local out = fuzz.main(c, { [0] = "t", "--repro", input, "--record", path })
     assert.equals("mem-write", out.kind)
-    local hash = lines[1]:match("^recorded .*: mem%-write at rip=0x%x+, %d+ exits, %d+ bytes, state hash (0x%x+)$")
-    assert.is_not_nil(hash, lines[1])
-    for i = 2, 3 do
+    local trace = {}   -- the exit trace, then the summary line
+    for i = 1, #lines - 1 do trace[i] = lines[i] end
+    assert.matches("^exit 0: vcpu 0 mem write addr 0x40000000 size 1 rip 0x%x+ data 0x1 %(returned by enter%)$", trace[1])
+    assert.matches("^exit 1: vcpu 0 exit mem addr 0x40000000", trace[2])
+    local hash = lines[#lines]:match("^recorded .*: mem%-write at rip=0x%x+, %d+ exits, %d+ bytes, state hash (0x%x+)$")
+    assert.is_not_nil(hash, lines[#lines])
+    for _ = 1, 2 do
+      lines = {}
       out = fuzz.main(c, { [0] = "t", "--repro", input, "--replay", path })
       assert.equals("mem-write", out.kind)
+      assert.same(trace, { table.unpack(lines, 1, #lines - 1) })
       assert.matches("^replayed .*: mem%-write at rip=0x%x+, %d+ exits as recorded, state hash " .. hash .. " matches$",
-        lines[i])
+        lines[#lines])
     end
     spit(input, "Yak")   -- another input: named where it parts from the log
     assert.error_matches(function() fuzz.main(c, { [0] = "t", "--repro", input, "--replay", path }) end,

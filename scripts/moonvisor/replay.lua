@@ -83,15 +83,26 @@ function replay.fuzz_run(f, data, mode, path)
   return out, s
 end
 
+-- The exit trace of a log: one line per exit ("exit 3: vcpu 0 io write
+-- port 0x501 size 1 rip 0x1019 data 0x5a"), given to emit (print).
+function replay.trace(path, emit)
+  emit = emit or print
+  for index, text in core.log_records(path) do
+    if index then emit(("exit %d: %s"):format(index, text)) end
+  end
+end
+
 -- fuzz --repro FILE --record LOG | --replay LOG [--verify]: the finding's
--- input run once under the log, its outcome and the log's state hash said
--- through f.log (the same lines on every replay).
+-- input run once under the log; its exit trace, outcome and the log's state
+-- hash said through f.log (the same lines on every replay: a replay checks
+-- each exit against the log before the trace is printed).
 function replay.fuzz_repro(f, input, mode, path)
   local file = io.open(input, "rb")
   if not file then error(("fuzz: --repro %s: cannot open the input"):format(input), 0) end
   local data = file:read("a")
   file:close()
   local out, s = replay.fuzz_run(f, data, mode, path)
+  replay.trace(path, f.log)
   local what = out.key and ("%s at rip=0x%x"):format(out.kind, out.rip) or "no finding"
   if mode == "record" then
     f.log(("recorded %s: %s, %d exits, %d bytes, state hash 0x%016x"):format(path, what, s.exits, s.bytes, s.state_hash))
