@@ -479,8 +479,10 @@ function Fuzzer:found(out, iter, iseed)
     mkdir(self.cfg.findings)
     local base = ("%s/%s-%s"):format(self.cfg.findings, out.kind, hex(out.rip))
     write_file(base .. ".bin", data)
-    write_file(base .. ".txt", ("kind %s\nrip %s\nexit %s\nseed %s (base seed %d, iteration %d)\nsize %d (minimised from %d)\n")
-      :format(out.kind, hex(out.rip), describe_exit(out.exit), hex(iseed), self.seed, iter, #data, original))
+    write_file(base .. ".txt", ("kind %s\nrip %s\nexit %s\nseed %s (base seed %d, iteration %d)\nsize %d (minimised from %d)\n"
+      .. "replay log: --repro %s.bin --record %s.mvlog, then --repro %s.bin --replay %s.mvlog\n")
+      :format(out.kind, hex(out.rip), describe_exit(out.exit), hex(iseed), self.seed, iter, #data, original,
+              base, base, base, base))
     f.path = base .. ".bin"
     where = " -> " .. f.path
   end
