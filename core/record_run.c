@@ -337,6 +337,8 @@ int mv__rec_drain(mv_guest *g, mv_vcpu *c, mv_exit *failed) {
   mv_rec *r = g->rec;
   if (quiet(r) && !r->finished) {   /* the callbacks' actions come from the log */
     g->nbells = 0;
+    for (size_t i = 0; i < g->mem.count; i++)   /* and kvm's ioeventfd counts must not fire them later */
+      if (g->mem.items[i].bell_fd >= 0) g->be->bell_take(g, &g->mem.items[i]);
     return MV_TRAP_DONE;
   }
   r->in_handler++;

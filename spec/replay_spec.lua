@@ -221,6 +221,32 @@ describe("g:record and g:replay", function()
     assert.equals(s.state_hash, r.state_hash)
   end)
 
+  it("apply what a doorbell callback did, where enter delivered it", function()
+    local src = [[
+      mov ax, 0x2000
+      mov es, ax
+      mov byte [es:0], 1    ; the doorbell at 0x20000
+      out 0x80, al
+      hlt]]
+    local function run(path, mode)
+      local g, cpu = H.real(src)
+      local rang = 0
+      g:trap("bell", 0x20000, 1, function() rang = rang + 1 g:write(0x3000, "B") end)
+      g:trap("io", 0x80, 1, function() end)
+      local rec = mode == "record" and g:record(path) or g:replay(path)
+      assert.equals("hlt", cpu:run{ timeout_ms = 60000 }.type)
+      return rec:close(), rang, g:read(0x3000, 1)
+    end
+    local path = tmplog()
+    local s, rang, b = run(path, "record")
+    assert.equals(1, rang)
+    assert.equals("B", b)
+    local r, rang2, b2 = run(path, "replay")
+    assert.equals(0, rang2)   -- not called: its write comes from the log
+    assert.equals("B", b2)
+    assert.equals(s.state_hash, r.state_hash)
+  end)
+
   it("replay timeouts and the interrupts injected after them (soft: at the recorded instruction)", function()
     local src = [[
       xor ax, ax
