@@ -42,7 +42,8 @@ time_to_mark() {
   if [ -n "$t1" ]; then echo $(( (t1 - t0) / 1000000 )); else echo -; fi
 }
 
-median() { tr ' ' '\n' | grep -v '^-$' | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "-" }'; }
+median() {   # the middle run; of an even number, the lower middle one
+  tr ' ' '\n' | grep -v '^-$' | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "-" }'; }
 
 QEMU=(qemu-system-x86_64 -accel kvm -m 256 -smp 1 -nodefaults -display none -vga none -serial stdio -no-reboot)
 boot() {   # boot NAME: one run's milliseconds
