@@ -49,6 +49,11 @@ void mv_guest_retain(mv_guest *g) { g->refs++; }
 
 void mv_guest_close(mv_guest *g) {
   if (g->closed) return;
+  if (g->smp) {   /* inside guest:run (smp.c): it stops every VCPU, then closes */
+    __atomic_store_n(&g->close_requested, true, __ATOMIC_RELEASE);
+    mv_guest_stop(g);
+    return;
+  }
   for (int i = 0; i < g->nvcpus; i++)
     if (g->vcpus[i] && g->vcpus[i]->in_enter) {   /* from inside a callback: close when enter returns */
       g->close_requested = true;

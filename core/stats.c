@@ -33,7 +33,11 @@ int mv__call_trap_timed(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
 void mv__note_exit(mv_vcpu *c, const mv_exit *e, uint64_t start_ns) {
   c->stats.exits[e->type < MV_EXIT_TYPE_COUNT ? e->type : MV_EXIT_UNKNOWN]++;
   mv_guest *g = c->guest;
-  if (g->trace) g->trace(g->trace_cookie, c, e, start_ns, mv__now_ns() - start_ns);
+  if (g->trace) {
+    mv__smp_lock(g);   /* VCPU threads of guest:run share the trace */
+    g->trace(g->trace_cookie, c, e, start_ns, mv__now_ns() - start_ns);
+    mv__smp_unlock(g);
+  }
 }
 
 void mv_vcpu_stats_get(const mv_vcpu *c, mv_vcpu_stats *out) { *out = c->stats; }
