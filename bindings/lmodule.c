@@ -62,5 +62,6 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_term(L);
   lmv_open_afl(L);
   lmv_open_once(L);
+  lmv_open_run(L);
   return 1;
 }
