@@ -111,6 +111,7 @@ static int vcpu_enter(lua_State *L) {
   int outer_base = v->base;
   mv_exit e;
   mv_err err;
+  if (outer_L && v->lock) return luaL_error(L, "vcpu:enter: VCPU %d is running in guest:run", mv_vcpu_id(v->cpu));
   if (outer_L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   v->L = L;
   v->base = 1;
