@@ -109,6 +109,22 @@ describe("guest:run", function()
     g:close()
   end)
 
+  it("traces every VCPU on a track of its own", function()
+    local loop = "mov cx, 20\nl: mov dx, 0x701\nout dx, al\nloop l\nh: hlt\njmp h"
+    local g, cpus = smp({ loop, loop })
+    g:trap("io", 0x701, 1, function() end)
+    local path = os.tmpname()
+    g:trace(path)
+    assert.equals("halted", g:run(cpus, { timeout_ms = 120000 }).reason)
+    g:trace()
+    local text = assert(io.open(path)):read("a")
+    os.remove(path)
+    local rows = {}
+    for tid in text:gmatch('"tid":(%d+)[^\n]*"name":"io 0x701 write"') do rows[tid] = (rows[tid] or 0) + 1 end
+    assert.same({ ["0"] = 20, ["1"] = 20 }, rows)
+    g:close()
+  end)
+
   it("raises a secondary VCPU's handler error with the VCPU, the exit and the traceback, and stops all", function()
     local tasks = count("task")
     local g, cpus = smp({ SPIN, "mov dx, 0x702\nout dx, al\nh: hlt\njmp h" })
@@ -186,20 +202,23 @@ describe("guest:run", function()
     g:close()
   end)
 
-  it("snapshots and restores every VCPU, stopped at different points", function()
-    local g, cpus = smp({ "xor ax, ax\nmov ds, ax\nl: inc dword [0x600]\njmp l",
-                          "xor ax, ax\nmov ds, ax\nl: inc dword [0x604]\ninc bx\njmp l" })
+  it("snapshots and restores every VCPU, wherever each stopped", function()
+    local g, cpus = smp({ "xor ax, ax\nmov ds, ax\nl: inc dword [0x600]\ninc si\njmp l",
+                          "xor ax, ax\nmov ds, ax\nl: inc dword [0x604]\ninc bx\ninc bx\njmp l" })
     g:run(cpus, { timeout_ms = 30, quantum = 777 })
     local s = g:snapshot()
     local st = { cpus[1]:read_state(), cpus[2]:read_state() }
     local mem = g:read(0x600, 8)
-    assert.are_not.equal(st[1].rip, st[2].rip - 0x1000)   -- they stopped at different points
     g:run(cpus, { timeout_ms = 30 })
+    assert.are_not.same(st[1].rsi, cpus[1]:read_state().rsi)   -- both ran on
+    assert.are_not.same(st[2].rbx, cpus[2]:read_state().rbx)
     assert.are_not.same(mem, g:read(0x600, 8))
     g:restore(s)
     assert.same(st[1], cpus[1]:read_state())
     assert.same(st[2], cpus[2]:read_state())
     assert.equals(mem, g:read(0x600, 8))
+    assert.equals("timeout", g:run(cpus, { timeout_ms = 30 }).reason)   -- and run on from there
+    assert.is_true(g:u32(0x600) > string.unpack("<I4", mem))
     g:close()
   end)
 
