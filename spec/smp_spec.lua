@@ -258,6 +258,61 @@ describe("guest:run", function()
   end
 end)
 
+describe("moonvisor.fuzz with several VCPUs", function()
+  -- Two CPUs add 1 to [0x600] 200 times each without a lock; CPU 0 waits
+  -- for both and reports a lost update on port 0x666.
+  local racy = {
+    [[xor ax, ax
+      mov ds, ax
+      mov cx, 200
+    l: mov eax, [0x600]
+      inc eax
+      mov [0x600], eax
+      loop l
+      lock inc dword [0x604]
+    w: cmp dword [0x604], 2
+      jne w
+      cmp dword [0x600], 400
+      je ok
+      mov dx, 0x666
+      out dx, al
+    ok: hlt
+      jmp ok]],
+    [[xor ax, ax
+      mov ds, ax
+      mov cx, 200
+    l: mov eax, [0x600]
+      inc eax
+      mov [0x600], eax
+      loop l
+      lock inc dword [0x604]
+    h: hlt
+      jmp h]],
+  }
+
+  if not H.kvm then
+    it("lets the first input byte pick the quantum: the race shows with one, not with the other, the same every time (soft)", function()
+      local fuzz = require "moonvisor.fuzz"
+      local f = fuzz.new{
+        setup = function()
+          local g, cpus = smp(racy)
+          return g, cpus[1], cpus[2]
+        end,
+        schedule = { quanta = { 100000, 3 } },
+        oracle = { fail_port = 0x666 },
+        quiet = true,
+      }
+      assert.is_nil(f:exec("\0").kind)
+      local out = f:exec("\1")
+      assert.equals("guest-failure", out.kind)
+      assert.equals(3, out.quantum)
+      assert.equals(0, out.cpu)
+      assert.equals(out.key, f:exec("\1").key)
+      assert.is_nil(f:exec("\2").kind)   -- 2 % 2 + 1: the first quantum again
+    end)
+  end
+end)
+
 describe("guest:run with bad input", function()
   it("refuses more VCPUs than a guest may have", function()
     local g = H.guest()
