@@ -289,6 +289,57 @@ describe("the REPL's cont{ cpu0, cpu1, ... }", function()
   end)
 end)
 
+describe("the gdb stub with several VCPUs", function()
+  local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
+  local function sh(cmd)
+    local p = io.popen(cmd .. " 2>&1")
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  -- Starts spec/gdb_smp_stub.lua on a port, runs gdb's commands against it;
+  -- returns gdb's output and the stub's.
+  local function session(cmds)
+    local port = 30000 + pid % 10000
+    local log = os.tmpname()
+    os.execute(("(MOONVISOR_BACKEND=%s timeout 40 %s spec/gdb_smp_stub.lua %d; echo \"exit=$?\") >%s 2>&1 &")
+      :format(H.backend, exe, port, log))
+    for _ = 1, 100 do
+      if assert(io.open(log)):read("a"):find("listening on", 1, true) then break end
+      os.execute("sleep 0.05")
+    end
+    local args = { ("timeout 30 gdb -batch -nx -ex 'target remote 127.0.0.1:%d'"):format(port) }
+    for _, c in ipairs(cmds) do args[#args + 1] = "-ex '" .. c .. "'" end
+    local out = sh(table.concat(args, " "))
+    local stub
+    for _ = 1, 100 do
+      stub = assert(io.open(log)):read("a")
+      if stub:find("exit=", 1, true) then break end
+      os.execute("sleep 0.05")
+    end
+    os.remove(log)
+    return out, stub
+  end
+
+  it("shows one thread per VCPU and reads each one's registers", function()
+    local out, stub = session{ "info threads", "thread 2", "p/x $pc", "thread 1", "p/x $pc", "detach" }
+    assert.matches("Thread 1 .*Thread 2 ", out)
+    assert.matches("%$1 = 0x2000", out)
+    assert.matches("%$2 = 0x1000", out)
+    assert.matches("session: detach clients=1", stub)
+  end)
+
+  if not H.kvm or mv.host().int3_exit then   -- g:run has no int3 emulation
+    it("stops every VCPU at a breakpoint of one and names its thread", function()
+      local out, stub = session{ "break *0x2004", "continue", "p/x $pc", "continue", "info threads", "detach" }
+      assert.matches("Thread 2 [^\n]*hit Breakpoint 1", out)
+      assert.matches("%$1 = 0x2004", out)
+      assert.matches("session: detach clients=1; cpu0 rip=0x100%d cpu1 rcx=2", stub)
+    end)
+  end
+end)
+
 describe("moonvisor.fuzz with several VCPUs", function()
   -- Two CPUs add 1 to [0x600] 200 times each without a lock; CPU 0 waits
   -- for both and reports a lost update on port 0x666.
