@@ -125,6 +125,22 @@ describe("guest:run", function()
     g:close()
   end)
 
+  it("delivers doorbells rung by several VCPUs, every one", function()
+    local ring = "mov ax, 0x2000\nmov es, ax\nmov cx, 10\nl: mov byte [es:0], 1\nloop l\nh: hlt\njmp h"
+    local g = H.guest()
+    g:map(0, mv.vmo(0x10000))   -- 0x20000 is no memory: the doorbell's
+    local cpus = {}
+    for i = 1, 2 do
+      g:write(0x1000 * i, H.asm(("org 0x%x\n"):format(0x1000 * i) .. ring))
+      cpus[i] = g:vcpu{ entry = 0x1000 * i }
+    end
+    local rung = 0
+    g:trap("bell", 0x20000, 1, function(exit) assert(exit.type == "bell"); rung = rung + 1 end)
+    assert.equals("halted", g:run(cpus, { timeout_ms = 120000 }).reason)
+    assert.equals(20, rung)
+    g:close()
+  end)
+
   it("raises a secondary VCPU's handler error with the VCPU, the exit and the traceback, and stops all", function()
     local tasks = count("task")
     local g, cpus = smp({ SPIN, "mov dx, 0x702\nout dx, al\nh: hlt\njmp h" })
