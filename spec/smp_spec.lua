@@ -356,6 +356,38 @@ describe("the gdb stub with several VCPUs", function()
   end
 end)
 
+describe("Ctrl-C in the REPL during guest:run", function()
+  it("stops every VCPU and the prompt comes back", function()
+    local tmux = require "tmux"
+    local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+H = require "helpers"
+g = H.guest()
+g:map(0, require("moonvisor").vmo(0x10000))
+g:write(0x1000, "\xeb\xfe")
+g:write(0x2000, "\xeb\xfe")
+cpus = { g:vcpu{ entry = 0x1000 }, g:vcpu{ entry = 0x2000 } }
+]])
+    f:close()
+    local history = os.tmpname()
+    local s = tmux.start(("MOONVISOR_BACKEND=%s MOONVISOR_HISTORY=%s LUA_PATH=%s %s -i %s"):format(
+      H.backend, tmux.q(history), tmux.q("spec/?.lua;;"), exe, script), "moonvisor>")
+    finally(function()
+      tmux.sh(("tmux -L %s kill-server"):format(s.sock))
+      os.remove(script)
+      os.remove(history)
+    end)
+    s:line("g:run(cpus).reason --[[run]]")
+    tmux.sh("sleep 0.5")   -- let them spin
+    s:keys("C-c")
+    s:wait("\nstop\nmoonvisor>", "--[[run]]")
+    s:line("cpus[2].rip --[[rip]]")
+    s:wait("8192", "--[[rip]]")
+  end)
+end)
+
 describe("moonvisor.fuzz with several VCPUs", function()
   -- Two CPUs add 1 to [0x600] 200 times each without a lock; CPU 0 waits
   -- for both and reports a lost update on port 0x666.
