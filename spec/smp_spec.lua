@@ -55,6 +55,16 @@ describe("guest:run", function()
     g:close()
   end)
 
+  it("shows the guest the VCPUs created: CPUID's initial APIC id and count", function()
+    local code = "mov eax, 1\ncpuid\nmov eax, ebx\nmov dx, 0x709\nout dx, eax\nh: hlt\njmp h"
+    local g, cpus = smp({ code, code, code })
+    local seen = {}
+    g:trap("io", 0x709, 4, function(exit, cpu) seen[cpu.id] = { exit.data >> 24, exit.data >> 16 & 0xff } end)
+    assert.equals("halted", g:run(cpus, { timeout_ms = 120000 }).reason)
+    assert.same({ [0] = { 0, 3 }, { 1, 3 }, { 2, 3 } }, seen)
+    g:close()
+  end)
+
   it("starts the APs with INIT/SIPI through the in-kernel LAPIC #kvm", function()
     local g = H.guest{ irqchip = true }
     g:map(0, mv.vmo(0x100000))

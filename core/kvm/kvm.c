@@ -497,9 +497,30 @@ static int exit_with(mv_vcpu *c, mv_exit_type type, uint64_t reason) {
   return 0;
 }
 
+/* Before a VCPU's first run, in a guest of several: CPUID leaf 1 gives their
+ * count (EBX[23:16], with HTT) and leaf 0xb's package level too. */
+static int set_cpu_count(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
+  int n = c->guest->nvcpus;
+  if (n < 2) return 0;
+  for (uint32_t i = 0; i < kv->cpuid->nent; i++) {
+    struct kvm_cpuid_entry2 *e = &kv->cpuid->entries[i];
+    if (e->function == 1) {
+      e->ebx = (e->ebx & 0xff00ffffu) | (uint32_t)(n & 0xff) << 16;
+      e->edx |= 1u << 28;
+    }
+    if (e->function == 0xb && e->index == 1) e->ebx = (uint32_t)n;
+  }
+  IOCTL_OR_FAIL(kv->fd, KVM_SET_CPUID2, kv->cpuid, "vcpu:enter");
+  return 0;
+}
+
 static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kvm_vcpu *kv = KV(c);
   struct kvm_run *run = kv->run;
+  if (!kv->ran) {
+    int r = set_cpu_count(c, kv, err);
+    if (r < 0) return r;
+  }
   /* what the guest can change while it runs: in a sandbox, as long as it
    * keeps to it, neither the debug registers nor XCR0 (kvm_sandbox.c) */
   bool inside = kv->sb && kvm_sandbox_entry(c);
