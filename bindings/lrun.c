@@ -8,9 +8,12 @@
  * holds while it runs.  On KVM each VCPU has an OS thread, so handlers of
  * different VCPUs would otherwise meet in the one Lua state; the caller's
  * thread waits in C, outside Lua, until the run ends.  C trap callbacks and
- * ioeventfd doorbells never take it.
+ * ioeventfd doorbells never take it.  There is one lock per Lua state, so a
+ * run started from a handler of another run (of another guest) shares it:
+ * the handler's thread lets go of it while it waits for the inner run.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 #include "lmoonvisor.h"
 
@@ -18,8 +21,46 @@ struct lmv_lock {
   pthread_mutex_t mu;
 };
 
-void lmv_lock_acquire(lmv_lock *k) { pthread_mutex_lock(&k->mu); }
-void lmv_lock_release(lmv_lock *k) { pthread_mutex_unlock(&k->mu); }
+static _Thread_local bool holding;   /* this thread holds the Lua lock (it runs a handler) */
+
+void lmv_lock_acquire(lmv_lock *k) {
+  pthread_mutex_lock(&k->mu);
+  holding = true;
+}
+
+void lmv_lock_release(lmv_lock *k) {
+  holding = false;
+  pthread_mutex_unlock(&k->mu);
+}
+
+#define MV_LUA_LOCK "moonvisor.LuaLock"
+static const char lock_key = 0;
+
+static int lock_gc(lua_State *L) {
+  lmv_lock *k = luaL_checkudata(L, 1, MV_LUA_LOCK);
+  pthread_mutex_destroy(&k->mu);
+  return 0;
+}
+
+/* The Lua state's lock, made with its first run. */
+static lmv_lock *state_lock(lua_State *L) {
+  lmv_lock *k;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lock_key) == LUA_TUSERDATA) {
+    k = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return k;
+  }
+  lua_pop(L, 1);
+  k = lua_newuserdatauv(L, sizeof *k, 0);
+  pthread_mutex_init(&k->mu, NULL);
+  if (luaL_newmetatable(L, MV_LUA_LOCK)) {
+    lua_pushcfunction(L, lock_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &lock_key);
+  return k;
+}
 
 /* The guest the thread waits in guest:run for, for the SIGINT handler. */
 static _Thread_local mv_guest *volatile waiting_in;
@@ -91,7 +132,7 @@ static int guest_run(lua_State *L) {
   luaL_checkstack(L, (int)n * 2 + 8, "guest:run");
   mv_vcpu *cpus[64];
   LVcpu *lv[64];
-  int first = lua_gettop(L) + 1;   /* stack: guest, list, n VCPUs, n threads, lock */
+  int first = lua_gettop(L) + 1;   /* stack: guest, list, n VCPUs, n threads */
   for (int i = 0; i < n; i++) {
     lua_geti(L, 2, i + 1);
     LVcpu *v = luaL_testudata(L, -1, MV_VCPU);
@@ -117,8 +158,7 @@ static int guest_run(lua_State *L) {
     lmv_pushkeys(T);                   /* base+4 */
     lua_pushnil(T);                    /* base+5: the last handler called */
   }
-  lmv_lock *k = lua_newuserdatauv(L, sizeof *k, 0);
-  pthread_mutex_init(&k->mu, NULL);
+  lmv_lock *k = state_lock(L);
   for (int i = 0; i < n; i++) {
     lv[i]->L = lua_tothread(L, first + (int)n + i);
     lv[i]->base = 1;
@@ -129,13 +169,15 @@ static int guest_run(lua_State *L) {
   mv_err err;
   mv_guest *outer = waiting_in;
   waiting_in = g;
+  bool held = holding;   /* a run from a handler of another run: its VCPUs' handlers need the lock */
+  if (held) lmv_lock_release(k);
   int r = mv_guest_run(g, cpus, (int)n, &o, &res, &err);
+  if (held) lmv_lock_acquire(k);
   waiting_in = outer;
   for (int i = 0; i < n; i++) {
     lv[i]->L = NULL;
     lv[i]->lock = NULL;
   }
-  pthread_mutex_destroy(&k->mu);
   if (r < 0) {
     LGuest *lg = lmv_toguest(L, 1);
     if (lg->g && mv_guest_is_closed(lg->g)) {   /* closed by a handler: as guest:close would */

@@ -151,6 +151,30 @@ describe("guest:run", function()
     g:close()
   end)
 
+  it("serialises handlers of a run started from a handler of another run with the outer run's", function()
+    local loop = "mov cx, 100\nl: mov dx, 0x701\nout dx, al\nloop l\nh: hlt\njmp h"
+    local g, cpus = smp({ loop, "mov dx, 0x70a\nout dx, al\nh: hlt\njmp h" })
+    local g2, cpus2 = smp({ loop, loop })
+    local inside, most, calls = 0, 0, 0
+    local function handler()
+      inside = inside + 1
+      if inside > most then most = inside end
+      for _ = 1, 20 do local _ = g:u32(0x600) end
+      calls = calls + 1
+      inside = inside - 1
+    end
+    g:trap("io", 0x701, 1, handler)
+    g2:trap("io", 0x701, 1, handler)
+    local inner
+    g:trap("io", 0x70a, 1, function() inner = g2:run(cpus2, { timeout_ms = 120000 }).reason end)
+    assert.equals("halted", g:run(cpus, { timeout_ms = 120000 }).reason)
+    assert.equals("halted", inner)
+    assert.equals(1, most)
+    assert.equals(300, calls)
+    g2:close()
+    g:close()
+  end)
+
   it("raises a secondary VCPU's handler error with the VCPU, the exit and the traceback, and stops all", function()
     local tasks = count("task")
     local g, cpus = smp({ SPIN, "mov dx, 0x702\nout dx, al\nh: hlt\njmp h" })
