@@ -84,6 +84,64 @@ describe("guest:run", function()
     g:close()
   end)
 
+  it("carries a fixed IPI from one VCPU's local APIC to another's #kvm", function()
+    local g = H.guest{ irqchip = true }
+    g:map(0, mv.vmo(0x100000))
+    g:write(0x1000, H.asm([[
+      org 0x1000
+      or dword [0xfee000f0], 0x100         ; LAPIC on
+      mov dword [0xfee00310], 0
+      mov dword [0xfee00300], 0x000c4500   ; INIT to all but self
+      mov dword [0xfee00300], 0x000c4608   ; SIPI: 0x8000
+    w: cmp dword [0x700], 1
+      jne w
+      mov dword [0xfee00310], 1 << 24      ; to APIC id 1
+      mov dword [0xfee00300], 0x00004040   ; fixed, vector 0x40
+    h: hlt
+      jmp h]], 32))
+    g:write(0x8000, H.asm([[
+      org 0x8000
+      bits 16
+      cli
+      xor ax, ax
+      mov ds, ax
+      lgdt [0x7f0]
+      mov eax, cr0
+      or al, 1
+      mov cr0, eax
+      jmp dword 0x08:pm
+      bits 32
+    pm: mov ax, 0x10
+      mov ds, ax
+      mov es, ax
+      mov ss, ax
+      mov esp, 0x9f00
+      lidt [idtr]
+      or dword [0xfee000f0], 0x100         ; LAPIC on
+      mov dword [0x700], 1                 ; ready
+      sti
+    h: hlt
+      jmp h
+    isr: mov dx, 0x70b
+      out dx, al
+      mov dword [0xfee000b0], 0            ; EOI
+      iret
+      align 8
+    idt: times 0x40 dq 0
+      dw isr, 0x08, 0x8e00, 0              ; vector 0x40: interrupt gate
+    idtr: dw 0x41 * 8 - 1
+      dd idt]], 16))
+    local cpus = { g:vcpu{ entry = 0x1000, mode = "protected" }, g:vcpu{ entry = 0x8000 } }
+    local gdt = cpus[1]:sregs().gdt
+    g:write(0x7f0, string.pack("<I2I4", gdt.limit, gdt.base))
+    local woke
+    g:trap("io", 0x70b, 1, function(_, cpu) woke = cpu.id; g:stop() end)
+    local res = g:run(cpus, { timeout_ms = 120000 })
+    assert.equals("stop", res.reason)
+    assert.equals(1, woke)
+    g:close()
+  end)
+
   it("keeps an AP running while another VCPU's handler runs (the AP's count moves meanwhile) #kvm", function()
     local g, cpus = smp({ "mov dx, 0x700\nout dx, al\nh: hlt\njmp h", SPIN })
     local moved
