@@ -233,6 +233,10 @@ struct mv_backend_ops {
    * a kick exit of reason MV_REASON_QUANTUM; 0 lifts the limit.  Without
    * it, mv_guest_run runs each VCPU on a thread of its own. */
   void (*set_budget)(mv_vcpu *cpu, uint64_t insns);
+  /* Optional: delivers a vector now, from any thread (kvm with an in-kernel
+   * irqchip: an MSI to the VCPU's local APIC).  1: delivered, 0: not this
+   * way (mv_vcpu_interrupt queues it), < 0: an error. */
+  int (*interrupt)(mv_vcpu *cpu, uint32_t vector, mv_err *err);
 };
 
 extern const mv_backend_ops mv__kvm_backend;

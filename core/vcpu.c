@@ -212,6 +212,10 @@ int mv_vcpu_set_hw_breakpoints(mv_vcpu *c, const uint64_t *addrs, int n, mv_err 
 /* {====================================================== interrupts */
 
 int mv_vcpu_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
+  if (c->guest->be->interrupt && !c->guest->closed && !c->destroyed && vector <= 255) {
+    int r = c->guest->be->interrupt(c, vector, err);   /* its local APIC takes it */
+    if (r) return r < 0 ? r : 0;
+  }
   if (c->guest->threaded && mv__smp_post_interrupt(c, vector)) return 0;   /* running on another thread */
   int r = check_live(c, "interrupt", err);
   if (r) return r;

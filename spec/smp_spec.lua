@@ -84,7 +84,10 @@ describe("guest:run", function()
     g:close()
   end)
 
-  it("carries a fixed IPI from one VCPU's local APIC to another's #kvm", function()
+  -- With the in-kernel LAPIC: VCPU 0 starts VCPU 1 (INIT/SIPI), which goes
+  -- to protected mode, turns its LAPIC on and halts with an interrupt gate
+  -- for vector 0x40 that reports on port 0x70b; then VCPU 0 runs `tail`.
+  local function lapic_pair(tail)
     local g = H.guest{ irqchip = true }
     g:map(0, mv.vmo(0x100000))
     g:write(0x1000, H.asm([[
@@ -95,10 +98,7 @@ describe("guest:run", function()
       mov dword [0xfee00300], 0x000c4608   ; SIPI: 0x8000
     w: cmp dword [0x700], 1
       jne w
-      mov dword [0xfee00310], 1 << 24      ; to APIC id 1
-      mov dword [0xfee00300], 0x00004040   ; fixed, vector 0x40
-    h: hlt
-      jmp h]], 32))
+    ]] .. tail .. "\nh: hlt\njmp h", 32))
     g:write(0x8000, H.asm([[
       org 0x8000
       bits 16
@@ -134,7 +134,23 @@ describe("guest:run", function()
     local cpus = { g:vcpu{ entry = 0x1000, mode = "protected" }, g:vcpu{ entry = 0x8000 } }
     local gdt = cpus[1]:sregs().gdt
     g:write(0x7f0, string.pack("<I2I4", gdt.limit, gdt.base))
+    return g, cpus
+  end
+
+  it("carries a fixed IPI from one VCPU's local APIC to another's #kvm", function()
+    local g, cpus = lapic_pair("mov dword [0xfee00310], 1 << 24\nmov dword [0xfee00300], 0x00004040")  -- fixed, 0x40
     local woke
+    g:trap("io", 0x70b, 1, function(_, cpu) woke = cpu.id; g:stop() end)
+    local res = g:run(cpus, { timeout_ms = 120000 })
+    assert.equals("stop", res.reason)
+    assert.equals(1, woke)
+    g:close()
+  end)
+
+  it("delivers cpu:interrupt from one VCPU's handler through the other's local APIC #kvm", function()
+    local g, cpus = lapic_pair("mov dx, 0x70c\nout dx, al")
+    local woke
+    g:trap("io", 0x70c, 1, function() cpus[2]:interrupt(0x40) end)
     g:trap("io", 0x70b, 1, function(_, cpu) woke = cpu.id; g:stop() end)
     local res = g:run(cpus, { timeout_ms = 120000 })
     assert.equals("stop", res.reason)

@@ -326,6 +326,21 @@ static int kvm_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
   return 0;
 }
 
+/* With the in-kernel irqchip, cpu:interrupt is an MSI to the VCPU's local
+ * APIC (fixed delivery, physical destination = its APIC id, the VCPU id):
+ * a VM ioctl, so it works from any thread while the VCPU runs. */
+static int kvm_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
+  if (!KG(c->guest)->irqchip) return 0;
+  struct kvm_msi msi = { .address_lo = 0xfee00000u | (uint32_t)c->id << 12, .data = vector };
+  if (!c->guest->threaded) KV(c)->touched |= KS_LAPIC | KS_MP_STATE;   /* (a run marks them itself) */
+  int r = ioctl(KG(c->guest)->vm_fd, KVM_SIGNAL_MSI, &msi);
+  if (r < 0) return mv__fail(err, -errno, "vcpu:interrupt: KVM_SIGNAL_MSI: %s", strerror(errno));
+  if (r == 0)
+    return mv__fail(err, -EAGAIN, "vcpu:interrupt: VCPU %d's local APIC did not take vector %" PRIu32
+                    " (software-disabled?)", c->id, vector);
+  return 1;
+}
+
 static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
   kvm_guest *kg = KG(c->guest);
   kvm_vcpu *kv = calloc(1, sizeof *kv);
@@ -666,4 +681,5 @@ const mv_backend_ops mv__kvm_backend = {
   .get_msr = kvm_get_msr, .set_msr = kvm_set_msr, .mechanisms = kvm_mechanisms,
   .declare_sandbox = kvm_sandbox_declare,
   .get_fpu = kvm_get_fpu, .set_fpu = kvm_set_fpu, .set_cpuid = kvm_set_cpuid, .irq = kvm_irq,
+  .interrupt = kvm_interrupt,
 };
