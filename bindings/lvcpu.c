@@ -122,7 +122,7 @@ static int vcpu_enter(lua_State *L) {
   entering = outer_entering;
   v->L = outer_L;
   v->base = outer_base;
-  if (r < 0) return lmv_raise(L, &err);
+  if (r < 0) return lmv_raise_enter(L, v->cpu, &err);
   if (e.handler_failed) return raise_handler_error(L, &e);
   lmv_pushexit(L, 5, &e);
   return 1;

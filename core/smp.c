@@ -399,6 +399,9 @@ int mv_guest_run(mv_guest *g, mv_vcpu *const *cpus, int n, const mv_run_opts *op
     if (g->vcpus[i] && g->vcpus[i]->in_enter)
       return mv__fail(err, -EBUSY, "guest:run: VCPU %d of this guest is inside enter (guest:run from a trap handler?)",
                       g->vcpus[i]->id);
+  if (g->rec && !g->be->set_budget)   /* the recorder takes one thread at a time */
+    return mv__fail(err, -EBUSY, "guest:run: the guest is recording or replaying: its VCPUs cannot run on threads "
+                    "of their own (enter them one at a time, or use the soft backend)");
   for (int i = 0; i < n; i++) {
     if (!cpus[i] || cpus[i]->destroyed) return mv__fail(err, -EBADF, "guest:run: VCPU %d is closed", i);
     if (cpus[i]->guest != g) return mv__fail(err, -EINVAL, "guest:run: VCPU %d belongs to another guest", cpus[i]->id);

@@ -14,6 +14,7 @@
  * regions are at most 4 bytes wide).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,12 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     uc_emu_stop(uc);   /* Unicorn's own instruction count leaves stale translations behind */
     return;
   }
+  if (c->stop_icount && c->icount + 1 >= c->stop_icount) {   /* replay: a recorded kick or timeout was here */
+    c->stop_icount = 0;
+    c->kick_pending = 1;
+    uc_emu_stop(uc);
+    return;
+  }
   if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) {   /* stop to inject it */
     uc_emu_stop(uc);
     return;
@@ -187,7 +194,10 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     sv->budget--;
   }
   sv->pc = addr;
+  c->icount++;   /* instructions let through: what record and replay place asynchronous exits by */
 }
+
+static uint64_t soft_access_rip(mv_vcpu *c) { return SV(c)->pc; }   /* the instruction's linear address */
 
 static uint64_t current_rip(soft_vcpu *sv) {
   return sv->mode == UC_MODE_64 ? reg(sv->uc, UC_X86_REG_RIP) : reg(sv->uc, UC_X86_REG_EIP) & 0xffffffff;
@@ -365,12 +375,24 @@ static int soft_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
   return r;
 }
 
+/* A Unicorn engine is tens of MiB of heap, freed by uc_close into the middle
+ * of the process's heap, where later allocations fragment it: thousands of
+ * guest lifecycles then keep hundreds of MiB resident with nothing leaked.
+ * When much lies free, hand it back (malloc_trim costs milliseconds, so not
+ * after every engine). */
+#define SOFT_HEAP_FREE_MAX ((size_t)64 << 20)
+static void give_back_free_heap(void) {
+  struct mallinfo2 mi = mallinfo2();
+  if (mi.fordblks > SOFT_HEAP_FREE_MAX) malloc_trim(0);
+}
+
 static void soft_vcpu_destroy(mv_vcpu *c) {
   if (!SV(c)) return;
   soft_engine_close(c);
   soft_free_once(SV(c));
   free(SV(c));
   c->be_state = NULL;
+  give_back_free_heap();
 }
 
 static void soft_vcpu_kick(mv_vcpu *c) { (void)c; }   /* code_hook sees kick_pending */
@@ -547,4 +569,5 @@ const mv_backend_ops mv__soft_backend = {
   .get_msr = soft_get_msr, .set_msr = soft_set_msr,
   .get_fpu = soft_get_fpu, .set_fpu = soft_set_fpu, .set_cpuid = soft_set_cpuid,
   .set_budget = soft_set_budget,
+  .access_rip = soft_access_rip, .counts_instructions = true,
 };
