@@ -46,6 +46,7 @@
 -- Re-patching after every restore would instead dirty the code pages each
 -- time and copy them back on every restore.
 local mv = require "moonvisor"
+local files = require "moonvisor.files"
 
 local fuzz = {}
 
@@ -229,19 +230,12 @@ end
 -- {======================================================= files, clock, blocks
 
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then error("fuzz: " .. tostring(err), 0) end
-  local d = f:read("a")
-  f:close()
+  local d, err = files.read(path)
+  if not d then error("fuzz: " .. tostring(err), 0) end
   return d
 end
 
-local function write_file(path, data)
-  local f, err = io.open(path, "wb")
-  if not f then error("fuzz: " .. tostring(err), 0) end
-  f:write(data)
-  f:close()
-end
+local function write_file(path, data) files.write(path, data, "fuzz") end
 
 local function mkdir(path) os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''"))) end
 
