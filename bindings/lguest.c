@@ -152,9 +152,7 @@ static int guest_dirty_pages(lua_State *L) {
  * cpu:enter() that table sits at base+3 of the entering thread's stack.
  * The exit table each handler gets is the VCPU's one, with only the fields
  * that changed since the previous handler call set again (lutil.c). */
-int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
-  (void)cookie;
-  LVcpu *lv = mv_vcpu_user(cpu);
+static int trap_call(LVcpu *lv, mv_exit *exit, uint64_t *value) {
   lua_State *L = lv->L;
   if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */
   if ((int)exit->trap_id == lv->handler_trap) {   /* the same trap as last time: its handler is at base+5 */
@@ -188,6 +186,16 @@ int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value
   }
   lua_pop(L, 1);
   return MV_TRAP_DONE;
+}
+
+int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
+  (void)cookie;
+  LVcpu *lv = mv_vcpu_user(cpu);
+  if (!lv->lock) return trap_call(lv, exit, value);
+  lmv_lock_acquire(lv->lock);   /* guest:run: one handler at a time in the Lua state */
+  int r = trap_call(lv, exit, value);
+  lmv_lock_release(lv->lock);
+  return r;
 }
 
 static int guest_trap(lua_State *L) {
