@@ -48,7 +48,8 @@ describe("resource bounds", function()
     print(("\n  after %d cycles: RSS %d KiB, heap in use %d KiB; after %d: %+d KiB, %+d KiB"):format(
       warm, rss, heap // 1024, CYCLES, grown, heap_grown // 1024))
     assert.equals(fds, H.fd_count())
-    assert.equals(maps, mappings())
+    -- a mapping leaked per cycle would add thousands; allocators (ASan's) map and unmap a few
+    assert.is_true(mappings() <= maps + 16, ("mappings: %d before, %d after"):format(maps, mappings()))
     assert.is_true(heap_grown < 256 * 1024, ("the heap in use grew by %d bytes"):format(heap_grown))
     assert.is_true(grown < 64 * 1024, ("RSS grew by %d KiB"):format(grown))
   end)
