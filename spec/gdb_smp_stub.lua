@@ -1,5 +1,6 @@
 -- gdb_smp_stub.lua - a child process for smp_spec.lua: a guest with two
--- real-mode VCPUs behind g:gdbserver{ cpus = ... } on port arg[1].
+-- real-mode VCPUs behind g:gdbserver{ cpus = ... } on port arg[1], or, with
+-- arg[2] == "run", in a g:run of both under moonvisor --gdb.
 --   VCPU 0 at 0x1000: l: inc ax / jmp l
 --   VCPU 1 at 0x2000: mov cx, 0 / l: inc cx / cmp cx, 3 / jne l / hlt
 local mv = require "moonvisor"
@@ -8,5 +9,10 @@ g:map(0, mv.vmo(0x10000))
 g:write(0x1000, "\x40\xeb\xfd")
 g:write(0x2000, "\xb9\x00\x00\x41\x83\xf9\x03\x75\xfa\xf4")
 local cpus = { g:vcpu{ entry = 0x1000 }, g:vcpu{ entry = 0x2000 } }
+if arg[2] == "run" then   -- run with moonvisor --gdb: the g:run waits for gdb, goes on after a detach
+  local ok, err = pcall(g.run, g, { cpus[1], cpus[2], timeout_ms = 300 })
+  print(("run: %s; cpu1 rcx=%d"):format(ok and "ended" or tostring(err), cpus[2].rcx & 0xffff))
+  return
+end
 local res = g:gdbserver{ port = tonumber(arg[1]), cpus = cpus }
 print(("session: %s clients=%d; cpu0 rip=0x%x cpu1 rcx=%d"):format(res.how, res.clients, cpus[1].rip, cpus[2].rcx & 0xffff))

@@ -424,11 +424,12 @@ describe("the gdb stub with several VCPUs", function()
 
   -- Starts spec/gdb_smp_stub.lua on a port, runs gdb's commands against it;
   -- returns gdb's output and the stub's.
-  local function session(cmds)
+  local function session(cmds, mode)
     local port = 30000 + pid % 10000
     local log = os.tmpname()
-    os.execute(("(MOONVISOR_BACKEND=%s timeout 40 %s spec/gdb_smp_stub.lua %d; echo \"exit=$?\") >%s 2>&1 &")
-      :format(H.backend, exe, port, log))
+    local gdb_flag = mode == "run" and ("--gdb 127.0.0.1:%d"):format(port) or ""
+    os.execute(("(MOONVISOR_BACKEND=%s timeout 40 %s %s spec/gdb_smp_stub.lua %d %s; echo \"exit=$?\") >%s 2>&1 &")
+      :format(H.backend, exe, gdb_flag, port, mode or "", log))
     for _ = 1, 100 do
       if assert(io.open(log)):read("a"):find("listening on", 1, true) then break end
       os.execute("sleep 0.05")
@@ -452,6 +453,13 @@ describe("the gdb stub with several VCPUs", function()
     assert.matches("%$1 = 0x2000", out)
     assert.matches("%$2 = 0x1000", out)
     assert.matches("session: detach clients=1", stub)
+  end)
+
+  it("moonvisor --gdb: a g:run of several VCPUs waits for gdb, one thread each; after a detach the run goes on", function()
+    local out, stub = session({ "info threads", "thread 2", "p/x $pc", "detach" }, "run")
+    assert.matches("Thread 1 .*Thread 2 ", out)
+    assert.matches("%$1 = 0x2000", out)
+    assert.matches("run: ended; cpu1 rcx=3", stub)   -- VCPU 1 ran its loop to the hlt after the detach
   end)
 
   if not H.kvm or mv.host().int3_exit then   -- g:run has no int3 emulation

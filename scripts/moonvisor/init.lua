@@ -88,6 +88,7 @@ function mv.print_stats(g, out)
 end
 
 local wait_for_gdb_on_enter   -- below, with the --gdb hook
+local typename                -- below
 
 function mv.configure(opts)
   for k, v in pairs(opts) do mv.options[k] = v end
@@ -123,20 +124,39 @@ function mv.guest(opts)
 end
 
 -- moonvisor --gdb host:port: the first cpu:enter() -- and so the first
--- cpu:run(), a moonvisor.pc machine's run or any enter loop -- waits for gdb
+-- cpu:run(), a moonvisor.pc machine's run or any enter loop -- or g:run of
+-- several VCPUs (one gdb thread each) waits for gdb
 -- before the guest's first instruction and runs under it until gdb detaches
 -- (then the enter goes on) or kills (an error).  The wrapper exists only
 -- while --gdb is pending: a Lua frame between the script and the core's
 -- enter would put its own line into every error enter raises.
 local run_under_gdb
 function wait_for_gdb_on_enter()
-  local raw_enter = Vcpu.enter
-  local function enter(cpu, opts)
-    if mv.options.gdb then run_under_gdb(cpu) end
+  local raw_enter, raw_run = Vcpu.enter, Guest.run
+  local enter, run
+  local function unhook()
     if Vcpu.enter == enter then Vcpu.enter = raw_enter end
+    if Guest.run == run then Guest.run = raw_run end
+  end
+  function enter(cpu, opts)
+    if mv.options.gdb then run_under_gdb(cpu) end
+    unhook()
     return raw_enter(cpu, opts)
   end
-  Vcpu.enter = enter
+  -- g:run{ cpu0, cpu1, ... } or g:run(cpus, opts): gdb sees one thread per VCPU
+  function run(g, a, ...)
+    if mv.options.gdb and typename(g) == "moonvisor.Guest" and type(a) == "table" then
+      local cpus = {}
+      for i = 1, #a do
+        if typename(a[i]) ~= "moonvisor.Vcpu" then cpus = {} break end
+        cpus[i] = a[i]
+      end
+      if #cpus > 0 then run_under_gdb(cpus[1], cpus, "guest:run") end
+    end
+    unhook()
+    return raw_run(g, a, ...)
+  end
+  Vcpu.enter, Guest.run = enter, run
 end
 
 -- Enters until the guest halts, shuts down, errors or leaves an exit that no
@@ -144,7 +164,7 @@ end
 -- (Vcpu.enter: the core's, or moonvisor.breakpoints' once it is loaded.)
 
 -- "moonvisor.Vcpu" for our userdata, the plain type otherwise (as the C side's lmv_typename).
-local function typename(v)
+function typename(v)
   local mt = getmetatable(v)
   local name = type(mt) == "table" and rawget(mt, "__name")
   return type(name) == "string" and name or type(v)
@@ -161,12 +181,12 @@ end
 -- g:gdbserver{ host, port, cpu, wait, elf }: a gdb remote stub (moonvisor.gdb).
 function Guest.gdbserver(g, opts) return require("moonvisor.gdb").gdbserver(g, opts) end
 
-function run_under_gdb(cpu)
+function run_under_gdb(cpu, cpus, call)
   local gdb = require "moonvisor.gdb"
   local host, port = gdb.parse_address(mv.options.gdb)
   mv.options.gdb = nil
-  local r = gdb.gdbserver(cpu:guest(), { host = host, port = port, cpu = cpu, wait = true })
-  if r.how == "kill" then error("vcpu:enter: killed from gdb", 0) end
+  local r = gdb.gdbserver(cpu:guest(), { host = host, port = port, cpu = cpu, cpus = cpus, wait = true })
+  if r.how == "kill" then error((call or "vcpu:enter") .. ": killed from gdb", 0) end
 end
 
 -- mv.host([backend]): what the backend and host really do (moonvisor.host).
