@@ -47,6 +47,8 @@ typedef struct LVcpu {
                        the message handler, the guest's handler table, the key table
                        (lmv_pushkeys) and the handler of trap handler_trap follow it */
   int handler_trap; /* during enter: the trap whose handler is at base+5 (0: none) */
+  bool unwind;      /* during enter: inside its one protected frame, so handlers of
+                       accesses are called unprotected (mv_vcpu_can_unwind) */
   lmv_exit_fields filled;   /* the exit table's fields */
   unsigned debug;   /* the MV_DEBUG_* flags last set by cpu:debug */
   uint64_t hw[MV_HW_BREAKPOINTS];   /* and its hardware breakpoints */

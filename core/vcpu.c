@@ -114,6 +114,7 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   memset(exit, 0, sizeof *exit);
   mv_guest *g = c->guest;
   uint64_t start = g->trace ? mv__now_ns() : 0;
+  c->enter_start = start;
   c->in_enter = true;
   c->exit = exit;
   if (c->kick_pending) {
@@ -136,6 +137,29 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   }
   if (r == 0) mv__note_exit(c, exit, start);
   return r;
+}
+
+bool mv_vcpu_can_unwind(const mv_vcpu *c) {
+  return !c->destroyed && !c->guest->closed && c->guest->be->vcpu_unwound != NULL;
+}
+
+int mv_vcpu_enter_unwound(mv_vcpu *c, mv_err *err) {
+  if (!c->in_enter) return 0;   /* the jump came from outside an enter */
+  c->in_enter = false;
+  mv_guest *g = c->guest;
+  mv_exit *exit = c->exit;
+  mv__timer_unwound(c);
+  if (!c->destroyed && !g->closed) g->be->vcpu_unwound(c);
+  exit->handler_failed = true;
+  if (!exit->write) exit->data = UINT64_MAX;
+  c->exit = NULL;
+  if (g->close_requested) {
+    g->close_requested = false;
+    mv_guest_close(g);
+    return mv__fail(err, -EBADF, "vcpu:enter: the guest was closed by a trap handler");
+  }
+  mv__note_exit(c, exit, c->enter_start);
+  return 1;
 }
 
 void mv_vcpu_kick(mv_vcpu *c) {
