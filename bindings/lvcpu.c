@@ -148,7 +148,17 @@ static int vcpu_enter(lua_State *L) {
     v->L = NULL;
     v->unwind = false;
     if (st != LUA_OK) {   /* stack: vcpu, msghandler, error */
-      int r = v->cpu ? mv_vcpu_enter_unwound(v->cpu, &ec.err) : 0;
+      int r = 0;
+      if (v->cpu) {   /* the core still delivers queued doorbells: their callbacks need enter's layout */
+        lua_pushvalue(L, 1);
+        v->base = lua_gettop(L);
+        push_enter_stack(L);
+        v->L = L;
+        v->handler_trap = 0;
+        r = mv_vcpu_enter_unwound(v->cpu, &ec.err);
+        v->L = NULL;
+        lua_settop(L, 3);
+      }
       if (r < 0) return lmv_raise(L, &ec.err);
       if (r == 0) return lua_error(L);   /* not from a handler (no room on the stack, ...) */
       lua_setiuservalue(L, 1, 3);

@@ -291,9 +291,10 @@ int mv_vcpu_enter_timeout(mv_vcpu *cpu, uint64_t timeout_ns, mv_exit *exit, mv_e
  * plain C; soft: no, Unicorn's frames would be skipped).  Doorbell callbacks
  * must not be left that way.  After such a jump, mv_vcpu_enter_unwound
  * finishes the enter as MV_TRAP_FAIL from that callback would have: a read
- * sees all ones, the instruction completes, the timeout is disarmed, and
- * *exit (the record enter was given) has handler_failed set.  Doorbells
- * still queued are delivered by the next enter.  Returns 1, 0 when no
+ * sees all ones, the instruction completes, the timeout is disarmed,
+ * doorbells still queued reach their callbacks (which must be callable
+ * again by then), and *exit (the record enter was given) has
+ * handler_failed set.  Returns 1, 0 when no
  * enter was running (the jump came from elsewhere), or -EBADF when a
  * callback had closed the guest (the close happens now). */
 bool mv_vcpu_can_unwind(const mv_vcpu *cpu);

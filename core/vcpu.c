@@ -145,14 +145,18 @@ bool mv_vcpu_can_unwind(const mv_vcpu *c) {
 
 int mv_vcpu_enter_unwound(mv_vcpu *c, mv_err *err) {
   if (!c->in_enter) return 0;   /* the jump came from outside an enter */
-  c->in_enter = false;
   mv_guest *g = c->guest;
   mv_exit *exit = c->exit;
   mv__timer_unwound(c);
   if (!c->destroyed && !g->closed) g->be->vcpu_unwound(c);
   exit->handler_failed = true;
   if (!exit->write) exit->data = UINT64_MAX;
+  if (!g->close_requested && !g->closed) {   /* as enter does after a failed access; the access stays the failure */
+    mv_exit failed;
+    mv__bells_drain(g, c, &failed);
+  }
   c->exit = NULL;
+  c->in_enter = false;
   if (g->close_requested) {
     g->close_requested = false;
     mv_guest_close(g);
