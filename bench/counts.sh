@@ -122,3 +122,4 @@ for s in "${starts[@]}"; do
     [ $VERBOSE = 1 ] && names
   fi
 done
+exit 0
