@@ -138,6 +138,7 @@ static int vcpu_enter(lua_State *L) {
   if (v->L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   LVcpu *outer_entering = entering;   /* a handler may enter another VCPU */
   entering = v;
+  int keys = 5;   /* where the key table is for lmv_pushexit */
   if (mv_vcpu_can_unwind(v->cpu)) {
     lua_pushcfunction(L, lmv_msghandler);   /* 2 */
     lua_pushcfunction(L, enter_protected);
@@ -165,7 +166,8 @@ static int vcpu_enter(lua_State *L) {
       return raise_handler_error(L, &ec.e);
     }
     lua_settop(L, 1);
-    push_enter_stack(L);   /* the keys at 5 */
+    lmv_pushkeys(L);
+    keys = 2;
   } else {
     push_enter_stack(L);
     v->L = L;
@@ -177,7 +179,7 @@ static int vcpu_enter(lua_State *L) {
   }
   if (ec.r < 0) return lmv_raise(L, &ec.err);
   if (ec.e.handler_failed) return raise_handler_error(L, &ec.e);
-  lmv_pushexit(L, 5, &ec.e);
+  lmv_pushexit(L, keys, &ec.e);
   return 1;
 }
 
