@@ -139,6 +139,10 @@ int lmv_open_snapshot(lua_State *L);
 int lmv_open_stats(lua_State *L);
 int lmv_open_cpu(lua_State *L);
 int lmv_open_disasm(lua_State *L);
+/* lrecord.c: g:record, g:replay, moonvisor.Record; and enter's errors, which
+ * for a diverged replay carry the divergence and the registers. */
+int lmv_open_record(lua_State *L);
+int lmv_raise_enter(lua_State *L, mv_vcpu *cpu, const mv_err *err);
 /* lafl.c: core.afl (AFL++ shared memory, forkserver pipes, the stand-in child). */
 int lmv_open_afl(lua_State *L);
 /* lonce.c: cpu:once_breakpoints, cpu:arm_breakpoints. */

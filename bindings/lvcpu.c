@@ -160,7 +160,7 @@ static int vcpu_enter(lua_State *L) {
         v->L = NULL;
         lua_settop(L, 3);
       }
-      if (r < 0) return lmv_raise(L, &ec.err);
+      if (r < 0) return lmv_raise_enter(L, v->cpu, &ec.err);
       if (r == 0) return lua_error(L);   /* not from a handler (no room on the stack, ...) */
       lua_setiuservalue(L, 1, 3);
       return raise_handler_error(L, &ec.e);
@@ -177,7 +177,7 @@ static int vcpu_enter(lua_State *L) {
     entering = outer_entering;
     v->L = NULL;
   }
-  if (ec.r < 0) return lmv_raise(L, &ec.err);
+  if (ec.r < 0) return lmv_raise_enter(L, v->cpu, &ec.err);
   if (ec.e.handler_failed) return raise_handler_error(L, &ec.e);
   lmv_pushexit(L, keys, &ec.e);
   return 1;

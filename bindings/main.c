@@ -40,6 +40,9 @@ static void usage(void) {
           "  --trace F  write every exit of every guest to F (Chrome trace JSON, for Perfetto)\n"
           "  --stats    print exits by type and by trap, with handler time, as guests close\n"
           "  --gdb H:P  the first cpu:enter() (cpu:run(), a machine's run) waits for gdb on H:P and runs under it\n"
+          "  --record F   log the run from its first cpu:enter() to F (README: Record and replay)\n"
+          "  --replay F   run the guest again with every value from the log F, stopping at the first difference\n"
+          "  --verify     with --replay: the handlers run too, and their answers are compared with the log\n"
           "  -          run stdin\n"
           "With no script, opens the REPL (or reads statements from stdin when it is not a terminal).\n"
           "run exits with the guest's status: (v << 1) | 1 for isa-debug-exit value v, 0 on ACPI power-off,\n"
@@ -563,6 +566,18 @@ static int configure(lua_State *L, const char *key, const char *value) {
   return report(L, docall(L, 1, 0));
 }
 
+/* --record / --replay: require("moonvisor.replay").finish() ends the log
+ * (or checks the replay's end) and prints the state hash. */
+static int finish_recording(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonvisor.replay");
+  int status = docall(L, 1, 1);
+  if (status != LUA_OK) return report(L, status);
+  lua_getfield(L, -1, "finish");
+  lua_remove(L, -2);
+  return report(L, docall(L, 0, 0));
+}
+
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
   lua_State *L = luaL_newstate();
@@ -572,7 +587,7 @@ int main(int argc, char **argv) {
   }
   luaL_openlibs(L);
   set_paths(L);
-  int interactive = 0, ran = 0, script = 0, status = LUA_OK;
+  int interactive = 0, ran = 0, script = 0, status = LUA_OK, recording = 0;
   for (int i = 1; i < argc && status == LUA_OK && !script; i++) {
     if (strcmp(argv[i], "-e") == 0) {
       if (++i >= argc) {
@@ -600,6 +615,16 @@ int main(int argc, char **argv) {
         break;
       }
       status = configure(L, "gdb", argv[i]);
+    } else if (strcmp(argv[i], "--record") == 0 || strcmp(argv[i], "--replay") == 0) {
+      if (++i >= argc) {
+        usage();
+        status = LUA_ERRRUN;
+        break;
+      }
+      status = configure(L, argv[i - 1] + 2, argv[i]);
+      recording = 1;
+    } else if (strcmp(argv[i], "--verify") == 0) {
+      status = configure(L, "verify", NULL);
     } else if (strcmp(argv[i], "--stats") == 0) {
       status = configure(L, "stats", NULL);
     } else if (strcmp(argv[i], "-v") == 0) {
@@ -623,6 +648,7 @@ int main(int argc, char **argv) {
   }
   if (status == LUA_OK && script) {
     status = run_script(L, argv, script, argc);
+    if (status == LUA_OK && recording) status = finish_recording(L);
     ran = 1;
   }
   if (status == LUA_OK && (interactive || !ran)) prompt_loop(L);

@@ -54,6 +54,7 @@ void mv_guest_close(mv_guest *g) {
       g->close_requested = true;
       return;
     }
+  if (g->rec) mv__rec_guest_closing(g);   /* writes the log's end while memory is there */
   for (int i = 0; i < g->nvcpus; i++)
     if (g->vcpus[i] && !g->vcpus[i]->destroyed) {
       g->be->vcpu_destroy(g->vcpus[i]);
@@ -130,7 +131,7 @@ int mv_guest_map(mv_guest *g, uint64_t gpa, mv_vmo *vmo, uint64_t offset,
   memmove(&g->maps[at + 1], &g->maps[at], (g->nmaps - at) * sizeof m);
   g->maps[at] = m;
   g->nmaps++;
-  return 0;
+  return g->rec ? mv__rec_map(g, gpa, size, flags, offset, vmo, err) : 0;
 }
 
 int mv_guest_unmap(mv_guest *g, uint64_t gpa, mv_err *err) {
@@ -138,7 +139,8 @@ int mv_guest_unmap(mv_guest *g, uint64_t gpa, mv_err *err) {
   for (size_t i = 0; i < g->nmaps; i++) {
     if (g->maps[i].gpa != gpa) continue;
     mv_mapping m = g->maps[i];
-    int r = g->be->unmap(g, &m, err);
+    int r = g->rec ? mv__rec_unmap(g, gpa, err) : 0;
+    if (r == 0) r = g->be->unmap(g, &m, err);
     if (r < 0) return r;
     memmove(&g->maps[i], &g->maps[i + 1], (g->nmaps - i - 1) * sizeof m);
     g->nmaps--;
@@ -212,6 +214,11 @@ int mv_guest_read(mv_guest *g, uint64_t gpa, void *dst, uint64_t len, mv_err *er
 }
 
 int mv_guest_write(mv_guest *g, uint64_t gpa, const void *src, uint64_t len, mv_err *err) {
+  if (g->rec && !g->closed) {   /* logged (or compared) only when it can happen */
+    int r = mv_guest_check_range(g, "write", gpa, len, err);
+    if (r == 0) r = mv__rec_hostw(g, gpa, src, len, "guest:write", err);
+    if (r < 0) return r;
+  }
   return guest_copy(g, "write", gpa, NULL, src, len, err);
 }
 

@@ -27,6 +27,7 @@ struct mv_vmo {
   uint64_t *host_dirty;    /* one bit per page written by the host */
   uint64_t host_writes;    /* bumped by every host write: lets the soft backend drop stale translations */
   uint64_t *code_dirty;    /* pages written by the host since the soft backend dropped their translations */
+  struct mv_rec *rec;      /* the recorder of a guest that maps it: host writes are logged (record_run.c) */
 };
 
 void mv__vmo_mark_dirty(mv_vmo *vmo, uint64_t off, uint64_t len);
@@ -101,6 +102,7 @@ struct mv_guest {
   bool timing;             /* time trap callbacks */
   mv_trace_fn trace;       /* NULL: tracing off */
   void *trace_cookie;
+  struct mv_rec *rec;      /* recording or replaying (record.h), or NULL */
 };
 
 const mv_mapping *mv__guest_find_mapping(const mv_guest *g, uint64_t gpa);
@@ -124,6 +126,8 @@ struct mv_vcpu {
   int npending_irq;
   uint64_t state_snap;     /* the snapshot whose VCPU state this one was last saved to or
                               loaded from (0: none); the backend knows what changed since */
+  uint64_t icount;         /* instructions run, where the backend counts them (counts_instructions) */
+  uint64_t stop_icount;    /* replay: when not 0, the run stops as if kicked once icount + 1 reaches it */
 };
 
 /* The real-time signal that kicks a VCPU thread (timer.c). */
@@ -140,6 +144,29 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
  * reads *value receives the data to feed the guest.  Returns CONTINUE when
  * a trap consumed it, STOP when enter must return *exit to its caller. */
 int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* The same without a recorder: trap lookup and callback (record_run.c calls it). */
+int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+
+/* record_run.c: hooks called only while g->rec is set.  Those returning int
+ * give 0, or -EILSEQ when a replay diverges there (err filled). */
+int mv__rec_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+int mv__rec_enter(mv_vcpu *cpu, mv_err *err);
+int mv__rec_exit(mv_vcpu *cpu, mv_exit *exit, int r, mv_err *err);
+int mv__rec_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
+bool mv__rec_no_timer(const mv_guest *g);
+void mv__rec_deliver(mv_vcpu *cpu, int vector);
+int mv__rec_hostw(mv_guest *g, uint64_t gpa, const void *src, uint64_t len, const char *what, mv_err *err);
+int mv__rec_vmo_write(mv_vmo *vmo, uint64_t off, const void *src, uint64_t len, mv_err *err);
+int mv__rec_regs(mv_vcpu *cpu, const mv_regs *regs, mv_err *err);
+int mv__rec_sregs(mv_vcpu *cpu, const mv_sregs *s, mv_err *err);
+int mv__rec_msr(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
+int mv__rec_fpu(mv_vcpu *cpu, const mv_fpu *fpu, mv_err *err);
+int mv__rec_cpuid(mv_vcpu *cpu, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err);
+int mv__rec_irq(mv_vcpu *cpu, uint32_t vector, mv_err *err);
+int mv__rec_irq_line(mv_guest *g, uint32_t line, int level, mv_err *err);
+int mv__rec_map(mv_guest *g, uint64_t gpa, uint64_t size, unsigned flags, uint64_t offset, mv_vmo *vmo, mv_err *err);
+int mv__rec_unmap(mv_guest *g, uint64_t gpa, mv_err *err);
+void mv__rec_guest_closing(mv_guest *g);
 /* Runs a trap's callback, counting it; stats.c times and traces it when asked. */
 int mv__call_trap_timed(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
 static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
@@ -216,6 +243,9 @@ struct mv_backend_ops {
   void (*mechanisms)(const mv_guest *g, mv_guest_mechanisms *out);
   int (*get_msr)(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
   int (*set_msr)(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
+  /* Optional: the rip of the instruction making the access mv__access sees (else get_regs). */
+  uint64_t (*access_rip)(mv_vcpu *cpu);
+  bool counts_instructions;   /* keeps cpu->icount and honours cpu->stop_icount */
 };
 
 extern const mv_backend_ops mv__kvm_backend;

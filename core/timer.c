@@ -46,7 +46,7 @@ static _Thread_local timer_t thread_timer;
 static _Thread_local int thread_timer_made;
 
 int mv_vcpu_enter_timeout(mv_vcpu *c, uint64_t timeout_ns, mv_exit *exit, mv_err *err) {
-  if (timeout_ns == 0) return mv_vcpu_enter(c, exit, err);
+  if (timeout_ns == 0 || mv__rec_no_timer(c->guest)) return mv_vcpu_enter(c, exit, err);   /* replay: the log times it */
   if (timed_vcpu) return mv__fail(err, -EBUSY, "vcpu:enter: another timed run is active on this thread");
   mv__install_kick_signal();
   if (!thread_timer_made) {

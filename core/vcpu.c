@@ -3,7 +3,7 @@
  * queueing and the backend-independent half of the exit loop.  The backend
  * runs the guest and reports each IO/MMIO access through mv__access, the
  * single place where a trap is looked up and the value fed back to the guest
- * is decided (the hook for a later record/replay).
+ * is decided, and where a recorder (record.h) hooks in.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -68,6 +68,11 @@ static int check_live(mv_vcpu *c, const char *what, mv_err *err) {
 /* {====================================================== the exit path */
 
 int mv__access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+  if (__builtin_expect(c->guest->rec != NULL, 0)) return mv__rec_access(c, e, value);   /* record.h */
+  return mv__access_traps(c, e, value);
+}
+
+int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   mv_guest *g = c->guest;
   mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
   uint64_t answer = e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
@@ -114,6 +119,7 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   memset(exit, 0, sizeof *exit);
   mv_guest *g = c->guest;
   uint64_t start = g->trace ? mv__now_ns() : 0;
+  if (g->rec && (r = mv__rec_enter(c, err)) < 0) return r;
   c->enter_start = start;
   c->in_enter = true;
   c->exit = exit;
@@ -126,8 +132,11 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   }
   if (r == 0 && !g->close_requested) {
     mv_exit failed;
-    if (mv__bells_drain(g, c, &failed) == MV_TRAP_FAIL && !exit->handler_failed) *exit = failed;
+    if ((g->rec ? mv__rec_drain(g, c, &failed) : mv__bells_drain(g, c, &failed)) == MV_TRAP_FAIL &&
+        !exit->handler_failed)
+      *exit = failed;
   }
+  if (g->rec) r = mv__rec_exit(c, exit, r, err);
   c->exit = NULL;
   c->in_enter = false;
   if (g->close_requested) {
@@ -139,8 +148,8 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   return r;
 }
 
-bool mv_vcpu_can_unwind(const mv_vcpu *c) {
-  return !c->destroyed && !c->guest->closed && c->guest->be->vcpu_unwound != NULL;
+bool mv_vcpu_can_unwind(const mv_vcpu *c) {   /* not while recording or replaying: the recorder's hooks keep the per-exit protected call */
+  return !c->destroyed && !c->guest->closed && c->guest->rec == NULL && c->guest->be->vcpu_unwound != NULL;
 }
 
 int mv_vcpu_enter_unwound(mv_vcpu *c, mv_err *err) {
@@ -240,6 +249,7 @@ int mv_vcpu_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
   int r = check_live(c, "interrupt", err);
   if (r) return r;
   if (vector > 255) return mv__fail(err, -EINVAL, "vcpu:interrupt: vector %" PRIu32 " is not in 0..255", vector);
+  if (c->guest->rec && (r = mv__rec_irq(c, vector, err)) < 0) return r;
   uint32_t bit = UINT32_C(1) << (vector % 32);
   if (!(c->pending_irq[vector / 32] & bit)) {
     c->pending_irq[vector / 32] |= bit;
@@ -254,6 +264,7 @@ int mv__take_interrupt(mv_vcpu *c) {
       int b = 31 - __builtin_clz(c->pending_irq[w]);
       c->pending_irq[w] &= ~(UINT32_C(1) << b);
       c->npending_irq--;
+      if (c->guest->rec) mv__rec_deliver(c, w * 32 + b);
       return w * 32 + b;
     }
   return -1;
@@ -268,6 +279,7 @@ int mv_vcpu_read_state(mv_vcpu *c, mv_regs *regs, mv_err *err) {
 
 int mv_vcpu_write_state(mv_vcpu *c, const mv_regs *regs, mv_err *err) {
   int r = check_live(c, "write_state", err);
+  if (!r && c->guest->rec) r = mv__rec_regs(c, regs, err);
   return r ? r : c->guest->be->set_regs(c, regs, err);
 }
 
@@ -283,17 +295,21 @@ int mv_vcpu_read_fpu(mv_vcpu *c, mv_fpu *fpu, mv_err *err) {
 
 int mv_vcpu_write_fpu(mv_vcpu *c, const mv_fpu *fpu, mv_err *err) {
   int r = check_live(c, "write_fpu", err);
+  if (!r && c->guest->rec) r = mv__rec_fpu(c, fpu, err);
   return r ? r : c->guest->be->set_fpu(c, fpu, err);
 }
 
 int mv_vcpu_set_cpuid(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, const uint32_t regs[4], mv_err *err) {
   int r = check_live(c, "cpuid_set", err);
+  if (!r && c->guest->rec) r = mv__rec_cpuid(c, leaf, subleaf, regs, err);
   return r ? r : c->guest->be->set_cpuid(c, leaf, subleaf, regs, err);
 }
 
 int mv_guest_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
   if (g->closed) return mv__fail(err, -EBADF, "guest:irq: guest is closed");
   if (!g->be->irq) return mv__fail(err, -ENOTSUP, "guest:irq: the %s backend has no interrupt controller", g->be->name);
+  int r = g->rec ? mv__rec_irq_line(g, line, level, err) : 0;
+  if (r < 0) return r;
   return g->be->irq(g, line, level, err);
 }
 
@@ -304,10 +320,12 @@ int mv_vcpu_read_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
 
 int mv_vcpu_write_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err) {
   int r = check_live(c, "msr", err);
+  if (!r && c->guest->rec) r = mv__rec_msr(c, index, value, err);
   return r ? r : c->guest->be->set_msr(c, index, value, err);
 }
 
 int mv_vcpu_write_sregs(mv_vcpu *c, const mv_sregs *s, mv_err *err) {
   int r = check_live(c, "write_sregs", err);
+  if (!r && c->guest->rec) r = mv__rec_sregs(c, s, err);
   return r ? r : c->guest->be->set_sregs(c, s, err);
 }

@@ -93,6 +93,7 @@ int mv_vmo_read(mv_vmo *vmo, uint64_t off, void *dst, uint64_t len, mv_err *err)
 
 int mv_vmo_write(mv_vmo *vmo, uint64_t off, const void *src, uint64_t len, mv_err *err) {
   int r = check_range(vmo, "write", off, len, err);
+  if (!r && vmo->rec) r = mv__rec_vmo_write(vmo, off, src, len, err);
   if (r) return r;
   memcpy(vmo->mem + off, src, len);
   mv__vmo_mark_dirty(vmo, off, len);

@@ -4,6 +4,7 @@
 -- (spec/gdb_stub.lua with spec/gdb_target.c built here); everything runs
 -- under `timeout`, so a hang fails instead of blocking.
 local H = require "helpers"
+local files = require "moonvisor.files"
 local core = require "moonvisor.core"
 
 local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
@@ -20,13 +21,7 @@ local function sh(cmd)
   return out
 end
 
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(path) return files.read(path) or "" end
 
 local function sleep(s) os.execute("sleep " .. s) end
 

@@ -5,18 +5,14 @@
 -- segments) on COM1; its header is parsed; malformed bzImages are refused
 -- with the file and the problem named, before guest memory is touched.
 local H = require "helpers"
+local files = require "moonvisor.files"
 local mv = require "moonvisor"
 local linux = require "moonvisor.linux"
 
 local KERNEL = "build/guests/bzImage"
 local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
 
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(p) return assert(files.read(p)) end
 
 local function fnv1a(s)
   local h = 0x811c9dc5

@@ -8,17 +8,13 @@
 -- with zeros.  The outcome counts are printed.
 local mv = require "moonvisor"
 local H = require "helpers"
+local files = require "moonvisor.files"
 local load = require "moonvisor.load"
 
 local GUESTS = "build/guests/"
 local SEED = tonumber(os.getenv("LOAD_FUZZ_SEED")) or 20261125
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local d = f:read("a")
-  f:close()
-  return d
-end
+local function slurp(path) return assert(files.read(path)) end
 
 -- One guest for the whole run: 640 KiB at 0, 2 MiB at 1 MiB, dirty-logged.
 -- After a successful load the pages it wrote are zeroed again.

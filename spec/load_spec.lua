@@ -7,16 +7,12 @@
 -- ELF images built here for the malformed cases.
 local mv = require "moonvisor"
 local H = require "helpers"
+local files = require "moonvisor.files"
 local load = require "moonvisor.load"
 
 local GUESTS = "build/guests/"
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local d = f:read("a")
-  f:close()
-  return d
-end
+local function slurp(path) return assert(files.read(path)) end
 
 -- A guest with 640 KiB of RAM at 0 and 2 MiB at 1 MiB, both logging dirty
 -- pages, so a spec can tell that a failed load wrote nothing.

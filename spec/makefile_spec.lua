@@ -9,6 +9,7 @@
 --     `make -n -B run` does call pkg-config, after deps's recipe.
 -- Nothing here is installed or built: make -n only prints those recipes.
 
+local files = require "moonvisor.files"
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local function sh(cmd)
@@ -18,13 +19,7 @@ local function sh(cmd)
   return out, ok and 0 or code
 end
 
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(path) return files.read(path) or "" end
 
 -- The settings of an enclosing make (test-asan's BUILD=...) and a CC of the
 -- caller's must not reach the make under test.

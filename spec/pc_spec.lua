@@ -4,6 +4,7 @@
 -- how runs end (isa-debug-exit, ACPI power-off, reset, halt, timeout,
 -- unclaimed accesses) and moonvisor.boot's protocol choice.
 local H = require "helpers"
+local files = require "moonvisor.files"
 local pc = require "moonvisor.pc"
 local boot = require "moonvisor.boot"
 local fwcfg = require "moonvisor.dev.fw_cfg"
@@ -11,12 +12,7 @@ local fwcfg = require "moonvisor.dev.fw_cfg"
 local G = "build/guests/"
 local K = fwcfg.KEY
 
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(p) return assert(files.read(p)) end
 
 -- A machine with 32-bit code at 0x200000 started in protected mode.
 local function machine(source, opts)

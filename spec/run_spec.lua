@@ -5,18 +5,13 @@
 -- reason when the guest stops otherwise, 124 on --timeout, 2 with the file
 -- and the reason for bad input.
 local H = require "helpers"
+local files = require "moonvisor.files"
 local runner = require "moonvisor.runner"
 
 local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
 local G = "build/guests/"
 
-local function slurp(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = files.read
 
 -- moonvisor run ARGS: stdout, stderr, status.
 local function run(args)

@@ -169,6 +169,12 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     uc_emu_stop(uc);   /* Unicorn's own instruction count leaves stale translations behind */
     return;
   }
+  if (c->stop_icount && c->icount + 1 >= c->stop_icount) {   /* replay: a recorded kick or timeout was here */
+    c->stop_icount = 0;
+    c->kick_pending = 1;
+    uc_emu_stop(uc);
+    return;
+  }
   if (mv__has_interrupt(c) && (reg(uc, UC_X86_REG_EFLAGS) & 0x200)) {   /* stop to inject it */
     uc_emu_stop(uc);
     return;
@@ -180,7 +186,10 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     return;
   }
   sv->pc = addr;
+  c->icount++;   /* instructions let through: what record and replay place asynchronous exits by */
 }
+
+static uint64_t soft_access_rip(mv_vcpu *c) { return SV(c)->pc; }   /* the instruction's linear address */
 
 static uint64_t current_rip(soft_vcpu *sv) {
   return sv->mode == UC_MODE_64 ? reg(sv->uc, UC_X86_REG_RIP) : reg(sv->uc, UC_X86_REG_EIP) & 0xffffffff;
@@ -540,4 +549,5 @@ const mv_backend_ops mv__soft_backend = {
   .get_sregs = soft_get_sregs, .set_sregs = soft_set_sregs,
   .get_msr = soft_get_msr, .set_msr = soft_set_msr,
   .get_fpu = soft_get_fpu, .set_fpu = soft_set_fpu, .set_cpuid = soft_set_cpuid,
+  .access_rip = soft_access_rip, .counts_instructions = true,
 };

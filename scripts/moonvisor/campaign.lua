@@ -19,6 +19,7 @@
 -- DIR/.logs/NAME.log.  An afl-fuzz that is missing or older than AFL++ 4.00
 -- is an error before anything starts.
 local core = require "moonvisor.core"
+local files = require "moonvisor.files"
 
 local campaign = {}
 
@@ -33,20 +34,8 @@ local function now()
   return t or os.time()
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("a")
-  f:close()
-  return d
-end
-
-local function write_file(path, data)
-  local f, err = io.open(path, "wb")
-  if not f then error("campaign: " .. tostring(err), 0) end
-  f:write(data)
-  f:close()
-end
+local read_file = files.read
+local function write_file(path, data) files.write(path, data, "campaign") end
 
 function campaign.hostname()
   local h = read_file("/proc/sys/kernel/hostname") or "host"

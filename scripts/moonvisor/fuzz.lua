@@ -38,6 +38,7 @@
 -- Re-patching after every restore would instead dirty the code pages each
 -- time and copy them back on every restore.
 local mv = require "moonvisor"
+local files = require "moonvisor.files"
 
 local fuzz = {}
 
@@ -221,19 +222,12 @@ end
 -- {======================================================= files, clock, blocks
 
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then error("fuzz: " .. tostring(err), 0) end
-  local d = f:read("a")
-  f:close()
+  local d, err = files.read(path)
+  if not d then error("fuzz: " .. tostring(err), 0) end
   return d
 end
 
-local function write_file(path, data)
-  local f, err = io.open(path, "wb")
-  if not f then error("fuzz: " .. tostring(err), 0) end
-  f:write(data)
-  f:close()
-end
+local function write_file(path, data) files.write(path, data, "fuzz") end
 
 local function mkdir(path) os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''"))) end
 
@@ -479,8 +473,10 @@ function Fuzzer:found(out, iter, iseed)
     mkdir(self.cfg.findings)
     local base = ("%s/%s-%s"):format(self.cfg.findings, out.kind, hex(out.rip))
     write_file(base .. ".bin", data)
-    write_file(base .. ".txt", ("kind %s\nrip %s\nexit %s\nseed %s (base seed %d, iteration %d)\nsize %d (minimised from %d)\n")
-      :format(out.kind, hex(out.rip), describe_exit(out.exit), hex(iseed), self.seed, iter, #data, original))
+    write_file(base .. ".txt", ("kind %s\nrip %s\nexit %s\nseed %s (base seed %d, iteration %d)\nsize %d (minimised from %d)\n"
+      .. "replay log: --repro %s.bin --record %s.mvlog, then --repro %s.bin --replay %s.mvlog\n")
+      :format(out.kind, hex(out.rip), describe_exit(out.exit), hex(iseed), self.seed, iter, #data, original,
+              base, base, base, base))
     f.path = base .. ".bin"
     where = " -> " .. f.path
   end
@@ -642,6 +638,8 @@ usage: %s [options]
   --no-minimize     keep findings as found
   --stop-after N    stop after N unique findings (0: never)
   --timeout-ms N    the bound of one run (a longer run is a "timeout" finding)
+  --record LOG      with --repro: write the run's replay log to LOG (moonvisor.replay)
+  --replay LOG      with --repro: run it again from LOG (--verify: handlers too), naming any divergence
 Campaigns (an AFL++ sync directory shared by every instance, moonvisor.sync):
   --sync DIR        be one instance of DIR: queue new inputs there, import the others'
   --worker NAME     this instance's name in DIR (default: the host name and 1)
@@ -663,6 +661,7 @@ function fuzz.main(cfg, argv)
   local c = {}
   for k, v in pairs(cfg) do c[k] = v end
   local repro, file
+  local rlog = {}    -- --record / --replay LOG with --repro
   local camp = {}    -- campaign options
   local pass = {}    -- the options a worker gets again
   local i = 1
@@ -681,6 +680,8 @@ function fuzz.main(cfg, argv)
   while argv[i] do
     local a = argv[i]
     if a == "--repro" then repro = val()
+    elseif a == "--record" or a == "--replay" then rlog.mode, rlog.path = a:sub(3), val()
+    elseif a == "--verify" then rlog.verify = true
     elseif a == "--seed" then c.seed = math.tointeger(tonumber(val())); camp.seed = c.seed
     elseif a == "--iterations" then c.iterations = math.tointeger(tonumber(val())); again(a, argv[i])
     elseif a == "--seconds" then c.seconds = tonumber(val()); camp.seconds = c.seconds
@@ -746,10 +747,17 @@ function fuzz.main(cfg, argv)
   elseif camp.worker then
     error("fuzz: --worker NAME needs --sync DIR", 0)
   end
+  if rlog.mode and not repro then error(("fuzz: --%s LOG needs --repro FILE"):format(rlog.mode), 0) end
   if repro then
     c.coverage = nil   -- one run: no breakpoints needed
     local f = fuzz.new(c)
-    local out = f:repro(repro)
+    local out
+    if rlog.mode then
+      local mode = rlog.mode == "replay" and rlog.verify and "verify" or rlog.mode
+      out = require("moonvisor.replay").fuzz_repro(f, repro, mode, rlog.path)
+    else
+      out = f:repro(repro)
+    end
     out.repro = true
     return out, f
   end

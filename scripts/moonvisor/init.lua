@@ -92,6 +92,7 @@ local wait_for_gdb_on_enter   -- below, with the --gdb hook
 function mv.configure(opts)
   for k, v in pairs(opts) do mv.options[k] = v end
   if opts.gdb then wait_for_gdb_on_enter() end
+  if opts.record or opts.replay then require("moonvisor.replay").arm(mv.options) end
   if mv.options.stats then debug.getregistry()["moonvisor.on_close"] = mv.print_stats end
 end
 

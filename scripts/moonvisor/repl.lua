@@ -13,6 +13,8 @@
 --   breakpoints(cpu)          the list of breakpoints
 --   delete(cpu[, addr or id]) removes one breakpoint (none given: all)
 --   cont(cpu[, opts])         runs until a breakpoint, hlt or another exit
+--   travel(g, cpu, log[, every])  a recorded run to go to any exit: t:to(K)
+--                             (moonvisor.timetravel; snapshots every `every`)
 --
 -- Addresses given with a vcpu are linear (the rip of a stop is cs.base +
 -- rip); with paging on they go through the guest's page tables
@@ -542,12 +544,20 @@ moonvisor REPL: Lua 5.4 with moonvisor loaded as mv.
   regs(cpu)  x(g, addr[, len])  dis(cpu[, addr[, n]])  step(cpu[, n])
   trace(cpu[, n])  breakpoint(cpu[, addr])  breakpoints(cpu)
   delete(cpu[, addr or id])  cont(cpu[, { timeout_ms = N }])
+  t = travel(g, cpu, "run.mvlog"[, every])   t:to(K)  t:position()   (a recorded run, by exit;
+      replay(...) is the same; `goto` is a Lua keyword, hence t:to)
 Expressions print their value; Tab completes; Ctrl-C stops a running guest
 and returns to the prompt; Ctrl-D leaves.]==]
 
 -- The helpers as globals of env (the REPL's _G), with mv and help().
+-- travel(g, cpu, log[, every]) (or replay): moonvisor.timetravel's session over a log.
+function M.travel(g, cpu, path, every)
+  return require("moonvisor.timetravel").open(g, cpu, path, { every = every })
+end
+M.replay = M.travel
+
 function M.install(env)
-  for _, name in ipairs { "regs", "x", "dis", "step", "trace", "breakpoint", "breakpoints", "delete", "cont" } do
+  for _, name in ipairs { "regs", "x", "dis", "step", "trace", "breakpoint", "breakpoints", "delete", "cont", "travel", "replay" } do
     env[name] = M[name]
   end
   if env.mv == nil then env.mv = require "moonvisor" end

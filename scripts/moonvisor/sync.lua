@@ -21,6 +21,7 @@
 --
 -- Entries are renamed into place, so an importer never reads half a file;
 -- dot files (AFL++'s queue/.state/) are no garbage, they are skipped.
+local files = require "moonvisor.files"
 local sync = {}
 
 local Sync = {}
@@ -44,20 +45,8 @@ local function entries(dir)
 end
 sync.entries = entries
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local d = f:read("a")
-  f:close()
-  return d
-end
-
-local function write_file(path, data)
-  local f, err = io.open(path, "wb")
-  if not f then error("sync: " .. tostring(err), 0) end
-  f:write(data)
-  f:close()
-end
+local read_file = files.read
+local function write_file(path, data) files.write(path, data, "sync") end
 
 -- An instance name AFL++ would take: no slash, no leading dot or dash.
 function sync.check_name(name)

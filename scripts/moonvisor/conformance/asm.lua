@@ -8,13 +8,7 @@ local asm = {}
 
 local cache = {}
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = require("moonvisor.files").read
 
 -- Sets inst.bytes for each instance of `list` (a list of lists of
 -- instances, or of instances).  Raises naming the instance nasm refused.
