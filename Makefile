@@ -141,6 +141,22 @@ test-asan: deps deps-afl
 	  $(MAKE) --no-print-directory test BUILD=build/asan BUSTED="build/asan/moonvisor /usr/bin/busted" \
 	  OPT="-O1 -g $(SANITIZE)" LINKOPT="$(SANITIZE)"
 
+# The SMP specs (TSAN_SPECS) with core and bindings built with ThreadSanitizer
+# into build/tsan/moonvisor, which runs busted itself: guest:run's VCPU
+# threads on KVM (in the test VM: make test-vm VM_CMD='make test-tsan
+# TEST_BACKENDS=kvm'), the round-robin on soft.  Any report fails.  Not part
+# of `make test`.
+TSAN := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_SPECS ?= spec/smp_spec.lua
+.PHONY: test-tsan tsan-build test-tsan-vm
+tsan-build: deps
+	$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g $(TSAN)" LINKOPT="$(TSAN)" build/tsan/moonvisor guests
+test-tsan: tsan-build
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+	MOONVISOR_EXE=build/tsan/moonvisor MOONVISOR_SCRIPTS=$(CURDIR)/scripts \
+	  $(MAKE) --no-print-directory test BUILD=build/tsan BUSTED="build/tsan/moonvisor /usr/bin/busted" \
+	  OPT="-O1 -g $(TSAN)" LINKOPT="$(TSAN)" SPECS="$(TSAN_SPECS)"
+
 # ---- KVM everywhere: the host's /dev/kvm or the nested test VM --------------
 # `make test-vm` runs VM_CMD (default: the kvm pass) in spec/vm/testvm's VM, a
 # Debian kernel under QEMU TCG whose emulated AMD CPU has SVM, so kvm_amd gives
@@ -162,6 +178,12 @@ deps-vm: deps
 test-vm: deps-vm deps-afl
 	@$(MAKE) --no-print-directory all
 	@spec/vm/testvm --timeout $(VM_TIMEOUT) --smp $(VM_SMP) --mem $(VM_MEM) -- bash -c "$$VM_CMD"
+
+# The SMP specs under ThreadSanitizer on the nested VM's KVM, two VCPUs (the
+# build is made here, at the host's speed, not under TCG).
+test-tsan-vm: tsan-build deps-vm
+	@$(MAKE) --no-print-directory all
+	@spec/vm/testvm --timeout $(VM_TIMEOUT) --smp 2 --mem $(VM_MEM) -- make --no-print-directory test-tsan TEST_BACKENDS=kvm
 
 # `make probe-kvm`: exit status 0 when a guest runs on this machine's own
 # /dev/kvm (examples/hello.lua on the kvm backend, bounded to 60 s).

@@ -77,6 +77,7 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_term(L);
   lmv_open_afl(L);
   lmv_open_once(L);
+  lmv_open_run(L);
   lmv_open_record(L);
   return 1;
 }

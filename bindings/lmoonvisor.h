@@ -38,6 +38,11 @@ typedef struct lmv_exit_fields {
   uint64_t addr, data;
 } lmv_exit_fields;
 
+/* lrun.c: the lock around the Lua state while guest:run's VCPU threads run. */
+typedef struct lmv_lock lmv_lock;
+void lmv_lock_acquire(lmv_lock *k);
+void lmv_lock_release(lmv_lock *k);
+
 /* The Lua side of a VCPU.  User values: 1 = its Guest, 2 = the exit table
  * reused for every handler call, 3 = the last handler error. */
 typedef struct LVcpu {
@@ -49,6 +54,7 @@ typedef struct LVcpu {
   int handler_trap; /* during enter: the trap whose handler is at base+5 (0: none) */
   bool unwind;      /* during enter: inside its one protected frame, so handlers of
                        accesses are called unprotected (mv_vcpu_can_unwind) */
+  lmv_lock *lock;   /* during guest:run: the lock its handlers take (lrun.c), else NULL */
   lmv_exit_fields filled;   /* the exit table's fields */
   unsigned debug;   /* the MV_DEBUG_* flags last set by cpu:debug */
   uint64_t hw[MV_HW_BREAKPOINTS];   /* and its hardware breakpoints */
@@ -150,5 +156,9 @@ int lmv_open_once(lua_State *L);
 /* lsocket.c: core.tcp_listen, core.tcp_connect (for the gdb stub). */
 int lmv_open_socket(lua_State *L);
 int lmv_open_term(lua_State *L);
+/* lrun.c: guest:run, guest:stop. */
+int lmv_open_run(lua_State *L);
+/* Async-signal-safe: stops the guest:run this thread waits in; 1 if there was one. */
+int lmv_stop_running(void);
 
 #endif

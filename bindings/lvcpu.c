@@ -135,6 +135,7 @@ static int vcpu_enter(lua_State *L) {
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:enter");
   enter_call ec = { .timeout_ns = opt_timeout_ns(L, 2, "vcpu:enter") };
   lua_settop(L, 1);
+  if (v->L && v->lock) return luaL_error(L, "vcpu:enter: VCPU %d is running in guest:run", mv_vcpu_id(v->cpu));
   if (v->L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   LVcpu *outer_entering = entering;   /* a handler may enter another VCPU */
   entering = v;
@@ -544,7 +545,13 @@ static int vcpu_index(lua_State *L) {   /* methods first, then registers: cpu.ri
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   int i = find_reg(L, 2, lua_upvalueindex(2));
-  if (i < 0) return 0;
+  if (i < 0) {   /* cpu.id: which VCPU (0, 1, ...: the APIC id), for handlers of guest:run */
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "id") != 0) return 0;
+    LVcpu *v = luaL_checkudata(L, 1, MV_VCPU);
+    if (!v->cpu) return 0;
+    lua_pushinteger(L, mv_vcpu_id(v->cpu));
+    return 1;
+  }
   mv_regs r;
   read_regs(L, lmv_checkvcpu(L, 1, "vcpu.register"), &r, "vcpu.register");
   lua_pushinteger(L, (lua_Integer)*reg_slot(&r, (size_t)i));

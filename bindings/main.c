@@ -288,11 +288,12 @@ static void on_sigint(int sig) {
     return;
   }
   sig_seen = 1;
-  if (!sig_kicked && lmv_kick_entering()) {
+  if (!sig_kicked && (lmv_kick_entering() | lmv_stop_running())) {   /* cpu:enter, guest:run */
     sig_kicked = 1;
     return;
   }
   lmv_kick_entering();
+  lmv_stop_running();
   lua_sethook(sig_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 

@@ -49,6 +49,11 @@ void mv_guest_retain(mv_guest *g) { g->refs++; }
 
 void mv_guest_close(mv_guest *g) {
   if (g->closed) return;
+  if (g->smp) {   /* inside guest:run (smp.c): it stops every VCPU, then closes */
+    __atomic_store_n(&g->close_requested, true, __ATOMIC_RELEASE);
+    mv_guest_stop(g);
+    return;
+  }
   for (int i = 0; i < g->nvcpus; i++)
     if (g->vcpus[i] && g->vcpus[i]->in_enter) {   /* from inside a callback: close when enter returns */
       g->close_requested = true;
@@ -228,7 +233,9 @@ int64_t mv_guest_dirty_pages(mv_guest *g, uint64_t gpa, uint64_t *pages, uint64_
   if (!m || m->gpa != gpa) return mv__fail(err, -ENOENT, "guest:dirty_pages: no mapping starts at 0x%" PRIx64, gpa);
   if (!(m->flags & MV_MAP_LOG_DIRTY))
     return mv__fail(err, -EINVAL, "guest:dirty_pages: the mapping at 0x%" PRIx64 " was not mapped with log_dirty", gpa);
+  mv__smp_lock(g);   /* VCPU threads of guest:run harvest the dirty rings too */
   int r = mv__dirty_collect(g, m, true, err);
+  mv__smp_unlock(g);
   if (r < 0) return r;
   int64_t count = 0;
   for (uint64_t p = 0; p < m->size / MV_PAGE_SIZE; p++) {

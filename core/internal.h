@@ -102,6 +102,8 @@ struct mv_guest {
   bool timing;             /* time trap callbacks */
   mv_trace_fn trace;       /* NULL: tracing off */
   void *trace_cookie;
+  struct mv_smp *smp;      /* the mv_guest_run in progress (smp.c), NULL outside one */
+  bool threaded;           /* ... and its VCPUs run on threads of their own (kvm) */
   struct mv_rec *rec;      /* recording or replaying (record.h), or NULL */
 };
 
@@ -179,6 +181,23 @@ static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *v
 void mv__note_exit(mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns);
 uint64_t mv__now_ns(void);
 
+/* smp.c.  While a threaded mv_guest_run runs, the exit path's shared state
+ * (trap tables and counters, the trace) is guarded by the run's mutex:
+ * mv__access and mv__bells_drain hand over to these. */
+int mv__smp_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+int mv__smp_bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
+void mv__smp_lock(mv_guest *g);     /* no-ops unless g->threaded */
+void mv__smp_unlock(mv_guest *g);
+/* Why cpu may not be entered or have its state touched by the caller now:
+ * it takes part in g's run and another thread runs it (kvm) or the run's
+ * scheduler owns it (soft).  NULL when it may. */
+const char *mv__smp_refuse(const mv_vcpu *cpu, bool entering);
+/* A vector for a VCPU running on another thread: queued in its mailbox and
+ * the VCPU kicked to take it.  False when cpu is not such a VCPU. */
+bool mv__smp_post_interrupt(mv_vcpu *cpu, uint32_t vector);
+/* What a soft-backend quantum's end looks like: a kick exit with this reason. */
+#define MV_REASON_QUANTUM UINT64_C(0x4d55544e415551)
+
 /* The highest-priority queued vector, removed from the queue, or -1. */
 int mv__take_interrupt(mv_vcpu *cpu);
 static inline bool mv__has_interrupt(const mv_vcpu *cpu) { return cpu->npending_irq > 0; }
@@ -243,6 +262,14 @@ struct mv_backend_ops {
   void (*mechanisms)(const mv_guest *g, mv_guest_mechanisms *out);
   int (*get_msr)(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err);
   int (*set_msr)(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
+  /* Optional (soft): the next runs end after insns guest instructions with
+   * a kick exit of reason MV_REASON_QUANTUM; 0 lifts the limit.  Without
+   * it, mv_guest_run runs each VCPU on a thread of its own. */
+  void (*set_budget)(mv_vcpu *cpu, uint64_t insns);
+  /* Optional: delivers a vector now, from any thread (kvm with an in-kernel
+   * irqchip: an MSI to the VCPU's local APIC).  1: delivered, 0: not this
+   * way (mv_vcpu_interrupt queues it), < 0: an error. */
+  int (*interrupt)(mv_vcpu *cpu, uint32_t vector, mv_err *err);
   /* Optional: the rip of the instruction making the access mv__access sees (else get_regs). */
   uint64_t (*access_rip)(mv_vcpu *cpu);
   bool counts_instructions;   /* keeps cpu->icount and honours cpu->stop_icount */

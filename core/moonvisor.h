@@ -375,4 +375,44 @@ int mv_vcpu_read_msr(mv_vcpu *cpu, uint32_t index, uint64_t *value, mv_err *err)
 int mv_vcpu_write_msr(mv_vcpu *cpu, uint32_t index, uint64_t value, mv_err *err);
 int mv_vcpu_write_sregs(mv_vcpu *cpu, const mv_sregs *sregs, mv_err *err);
 
+/* {====================================================== SMP runs (smp.c) */
+
+/* Why mv_guest_run returned. */
+typedef enum mv_run_reason {
+  MV_RUN_STOP = 0,     /* mv_guest_stop (a handler, another thread or a signal handler) */
+  MV_RUN_HALTED,       /* every VCPU halted (hlt exit) with no queued interrupt to wake it */
+  MV_RUN_TIMEOUT,      /* timeout_ns passed */
+  MV_RUN_EXIT,         /* a VCPU's exit no trap consumed (unclaimed IO, shutdown, debug, a
+                          kick, a failing handler: exit.handler_failed); the others were stopped */
+} mv_run_reason;
+
+typedef struct mv_run_opts {
+  uint64_t timeout_ns;   /* 0: no limit */
+  uint64_t quantum;      /* soft backend: guest instructions per turn (0: 1000) */
+} mv_run_opts;
+
+typedef struct mv_run_result {
+  mv_run_reason reason;
+  int cpu;               /* index into cpus[] of the VCPU whose exit ended the run, or -1 */
+  mv_exit exit;          /* that exit (MV_RUN_EXIT) */
+  uint64_t turns;        /* soft: quanta run (all VCPUs) */
+} mv_run_result;
+
+/* Runs cpus[0..n) of g together until a stop condition.  On KVM each VCPU
+ * gets its own thread in KVM_RUN and the caller waits; trap callbacks run on
+ * the thread of the VCPU that exited (a callback may take its own lock: the
+ * Lua bindings serialise theirs).  On the soft backend the caller's thread
+ * runs the VCPUs in turn, quantum instructions each, in the order given:
+ * the same guest, inputs and quantum give the same interleaving.  Returns 0
+ * with *res filled, or -errno: a VCPU's enter failed (the message names it),
+ * a VCPU listed twice or running already (-EBUSY), the guest closed by a
+ * callback (-EBADF, the guest is closed once every VCPU stopped). */
+int mv_guest_run(mv_guest *g, mv_vcpu *const *cpus, int n, const mv_run_opts *opts, mv_run_result *res,
+                 mv_err *err);
+/* Ends the guest's current mv_guest_run (MV_RUN_STOP) as soon as every VCPU
+ * left the guest; nothing when none runs.  Thread-safe and async-signal-safe. */
+void mv_guest_stop(mv_guest *g);
+/* True while mv_guest_run runs g (for embedders that must not re-enter). */
+bool mv_guest_running(const mv_guest *g);
+
 #endif

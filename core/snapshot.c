@@ -55,6 +55,7 @@ static int live_vcpus(mv_guest *g, mv_vcpu **out) {
 }
 
 static int in_enter(mv_guest *g, const char *what, mv_err *err) {
+  if (g->smp) return mv__fail(err, -EBUSY, "guest:%s: the guest's VCPUs are in guest:run (stop it first)", what);
   for (int i = 0; i < g->nvcpus; i++)
     if (g->vcpus[i] && g->vcpus[i]->in_enter)
       return mv__fail(err, -EBUSY, "guest:%s: a VCPU of this guest is running (called from a trap handler?)", what);

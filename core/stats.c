@@ -33,7 +33,11 @@ int mv__call_trap_timed(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
 void mv__note_exit(mv_vcpu *c, const mv_exit *e, uint64_t start_ns) {
   c->stats.exits[e->type < MV_EXIT_TYPE_COUNT ? e->type : MV_EXIT_UNKNOWN]++;
   mv_guest *g = c->guest;
-  if (g->trace) g->trace(g->trace_cookie, c, e, start_ns, mv__now_ns() - start_ns);
+  if (__atomic_load_n(&g->trace, __ATOMIC_RELAXED)) {
+    mv__smp_lock(g);   /* VCPU threads of guest:run share the trace */
+    if (g->trace) g->trace(g->trace_cookie, c, e, start_ns, mv__now_ns() - start_ns);
+    mv__smp_unlock(g);
+  }
 }
 
 void mv_vcpu_stats_get(const mv_vcpu *c, mv_vcpu_stats *out) { *out = c->stats; }
@@ -41,8 +45,10 @@ void mv_vcpu_stats_get(const mv_vcpu *c, mv_vcpu_stats *out) { *out = c->stats; 
 void mv_guest_set_timing(mv_guest *g, bool on) { g->timing = on; }
 
 void mv_guest_set_trace(mv_guest *g, mv_trace_fn fn, void *cookie) {
-  g->trace = fn;
+  mv__smp_lock(g);   /* a handler may start or stop it while other VCPUs run */
+  __atomic_store_n(&g->trace, fn, __ATOMIC_RELAXED);
   g->trace_cookie = cookie;
+  mv__smp_unlock(g);
 }
 
 bool mv_guest_trap_stats(const mv_guest *g, size_t i, mv_trap_stats *out) {

@@ -88,7 +88,10 @@ int mv_guest_set_trap(mv_guest *g, mv_trap_kind kind, uint64_t addr, uint64_t si
     int r = g->be->bell_add(g, &tr, err);
     if (r < 0) return r;
   }
-  if (table_insert(t, &tr) < 0) {
+  mv__smp_lock(g);   /* VCPU threads of guest:run look traps up */
+  int ins = table_insert(t, &tr);
+  mv__smp_unlock(g);
+  if (ins < 0) {
     if (tr.bell_fd >= 0) g->be->bell_remove(g, &tr);
     return mv__fail(err, -ENOMEM, "guest:trap: out of memory");
   }
@@ -111,7 +114,12 @@ int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err) {
   for (int k = 0; k < 2; k++)
     for (size_t i = 0; i < tables[k]->count; i++)
       if (tables[k]->items[i].id == trap_id) {
+        if (g->threaded && tables[k]->items[i].release)   /* its cookie may be in use on a VCPU thread */
+          return mv__fail(err, -EBUSY, "trap:remove: trap %d has a C callback and the guest's VCPUs run on "
+                          "threads (guest:run): remove it once the run returned", trap_id);
+        mv__smp_lock(g);
         table_remove_at(g, tables[k], i);
+        mv__smp_unlock(g);
         return 0;
       }
   return mv__fail(err, -ENOENT, "trap:remove: no trap %d in this guest", trap_id);
@@ -132,6 +140,7 @@ void mv__traps_clear(mv_guest *g) {
  * collected on its own (kvm ioeventfd).  Callbacks run in arrival order for
  * queued ones; a callback's MV_TRAP_FAIL stops delivery and is reported. */
 int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed) {
+  if (g->threaded) return mv__smp_bells_drain(g, cpu, failed);   /* VCPU threads: smp.c */
   for (int b = 0; b < g->nbells; b++) {
     mv_trap *tr = g->bells[b].trap_id ? mv__trap_find(&g->mem, g->bells[b].addr) : NULL;
     if (!tr || tr->id != g->bells[b].trap_id) continue;

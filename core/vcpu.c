@@ -62,6 +62,8 @@ int mv_vcpu_id(const mv_vcpu *c) { return c->id; }
 
 static int check_live(mv_vcpu *c, const char *what, mv_err *err) {
   if (c->guest->closed || c->destroyed) return mv__fail(err, -EBADF, "vcpu:%s: the guest is closed", what);
+  const char *why = c->guest->smp ? mv__smp_refuse(c, strcmp(what, "enter") == 0) : NULL;   /* smp.c */
+  if (why) return mv__fail(err, -EBUSY, "vcpu:%s: VCPU %d %s", what, c->id, why);
   return 0;
 }
 
@@ -74,6 +76,7 @@ int mv__access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
 
 int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   mv_guest *g = c->guest;
+  if (__builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
   mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
   uint64_t answer = e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
   e->trap_id = 0;
@@ -123,14 +126,14 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   c->enter_start = start;
   c->in_enter = true;
   c->exit = exit;
-  if (c->kick_pending) {
-    c->kick_pending = 0;
+  if (__atomic_exchange_n(&c->kick_pending, 0, __ATOMIC_ACQ_REL)) {
     exit->type = MV_EXIT_KICK;
     r = 0;
   } else {
     r = g->be->vcpu_run(c, err);
   }
-  if (r == 0 && !g->close_requested) {
+  bool closing = __atomic_load_n(&g->close_requested, __ATOMIC_ACQUIRE);
+  if (r == 0 && !closing) {
     mv_exit failed;
     if ((g->rec ? mv__rec_drain(g, c, &failed) : mv__bells_drain(g, c, &failed)) == MV_TRAP_FAIL &&
         !exit->handler_failed)
@@ -139,7 +142,7 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   if (g->rec) r = mv__rec_exit(c, exit, r, err);
   c->exit = NULL;
   c->in_enter = false;
-  if (g->close_requested) {
+  if (closing && !g->smp) {   /* in guest:run, the run closes it once every VCPU stopped */
     g->close_requested = false;
     mv_guest_close(g);
     return mv__fail(err, -EBADF, "vcpu:enter: the guest was closed by a trap handler");
@@ -176,7 +179,7 @@ int mv_vcpu_enter_unwound(mv_vcpu *c, mv_err *err) {
 }
 
 void mv_vcpu_kick(mv_vcpu *c) {
-  c->kick_pending = 1;
+  __atomic_store_n(&c->kick_pending, 1, __ATOMIC_RELEASE);
   if (!c->destroyed && !c->guest->closed) c->guest->be->vcpu_kick(c);
 }
 
@@ -246,6 +249,11 @@ int mv_vcpu_set_hw_breakpoints(mv_vcpu *c, const uint64_t *addrs, int n, mv_err 
 /* {====================================================== interrupts */
 
 int mv_vcpu_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
+  if (c->guest->be->interrupt && !c->guest->closed && !c->destroyed && vector <= 255) {
+    int r = c->guest->be->interrupt(c, vector, err);   /* its local APIC takes it */
+    if (r) return r < 0 ? r : 0;
+  }
+  if (c->guest->threaded && mv__smp_post_interrupt(c, vector)) return 0;   /* running on another thread */
   int r = check_live(c, "interrupt", err);
   if (r) return r;
   if (vector > 255) return mv__fail(err, -EINVAL, "vcpu:interrupt: vector %" PRIu32 " is not in 0..255", vector);

@@ -231,15 +231,28 @@ static uint64_t kvm_bell_take(mv_guest *g, mv_trap *t) {
 
 #define CPUID_MAX 256
 
-static int set_cpuid(kvm_vcpu *kv, mv_err *err) {
+/* The topology the guest sees: initial APIC id = VCPU id (leaf 1 EBX[31:24],
+ * the x2APIC id of leaf 0xb), as the in-kernel local APIC's id is. */
+static void set_apic_id(struct kvm_cpuid2 *cp, int id) {
+  for (uint32_t i = 0; i < cp->nent; i++) {
+    struct kvm_cpuid_entry2 *e = &cp->entries[i];
+    if (e->function == 1) e->ebx = (e->ebx & 0x00ffffffu) | (uint32_t)id << 24;
+    if (e->function == 0xb || e->function == 0x1f) e->edx = (uint32_t)id;
+  }
+}
+
+static int set_cpuid(kvm_vcpu *kv, int id, mv_err *err) {
   struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + CPUID_MAX * sizeof(struct kvm_cpuid_entry2));
   if (!cpuid) return mv__fail(err, -ENOMEM, "guest:vcpu: out of memory");
   cpuid->nent = CPUID_MAX - 8;   /* room for leaves cpuid_set adds */
   int r = 0;
-  if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
+  if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
     r = mv__fail(err, -errno, "guest:vcpu: KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
-  else if (ioctl(kv->fd, KVM_SET_CPUID2, cpuid) < 0)
-    r = mv__fail(err, -errno, "guest:vcpu: KVM_SET_CPUID2: %s", strerror(errno));
+  } else {
+    set_apic_id(cpuid, id);
+    if (ioctl(kv->fd, KVM_SET_CPUID2, cpuid) < 0)
+      r = mv__fail(err, -errno, "guest:vcpu: KVM_SET_CPUID2: %s", strerror(errno));
+  }
   if (r < 0) free(cpuid);
   else kv->cpuid = cpuid;
   return r;
@@ -313,12 +326,34 @@ static int kvm_irq(mv_guest *g, uint32_t line, int level, mv_err *err) {
   return 0;
 }
 
+/* With the in-kernel irqchip, cpu:interrupt is an MSI to the VCPU's local
+ * APIC (fixed delivery, physical destination = its APIC id, the VCPU id):
+ * a VM ioctl, so it works from any thread while the VCPU runs. */
+static int kvm_interrupt(mv_vcpu *c, uint32_t vector, mv_err *err) {
+  if (!KG(c->guest)->irqchip) return 0;
+  struct kvm_msi msi = { .address_lo = 0xfee00000u | (uint32_t)c->id << 12, .data = vector };
+  if (!c->guest->threaded) KV(c)->touched |= KS_LAPIC | KS_MP_STATE;   /* (a run marks them itself) */
+  int r = ioctl(KG(c->guest)->vm_fd, KVM_SIGNAL_MSI, &msi);
+  if (r < 0) return mv__fail(err, -errno, "vcpu:interrupt: KVM_SIGNAL_MSI: %s", strerror(errno));
+  if (r == 0)
+    return mv__fail(err, -EAGAIN, "vcpu:interrupt: VCPU %d's local APIC did not take vector %" PRIu32
+                    " (software-disabled?)", c->id, vector);
+  return 1;
+}
+
 static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
   kvm_guest *kg = KG(c->guest);
   kvm_vcpu *kv = calloc(1, sizeof *kv);
   if (!kv) return mv__fail(err, -ENOMEM, "guest:vcpu: out of memory");
   int r;
   kv->run = MAP_FAILED;
+  kv->fd = -1;
+  int max = kvm_cap(KVM_CAP_MAX_VCPUS);
+  if (max > 0 && c->id >= max) {
+    r = mv__fail(err, -ENOSPC, "guest:vcpu: VCPU %d is over this host's limit of %d VCPUs per guest (KVM_CAP_MAX_VCPUS)",
+                 c->id, max);
+    goto fail;
+  }
   kv->fd = ioctl(kg->vm_fd, KVM_CREATE_VCPU, (unsigned long)c->id);
   if (kv->fd < 0) {
     r = mv__fail(err, -errno, "guest:vcpu: KVM_CREATE_VCPU %d: %s", c->id, strerror(errno));
@@ -333,7 +368,7 @@ static int kvm_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
   kv->touched = KS_ALL;
   kv->run_touches = KS_XSAVE | KS_XCRS | KS_DEBUGREGS | KS_MSRS | (kg->irqchip ? KS_MP_STATE | KS_LAPIC : 0);
   c->be_state = kv;
-  if ((r = set_cpuid(kv, err)) < 0 || (r = kvm_regs_init(c, entry, err)) < 0 || (r = kvm_dirty_vcpu_init(c, err)) < 0) {
+  if ((r = set_cpuid(kv, c->id, err)) < 0 || (r = kvm_regs_init(c, entry, err)) < 0 || (r = kvm_dirty_vcpu_init(c, err)) < 0) {
     c->be_state = NULL;
     goto fail;
   }
@@ -360,11 +395,18 @@ static void kvm_vcpu_destroy(mv_vcpu *c) {
   c->be_state = NULL;
 }
 
+/* Atomics where another thread (guest:run's, smp.c) or a signal handler meets the VCPU's own. */
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+
 static void kvm_vcpu_kick(mv_vcpu *c) {
   kvm_vcpu *kv = KV(c);
   if (!kv) return;
-  kv->run->immediate_exit = 1;
-  if (kv->running && !pthread_equal(kv->thread, pthread_self())) pthread_kill(kv->thread, mv__kick_signal());
+  ST(&kv->run->immediate_exit, 1);
+  if (LD(&kv->running)) {
+    pthread_t t = LD(&kv->thread);
+    if (!pthread_equal(t, pthread_self())) pthread_kill(t, mv__kick_signal());
+  }
 }
 
 /* {====================================================== KVM_RUN */
@@ -395,9 +437,9 @@ static void store_le(uint8_t *p, uint32_t size, uint64_t v) {
 static void settle(kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
   for (int i = 0; i < SETTLE_MAX; i++) {
-    run->immediate_exit = 1;
+    ST(&run->immediate_exit, 1);
     int r = ioctl(kv->fd, KVM_RUN, 0);
-    run->immediate_exit = 0;
+    ST(&run->immediate_exit, 0);
     if (r < 0) return;   /* EINTR: done, nothing else ran */
     if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN)
       memset((uint8_t *)run + run->io.data_offset, 0xff, (size_t)run->io.size * run->io.count);
@@ -486,21 +528,42 @@ static int exit_with(mv_vcpu *c, mv_exit_type type, uint64_t reason) {
   return 0;
 }
 
+/* Before a VCPU's first run, in a guest of several: CPUID leaf 1 gives their
+ * count (EBX[23:16], with HTT) and leaf 0xb's package level too. */
+static int set_cpu_count(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
+  int n = c->guest->nvcpus;
+  if (n < 2) return 0;
+  for (uint32_t i = 0; i < kv->cpuid->nent; i++) {
+    struct kvm_cpuid_entry2 *e = &kv->cpuid->entries[i];
+    if (e->function == 1) {
+      e->ebx = (e->ebx & 0xff00ffffu) | (uint32_t)(n & 0xff) << 16;
+      e->edx |= 1u << 28;
+    }
+    if (e->function == 0xb && e->index == 1) e->ebx = (uint32_t)n;
+  }
+  IOCTL_OR_FAIL(kv->fd, KVM_SET_CPUID2, kv->cpuid, "vcpu:enter");
+  return 0;
+}
+
 static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kvm_vcpu *kv = KV(c);
   struct kvm_run *run = kv->run;
+  if (!kv->ran) {
+    int r = set_cpu_count(c, kv, err);
+    if (r < 0) return r;
+  }
   /* what the guest can change while it runs: in a sandbox, as long as it
    * keeps to it, neither the debug registers nor XCR0 (kvm_sandbox.c) */
   bool inside = kv->sb && kvm_sandbox_entry(c);
   kv->touched |= inside ? kv->run_touches & ~(unsigned)(KS_DEBUGREGS | KS_XCRS) : kv->run_touches;
-  kv->thread = pthread_self();
+  ST(&kv->thread, pthread_self());
   for (;;) {
     int r = inject_pending(c, kv, err);
     if (r < 0) return r;
-    kv->running = 1;
-    if (c->kick_pending) run->immediate_exit = 1;   /* a kick that raced the check in enter */
+    ST(&kv->running, 1);
+    if (LD(&c->kick_pending)) ST(&run->immediate_exit, 1);   /* a kick that raced the check in enter */
     r = ioctl(kv->fd, KVM_RUN, 0);
-    kv->running = 0;
+    ST(&kv->running, 0);
     kv->ran = true;
     if (inside && !kvm_sandbox_exit_ok(kv)) {
       inside = false;
@@ -509,12 +572,11 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     if (r < 0) {
       if (errno != EINTR && errno != EAGAIN)
         return mv__fail(err, -errno, "vcpu:enter: KVM_RUN: %s", strerror(errno));
-      if (c->kick_pending) {
-        c->kick_pending = 0;
-        run->immediate_exit = 0;
+      if (__atomic_exchange_n(&c->kick_pending, 0, __ATOMIC_ACQ_REL)) {
+        ST(&run->immediate_exit, 0);
         return exit_with(c, MV_EXIT_KICK, KVM_EXIT_INTR);
       }
-      run->immediate_exit = 0;   /* a kick consumed before this run left it set */
+      ST(&run->immediate_exit, 0);   /* a kick consumed before this run left it set */
       continue;                  /* or some other signal: resume */
     }
     switch (run->exit_reason) {
@@ -534,7 +596,10 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     case KVM_EXIT_INTR:
       break;
     case KVM_EXIT_DIRTY_RING_FULL:
-      if ((r = kvm_dirty_ring_full(c->guest, err)) < 0) return r;
+      mv__smp_lock(c->guest);   /* it harvests every VCPU's ring */
+      r = kvm_dirty_ring_full(c->guest, err);
+      mv__smp_unlock(c->guest);
+      if (r < 0) return r;
       break;
     case KVM_EXIT_HLT:
       return exit_with(c, MV_EXIT_HLT, KVM_EXIT_HLT);
@@ -632,4 +697,5 @@ const mv_backend_ops mv__kvm_backend = {
   .get_msr = kvm_get_msr, .set_msr = kvm_set_msr, .mechanisms = kvm_mechanisms,
   .declare_sandbox = kvm_sandbox_declare,
   .get_fpu = kvm_get_fpu, .set_fpu = kvm_set_fpu, .set_cpuid = kvm_set_cpuid, .irq = kvm_irq,
+  .interrupt = kvm_interrupt,
 };

@@ -185,6 +185,14 @@ static void code_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     uc_emu_stop(uc);
     return;
   }
+  if (sv->budget_on) {   /* guest:run's quantum (smp.c): stop before the instruction past it */
+    if (sv->budget == 0) {
+      sv->quantum_hit = true;
+      uc_emu_stop(uc);
+      return;
+    }
+    sv->budget--;
+  }
   sv->pc = addr;
   c->icount++;   /* instructions let through: what record and replay place asynchronous exits by */
 }
@@ -389,6 +397,11 @@ static void soft_vcpu_destroy(mv_vcpu *c) {
 
 static void soft_vcpu_kick(mv_vcpu *c) { (void)c; }   /* code_hook sees kick_pending */
 
+static void soft_set_budget(mv_vcpu *c, uint64_t insns) {
+  SV(c)->budget = insns;
+  SV(c)->budget_on = insns > 0;
+}
+
 /* The whole Unicorn CPU context.  It holds host pointers, so it is only
  * good within this process: snapshot files keep registers alone. */
 static int soft_vcpu_save(mv_vcpu *c, void **blob, size_t *len, mv_err *err) {
@@ -498,6 +511,7 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     sv->pc = UINT64_MAX;
     sv->stepping = step;
     sv->started = 0;
+    sv->quantum_hit = false;
     uc_err e = uc_emu_start(sv->uc, soft_start_address(sv), UINT64_MAX, 0, 0);
     sv->stepping = false;
     if (sv->exc_pending) soft_exc_after_run(c);
@@ -509,6 +523,11 @@ static int soft_vcpu_run(mv_vcpu *c, mv_err *err) {
     if (c->kick_pending) {
       c->kick_pending = 0;
       *c->exit = (mv_exit){ .type = MV_EXIT_KICK };
+      return 0;
+    }
+    if (sv->quantum_hit) {   /* the scheduler's turn is over (smp.c) */
+      sv->quantum_hit = false;
+      *c->exit = (mv_exit){ .type = MV_EXIT_KICK, .reason = MV_REASON_QUANTUM, .rip = current_rip(sv) };
       return 0;
     }
     mv_exit *x = c->exit;
@@ -549,5 +568,6 @@ const mv_backend_ops mv__soft_backend = {
   .get_sregs = soft_get_sregs, .set_sregs = soft_set_sregs,
   .get_msr = soft_get_msr, .set_msr = soft_set_msr,
   .get_fpu = soft_get_fpu, .set_fpu = soft_set_fpu, .set_cpuid = soft_set_cpuid,
+  .set_budget = soft_set_budget,
   .access_rip = soft_access_rip, .counts_instructions = true,
 };

@@ -37,6 +37,9 @@ typedef struct soft_vcpu {
   int ncpuid;
   bool ran;                                /* entered once: the CPUID is fixed, as on KVM */
   uint64_t started;                        /* instructions begun in this uc_emu_start */
+  uint64_t budget;                         /* guest:run's quantum: instructions left (set_budget) */
+  bool budget_on;                          /* ... counted: a run ends when it reaches 0 */
+  bool quantum_hit;                        /* the run ended there */
   /* once-breakpoints (soft_once.c): open addressing, UINT64_MAX = empty slot;
    * a slot is armed while its gen differs from once_gen */
   uint64_t *once_addr;

@@ -53,6 +53,8 @@ static void describe_leaf(mv_vcpu *c, uint32_t leaf, uint32_t subleaf, uint32_t 
     break;
   case 1:   /* family 6, model 0; CLFLUSH line 64 bytes; initial APIC ID = VCPU id */
     r[0] = 0x600, r[1] = 8u << 8 | (uint32_t)c->id << 24, r[2] = FEATURES_1_ECX, r[3] = FEATURES_1_EDX;
+    if (c->guest->nvcpus > 1)   /* several VCPUs: their count, and HTT to say it is valid (as kvm.c) */
+      r[1] |= (uint32_t)(c->guest->nvcpus & 0xff) << 16, r[3] |= 1u << 28;
     break;
   case 7:
     if (subleaf == 0) r[1] = FEATURES_7_EBX;

@@ -16,6 +16,14 @@
 --   f:minimize(bytes, key)             -- smallest input found that still gives `key`
 --   fuzz.main(config, arg)             -- the command line of a fuzz script (--repro FILE, --seed, ...)
 --
+-- SMP targets: setup may return more VCPUs (g, cpu0, cpu1, ...); each run is
+-- then g:run{ cpu0, cpu1, ... } and with schedule = { quanta = { 10, 100,
+-- 1000 } } the first byte of every input picks the quantum (the rest is the
+-- input): mutating it mutates the interleaving, and on the soft backend,
+-- whose scheduler is deterministic, a finding replays from its bytes alone.
+-- The exit that ends the run is the VCPU's that ended it ("halted": a hlt
+-- exit; "stop": g:stop() from a handler, a "stop" exit).
+--
 -- Each run: restore the start snapshot (dirty pages only), put the input in
 -- guest memory (and/or behind fuzz.input_port / fuzz.input_mmio traps), set
 -- the length register, cpu:run{ timeout_ms }.  The run's last exit decides:
@@ -278,8 +286,13 @@ function fuzz.new(cfg)
   assert(type(cfg) == "table", "fuzz.new: config must be a table")
   assert(type(cfg.setup) == "function", "fuzz.new: setup must be a function returning g, cpu")
   local self = setmetatable({ cfg = cfg }, Fuzzer)
-  self.g, self.cpu = cfg.setup()   -- first: it may fill in cfg.input from the image's symbols
+  local made = table.pack(cfg.setup())   -- first: it may fill in cfg.input from the image's symbols
+  self.g, self.cpu = made[1], made[2]
   assert(self.g and self.cpu, "fuzz.new: setup must return g, cpu")
+  self.cpus = { table.unpack(made, 2, made.n) }   -- SMP: more than one
+  self.quanta = cfg.schedule and cfg.schedule.quanta
+  assert(not self.quanta or (#self.quanta > 0 and #self.quanta <= 256),
+         "fuzz.new: schedule.quanta must list 1 to 256 quanta")
   self.seed = cfg.seed or 1
   self.input = cfg.input or {}
   self.max_len = self.input.max_len or 4096
@@ -336,12 +349,13 @@ function Fuzzer:install_breakpoints(blocks)
       end
     end
   end
-  self.cpu:debug{ breakpoints = true }
+  for _, c in ipairs(self.cpus) do c:debug{ breakpoints = true } end
 end
 
 -- The kind of finding an exit is, and its RIP (nil: the input ended normally).
-function Fuzzer:classify(exit, data)
-  local cpu, o = self.cpu, self.oracle
+function Fuzzer:classify(exit, data, cpu)
+  local o = self.oracle
+  cpu = cpu or self.cpu
   local kind, rip
   local t = exit.type
   if self.done(exit, cpu) then
@@ -400,13 +414,27 @@ end
 
 -- Runs one input from the start snapshot.  Returns an outcome: { kind, rip,
 -- key (nil when the input was handled normally), exit (a copy), new_blocks }.
+-- One turn of the guest: cpu:run, or g:run for an SMP target (its result
+-- as the exit that ended it, and the VCPU that made it).
+function Fuzzer:turn(quantum)
+  if #self.cpus == 1 then return self.cpu:run{ timeout_ms = self.timeout_ms }, self.cpu end
+  local res = self.g:run(self.cpus, { timeout_ms = self.timeout_ms, quantum = quantum })
+  if res.reason == "exit" then return res.exit, res.cpu end
+  return { type = res.reason == "halted" and "hlt" or res.reason }, self.cpu
+end
+
 function Fuzzer:exec(data)
   local g, cpu = self.g, self.cpu
+  local quantum, whole = nil, data
+  if self.quanta then   -- the schedule byte
+    quantum = self.quanta[(data:byte(1) or 0) % #self.quanta + 1]
+    data = data:sub(2)
+  end
   data = self:place(data)
   local new_blocks = 0
   local exit
   while true do
-    exit = cpu:run{ timeout_ms = self.timeout_ms }
+    exit, cpu = self:turn(quantum)
     if exit.type == "debug" and exit.exception == 3 and self.breakpoints[exit.rip]
        and g:u8(exit.rip) == 0xcc then
       g:u8(exit.rip, self.breakpoints[exit.rip])   -- and run on: RIP is at the int3
@@ -419,9 +447,10 @@ function Fuzzer:exec(data)
   end
   local copy = {}
   for k, v in pairs(exit) do copy[k] = v end
-  local kind, rip = self:classify(copy, data)
+  local kind, rip = self:classify(copy, data, cpu)
   return { kind = kind, rip = rip, key = kind and (kind .. "@" .. hex(rip)) or nil, exit = copy,
-           new_blocks = new_blocks, data = data }
+           new_blocks = new_blocks, data = quantum and whole:sub(1, 1) .. data or data, quantum = quantum,
+           cpu = cpu.id }
 end
 
 -- Shrinks `data` while it still gives the finding `key`: deletes chunks of

@@ -2,7 +2,11 @@
 -- a guest:  g:gdbserver{ host = "127.0.0.1", port = 1234, cpu = cpu,
 -- wait = true, elf = path }  or  moonvisor --gdb 127.0.0.1:1234 script.lua.
 --
--- One VCPU, one client at a time (thread 1 in gdb).  The guest is stopped
+-- One client at a time.  With cpus = { cpu0, cpu1, ... } every VCPU is a
+-- thread of gdb's (1, 2, ...: qfThreadInfo, Hg/Hc select the one registers,
+-- memory and steps go to, T stop replies name the VCPU that stopped);
+-- `continue` runs them all (g:run) and any VCPU's stop stops all; a step
+-- moves the selected one alone.  With cpu = cpu, one VCPU (thread 1).  The guest is stopped
 -- while gdb looks at it; on `continue` it runs in slices of SLICE_MS
 -- (cpu:enter{ timeout_ms = SLICE_MS }) and between two slices the stub polls
 -- the connection for gdb's Ctrl-C (0x03, answered with a SIGINT stop) and
@@ -229,8 +233,8 @@ end
 function Session:stop_reply(sig, extra)
   local pcreg = self.arch == "amd64" and 16 or 8
   local ok, rip = pcall(function() return self.cpu.rip end)
-  local reply = ("T%02x%s%02x:%s;thread:1;"):format(sig, extra or "", pcreg,
-    lehex(ok and rip or 0, self.arch == "amd64" and 64 or 32))
+  local reply = ("T%02x%s%02x:%s;thread:%x;"):format(sig, extra or "", pcreg,
+    lehex(ok and rip or 0, self.arch == "amd64" and 64 or 32), self:tid(self.cpu))
   self.stopped = reply
   return reply
 end
@@ -305,9 +309,74 @@ function Session:step()
   return self:report(e)
 end
 
+-- gdb's thread id of a VCPU: its place in the server's list, from 1.
+function Session:tid(cpu)
+  for i, c in ipairs(self.cpus) do if c == cpu then return i end end
+  return 1
+end
+
+-- Polls the connection between two slices: true when gdb sent Ctrl-C,
+-- nil when it went away.
+function Session:poll_break()
+  local ok, data = pcall(self.conn.recv, self.conn, 65536, 0)
+  if not ok then return nil end
+  if data then
+    local brk = data:find("\3", 1, true)
+    if brk then
+      self.inbuf = self.inbuf .. data:sub(brk + 1)
+      return true
+    end
+    self.inbuf = self.inbuf .. data   -- acks; anything else waits for the stop
+  end
+  self:refuse_others()
+  return false
+end
+
+-- continue with several VCPUs: each on a breakpoint steps over it, then
+-- g:run runs them all in slices; the VCPU whose exit ended a slice becomes
+-- the current thread.
+function Session:continue_all()
+  local current = self.cpu
+  for _, c in ipairs(self.cpus) do
+    if self.bps[c.rip] then
+      self.cpu = c
+      local e = self:step1()
+      local w, how = self:exited()
+      if w then return w, how end
+      if not e then return self:stop_reply(SIG.ABRT) end
+      if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
+    end
+  end
+  self.cpu = current
+  for _, c in ipairs(self.cpus) do c:debug { singlestep = false, breakpoints = next(self.bps) ~= nil } end
+  local opts, absorb = { timeout_ms = self.server.slice_ms }, self.server.absorb
+  while true do
+    local ok, res = pcall(self.g.run, self.g, self.cpus, opts)
+    if not ok then
+      self:console("moonvisor: " .. tostring(res))
+      io.stderr:write("moonvisor gdb: ", tostring(res), "\n")
+      return self:stop_reply(SIG.ABRT)
+    end
+    local w, how = self:exited()
+    if w then return w, how end
+    if res.reason ~= "timeout" then
+      local e = res.exit or { type = res.reason == "halted" and "hlt" or "kick" }
+      if not (absorb and res.exit and e.type ~= "debug" and absorb(e, res.cpu)) then
+        self.cpu = res.cpu or self.cpu
+        return self:report(e)
+      end
+    else
+      local brk = self:poll_break()
+      if brk == nil then return nil end
+      if brk then return self:stop_reply(SIG.INT) end
+    end
+  end
+end
+
 -- Runs in slices until an exit gdb must hear about, a Ctrl-C or the
 -- client leaving (then: nil).
 function Session:continue()
+  if #self.cpus > 1 then return self:continue_all() end
   if self.bps[self.cpu.rip] then
     local e = self:step1()
     local w, how = self:exited()
@@ -325,17 +394,9 @@ function Session:continue()
     if w then return w, how end
     if not e then return self:stop_reply(SIG.ABRT) end
     if e.type ~= "timeout" then return self:report(e) end
-    local ok, data = pcall(self.conn.recv, self.conn, 65536, 0)
-    if not ok then return nil end
-    if data then
-      local brk = data:find("\3", 1, true)
-      if brk then
-        self.inbuf = self.inbuf .. data:sub(brk + 1)
-        return self:stop_reply(SIG.INT)
-      end
-      self.inbuf = self.inbuf .. data   -- acks; anything else waits for the stop
-    end
-    self:refuse_others()
+    local brk = self:poll_break()
+    if brk == nil then return nil end
+    if brk then return self:stop_reply(SIG.INT) end
   end
 end
 
@@ -407,7 +468,9 @@ function Session:handle(p)
   if p:sub(1, 6) == "vCont;" then
     for action in p:sub(7):gmatch("[^;]+") do
       local a, tid = action:match("^(%a)%x*:?(.*)$")
-      if a and (tid == "" or tid == "1" or tid == "-1" or tid == "p1.1" or tid == "p1.-1") then
+      local n = tid and tonumber(tid:match("^p1%.(%x+)$") or tid:match("^(%x+)$") or "", 16)
+      if a and (tid == "" or tid == "-1" or tid == "p1.-1" or (n and self.cpus[n])) then
+        if n and self.cpus[n] then self.cpu = self.cpus[n] end
         if a == "s" or a == "S" then return self:step() end
         if a == "c" or a == "C" then
           local r, how = self:continue()
@@ -427,8 +490,19 @@ function Session:handle(p)
     if c == "Z" then return self:insert_bp(addr) and "OK" or "E14" end
     return self:remove_bp(addr) and "OK" or "E01"
   end
-  if c == "H" then return "OK" end
-  if c == "T" then return p:match("^T0*1$") and "OK" or "E01" end
+  if c == "H" then   -- Hg/Hc: the VCPU registers, memory and steps go to (0, -1: any)
+    local tid = p:match("^H%a(.*)$")
+    local n = tid and tid:match("^p1%.") and tonumber(tid:sub(4), 16) or tonumber(tid or "", 16)
+    if not n then return "E01" end
+    if n <= 0 then return "OK" end
+    if not self.cpus[n] then return "E01" end
+    self.cpu = self.cpus[n]
+    return "OK"
+  end
+  if c == "T" then
+    local n = tonumber(p:sub(2), 16)
+    return n and self.cpus[n] and "OK" or "E01"
+  end
   if c == "D" then return "OK", "detach" end
   if c == "k" then return nil, "kill" end
   if p:match("^vKill") then return "OK", "kill" end
@@ -453,8 +527,17 @@ function Session:handle(p)
     if not off then return "E00" end
     return xfer(self.server.elf, tonumber(off, 16), tonumber(len, 16))
   end
-  if p == "qC" then return "QC1" end
-  if p == "qfThreadInfo" then return "m1" end
+  if p == "qC" then return ("QC%x"):format(self:tid(self.cpu)) end
+  if p == "qfThreadInfo" then
+    local ids = {}
+    for i = 1, #self.cpus do ids[i] = ("%x"):format(i) end
+    return "m" .. table.concat(ids, ",")
+  end
+  if p:sub(1, 17) == "qThreadExtraInfo," then
+    local n = tonumber(p:sub(18), 16)
+    local c = n and self.cpus[n]
+    return c and tohex(("VCPU %d"):format(c.id)) or "E01"
+  end
   if p == "qsThreadInfo" then return "l" end
   if p:sub(1, 9) == "qAttached" then return "1" end
   return ""   -- not supported
@@ -507,7 +590,7 @@ function Server:_session(conn)
   local cpu = self.cpu
   self.clients = self.clients + 1
   local arch = self.arch or arch_of(cpu)
-  local session = setmetatable({ server = self, conn = conn, g = self.g, cpu = cpu, arch = arch, bps = {},
+  local session = setmetatable({ server = self, conn = conn, g = self.g, cpu = cpu, cpus = self.cpus, arch = arch, bps = {},
                                  inbuf = "", noack = false, bad = 0 }, Session)
   session:stop_reply(5)
   session:log("client %d connected (%s)", self.clients, arch)
@@ -523,12 +606,12 @@ function Server:_result(how)
   return { how = how, clients = self.clients, refused = self.refused, bad_packets = self.bad_packets }
 end
 
--- Runs fn with the VCPU's int3 exits on, then puts its debug flags back.
+-- Runs fn with the VCPUs' int3 exits on, then puts their debug flags back.
 function Server:_debugging(fn)
-  local cpu = self.cpu
-  local old = cpu:debug { singlestep = false, breakpoints = true }
+  local old = {}
+  for i, cpu in ipairs(self.cpus) do old[i] = cpu:debug { singlestep = false, breakpoints = true } end
   local ok, how = pcall(fn)
-  pcall(cpu.debug, cpu, old)
+  for i, cpu in ipairs(self.cpus) do pcall(cpu.debug, cpu, old[i]) end
   if not ok then error(how, 0) end
   return how
 end
@@ -577,6 +660,15 @@ Server.__gc = Server.close
 function M.gdbserver(g, opts)
   if typename(g) ~= "moonvisor.Guest" then error("guest:gdbserver: expected a moonvisor.Guest, got " .. typename(g), 2) end
   if type(opts) ~= "table" then error("guest:gdbserver: options must be a table, got " .. type(opts), 2) end
+  local cpus = opts.cpus
+  if cpus ~= nil then   -- several VCPUs: gdb's threads 1, 2, ...
+    if type(cpus) ~= "table" or #cpus == 0 then error("guest:gdbserver: cpus must be a list of VCPUs", 2) end
+    for i, c in ipairs(cpus) do
+      if typename(c) ~= "moonvisor.Vcpu" then error(("guest:gdbserver: cpus[%d] must be a moonvisor.Vcpu, got %s"):format(i, typename(c)), 2) end
+      if c:guest() ~= g then error(("guest:gdbserver: cpus[%d] belongs to another guest"):format(i), 2) end
+    end
+    opts.cpu = opts.cpu or cpus[1]
+  end
   if typename(opts.cpu) ~= "moonvisor.Vcpu" then
     error("guest:gdbserver: cpu must be a moonvisor.Vcpu, got " .. typename(opts.cpu), 2)
   end
@@ -597,7 +689,7 @@ function M.gdbserver(g, opts)
   end
   local ok, listener = pcall(core.tcp_listen, host, port)
   if not ok then error((tostring(listener):gsub("^core%.tcp_listen", "guest:gdbserver")), 2) end
-  local srv = setmetatable({ g = g, cpu = opts.cpu, host = host, port = listener:port(), listener = listener,
+  local srv = setmetatable({ g = g, cpu = opts.cpu, cpus = cpus or { opts.cpu }, host = host, port = listener:port(), listener = listener,
                              elf = elf, verbose = opts.verbose, slice_ms = opts.slice_ms or M.SLICE_MS,
                              packet_size = M.PACKET_SIZE, accept_timeout_ms = opts.accept_timeout_ms,
                              arch = opts.arch, clients = 0, refused = 0, bad_packets = 0,

@@ -367,6 +367,12 @@ Stop.__index = Stop
 Stop.__name = "moonvisor.Stop"
 
 function Stop:__tostring()
+  if self.cpu then   -- cont{ cpu0, cpu1, ... }: which VCPU stopped the others
+    local copy = setmetatable({}, Stop)
+    for k, v in pairs(self) do copy[k] = v end
+    copy.cpu = nil
+    return ("vcpu %d: %s"):format(self.cpu.id, tostring(copy))
+  end
   local at = ("0x%04x:  %s"):format(self.rip, self.insn)
   if self.how == "step" then return at end
   if self.how == "breakpoint" then return ("breakpoint %d at %s"):format(self.breakpoint.id, at) end
@@ -447,9 +453,42 @@ function M.trace(cpu, n, out)
   return stopped(cpu, e)
 end
 
+-- cont{ cpu0, cpu1, ... }: all of them at once (g:run), until a breakpoint
+-- or exit of any stops them all; the Stop names the VCPU (stop.cpu).
+local function cont_all(cpus, opts)
+  if #cpus == 0 then error("cont: expected a moonvisor.Vcpu or a list of them, got an empty table", 3) end
+  for i, c in ipairs(cpus) do
+    if typename(c) ~= "moonvisor.Vcpu" then error(("cont: [%d] must be a moonvisor.Vcpu, got %s"):format(i, typename(c)), 3) end
+  end
+  local g = cpus[1]:guest()
+  local st = state[g]
+  for _, c in ipairs(cpus) do   -- a VCPU on a breakpoint steps over it first
+    if st and st.at[where(c)] then
+      local e = step1(c)
+      if not isstep(e) then
+        local s = stopped(c, e)
+        s.cpu = c
+        return s
+      end
+    end
+  end
+  local olds = {}
+  for i, c in ipairs(cpus) do olds[i] = setdebug(c, { singlestep = false, breakpoints = true }) end
+  local ok, res = pcall(g.run, g, cpus, opts)
+  for i, c in ipairs(cpus) do c:debug(olds[i]) end
+  if not ok then error(res, 0) end
+  local c = res.cpu or cpus[1]
+  local e = res.exit or { type = ({ halted = "hlt", stop = "kick" })[res.reason] or res.reason }
+  local s = stopped(c, e)
+  s.cpu, s.reason = c, res.reason
+  return s
+end
+
 -- Runs until a breakpoint, hlt or any exit no handler consumed; a
 -- breakpoint at rip is stepped over first.  opts: { timeout_ms = N }.
+-- With a list of VCPUs, runs them all (cont_all).
 function M.cont(cpu, opts)
+  if typename(cpu) == "table" then return cont_all(cpu, opts) end
   checkvcpu(cpu, "cont")
   local st = state[cpu:guest()]
   if st and st.at[where(cpu)] then
@@ -544,6 +583,7 @@ moonvisor REPL: Lua 5.4 with moonvisor loaded as mv.
   regs(cpu)  x(g, addr[, len])  dis(cpu[, addr[, n]])  step(cpu[, n])
   trace(cpu[, n])  breakpoint(cpu[, addr])  breakpoints(cpu)
   delete(cpu[, addr or id])  cont(cpu[, { timeout_ms = N }])
+  cont{ cpu0, cpu1, ... }  runs every VCPU (guest:run) to the first stop
   t = travel(g, cpu, "run.mvlog"[, every])   t:to(K)  t:position()   (a recorded run, by exit;
       replay(...) is the same; `goto` is a Lua keyword, hence t:to)
 Expressions print their value; Tab completes; Ctrl-C stops a running guest
