@@ -253,6 +253,7 @@ bench: deps deps-afl
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/snapshot.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/fuzz.lua
 	env $$(test -e /dev/kvm || echo MOONVISOR_BACKEND=soft) $(BUILD)/moonvisor bench/afl.lua
+	bench/counts.sh $(COUNTS_ARGS)   # and the figures that do not drift: instructions and ioctls
 
 # `make bench-counts`: the figures that do not drift (bench/counts.sh):
 # instructions per Lua-handled exit and per start (valgrind's callgrind),

@@ -5,6 +5,8 @@
 --
 --   build/moonvisor bench/counts.lua exits N     N Lua-handled IO exits (real mode, out dx, al)
 --   build/moonvisor bench/counts.lua exits-data N  the same with another byte written each time
+--   build/moonvisor bench/counts.lua exits-args N  the same with a handler that takes (exit, cpu)
+--                                                and reads exit.data
 --   build/moonvisor bench/counts.lua fuzz N      2N fuzz executions of examples/fuzz_parser.lua
 --                                                (coverage on), the last N between markers
 --   build/moonvisor bench/counts.lua restore N   2N restores of a ring-0 long-mode guest that
@@ -25,17 +27,22 @@ local function mark(tag)
   if f then f:close() end
 end
 
-if what == "exits" or what == "exits-data" then
+if what == "exits" or what == "exits-data" or what == "exits-args" then
   local g = mv.guest{}
   g:map(0, mv.vmo(0x10000))
-  if what == "exits" then
+  if what ~= "exits-data" then
     g:write(0x1000, "\xba\xf8\x03\xee\xeb\xfd")   -- mov dx, 0x3f8 / l: out dx, al / jmp l
   else
     g:write(0x1000, "\xba\xf8\x03\xee\xfe\xc0\xeb\xfb")   -- ... l: out dx, al / inc al / jmp l
   end
   local cpu = g:vcpu{ entry = 0x1000 }
   local count = 0
-  g:trap("io", 0x3f8, 1, function() count = count + 1; if count == n then cpu:kick() end end)
+  if what == "exits-args" then
+    local sum = 0
+    g:trap("io", 0x3f8, 1, function(e, c) count = count + 1; sum = sum + e.data; if count == n then c:kick() end end)
+  else
+    g:trap("io", 0x3f8, 1, function() count = count + 1; if count == n then cpu:kick() end end)
+  end
   mark("exits-begin")
   local e = cpu:enter()
   mark("exits-end")

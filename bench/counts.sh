@@ -13,7 +13,8 @@
 #   instructions per exit   callgrind's total for 40000 exits minus that for
 #                           20000, divided by 20000 (bench/counts.lua exits:
 #                           out dx, al in a loop, a handler that counts; and
-#                           exits-data, where the byte written changes)
+#                           exits-data, where the byte written changes; and
+#                           exits-args, whose handler takes its arguments)
 #   ioctls per exit         the same difference, counted by strace
 #   ioctls per restore      ioctls between the markers around each g:restore
 #                           (bench/counts.lua restore: a long-mode guest at
@@ -86,6 +87,9 @@ if have valgrind; then
   a=$(instructions $MV bench/counts.lua exits-data 20000)
   b=$(instructions $MV bench/counts.lua exits-data 40000)
   row "  ... with the data written changing every exit" "$(ratio $((b - a)) 20000)"
+  a=$(instructions $MV bench/counts.lua exits-args 20000)
+  b=$(instructions $MV bench/counts.lua exits-args 40000)
+  row "  ... a handler taking (exit, cpu) that reads exit.data" "$(ratio $((b - a)) 20000)"
 else
   row "instructions per Lua-handled exit" "(no valgrind)"
 fi
@@ -118,3 +122,4 @@ for s in "${starts[@]}"; do
     [ $VERBOSE = 1 ] && names
   fi
 done
+exit 0

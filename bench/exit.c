@@ -356,9 +356,12 @@ static void print_header(const options *o) {
 }
 
 static void print_table(const cost med[NVARIANTS], long n) {
-  printf("%-26s %14s %14s %14s\n", "variant", "wall ns/exit", "user ns/exit", "sys ns/exit");
-  for (int v = 0; v < NVARIANTS; v++)
-    printf("%-26s %14.1f %14.1f %14.1f\n", variant_names[v], med[v].wall, med[v].user, med[v].sys);
+  printf("%-26s %14s %14s %14s %10s %10s\n", "variant", "wall ns/exit", "user ns/exit", "sys ns/exit", "wall x(a)",
+         "cpu x(a)");
+  double raw_cpu = med[RAW].user + med[RAW].sys;
+  for (int v = 0; v < NVARIANTS; v++)   /* ratios against this run's own raw loop: they compare across hosts */
+    printf("%-26s %14.1f %14.1f %14.1f %10.2f %10.2f\n", variant_names[v], med[v].wall, med[v].user, med[v].sys,
+           med[RAW].wall > 0 ? med[v].wall / med[RAW].wall : 0, raw_cpu > 0 ? (med[v].user + med[v].sys) / raw_cpu : 0);
   if (med[RAW].wall * (double)n < 2e8)
     printf("\nnote: (a) ran %.0f ms; getrusage splits CPU time into user/sys by scheduler ticks,\n"
            "      so short runs split it coarsely (user+sys is exact): raise -n for tighter numbers\n",

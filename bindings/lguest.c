@@ -151,8 +151,11 @@ static int guest_dirty_pages(lua_State *L) {
  * handler that captures its guest does not keep it alive forever.  During
  * cpu:enter() that table sits at base+3 of the entering thread's stack.
  * The exit table each handler gets is the VCPU's one, with only the fields
- * that changed since the previous handler call set again (lutil.c). */
-static int trap_call(LVcpu *lv, mv_exit *exit, uint64_t *value) {
+ * that changed since the previous handler call set again (lutil.c).  This
+ * is the one place handlers are called: unprotected inside enter's
+ * protected frame where the backend can be unwound (an IO/MMIO access on
+ * kvm: a lua_pcall per exit cost ~110 instructions), else each protected. */
+static int trap_call(LVcpu *lv, int nargs, mv_exit *exit, uint64_t *value) {
   lua_State *L = lv->L;
   if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */
   if ((int)exit->trap_id == lv->handler_trap) {   /* the same trap as last time: its handler is at base+5 */
@@ -162,10 +165,14 @@ static int trap_call(LVcpu *lv, mv_exit *exit, uint64_t *value) {
     lua_copy(L, -1, lv->base + 5);
     lv->handler_trap = (int)exit->trap_id;
   }
-  lmv_fillexit(L, lv, exit);
-  lua_pushvalue(L, lv->base + 1);
-  lua_pushvalue(L, lv->base);
-  if (lua_pcall(L, 2, exit->write ? 0 : 1, lv->base + 2) != LUA_OK) {
+  if (nargs > 0) {   /* a handler without parameters gets none: no exit table to fill */
+    lmv_fillexit(L, lv, exit);
+    lua_pushvalue(L, lv->base + 1);
+    if (nargs > 1) lua_pushvalue(L, lv->base);
+  }
+  if (lv->unwind && exit->type != MV_EXIT_BELL)
+    lua_call(L, nargs, exit->write ? 0 : 1);   /* an error unwinds to cpu:enter's protected frame (lvcpu.c) */
+  else if (lua_pcall(L, nargs, exit->write ? 0 : 1, lv->base + 2) != LUA_OK) {
     lua_setiuservalue(L, lv->base, 3);   /* the error (with traceback) for enter to raise */
     return MV_TRAP_FAIL;
   }
@@ -189,11 +196,11 @@ static int trap_call(LVcpu *lv, mv_exit *exit, uint64_t *value) {
 }
 
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
-  (void)cookie;
+  int nargs = (int)(intptr_t)cookie;   /* the parameters the handler declares, at most 2 (guest_trap) */
   LVcpu *lv = mv_vcpu_user(cpu);
-  if (!lv->lock) return trap_call(lv, exit, value);
-  lmv_lock_acquire(lv->lock);   /* guest:run: one handler at a time in the Lua state */
-  int r = trap_call(lv, exit, value);
+  if (!lv->lock) return trap_call(lv, nargs, exit, value);
+  lmv_lock_acquire(lv->lock);   /* guest:run: one handler at a time in the Lua state (never unwound: lv->unwind is false) */
+  int r = trap_call(lv, nargs, exit, value);
   lmv_lock_release(lv->lock);
   return r;
 }
@@ -219,10 +226,16 @@ static int guest_trap(lua_State *L) {
   luaL_setmetatable(L, MV_TRAP);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);   /* the trap keeps its guest alive */
+  intptr_t nargs = 2;   /* (exit, cpu), or fewer when a Lua function declares fewer */
+  if (lua_type(L, 5) == LUA_TFUNCTION) {
+    lua_Debug ar;
+    lua_pushvalue(L, 5);
+    if (lua_getinfo(L, ">u", &ar) && !ar.isvararg && ar.nparams < 2) nargs = ar.nparams;
+  }
   lua_getiuservalue(L, 1, 1);    /* stack: ..., trap, handlers */
   mv_err err;
   int id = mv_guest_set_trap(g, (mv_trap_kind)kind, (uint64_t)addr, (uint64_t)size,
-                             lmv_trap_callback, NULL, NULL, &err);
+                             lmv_trap_callback, NULL, (void *)nargs, &err);
   if (id < 0) return lmv_raise(L, &err);
   lua_pushvalue(L, 5);
   lua_rawseti(L, -2, id);

@@ -52,6 +52,8 @@ typedef struct LVcpu {
                        the message handler, the guest's handler table, the key table
                        (lmv_pushkeys) and the handler of trap handler_trap follow it */
   int handler_trap; /* during enter: the trap whose handler is at base+5 (0: none) */
+  bool unwind;      /* during enter: inside its one protected frame, so handlers of
+                       accesses are called unprotected (mv_vcpu_can_unwind) */
   lmv_lock *lock;   /* during guest:run: the lock its handlers take (lrun.c), else NULL */
   lmv_exit_fields filled;   /* the exit table's fields */
   unsigned debug;   /* the MV_DEBUG_* flags last set by cpu:debug */

@@ -95,10 +95,9 @@ int lmv_kick_entering(void) {
   return 1;
 }
 
-static int vcpu_enter(lua_State *L) {
-  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:enter");
-  uint64_t timeout_ns = opt_timeout_ns(L, 2, "vcpu:enter");
-  lua_settop(L, 1);
+/* Lays out, above the VCPU at index 1, what the trap callback (lguest.c)
+ * finds at base+1..base+5. */
+static void push_enter_stack(lua_State *L) {
   lua_getiuservalue(L, 1, 2);        /* base+1: exit table */
   lua_pushcfunction(L, lmv_msghandler);  /* base+2 */
   lua_getiuservalue(L, 1, 1);
@@ -107,24 +106,81 @@ static int vcpu_enter(lua_State *L) {
   lmv_pushkeys(L);                   /* base+4: the interned keys */
   lua_pushnil(L);                    /* base+5: the last handler called */
   luaL_checkstack(L, 8, "vcpu:enter");   /* for every handler call below */
-  lua_State *outer_L = v->L;         /* non-NULL when called from a handler */
-  int outer_base = v->base;
+}
+
+typedef struct enter_call {
+  uint64_t timeout_ns;
   mv_exit e;
   mv_err err;
-  if (outer_L && v->lock) return luaL_error(L, "vcpu:enter: VCPU %d is running in guest:run", mv_vcpu_id(v->cpu));
-  if (outer_L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
+  int r;
+} enter_call;
+
+/* The protected frame of an enter whose handlers run unprotected: (vcpu,
+ * enter_call).  A handler's error jumps from the middle of the core's exit
+ * loop back to the lua_pcall in vcpu_enter, which lets the core finish. */
+static int enter_protected(lua_State *L) {
+  enter_call *ec = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  LVcpu *v = lua_touserdata(L, 1);
+  push_enter_stack(L);
   v->L = L;
   v->base = 1;
   v->handler_trap = 0;
+  v->unwind = true;
+  ec->r = mv_vcpu_enter_timeout(v->cpu, ec->timeout_ns, &ec->e, &ec->err);
+  return 0;
+}
+
+static int vcpu_enter(lua_State *L) {
+  LVcpu *v = lmv_checkvcpu(L, 1, "vcpu:enter");
+  enter_call ec = { .timeout_ns = opt_timeout_ns(L, 2, "vcpu:enter") };
+  lua_settop(L, 1);
+  if (v->L && v->lock) return luaL_error(L, "vcpu:enter: VCPU %d is running in guest:run", mv_vcpu_id(v->cpu));
+  if (v->L) return luaL_error(L, "vcpu:enter: called from inside a trap handler of the same VCPU");
   LVcpu *outer_entering = entering;   /* a handler may enter another VCPU */
   entering = v;
-  int r = mv_vcpu_enter_timeout(v->cpu, timeout_ns, &e, &err);
-  entering = outer_entering;
-  v->L = outer_L;
-  v->base = outer_base;
-  if (r < 0) return lmv_raise_enter(L, v->cpu, &err);
-  if (e.handler_failed) return raise_handler_error(L, &e);
-  lmv_pushexit(L, 5, &e);
+  int keys = 5;   /* where the key table is for lmv_pushexit */
+  if (mv_vcpu_can_unwind(v->cpu)) {
+    lua_pushcfunction(L, lmv_msghandler);   /* 2 */
+    lua_pushcfunction(L, enter_protected);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, &ec);
+    int st = lua_pcall(L, 2, 0, 2);
+    entering = outer_entering;
+    v->L = NULL;
+    v->unwind = false;
+    if (st != LUA_OK) {   /* stack: vcpu, msghandler, error */
+      int r = 0;
+      if (v->cpu) {   /* the core still delivers queued doorbells: their callbacks need enter's layout */
+        lua_pushvalue(L, 1);
+        v->base = lua_gettop(L);
+        push_enter_stack(L);
+        v->L = L;
+        v->handler_trap = 0;
+        r = mv_vcpu_enter_unwound(v->cpu, &ec.err);
+        v->L = NULL;
+        lua_settop(L, 3);
+      }
+      if (r < 0) return lmv_raise_enter(L, v->cpu, &ec.err);
+      if (r == 0) return lua_error(L);   /* not from a handler (no room on the stack, ...) */
+      lua_setiuservalue(L, 1, 3);
+      return raise_handler_error(L, &ec.e);
+    }
+    lua_settop(L, 1);
+    lmv_pushkeys(L);
+    keys = 2;
+  } else {
+    push_enter_stack(L);
+    v->L = L;
+    v->base = 1;
+    v->handler_trap = 0;
+    ec.r = mv_vcpu_enter_timeout(v->cpu, ec.timeout_ns, &ec.e, &ec.err);
+    entering = outer_entering;
+    v->L = NULL;
+  }
+  if (ec.r < 0) return lmv_raise_enter(L, v->cpu, &ec.err);
+  if (ec.e.handler_failed) return raise_handler_error(L, &ec.e);
+  lmv_pushexit(L, keys, &ec.e);
   return 1;
 }
 

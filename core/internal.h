@@ -121,6 +121,7 @@ struct mv_vcpu {
   uint64_t hw_bp[MV_HW_BREAKPOINTS];   /* instruction breakpoints in DR0..DR3 */
   int nhw_bp;
   mv_exit *exit;           /* the caller's exit record during enter */
+  uint64_t enter_start;    /* mv__now_ns() at enter when tracing, for an unwound one */
   void *user;              /* the embedder's pointer */
   mv_vcpu_stats stats;
   uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
@@ -134,6 +135,8 @@ struct mv_vcpu {
 /* The real-time signal that kicks a VCPU thread (timer.c). */
 int mv__kick_signal(void);
 void mv__install_kick_signal(void);
+/* Disarms the timeout of an enter left by a longjmp (timer.c). */
+void mv__timer_unwound(mv_vcpu *cpu);
 
 /* What mv__access tells the backend to do next. */
 enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
@@ -234,6 +237,9 @@ struct mv_backend_ops {
    * Calls mv__access for each IO/MMIO access.  Fills *cpu->exit. */
   int (*vcpu_run)(mv_vcpu *cpu, mv_err *err);
   void (*vcpu_kick)(mv_vcpu *cpu);   /* async-signal-safe */
+  /* Optional: vcpu_run was left by a longjmp out of mv__access's callback
+   * (mv_vcpu_enter_unwound); completes that access as a failed one. */
+  void (*vcpu_unwound)(mv_vcpu *cpu);
   /* Applies cpu->debug and cpu->hw_bp; hw_bp may be NULL: no debug registers. */
   int (*set_debug)(mv_vcpu *cpu, unsigned flags, mv_err *err);
   bool hw_breakpoints;

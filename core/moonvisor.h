@@ -284,6 +284,22 @@ int mv_vcpu_enter(mv_vcpu *cpu, mv_exit *exit, mv_err *err);
  * VCPU is kicked and the exit's type is MV_EXIT_TIMEOUT. */
 int mv_vcpu_enter_timeout(mv_vcpu *cpu, uint64_t timeout_ns, mv_exit *exit, mv_err *err);
 
+/* Unwinding: an embedder whose trap callbacks raise errors by longjmp (Lua's
+ * lua_call inside one protected frame around the whole enter, instead of a
+ * protected call per exit) may jump out of a callback of an IO/MMIO access
+ * when mv_vcpu_can_unwind says the backend allows it (kvm: its exit loop is
+ * plain C; soft: no, Unicorn's frames would be skipped).  Doorbell callbacks
+ * must not be left that way.  After such a jump, mv_vcpu_enter_unwound
+ * finishes the enter as MV_TRAP_FAIL from that callback would have: a read
+ * sees all ones, the instruction completes, the timeout is disarmed,
+ * doorbells still queued reach their callbacks (which must be callable
+ * again by then), and *exit (the record enter was given) has
+ * handler_failed set.  Returns 1, 0 when no
+ * enter was running (the jump came from elsewhere), or -EBADF when a
+ * callback had closed the guest (the close happens now). */
+bool mv_vcpu_can_unwind(const mv_vcpu *cpu);
+int mv_vcpu_enter_unwound(mv_vcpu *cpu, mv_err *err);
+
 enum {
   MV_DEBUG_SINGLESTEP = 1u << 0,     /* a debug exit (exception 1) after each instruction */
   MV_DEBUG_SW_BREAKPOINTS = 1u << 1, /* int3 gives a debug exit (exception 3), rip at the int3 */

@@ -75,3 +75,12 @@ int mv_vcpu_enter_timeout(mv_vcpu *c, uint64_t timeout_ns, mv_exit *exit, mv_err
   }
   return r;
 }
+
+void mv__timer_unwound(mv_vcpu *c) {
+  if (timed_vcpu != c) return;
+  static const struct itimerspec off;
+  timer_settime(thread_timer, 0, &off, NULL);
+  timed_vcpu = NULL;
+  if (c->timed_out) c->kick_pending = 0;   /* the timeout fired during the failed handler: it ends nothing now */
+  c->timed_out = 0;
+}

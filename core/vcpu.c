@@ -123,6 +123,7 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   mv_guest *g = c->guest;
   uint64_t start = g->trace ? mv__now_ns() : 0;
   if (g->rec && (r = mv__rec_enter(c, err)) < 0) return r;
+  c->enter_start = start;
   c->in_enter = true;
   c->exit = exit;
   if (__atomic_exchange_n(&c->kick_pending, 0, __ATOMIC_ACQ_REL)) {
@@ -148,6 +149,33 @@ int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
   }
   if (r == 0) mv__note_exit(c, exit, start);
   return r;
+}
+
+bool mv_vcpu_can_unwind(const mv_vcpu *c) {   /* not while recording or replaying: the recorder's hooks keep the per-exit protected call */
+  return !c->destroyed && !c->guest->closed && c->guest->rec == NULL && c->guest->be->vcpu_unwound != NULL;
+}
+
+int mv_vcpu_enter_unwound(mv_vcpu *c, mv_err *err) {
+  if (!c->in_enter) return 0;   /* the jump came from outside an enter */
+  mv_guest *g = c->guest;
+  mv_exit *exit = c->exit;
+  mv__timer_unwound(c);
+  if (!c->destroyed && !g->closed) g->be->vcpu_unwound(c);
+  exit->handler_failed = true;
+  if (!exit->write) exit->data = UINT64_MAX;
+  if (!g->close_requested && !g->closed) {   /* as enter does after a failed access; the access stays the failure */
+    mv_exit failed;
+    mv__bells_drain(g, c, &failed);
+  }
+  c->exit = NULL;
+  c->in_enter = false;
+  if (g->close_requested) {
+    g->close_requested = false;
+    mv_guest_close(g);
+    return mv__fail(err, -EBADF, "vcpu:enter: the guest was closed by a trap handler");
+  }
+  mv__note_exit(c, exit, c->enter_start);
+  return 1;
 }
 
 void mv_vcpu_kick(mv_vcpu *c) {

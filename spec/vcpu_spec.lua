@@ -100,6 +100,99 @@ describe("trap handlers", function()
   end)
 end)
 
+-- On kvm the handlers of accesses run without a protected call each: an
+-- error jumps out of the core's exit loop to cpu:enter, which lets the core
+-- finish the access as a failed one.  Each case below leaves the objects
+-- usable on both backends.
+describe("a trap handler's error", function()
+  it("makes an IN read all ones and the instruction complete", function()
+    local g, cpu = H.real("mov al, 0x12\nin al, 0x81\nmov bl, al\nhlt")
+    g:trap("io", 0x81, 1, function() error("no device") end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("^vcpu:enter: io handler for port 0x81 %(in, 1 bytes%) failed: .*no device", err)
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(0xff, cpu.rbx & 0xff)
+  end)
+
+  it("makes an MMIO read all ones", function()
+    local g, cpu = H.real("mov ax, 0x2000\nmov ds, ax\nmov eax, 0x12345678\nmov eax, [0x10]\nhlt")
+    g:trap("mem", 0x20000, 0x1000, function() error("no device") end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("^vcpu:enter: mem handler for 0x20010 %(read, 4 bytes%) failed: .*no device", err)
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(0xffffffff, cpu.rax & 0xffffffff)
+  end)
+
+  it("in the middle of rep insb keeps the elements before it and fills the rest", function()
+    local g, cpu = H.real("mov di, 0x3000\nmov cx, 4\nmov dx, 0x3f8\nrep insb\nhlt")
+    local n = 0
+    g:trap("io", 0x3f8, 1, function()
+      n = n + 1
+      if n == 3 then error("third") end
+      return 0x60 + n
+    end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("third", err)
+    local e = cpu:enter()
+    while e.type ~= "hlt" do e = cpu:enter() end
+    assert.equals("ab", g:read(0x3000, 2))
+    assert.equals("\xff", g:read(0x3002, 1))
+  end)
+
+  it("inside a timed enter leaves no timeout behind", function()
+    local g, cpu = H.real("out 0x80, al\nl: out 0x81, al\njmp l")
+    g:trap("io", 0x80, 1, function() error("boom") end)
+    local n = 0
+    g:trap("io", 0x81, 1, function(_, c) n = n + 1; if n == 2000 then c:kick() end end)
+    assert.is_false(pcall(cpu.enter, cpu, { timeout_ms = 60000 }))
+    -- a timed enter right away is not refused as a second timed run, and ends by the kick
+    assert.equals("kick", cpu:enter{ timeout_ms = 60000 }.type)
+    assert.equals(2000, n)
+  end)
+
+  it("after closing the guest reports the close", function()
+    local g, cpu = H.real("out 0x80, al\nhlt")
+    g:trap("io", 0x80, 1, function() g:close() error("and then this") end)
+    assert.has_error(function() cpu:enter() end, "vcpu:enter: the guest was closed by a trap handler")
+    assert.equals("Guest(closed)", tostring(g))
+  end)
+
+  it("in a handler of another VCPU's enter stays with that enter", function()
+    local g1, cpu1 = H.real("out 0x80, al\nhlt")
+    local g2, cpu2 = H.real("out 0x90, al\nhlt")
+    g2:trap("io", 0x90, 1, function() error("inner") end)
+    local inner
+    g1:trap("io", 0x80, 1, function() inner = select(2, pcall(cpu2.enter, cpu2)) end)
+    assert.equals("hlt", cpu1:enter().type)
+    assert.matches("io handler for port 0x90 %(out, 1 bytes%) failed: .*inner", inner)
+    assert.equals("hlt", cpu2:enter().type)
+  end)
+
+  it("still delivers the doorbells rung before it, and reports the access's error", function()
+    local g, cpu = H.real("mov ax, 0x5000\nmov ds, ax\nmov dword [0x0], 1\nout 0x80, al\nhlt")
+    local rung = 0
+    g:trap("bell", 0x50000, 8, function() rung = rung + 1 end)
+    g:trap("io", 0x80, 1, function() error("boom") end)
+    local ok, err = pcall(cpu.enter, cpu)
+    assert.is_false(ok)
+    assert.matches("^vcpu:enter: io handler for port 0x80 %(out, 1 bytes%) failed: .*boom", err)
+    assert.equals(1, rung)
+    assert.equals("hlt", cpu:enter().type)
+    assert.equals(1, rung)
+  end)
+
+  it("is counted as the exit enter ended with", function()
+    local g, cpu = H.real("out 0x80, al\nhlt")
+    g:trap("io", 0x80, 1, function() error("boom") end)
+    assert.is_false(pcall(cpu.enter, cpu))
+    assert.equals("hlt", cpu:enter().type)
+    assert.same({ io = 1, hlt = 1 }, cpu:stats().exits)
+  end)
+end)
+
 describe("vcpu:kick()", function()
   it("before enter makes that enter return a kick exit at once", function()
     local g, cpu = H.real("jmp $")

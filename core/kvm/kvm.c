@@ -464,6 +464,7 @@ static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
     e->reason = KVM_EXIT_IO;
     e->data = write ? load_le(p, run->io.size) : 0;
     uint64_t value = 0;
+    kv->io_elem = i;
     int st = mv__access(c, e, &value);
     if (!write) store_le(p, run->io.size, value);
     if (st == MV_ACCESS_STOP) {
@@ -487,6 +488,21 @@ static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
   int st = mv__access(c, e, &value);
   if (!e->write) store_le(run->mmio.data, run->mmio.len, value);
   return st;
+}
+
+/* A trap callback left the run by a longjmp (mv_vcpu_enter_unwound): the
+ * access reads as all ones, as after MV_TRAP_FAIL, and completes. */
+static void kvm_vcpu_unwound(mv_vcpu *c) {
+  kvm_vcpu *kv = KV(c);
+  struct kvm_run *run = kv->run;
+  kv->running = 0;
+  kv->touched |= KS_DEBUGREGS | KS_XCRS;   /* the run's sandbox check was skipped */
+  if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN && kv->io_elem < run->io.count)
+    memset((uint8_t *)run + run->io.data_offset + (size_t)kv->io_elem * run->io.size, 0xff,
+           (size_t)run->io.size * (run->io.count - kv->io_elem));
+  else if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write)
+    memset(run->mmio.data, 0xff, run->mmio.len < 8 ? run->mmio.len : 8);
+  settle(kv);
 }
 
 /* Without an in-kernel irqchip, queued vectors go in through KVM_INTERRUPT
@@ -675,7 +691,7 @@ const mv_backend_ops mv__kvm_backend = {
   .guest_save = kvm_guest_save, .guest_load = kvm_guest_load,
   .bell_add = kvm_bell_add, .bell_remove = kvm_bell_remove, .bell_take = kvm_bell_take,
   .vcpu_create = kvm_vcpu_create, .vcpu_destroy = kvm_vcpu_destroy,
-  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .set_debug = kvm_set_debug, .hw_breakpoints = true,
+  .vcpu_run = kvm_vcpu_run, .vcpu_kick = kvm_vcpu_kick, .vcpu_unwound = kvm_vcpu_unwound, .set_debug = kvm_set_debug, .hw_breakpoints = true,
   .get_regs = kvm_get_regs, .set_regs = kvm_set_regs,
   .get_sregs = kvm_get_sregs, .set_sregs = kvm_set_sregs,
   .get_msr = kvm_get_msr, .set_msr = kvm_set_msr, .mechanisms = kvm_mechanisms,

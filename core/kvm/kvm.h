@@ -75,6 +75,7 @@ typedef struct kvm_vcpu {
                                         snapshot save or load (kvm_state.c) */
   unsigned run_touches;              /* the classes a run of the guest can change */
   kvm_sandbox *sb;                   /* mv_vcpu_declare_sandbox, or NULL */
+  uint32_t io_elem;                  /* the element of the IO exit being handled (string IO) */
 } kvm_vcpu;
 
 /* The state classes a snapshot keeps beyond registers, segments and events. */

@@ -201,7 +201,7 @@ end
 
 -- Zeros len bytes of guest memory at addr, 64 KiB at a time (a guest may ask
 -- for 4 GiB); false at the first range that is not guest RAM.
-local ZEROS = string.rep("\0", 0x10000)
+local ZEROS = string.rep(string.rep("\0", 0x100), 0x100)   -- 64 KiB (a 1-byte string.rep copies byte by byte: 2M instructions at load)
 local function zero_fill(g, addr, len)
   while len > 0 do
     local n = math.min(len, #ZEROS)
