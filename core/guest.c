@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -47,6 +48,17 @@ void mv_guest_get_mechanisms(const mv_guest *g, mv_guest_mechanisms *out) {
 bool mv_guest_is_closed(const mv_guest *g) { return g->closed; }
 void mv_guest_retain(mv_guest *g) { g->refs++; }
 
+/* A guest's backend frees much heap when it closes (a Unicorn engine is tens
+ * of MiB), into the middle of the process's heap, where later allocations
+ * fragment it: thousands of guest lifecycles then keep hundreds of MiB
+ * resident with nothing leaked.  When much lies free, hand it back
+ * (malloc_trim costs milliseconds, so not after every guest). */
+#define HEAP_FREE_MAX ((size_t)32 << 20)
+static void give_back_free_heap(void) {
+  struct mallinfo2 mi = mallinfo2();
+  if (mi.fordblks > HEAP_FREE_MAX) malloc_trim(0);
+}
+
 void mv_guest_close(mv_guest *g) {
   if (g->closed) return;
   if (g->smp) {   /* inside guest:run (smp.c): it stops every VCPU, then closes */
@@ -74,6 +86,7 @@ void mv_guest_close(mv_guest *g) {
   g->nbells = 0;
   g->be->guest_destroy(g);
   g->closed = true;
+  give_back_free_heap();
 }
 
 void mv_guest_release(mv_guest *g) {

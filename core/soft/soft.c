@@ -14,7 +14,6 @@
  * regions are at most 4 bytes wide).
  */
 #include <errno.h>
-#include <malloc.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,24 +374,12 @@ static int soft_vcpu_create(mv_vcpu *c, uint64_t entry, mv_err *err) {
   return r;
 }
 
-/* A Unicorn engine is tens of MiB of heap, freed by uc_close into the middle
- * of the process's heap, where later allocations fragment it: thousands of
- * guest lifecycles then keep hundreds of MiB resident with nothing leaked.
- * When much lies free, hand it back (malloc_trim costs milliseconds, so not
- * after every engine). */
-#define SOFT_HEAP_FREE_MAX ((size_t)64 << 20)
-static void give_back_free_heap(void) {
-  struct mallinfo2 mi = mallinfo2();
-  if (mi.fordblks > SOFT_HEAP_FREE_MAX) malloc_trim(0);
-}
-
 static void soft_vcpu_destroy(mv_vcpu *c) {
   if (!SV(c)) return;
   soft_engine_close(c);
   soft_free_once(SV(c));
   free(SV(c));
   c->be_state = NULL;
-  give_back_free_heap();
 }
 
 static void soft_vcpu_kick(mv_vcpu *c) { (void)c; }   /* code_hook sees kick_pending */
