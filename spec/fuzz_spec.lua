@@ -28,22 +28,7 @@ done:
   out dx, al
   hlt]]
 
-local function config(extra)
-  local c = {
-    setup = function()
-      local g = H.guest()
-      g:map(0, mv.vmo(0x200000))
-      g:write(0x1000, H.asm(target, 64))
-      return g, g:vcpu{ entry = 0x1000, mode = "long" }
-    end,
-    input = { addr = 0x10000, max_len = 64, len_reg = "rsi" },
-    done = function(exit) return exit.type == "io" and exit.port == 0x501 end,
-    corpus = { "hello" },
-    quiet = true, status = false, timeout_ms = 200,
-  }
-  for k, v in pairs(extra or {}) do c[k] = v end
-  return c
-end
+local function config(extra) return H.fuzz_config(target, extra) end
 
 local ELF = "build/guests/fuzz_target.elf"
 

@@ -1,5 +1,5 @@
 -- helpers.lua - what the specs share: the backend under test, guests with
--- RAM and a real-mode VCPU, and nasm-assembled snippets.
+-- RAM and a real-mode VCPU, nasm-assembled snippets, fuzz configurations.
 local mv = require "moonvisor"
 
 local helpers = {}
@@ -63,6 +63,26 @@ function helpers.real(source, opts)
   g:write(0x1000, helpers.asm(source))
   local cpu = g:vcpu{ entry = 0x1000 }
   return g, cpu, ram
+end
+
+-- moonvisor.fuzz's configuration for a long-mode target: `source` at
+-- 0x1000 in 2 MiB of RAM, the input at 0x10000 (its length in rsi), done at
+-- an `out` to port 0x501; `extra`'s fields added or replacing these.
+function helpers.fuzz_config(source, extra)
+  local c = {
+    setup = function()
+      local g = helpers.guest()
+      g:map(0, mv.vmo(0x200000))
+      g:write(0x1000, helpers.asm(source, 64))
+      return g, g:vcpu{ entry = 0x1000, mode = "long" }
+    end,
+    input = { addr = 0x10000, max_len = 64, len_reg = "rsi" },
+    done = function(exit) return exit.type == "io" and exit.port == 0x501 end,
+    corpus = { "hello" },
+    quiet = true, status = false, timeout_ms = 200,
+  }
+  for k, v in pairs(extra or {}) do c[k] = v end
+  return c
 end
 
 -- Number of open file descriptors of this process, once the guests no

@@ -33,6 +33,19 @@ local function image(name)
   return assert(io.open("build/guests/" .. name, "rb"), "run make first"):read("a")
 end
 
+-- Runs cpus until a handler on port w.woken stops the run, after the
+-- handler on port w.at sent cpus[w.to] interrupt w.vector; checks that VCPU
+-- `id` took it, and closes g.
+local function assert_woken(g, cpus, w, id)
+  local woke
+  g:trap("io", w.at, 1, function() cpus[w.to]:interrupt(w.vector) end)
+  g:trap("io", w.woken, 1, function(_, cpu) woke = cpu.id; g:stop() end)
+  local res = g:run(cpus, { timeout_ms = 120000 })
+  assert.equals("stop", res.reason)
+  assert.equals(id, woke)
+  g:close()
+end
+
 describe("guest:run", function()
   it("runs every VCPU of examples/guests/smp.bin: the lock xadd counter adds up, each CPU its share", function()
     local g = H.guest()
@@ -149,13 +162,7 @@ describe("guest:run", function()
 
   it("delivers cpu:interrupt from one VCPU's handler through the other's local APIC #kvm", function()
     local g, cpus = lapic_pair("mov dx, 0x70c\nout dx, al")
-    local woke
-    g:trap("io", 0x70c, 1, function() cpus[2]:interrupt(0x40) end)
-    g:trap("io", 0x70b, 1, function(_, cpu) woke = cpu.id; g:stop() end)
-    local res = g:run(cpus, { timeout_ms = 120000 })
-    assert.equals("stop", res.reason)
-    assert.equals(1, woke)
-    g:close()
+    assert_woken(g, cpus, { at = 0x70c, to = 2, vector = 0x40, woken = 0x70b }, 1)
   end)
 
   it("keeps an AP running while another VCPU's handler runs (the AP's count moves meanwhile) #kvm", function()
@@ -306,13 +313,7 @@ describe("guest:run", function()
       cli
     h: hlt
       jmp h]] })
-    local woke
-    g:trap("io", 0x704, 1, function() cpus[1]:interrupt(0x20) end)
-    g:trap("io", 0x705, 1, function(_, cpu) woke = cpu.id; g:stop() end)
-    local res = g:run(cpus, { timeout_ms = 120000 })
-    assert.equals("stop", res.reason)
-    assert.equals(0, woke)
-    g:close()
+    assert_woken(g, cpus, { at = 0x704, to = 1, vector = 0x20, woken = 0x705 }, 0)
   end)
 
   it("stops every VCPU at a timeout, and runs them again", function()
