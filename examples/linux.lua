@@ -62,17 +62,7 @@ local function size_arg(s)
 end
 
 local o = { mem = 256 << 20, cmdline = "console=ttyS0" }
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local opt, val = a:match("^(%-%-[%w-]+)=(.*)$")
-  opt = opt or a
-  local function value()
-    if val then return val end
-    i = i + 1
-    if arg[i] == nil then usage(opt .. " needs a value") end
-    return arg[i]
-  end
+for opt, value, a in require("moonvisor.cli").options(arg, usage) do
   if opt == "--kernel" then o.kernel = value()
   elseif opt == "--mem" then o.mem = size_arg(value())
   elseif opt == "--cmdline" then o.cmdline = value()
@@ -85,7 +75,6 @@ while i <= #arg do
   elseif opt == "--stats" then o.stats = true
   elseif opt == "-h" or opt == "--help" then usage("boots a Linux bzImage")
   else usage("unknown argument " .. a) end
-  i = i + 1
 end
 if o.mem < (2 << 20) or o.mem % 4096 ~= 0 then usage("--mem must be at least 2M, in whole pages") end
 if o.run then

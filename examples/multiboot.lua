@@ -35,17 +35,7 @@ local function usage(msg)
 end
 
 local modules, mem_mib, timeout_ms, kernel, words = {}, 63, nil, nil, {}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local opt, val = a:match("^(%-%-[%w-]+)=(.*)$")
-  opt = opt or a
-  local function value()
-    if val then return val end
-    i = i + 1
-    if arg[i] == nil then usage(opt .. " needs a value") end
-    return arg[i]
-  end
+for opt, value, a in require("moonvisor.cli").options(arg, usage) do
   if kernel then words[#words + 1] = a
   elseif opt == "--module" then
     local v = value()
@@ -60,7 +50,6 @@ while i <= #arg do
   elseif opt == "-h" or opt == "--help" then usage("boots a Multiboot v1 kernel")
   elseif a:sub(1, 1) == "-" and a ~= "-" then usage("unknown option " .. a)
   else kernel = a end
-  i = i + 1
 end
 if not kernel then usage("no kernel given") end
 local cmdline = table.concat({ kernel, table.unpack(words) }, " ")
