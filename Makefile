@@ -540,7 +540,7 @@ build/guests/pctest.o: examples/guests/pctest.c
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(PC_CFLAGS) -c -o $@ $<
 
-build/guests/pctest_mb.o build/guests/pctest_pvh.o: build/guests/%.o: examples/guests/%.S
+build/guests/pctest_mb.o build/guests/pctest_pvh.o: build/guests/%.o: examples/guests/%.S examples/guests/pctest_entry.inc
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) -m32 -c -o $@ $<
 
