@@ -64,6 +64,16 @@ local function read_source(what, src)
   return src, data
 end
 
+-- What a loader taking options checks first: the guest, the options, the
+-- source.  -> the guest's mappings, the options ({} for none), the source's
+-- name and bytes, and a fail() naming the file.
+local function begin(what, g, src, opts)
+  local maps = check_guest(what, g)
+  if opts ~= nil and type(opts) ~= "table" then argfail(what, "options must be a table, got %s", type(opts)) end
+  local name, data = read_source(what, src)
+  return maps, opts or {}, name, data, failer(what, name)
+end
+
 local function hex(n) return ("0x%x"):format(n) end
 
 -- {======================================================= guest memory
@@ -376,11 +386,8 @@ end
 -- memsz, offset, flags } }, symbols = { name = addr }, symbol_list = sorted
 -- { name, addr, size, global } }.
 function load.elf(g, src, opts)
-  local maps = check_guest("elf", g)
-  if opts ~= nil and type(opts) ~= "table" then argfail("elf", "options must be a table, got %s", type(opts)) end
-  opts = opts or {}
-  local name, data = read_source("elf", src)
-  local fail = failer("elf", name)
+  local maps, _, data, fail
+  maps, opts, _, data, fail = begin("elf", g, src, opts)
   local plan, image = elf_parse(data, fail, opts)
   plan_check(plan, runs(maps), fail, opts.reserved)
   plan_run(g, plan)
@@ -409,7 +416,7 @@ function load.multiboot(g, src, opts) return require("moonvisor.multiboot").load
 -- The helpers moonvisor.multiboot shares with the loaders here (not a public
 -- API): argument and file checks, memory runs, write plans, ELF parsing.
 load.internal = {
-  failer = failer, argfail = argfail, check_guest = check_guest, read_source = read_source, hex = hex,
+  failer = failer, argfail = argfail, check_guest = check_guest, read_source = read_source, begin = begin, hex = hex,
   runs = runs, new_plan = new_plan, plan_add = plan_add, plan_check = plan_check, plan_run = plan_run,
   range_name = range_name, elf_parse = elf_parse,
 }

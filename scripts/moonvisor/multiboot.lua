@@ -11,7 +11,7 @@
 local load = require "moonvisor.load"
 
 local I = load.internal
-local failer, argfail, check_guest, read_source, hex = I.failer, I.argfail, I.check_guest, I.read_source, I.hex
+local read_source, hex = I.read_source, I.hex
 local runs, new_plan, plan_add, plan_check, plan_run = I.runs, I.new_plan, I.plan_add, I.plan_check, I.plan_run
 local range_name, elf_parse = I.range_name, I.elf_parse
 
@@ -136,11 +136,8 @@ end
 -- map, the module list, then the strings (cmdline, "moonvisor", module
 -- command lines); its length is returned as info_size.
 function M.load(g, src, opts)
-  local maps = check_guest("multiboot", g)
-  if opts ~= nil and type(opts) ~= "table" then argfail("multiboot", "options must be a table, got %s", type(opts)) end
-  opts = opts or {}
-  local name, data = read_source("multiboot", src)
-  local fail = failer("multiboot", name)
+  local maps, name, data, fail
+  maps, opts, name, data, fail = I.begin("multiboot", g, src, opts)
 
   local cmdline = opts.cmdline or ""
   if type(cmdline) ~= "string" then fail("cmdline must be a string, got %s", type(cmdline)) end

@@ -27,7 +27,7 @@
 local load = require "moonvisor.load"
 
 local I = load.internal
-local failer, argfail, check_guest, read_source, hex = I.failer, I.argfail, I.check_guest, I.read_source, I.hex
+local read_source, hex = I.read_source, I.hex
 local runs, plan_add, plan_check, plan_run = I.runs, I.plan_add, I.plan_check, I.plan_run
 local range_name, elf_parse = I.range_name, I.elf_parse
 
@@ -67,11 +67,8 @@ local function default_map(maps)
 end
 
 function M.load(g, src, opts)
-  local maps = check_guest("pvh", g)
-  if opts ~= nil and type(opts) ~= "table" then argfail("pvh", "options must be a table, got %s", type(opts)) end
-  opts = opts or {}
-  local name, data = read_source("pvh", src)
-  local fail = failer("pvh", name)
+  local maps, name, data, fail
+  maps, opts, name, data, fail = I.begin("pvh", g, src, opts)
   local cmdline = opts.cmdline or ""
   if type(cmdline) ~= "string" or cmdline:find("\0", 1, true) then fail("cmdline must be a string without NUL bytes") end
 
