@@ -101,6 +101,16 @@ describe("conformance tester", function()
     assert.equals("fldpi [pc24,rc]", "fldpi" .. compare.tag("fldpi", { fcw = 0x47f, mxcsr = 0x1f80 }))
     assert.equals("addps x,x [ftz]", "addps x,x" .. compare.tag("addps x,x", { fcw = 0x37f, mxcsr = 0x9f80 }))
     assert.equals("", compare.tag("movaps x,x", { fcw = 0x37f, mxcsr = 0x9f80 }))
+    -- the mode a form runs with follows the sequence's ldmxcsr and fldcw (case 1453 of seed a0830e9:
+    -- ldmxcsr of 0xbfd2, then divss; the FTZ it set made the form's class "divss x,x [ftz,daz]")
+    local seq = { { form = "ldmxcsr m32", text = "mov dword dword [r15 - 0x160], 0xbfd2\nldmxcsr dword [r15 - 0x160]" },
+                  { form = "fldcw m16", text = "mov word word [r15], 0x47f\nfldcw word [r15]" },
+                  { form = "divss x,x", text = "divss xmm4, xmm14" } }
+    local init_fpu = { fcw = 0x37f, mxcsr = 0x1f80 }
+    assert.same({ fcw = 0x37f, mxcsr = 0x1f80 }, compare.fp_mode(init_fpu, seq, 1))
+    assert.same({ fcw = 0x37f, mxcsr = 0xbfd2 }, compare.fp_mode(init_fpu, seq, 2))
+    assert.same({ fcw = 0x47f, mxcsr = 0xbfd2 }, compare.fp_mode(init_fpu, seq, 3))
+    assert.equals(" [ftz,daz]", compare.tag("divss x,x", compare.fp_mode(init_fpu, seq, 3)))
   end)
 
   it("finds the instruction that introduces a difference and minimises the case to it", function()

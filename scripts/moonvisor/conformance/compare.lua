@@ -19,6 +19,7 @@
 --   details: one line per difference, with both values, for verbose output
 -- compare.key(form, items) -> the class key "form: item,item"
 -- compare.tag(form, fpu)    -> " [pc24,rc]", " [ftz]", ...: the FP mode, appended to forms
+-- compare.fp_mode(fpu, seq, i) -> { fcw, mxcsr } seq[i] runs with
 local compare = {}
 
 local GPRS = { "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
@@ -181,8 +182,8 @@ end
 -- The mode an x87 or SSE floating-point form ran in, when not the default,
 -- as a suffix of its class form: x87 precision control ("pc24", "pc53")
 -- and rounding ("rc"); for SSE arithmetic, flush-to-zero and
--- denormals-are-zero ("ftz", "daz").  Read from the case's initial FCW and MXCSR (an FLDCW or LDMXCSR
--- earlier in the sequence is not followed).  Returns "" or " [tags]".
+-- denormals-are-zero ("ftz", "daz").  `fpu`'s FCW and MXCSR: those the
+-- form ran with (compare.fp_mode).  Returns "" or " [tags]".
 function compare.tag(form, fpu)
   local tags = {}
   if form:match("^f") then
@@ -194,6 +195,19 @@ function compare.tag(form, fpu)
     if fpu.mxcsr & 0x40 ~= 0 then tags[#tags + 1] = "daz" end
   end
   return #tags > 0 and (" [" .. table.concat(tags, ",") .. "]") or ""
+end
+
+-- The FCW and MXCSR seq[upto] runs with: fpu's (the case's initial
+-- state), then what each fldcw and ldmxcsr before it loads (the generator
+-- writes the value into memory in the instruction's own text).
+function compare.fp_mode(fpu, seq, upto)
+  local mode = { fcw = fpu.fcw, mxcsr = fpu.mxcsr }
+  for i = 1, upto - 1 do
+    local inst = seq[i]
+    local v = (inst.form == "ldmxcsr m32" or inst.form == "fldcw m16") and tonumber(inst.text:match(",%s*(0x%x+)"))
+    if v and inst.form == "ldmxcsr m32" then mode.mxcsr = v elseif v then mode.fcw = v end
+  end
+  return mode
 end
 
 return compare

@@ -104,7 +104,8 @@ function Tester:minimise(init, seq, key)
       if gen.valid(cand) then
         local items, details = self:check(init, cand)
         if not items then return nil, details end
-        if #items > 0 and compare.key(cand[#cand].form .. compare.tag(cand[#cand].form, init.fpu), items) == key then
+        if #items > 0 and compare.key(cand[#cand].form .. compare.tag(cand[#cand].form, compare.fp_mode(init.fpu, cand, #cand)),
+                                 items) == key then
           cur, cur_details, changed = cand, details, true
         end
       end
@@ -150,7 +151,7 @@ function Tester:case(c, opts)
       hi_items, hi_details = d_items, d_details
     end
     local culprit = seq[hi]
-    local form = culprit.form .. compare.tag(culprit.form, c.init.fpu)
+    local form = culprit.form .. compare.tag(culprit.form, compare.fp_mode(c.init.fpu, seq, hi))
     local key = compare.key(form, hi_items)
     local class = { key = key, form = form, items = hi_items, details = hi_details, prefix = hi,
                     seq = prefix(seq, hi), minimised = false }
