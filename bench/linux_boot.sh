@@ -13,7 +13,8 @@
 #   make test-vm VM_CMD='bench/linux_boot.sh'    where there is no /dev/kvm
 #
 # LINUX_KERNEL (default: the newest /boot/vmlinuz-*), LINUX_APPEND (default
-# "console=ttyS0"), LINUX_BOOT_TIMEOUT (seconds per boot, default 600).
+# "console=ttyS0"), LINUX_BOOT_TIMEOUT (seconds per boot, default 600),
+# LINUX_SMP (CPUs, default 1).
 set -u
 cd "$(dirname "$0")/.."
 N=${1:-3}
@@ -21,6 +22,7 @@ K=${LINUX_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)}
 I=build/linux/initramfs.cpio.gz
 APPEND=${LINUX_APPEND:-console=ttyS0}
 TIMEOUT=${LINUX_BOOT_TIMEOUT:-600}
+SMP=${LINUX_SMP:-1}
 MARK="moonvisor-initramfs: Linux"
 [ -c /dev/kvm ] || { echo "linux_boot: no /dev/kvm here (make test-vm VM_CMD='bench/linux_boot.sh' runs it in the nested VM)"; exit 1; }
 [ -n "$K" ] && [ -f "$K" ] || { echo "linux_boot: no kernel (apt-get install linux-image-amd64, or LINUX_KERNEL=...)"; exit 1; }
@@ -45,15 +47,15 @@ time_to_mark() {
 median() {   # the middle run; of an even number, the lower middle one
   tr ' ' '\n' | grep -v '^-$' | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "-" }'; }
 
-QEMU=(qemu-system-x86_64 -accel kvm -m 256 -smp 1 -nodefaults -display none -vga none -serial stdio -no-reboot)
+QEMU=(qemu-system-x86_64 -accel kvm -m 256 -smp "$SMP" -nodefaults -display none -vga none -serial stdio -no-reboot)
 boot() {   # boot NAME: one run's milliseconds
   case $1 in
-    moonvisor) time_to_mark build/moonvisor run -kernel "$K" -initrd "$I" -append "$APPEND" -m 256 -smp 1 -no-reboot ;;
+    moonvisor) time_to_mark build/moonvisor run -kernel "$K" -initrd "$I" -append "$APPEND" -m 256 -smp "$SMP" -no-reboot ;;
     pc)        time_to_mark "${QEMU[@]}" -M pc -kernel "$K" -initrd "$I" -append "$APPEND" ;;
     microvm)   time_to_mark "${QEMU[@]}" -M microvm -kernel "$K" -initrd "$I" -append "$APPEND" ;;
   esac
 }
-echo "linux_boot: $K, $I, append \"$APPEND\", 256 MiB, 1 CPU; median of $N"
+echo "linux_boot: $K, $I, append \"$APPEND\", 256 MiB, $SMP CPU(s); median of $N"
 for name in moonvisor pc microvm; do
   times=()
   for _ in $(seq "$N"); do times+=("$(boot $name)"); done

@@ -12,7 +12,8 @@ local shell = require "moonvisor.linux_shell"
 
 local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
 local INITRD = "build/linux/initramfs.cpio.gz"
-local BOOT_MS = 600000       -- a bound, not an expectation: ~30 s in the nested VM
+local BOOT_MS = 300000       -- a bound, not an expectation: 20-60 s in the nested VM
+local CPUS = 2               -- SMP: the boot CPU starts the other through its local APIC
 
 local function kernel()
   local k = os.getenv("LINUX_KERNEL")
@@ -31,6 +32,9 @@ local function slurp(p)
   return s
 end
 
+-- The last n bytes of s, to show where a boot stopped.
+local function tail(s, n) return #s > n and "..." .. s:sub(-n) or s end
+
 -- moonvisor run ARGS, stdin /dev/null: stdout, stderr, status.
 local function run(args, seconds)
   local out, err = os.tmpname(), os.tmpname()
@@ -48,7 +52,8 @@ describe("Linux on moonvisor.pc #linux", function()
 
   it("boots to the busybox shell, answers uname -r and the processor count, and powers off with status 0", function()
     assert.truthy(io.open(INITRD), INITRD .. " is missing: make linux-initramfs")
-    local sh <close> = shell.boot{ kernel = K, initrd = INITRD, append = "console=ttyS0", timeout_ms = BOOT_MS }
+    local sh <close> = shell.boot{ kernel = K, initrd = INITRD, append = "console=ttyS0", timeout_ms = BOOT_MS,
+                                   cpus = CPUS }
     local log = sh:wait_prompt()
     assert.matches("Run /init as init process", log, 1, true)
     assert.matches("moonvisor-initramfs: Linux " .. version, log, 1, true)
@@ -56,7 +61,9 @@ describe("Linux on moonvisor.pc #linux", function()
     assert.equals(version .. "\n", out)
     assert.equals(0, status)
     out, status = sh:run("cat /proc/cpuinfo | grep -c processor")
-    assert.equals(tostring(sh.machine.cpus) .. "\n", out)
+    assert.equals(CPUS .. "\n", out)
+    assert.equals(CPUS, #sh.machine.all_cpus)
+    assert.matches(("moonvisor-initramfs: Linux %s, %d CPU(s)"):format(version, CPUS), log, 1, true)
     assert.equals(0, status)
     out, status = sh:run("false")
     assert.equals("", out)
@@ -69,7 +76,7 @@ describe("Linux on moonvisor.pc #linux", function()
   end)
 
   it("is interactive in a real terminal: ls / works, poweroff ends the run with status 0, the terminal is cooked again", function()
-    local cmd = ("MOONVISOR_BACKEND=%s %s run -kernel %s -initrd %s -append console=ttyS0 -m 256 --stats; echo \"[status=$?]\"; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon; sleep 60"):format(
+    local cmd = ("MOONVISOR_BACKEND=%s %s run -kernel %s -initrd %s -append console=ttyS0 -m 256 -smp 2 --stats; echo \"[status=$?]\"; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon; sleep 60"):format(
       H.backend, exe, K, INITRD)
     local s = tmux.start(cmd)
     finally(function() s:kill() end)
@@ -99,8 +106,8 @@ describe("Linux on moonvisor.pc #linux", function()
 
   it("ends a kernel panic with status 4 and the panic's text", function()
     -- no initramfs: the kernel cannot mount a root file system
-    local out, err, status = run(("-kernel %s -append console=ttyS0 -m 256"):format(K), BOOT_MS // 1000)
-    assert.equals(4, status)
+    local out, err, status = run(("-kernel %s -append console=ttyS0 -m 256 -smp %d"):format(K, CPUS), BOOT_MS // 1000)
+    assert.equals(4, status, ("status %s; stderr: %s\nthe console's end: %s"):format(status, err, tail(out, 3000)))
     assert.matches("moonvisor run: the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs", err, 1, true)
     assert.matches("Kernel panic - not syncing", out, 1, true)
   end)

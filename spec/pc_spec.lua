@@ -189,6 +189,31 @@ describe("moonvisor.pc", function()
       assert.equals("the guest halted with interrupts disabled at 0x200002", r.reason)
     end)
 
+    it("#kvm run every CPU: the boot CPU starts the other with INIT/SIPI, whose debug exit ends the run", function()
+      -- VCPU 1 waits for a SIPI (vector 0x10: real mode at 0x10000) and writes 0x21 to isa-debug-exit
+      local m <close> = machine([[
+        mov dword [0xfee00310], 0x01000000  ; ICR destination: APIC id 1
+        mov dword [0xfee00300], 0x00004500  ; INIT
+        mov dword [0xfee00300], 0x00004610  ; start-up, vector 0x10
+        jmp $]], { cpus = 2 })
+      m.g:write(0x10000, H.asm("mov al, 0x21\nout 0xf4, al\njmp $", 16))
+      assert.equals(2, #m.all_cpus)
+      local by
+      m:trace(function(name, _, _, cpu) if name == "debug_exit" then by = cpu.id end end)
+      local r = m:run{ timeout_ms = 20000 }
+      assert.same({ "debug-exit", 67, 1 }, { r.kind, r.status, by })
+      local counted = {}
+      for _, d in ipairs(m:exit_stats().devices) do counted[d.name] = d.exits end
+      assert.equals(1, counted.debug_exit)     -- the guest's trap counts, once, not once per VCPU
+    end)
+
+    it("run only the boot CPU where there is no in-kernel irqchip (the soft backend), though cpus describes more", function()
+      local m <close> = machine("mov al, 0x20\nout 0xf4, al\njmp $", { cpus = 4, irqchip = false })
+      assert.equals(1, #m.all_cpus)
+      assert.equals(string.pack("<I2", 4), m.dev.fw_cfg:item(K.NB_CPUS))
+      assert.equals(65, m:run{ timeout_ms = 5000 }.status)
+    end)
+
     it("end after timeout_ms with status 124", function()
       local m <close> = machine("jmp $")
       local r = m:run{ timeout_ms = 200, slice_ms = 50 }

@@ -136,7 +136,7 @@ function M.boot(m, opts)
                                e820 = e820(m), rsdp = m.acpi and m.acpi.rsdp, reserved = m.reserved,
                                vcpu = false })
     local cpu = lb.vcpu()
-    m.cpu = cpu
+    m:_set_boot_cpu(cpu)
     b.image, b.entry, b.mode, b.cpu = lb, lb.entry, lb.mode, cpu
     b.cmdline, b.cmdline_addr = cmdline, lb.cmdline_addr
     b.kernel_addr = lb.kernel_addr

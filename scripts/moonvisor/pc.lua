@@ -11,7 +11,9 @@
 --
 -- pc.new options (all optional):
 --   mem       RAM in bytes (default 128 MiB, QEMU's); at least 2 MiB
---   cpus      1..255 CPUs in fw_cfg, the MADT and CMOS (moonvisor runs one VCPU)
+--   cpus      1..255 CPUs in fw_cfg, the MADT and CMOS; on KVM with the irqchip
+--             each is a VCPU (at most 64), the others waiting for the boot
+--             CPU's INIT/SIPI as on a PC; elsewhere only the boot CPU runs
 --   backend   "kvm" | "soft" (default: mv.default_backend)
 --   irqchip   KVM's in-kernel PIC/PIT/IOAPIC/LAPIC (default: on with kvm;
 --             the soft backend has none, see moonvisor.dev.irqchip)
@@ -247,7 +249,8 @@ function Machine:_event(ev, cpu)
   if ev.kind == "reset" and self.panic_watch and self.panic_watch.panic then ev = self:_panic_event() end
   self.events[#self.events + 1] = ev
   if not self.stopped then self.stopped = ev end
-  if cpu then cpu:kick() elseif self.cpu then self.cpu:kick() end
+  if self.running_all then self.g:stop()
+  elseif cpu then cpu:kick() elseif self.cpu then self.cpu:kick() end
 end
 
 -- The kernel panicked (moonvisor.panic_watch saw it on the console).
@@ -308,8 +311,18 @@ function Machine:start(entry, mode, regs, vcpu_opts)
   end
   local cpu = g:vcpu(o)
   if regs and not stub then cpu:write_state(regs) end
+  return self:_set_boot_cpu(cpu)
+end
+
+-- cpu is the boot VCPU (VCPU 0): with the in-kernel irqchip the machine's
+-- other CPUs become VCPUs 1.. now, waiting for INIT/SIPI from its local APIC.
+function Machine:_set_boot_cpu(cpu)
   self.cpu = cpu
-  self._last_rip = nil
+  self.all_cpus = { cpu }
+  if self.cpus > 1 and self.dev.irqchip.in_kernel then
+    for i = 2, self.cpus do self.all_cpus[i] = self.g:vcpu{} end
+  end
+  self._last_rip = {}
   return cpu
 end
 
@@ -352,16 +365,32 @@ local function linear_byte(g, cpu, back)
   return ok and b or nil
 end
 
--- True when the VCPU sits after a hlt with interrupts off and has not moved
--- since the last look: on KVM with the in-kernel irqchip a hlt never leaves
--- the kernel, so this is how the machine sees a guest that stopped for good.
-function Machine:_dead_halt(cpu)
-  local st = cpu:read_state()
-  local key = st.rip
-  local same = self._last_rip == key
-  self._last_rip = key
-  if not same or st.rflags & 0x200 ~= 0 then return false end
-  return linear_byte(self.g, cpu, 1) == 0xf4
+-- True when every VCPU sits after a hlt with interrupts off and has not
+-- moved since the last look: on KVM with the in-kernel irqchip a hlt never
+-- leaves the kernel, so this is how the machine sees a guest that stopped
+-- for good.
+function Machine:_dead_halt()
+  local dead = true
+  for i, cpu in ipairs(self.all_cpus) do
+    local st = cpu:read_state()
+    local same = self._last_rip[i] == st.rip
+    self._last_rip[i] = st.rip
+    if not same or st.rflags & 0x200 ~= 0 or linear_byte(self.g, cpu, 1) ~= 0xf4 then dead = false end
+  end
+  return dead
+end
+
+-- One slice of at most ms milliseconds of every VCPU (guest:run) -> the
+-- exit that ended it (a timeout, a kick for a stop) and its VCPU.
+function Machine:_run_all(ms)
+  self.running_all = true
+  local ok, res = pcall(self.g.run, self.g, self.all_cpus, { timeout_ms = ms })
+  self.running_all = nil
+  if not ok then error(res, 0) end
+  if res.reason == "exit" then return res.exit, res.cpu end
+  if res.reason == "timeout" then return { type = "timeout" }, self.cpu end
+  if res.reason == "halted" then return { type = "hlt" }, self.cpu end
+  return { type = "kick" }, self.cpu
 end
 
 local function describe(e)
@@ -384,7 +413,8 @@ end
 
 -- m:run{ timeout_ms, timeout_reason, slice_ms = 100, poll = fn(m), on_unclaimed = fn(exit, cpu) }
 -- -> { kind, status, reason, rip, exit }.  Enters the boot VCPU in slices
--- until something ends the machine:
+-- (every VCPU through guest:run when there are several) until something
+-- ends the machine:
 --   debug-exit  status (value << 1) | 1        poweroff  status 0 (ACPI S5; S4)
 --   reset       0xcf9, i8042, port 0x92 (status 4; the runner reboots unless -no-reboot)
 --   triple-fault  a shutdown exit (status 4; rebooted as a reset)
@@ -406,6 +436,7 @@ function Machine:run(opts)
   local u, on = self.unclaimed, opts.on_unclaimed
   local enter_opts = {}
   local w = self.panic_watch
+  local several = #self.all_cpus > 1
   while true do
     local t = slice
     if deadline then
@@ -417,7 +448,8 @@ function Machine:run(opts)
       t = math.min(t, left)
     end
     enter_opts.timeout_ms = math.max(1, math.floor(t))
-    local e = cpu:enter(enter_opts)
+    local e
+    if several then e, cpu = self:_run_all(enter_opts.timeout_ms) else e = cpu:enter(enter_opts) end
     if self.stopped then return self:_finish(self.stopped, e) end
     local ty = e.type
     if ty == "io" or ty == "mem" then
@@ -427,9 +459,9 @@ function Machine:run(opts)
       if opts.poll then opts.poll(self) end
       if self.stopped then return self:_finish(self.stopped, e) end
       if w and w:due() then return self:_finish(self:_panic_event(), e) end
-      if self:_dead_halt(cpu) then
+      if self:_dead_halt() then
         return self:_finish({ kind = "halt", status = pc.STATUS.stopped,
-                              reason = ("the guest halted with interrupts disabled at %s"):format(hex(cpu.rip)) }, e)
+                              reason = ("the guest halted with interrupts disabled at %s"):format(hex(self.cpu.rip)) }, e)
       end
     elseif ty == "hlt" then
       local st = cpu:read_state()
@@ -469,14 +501,14 @@ end
 -- {====================================================== reports
 
 -- m:exit_stats() -> { exits = { type = n }, total = n, devices = { { name, exits }, ... } }:
--- the boot VCPU's exits to userspace by type (those handlers took and those
+-- the VCPUs' exits to userspace by type (those handlers took and those
 -- that returned from enter: timeouts, kicks, unclaimed accesses), and the io/mem exits each
 -- device's traps took (most first), "unclaimed" for the rest.  What KVM
 -- handles in the kernel (the irqchip, the PIT) never exits and is not here.
 function Machine:exit_stats()
-  local s = self.cpu:stats()
-  local by = {}
-  for _, t in ipairs(s.traps) do
+  local by, stats = {}, {}
+  for i, cpu in ipairs(self.all_cpus) do stats[i] = cpu:stats() end
+  for _, t in ipairs(stats[1].traps) do          -- the guest's traps: their counts cover every VCPU
     for _, o in ipairs(self.trap_owners) do
       if o.kind == t.kind and o.addr == t.addr and o.size == t.size then
         by[o.name] = (by[o.name] or 0) + t.calls
@@ -489,8 +521,10 @@ function Machine:exit_stats()
   for name, n in pairs(by) do devices[#devices + 1] = { name = name, exits = n } end
   table.sort(devices, function(a, b) if a.exits ~= b.exits then return a.exits > b.exits end return a.name < b.name end)
   local exits, total = {}, 0
-  for _, t in ipairs{ s.exits, s.handled } do
-    for ty, n in pairs(t) do exits[ty] = (exits[ty] or 0) + n total = total + n end
+  for _, s in ipairs(stats) do
+    for _, t in ipairs{ s.exits, s.handled } do
+      for ty, n in pairs(t) do exits[ty] = (exits[ty] or 0) + n total = total + n end
+    end
   end
   return { exits = exits, total = total, devices = devices }
 end

@@ -37,7 +37,8 @@ i8042, CMOS/RTC, ACPI PM, PCI host bridge, isa-debug-exit).
   -append CMDLINE   its command line
   -initrd FILE      Linux/PVH initrd; Multiboot modules as QEMU: "f1 args,f2 args"
   -m SIZE           RAM: MiB, or with a suffix (512M, 2G); default 128
-  -smp N            CPUs described to the guest (fw_cfg, MADT, CMOS); one runs
+  -smp N            CPUs (fw_cfg, MADT, CMOS); on KVM each a VCPU, started by
+                    the boot CPU (INIT/SIPI); on soft only the boot CPU runs
   -serial DEV       COM1: stdio (default), file:PATH, null, none
   -gdb tcp::PORT    gdb stub (also tcp:HOST:PORT); -s is -gdb tcp::1234
   -S                wait for gdb before the first instruction
