@@ -19,10 +19,9 @@
 --   3. an ELF file with a PVH entry note: PVH
 --   anything else: "no recognised header" (QEMU would try it as an old zImage).
 -- Errors are "<loader>: <file>: <problem>" strings; nothing is written to
--- the guest before the whole load is planned.
-local linux = require "moonvisor.linux"
+-- the guest before the whole load is planned.  The Linux and PVH loaders
+-- are required when a kernel needs them (a Multiboot start skips them).
 local load = require "moonvisor.load"
-local pvh = require "moonvisor.pvh"
 local fwcfg = require "moonvisor.dev.fw_cfg"
 
 local M = {}
@@ -40,7 +39,7 @@ function M.detect(data)
   if data:sub(1, 4) == "\127ELF" then
     local ok, notes = pcall(M.elf_notes, data)
     if not ok then return nil, ("no Multiboot header in the first 8 KiB, and as ELF: %s"):format(notes) end
-    if pvh.entry_of(notes) then return "pvh" end
+    if require("moonvisor.pvh").entry_of(notes) then return "pvh" end
     return nil, "an ELF file with neither a Multiboot header in its first 8 KiB nor a PVH entry note (Xen, type 18)"
   end
   if #data == 0 then return nil, "empty file" end
@@ -132,7 +131,7 @@ function M.boot(m, opts)
   if protocol == "linux" then
     local initrd
     if opts.initrd then initrd = { name = opts.initrd, data = read_file(opts.initrd) } end
-    local lb = linux.boot(g, { kernel = { name = path, data = data }, cmdline = cmdline, initrd = initrd,
+    local lb = require("moonvisor.linux").boot(g, { kernel = { name = path, data = data }, cmdline = cmdline, initrd = initrd,
                                e820 = e820(m), rsdp = m.acpi and m.acpi.rsdp, reserved = m.reserved,
                                vcpu = false })
     local cpu = lb.vcpu()
@@ -163,7 +162,7 @@ function M.boot(m, opts)
   elseif protocol == "pvh" then
     local modules
     if opts.initrd then modules = { { path = opts.initrd, data = read_file(opts.initrd), cmdline = "" } } end
-    local p = pvh.load(g, { name = path, data = data }, {
+    local p = require("moonvisor.pvh").load(g, { name = path, data = data }, {
       cmdline = cmdline, modules = modules, e820 = e820(m), rsdp = m.acpi and m.acpi.rsdp, reserved = m.reserved })
     b.image, b.entry, b.mode = p, p.entry, p.mode
     b.cpu = m:start(p.entry, p.mode, p.regs)

@@ -43,6 +43,9 @@
 -- m.reserved lists that (the BDA, the ACPI tables, the boot page) and the
 -- loaders refuse to load over it.
 --
+-- VCPUs: m.cpu is the boot CPU (made by m:start or m:boot), m.all_cpus
+-- every VCPU of the machine (the boot CPU first); m:run runs them all.
+--
 -- Devices (m.dev): uart (16550, COM1 0x3f8, IRQ 4), cmos (RTC/CMOS 0x70,
 -- memory sizes and CPU count as QEMU fills them), i8042 (0x60/0x64, reset),
 -- post (0x80), port92 (fast A20, reset), pci (0xcf8/0xcfc, i440FX host
@@ -56,7 +59,6 @@ local dev = require "moonvisor.dev"
 local acpi = require "moonvisor.acpi"
 local fwcfg = require "moonvisor.dev.fw_cfg"
 local irqchip = require "moonvisor.dev.irqchip"
-local paging = require "moonvisor.paging"
 
 local pc = {}
 local Machine = {}
@@ -359,7 +361,7 @@ function Machine:boot(opts) return require("moonvisor.boot").boot(self, opts) en
 
 local function linear_byte(g, cpu, back)
   local s = cpu:sregs()
-  local pa = paging.walk(g, s, s.cs.base + cpu.rip - back)
+  local pa = require("moonvisor.paging").walk(g, s, s.cs.base + cpu.rip - back)
   if not pa then return nil end
   local ok, b = pcall(g.u8, g, pa)
   return ok and b or nil
