@@ -12,6 +12,8 @@
  *                                   and stdio would drop bytes a slow
  *                                   terminal had not taken when one came
  *   term:restore()               -> the terminal as it was (also __close, __gc)
+ *   core.read_fd(fd[, max[, timeout_ms]]) -> what fd (a pipe, a file: stdin
+ *                                   when it is no terminal) has, as term:read
  * The terminal's settings from before are one per process (there is one
  * terminal): they are put back by restore, by a normal exit (atexit) and by
  * SIGTERM/SIGHUP/SIGQUIT/SIGINT (restored, then the signal's default action,
@@ -97,24 +99,34 @@ static LTerm *checkterm(lua_State *L, const char *what) {
   return t;
 }
 
-static int term_read(lua_State *L) {
-  LTerm *t = checkterm(L, "term:read");
-  lua_Integer max = luaL_opt(L, lua_tointeger, 2, 4096);
-  lua_Integer ms = luaL_opt(L, lua_tointeger, 3, -1);
-  if (max < 1 || max > 1 << 20) return luaL_error(L, "term:read: max %I is not in 1..1048576", (LUAI_UACINT)max);
-  if (ms < -1 || ms > 0x7fffffff) return luaL_error(L, "term:read: timeout_ms %I is not in 0..2^31-1", (LUAI_UACINT)ms);
-  struct pollfd p = { .fd = t->fd, .events = POLLIN };
+/* Up to max bytes from fd once it has some (poll, at most ms; -1: no
+ * bound): pushes them, "" at end of input, nothing on timeout. */
+static int read_ready(lua_State *L, int fd, lua_Integer max, lua_Integer ms, const char *what) {
+  if (max < 1 || max > 1 << 20) return luaL_error(L, "%s: max %I is not in 1..1048576", what, (LUAI_UACINT)max);
+  if (ms < -1 || ms > 0x7fffffff) return luaL_error(L, "%s: timeout_ms %I is not in 0..2^31-1", what, (LUAI_UACINT)ms);
+  struct pollfd p = { .fd = fd, .events = POLLIN };
   int r;
   while ((r = poll(&p, 1, (int)ms)) < 0 && errno == EINTR) {}
-  if (r < 0) return luaL_error(L, "term:read: poll: %s", strerror(errno));
+  if (r < 0) return luaL_error(L, "%s: poll: %s", what, strerror(errno));
   if (r == 0) return 0;
   luaL_Buffer b;
   char *buf = luaL_buffinitsize(L, &b, (size_t)max);
   ssize_t n;
-  while ((n = read(t->fd, buf, (size_t)max)) < 0 && errno == EINTR) {}
-  if (n < 0) return luaL_error(L, "term:read: %s", strerror(errno));
+  while ((n = read(fd, buf, (size_t)max)) < 0 && errno == EINTR) {}
+  if (n < 0) return luaL_error(L, "%s: %s", what, strerror(errno));
   luaL_pushresultsize(&b, (size_t)n);
   return 1;
+}
+
+static int term_read(lua_State *L) {
+  LTerm *t = checkterm(L, "term:read");
+  return read_ready(L, t->fd, luaL_opt(L, lua_tointeger, 2, 4096), luaL_opt(L, lua_tointeger, 3, -1), "term:read");
+}
+
+static int mod_read_fd(lua_State *L) {
+  lua_Integer fd = lmv_checkint(L, 1, "mv.read_fd", "fd");
+  if (fd < 0 || fd > 0x7fffffff) return luaL_error(L, "mv.read_fd: fd %I is not a file descriptor", (LUAI_UACINT)fd);
+  return read_ready(L, (int)fd, luaL_opt(L, lua_tointeger, 2, 4096), luaL_opt(L, lua_tointeger, 3, -1), "mv.read_fd");
 }
 
 static int term_write(lua_State *L) {
@@ -159,7 +171,7 @@ static const luaL_Reg term_meta[] = {
 };
 
 static const luaL_Reg term_funcs[] = {
-  { "isatty", mod_isatty }, { "term_raw", mod_term_raw }, { NULL, NULL },
+  { "isatty", mod_isatty }, { "term_raw", mod_term_raw }, { "read_fd", mod_read_fd }, { NULL, NULL },
 };
 
 int lmv_open_term(lua_State *L) {

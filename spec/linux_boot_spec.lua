@@ -35,11 +35,20 @@ end
 -- The last n bytes of s, to show where a boot stopped.
 local function tail(s, n) return #s > n and "..." .. s:sub(-n) or s end
 
--- moonvisor run ARGS, stdin /dev/null: stdout, stderr, status.
-local function run(args, seconds)
+-- moonvisor run ARGS, stdin /dev/null or the file `input`: stdout, stderr,
+-- status.  A run still going after `seconds` is killed (status 137) after
+-- its threads' states and kernel wait channels are added to stderr.
+local function run(args, seconds, input)
   local out, err = os.tmpname(), os.tmpname()
-  local ok, _, code = os.execute(("MOONVISOR_BACKEND=%s timeout %d %s run %s >%s 2>%s </dev/null"):format(
-    H.backend, seconds or 60, exe, args, out, err))
+  local ok, _, code = os.execute(([[
+MOONVISOR_BACKEND=%s %s run %s >%s 2>%s <%s & pid=$!
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt %d ]; do sleep 0.1; i=$((i + 1)); done
+if kill -0 $pid 2>/dev/null; then
+  echo "[still running after %d s: thread state wchan]" >>%s
+  for t in /proc/$pid/task/*; do echo "$(cut -d' ' -f3 $t/stat) $(cat $t/wchan)" >>%s; done
+  kill -9 $pid
+fi
+wait $pid]]):format(H.backend, exe, args, out, err, input or "/dev/null", (seconds or 60) * 10, seconds or 60, err, err))
   local o, e = slurp(out), slurp(err)
   os.remove(out)
   os.remove(err)
@@ -104,9 +113,23 @@ describe("Linux on moonvisor.pc #linux", function()
     assert.matches("quit from the console (Ctrl-A x)", s:screen(), 1, true)
   end)
 
+  it("takes a piped stdin as the console's input: the shell runs uname -r, then poweroff gives status 0", function()
+    local input = os.tmpname()
+    finally(function() os.remove(input) end)
+    local f = assert(io.open(input, "w"))
+    f:write("uname -r\npoweroff\n")
+    f:close()
+    local out, err, status = run(("-kernel %s -initrd %s -append console=ttyS0 -m 256"):format(K, INITRD),
+                                 200, input)
+    assert.equals(0, status, ("status %s; stderr: %s\nthe console's end: %s"):format(status, err, tail(out, 3000)))
+    local at = out:find("moonvisor-linux:/# uname -r", 1, true)
+    assert.truthy(at, "no echoed command: " .. tail(out, 3000))
+    assert.truthy(out:find(version .. "\r\n", at, true) or out:find(version .. "\n", at, true), tail(out, 3000))
+  end)
+
   it("ends a kernel panic with status 4 and the panic's text", function()
     -- no initramfs: the kernel cannot mount a root file system
-    local out, err, status = run(("-kernel %s -append console=ttyS0 -m 256 -smp %d"):format(K, CPUS), BOOT_MS // 1000)
+    local out, err, status = run(("-kernel %s -append console=ttyS0 -m 256 -smp %d"):format(K, CPUS), 150)
     assert.equals(4, status, ("status %s; stderr: %s\nthe console's end: %s"):format(status, err, tail(out, 3000)))
     assert.matches("moonvisor run: the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs", err, 1, true)
     assert.matches("Kernel panic - not syncing", out, 1, true)

@@ -22,7 +22,8 @@
 --
 -- With -serial stdio on a terminal (fd 0 is a tty) the terminal is COM1's
 -- both ways (moonvisor.console: raw mode, restored on every way out):
--- Ctrl-A x quits (status 0, as QEMU's), Ctrl-A h lists the keys.
+-- Ctrl-A x quits (status 0, as QEMU's), Ctrl-A h lists the keys.  When
+-- stdin is a pipe or a file its bytes are COM1's input (M.stdin_feeder).
 local pc = require "moonvisor.pc"
 
 local M = {}
@@ -55,7 +56,8 @@ i8042, CMOS/RTC, ACPI PM, PCI host bridge, isa-debug-exit).
   --stats           print the exits to moonvisor by type and by device at the end
   --show-vga        print the VGA text screen at the end
 With -serial stdio on a terminal, the terminal is the guest's serial console
-both ways: Ctrl-A x quits, Ctrl-A h lists the keys.
+both ways: Ctrl-A x quits, Ctrl-A h lists the keys.  A piped stdin is its
+input once the guest's driver takes input (receive interrupt enabled).
 Exit status: (v << 1) | 1 for isa-debug-exit value v; 0 on ACPI power-off
 (and Ctrl-A x); 2 bad input; 4 the guest stopped otherwise (a kernel panic
 too); 124 timeout.]]
@@ -248,6 +250,21 @@ function M.interact(m, deadline, timeout_reason, poll)
   return r
 end
 
+-- With -serial stdio and a stdin that is no terminal (a pipe, a file):
+-- a poll function that hands stdin's bytes to m's UART, once the guest's
+-- driver has enabled its receive interrupt (so that a driver resetting the
+-- chip at start drops none) and the UART took what it had before (so a
+-- large file is read as the guest reads it, never all at once).
+function M.stdin_feeder(m)
+  local core = require "moonvisor.core"
+  local uart, ended = m.dev.uart, false
+  return function()
+    if ended or not uart or uart.ier & 1 == 0 or #uart.inq > 0 then return end
+    local bytes = core.read_fd(0, 4096, 0)
+    if bytes == "" then ended = true elseif bytes then uart:feed(bytes) end
+  end
+end
+
 -- --stats: the exits to userspace by type and by device.
 function M.print_stats(m)
   local s = m:exit_stats()
@@ -347,6 +364,10 @@ function M.main(args)
         local left = deadline and math.max(1, (deadline - clock()) * 1000)
         local reason = cfg.timeout_ms and ("no end after %d ms (--timeout)"):format(cfg.timeout_ms)
         local poll = srv and function() gdb_end(srv:poll()) if r then m:_event(r) end end
+        if cfg.serial == "stdio" and not interactive then
+          local gdb_poll, feed = poll, M.stdin_feeder(m)
+          poll = function() feed() if gdb_poll then gdb_poll() end end
+        end
         if interactive then
           r = M.interact(m, deadline, reason, poll)
         else
