@@ -107,8 +107,9 @@ return {
 
   { id = "x87-unsupported", side = "unicorn",
     cause = "unsupported x87 encodings (unnormals, pseudo-denormals, pseudo-NaNs) are taken as numbers: "
-      .. "fxam calls them normal, arithmetic computes with them instead of giving the indefinite NaN",
-    forms = { "^f" }, items = { "fsw.cc", "st", "st.nan", "st.precision", "fsw.flags", "gpr" },
+      .. "fxam calls them normal, arithmetic computes with them instead of giving the indefinite NaN, "
+      .. "fcomi/fucomi order a pseudo-denormal by another value (EFLAGS' CF, ZF, PF)",
+    forms = { "^f" }, items = { "fsw.cc", "st", "st.nan", "st.precision", "fsw.flags", "gpr", "CF", "ZF", "PF" },
     reproducer = { form = "fxam", code = { "fxam" },
                    state = { fpu = { ftw = 1 }, st = { f80(0x3fff, 0x4000000000000000) } } } },
 
