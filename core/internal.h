@@ -148,6 +148,11 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
 int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* The same without a recorder: trap lookup and callback (record_run.c calls it). */
 int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* The end of an access a trap callback took (vcpu.c, smp.c): not ok (the
+ * handler failed, or asked for the guest's close) marks the exit failed,
+ * reads all ones and stops; otherwise a read gets the answer cut to the
+ * access's size. */
+int mv__access_answered(mv_exit *exit, bool ok, uint64_t answer, uint64_t *value);
 
 /* record_run.c: hooks called only while g->rec is set.  Those returning int
  * give 0, or -EILSEQ when a replay diverges there (err filled). */

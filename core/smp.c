@@ -194,17 +194,9 @@ int mv__smp_access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
     }
     pthread_mutex_unlock(&s->mu);
   }
-  if (r == MV_TRAP_FAIL || __atomic_load_n(&g->close_requested, __ATOMIC_ACQUIRE)) {
-    if (x == &bell) *e = bell;
-    e->handler_failed = true;
-    if (!e->write) *value = e->data = UINT64_MAX;
-    return MV_ACCESS_STOP;
-  }
-  if (!e->write) {
-    if (e->size < 8) answer &= (UINT64_C(1) << (8 * e->size)) - 1;
-    *value = e->data = answer;
-  }
-  return MV_ACCESS_CONTINUE;
+  bool ok = r != MV_TRAP_FAIL && !__atomic_load_n(&g->close_requested, __ATOMIC_ACQUIRE);
+  if (!ok && x == &bell) *e = bell;
+  return mv__access_answered(e, ok, answer, value);
 }
 
 /* Doorbells written through ioeventfds: the counts are taken under the

@@ -103,7 +103,11 @@ int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   }
   e->trap_id = (uint32_t)tr->id;
   int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
-  if (r == MV_TRAP_FAIL || g->close_requested) {
+  return mv__access_answered(e, r != MV_TRAP_FAIL && !g->close_requested, answer, value);
+}
+
+int mv__access_answered(mv_exit *e, bool ok, uint64_t answer, uint64_t *value) {
+  if (!ok) {
     e->handler_failed = true;
     if (!e->write) *value = e->data = UINT64_MAX;
     return MV_ACCESS_STOP;
