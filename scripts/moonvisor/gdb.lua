@@ -332,6 +332,18 @@ function Session:poll_break()
   return false
 end
 
+-- Steps the current VCPU off the breakpoint at its rip (a continue there
+-- would stop at once).  Returns nothing when it stepped, else the reply
+-- that ends the continue (the guest exited, the step failed, or stopped on
+-- something other than the single step).
+function Session:step_off_breakpoint()
+  local e = self:step1()
+  local w, how = self:exited()
+  if w then return w, how end
+  if not e then return self:stop_reply(SIG.ABRT) end
+  if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
+end
+
 -- continue with several VCPUs: each on a breakpoint steps over it, then
 -- g:run runs them all in slices; the VCPU whose exit ended a slice becomes
 -- the current thread.
@@ -340,11 +352,8 @@ function Session:continue_all()
   for _, c in ipairs(self.cpus) do
     if self.bps[c.rip] then
       self.cpu = c
-      local e = self:step1()
-      local w, how = self:exited()
+      local w, how = self:step_off_breakpoint()
       if w then return w, how end
-      if not e then return self:stop_reply(SIG.ABRT) end
-      if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
     end
   end
   self.cpu = current
@@ -378,11 +387,8 @@ end
 function Session:continue()
   if #self.cpus > 1 then return self:continue_all() end
   if self.bps[self.cpu.rip] then
-    local e = self:step1()
-    local w, how = self:exited()
+    local w, how = self:step_off_breakpoint()
     if w then return w, how end
-    if not e then return self:stop_reply(SIG.ABRT) end
-    if not (e.type == "debug" and e.exception == 1) then return self:report(e) end
   end
   -- int3 exits only while gdb has breakpoints: where the host does not
   -- intercept int3, catching them means single-stepping (moonvisor.breakpoints).
