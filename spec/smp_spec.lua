@@ -519,8 +519,7 @@ end)
 describe("moonvisor.fuzz with several VCPUs", function()
   -- Two CPUs add 1 to [0x600] 200 times each without a lock; CPU 0 waits
   -- for both and reports a lost update on port 0x666.
-  local racy = {
-    [[xor ax, ax
+  local adds = [[xor ax, ax
       mov ds, ax
       mov cx, 200
     l: mov eax, [0x600]
@@ -528,6 +527,9 @@ describe("moonvisor.fuzz with several VCPUs", function()
       mov [0x600], eax
       loop l
       lock inc dword [0x604]
+  ]]
+  local racy = {
+    adds .. [[
     w: cmp dword [0x604], 2
       jne w
       cmp dword [0x600], 400
@@ -536,14 +538,7 @@ describe("moonvisor.fuzz with several VCPUs", function()
       out dx, al
     ok: hlt
       jmp ok]],
-    [[xor ax, ax
-      mov ds, ax
-      mov cx, 200
-    l: mov eax, [0x600]
-      inc eax
-      mov [0x600], eax
-      loop l
-      lock inc dword [0x604]
+    adds .. [[
     h: hlt
       jmp h]],
   }
