@@ -427,12 +427,7 @@ end)
 
 describe("the gdb stub with several VCPUs", function()
   local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
-  local function sh(cmd)
-    local p = io.popen(cmd .. " 2>&1")
-    local out = p:read("a")
-    p:close()
-    return out
-  end
+  local sh = require("tmux").sh      -- a command's output, stderr included
 
   -- Starts spec/gdb_smp_stub.lua on a port, runs gdb's commands against it;
   -- returns gdb's output and the stub's.
