@@ -23,6 +23,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include "lmoonvisor.h"
+#include "lstate.h"
 
 int luaopen_moonvisor_core(lua_State *L);
 
@@ -581,7 +582,7 @@ static int finish_recording(lua_State *L) {
 
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
-  lua_State *L = luaL_newstate();
+  lua_State *L = mv_state_new();
   if (!L) {
     fprintf(stderr, "%s: cannot create the Lua state: out of memory\n", progname);
     return 1;
@@ -637,7 +638,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "run") == 0) {
       int exit_status = 1;
       status = run_kernel(L, argv, i, argc, &exit_status);
-      lua_close(L);
+      mv_state_close(L);
       return status == LUA_OK ? exit_status : 1;
     } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, argv[i]);
@@ -653,6 +654,6 @@ int main(int argc, char **argv) {
     ran = 1;
   }
   if (status == LUA_OK && (interactive || !ran)) prompt_loop(L);
-  lua_close(L);
+  mv_state_close(L);
   return status == LUA_OK ? 0 : 1;
 }
