@@ -46,20 +46,17 @@ SPEC_ENV := LUA_PATH="scripts/?.lua;scripts/?/init.lua;spec/?.lua;;" LUA_CPATH="
 all: $(BUILD)/moonvisor $(BUILD)/lua/moonvisor/core.so guests lua-bc
 	@:
 
-# The Lua library precompiled (what luac5.4 writes, made with string.dump so
-# that each chunk keeps the name its source has when build/moonvisor loads it
-# from ../scripts).  build/moonvisor loads $(BUILD)/lua-bc/moonvisor/x.luac
-# instead of scripts/moonvisor/x.lua when it is not older (bindings/main.c);
-# the sources stay the truth.
+# The Lua library precompiled by bindings/dump.lua (string.dump, without
+# local variable names; each chunk keeps the name its source has when
+# build/moonvisor loads it from ../scripts).  build/moonvisor loads
+# $(BUILD)/lua-bc/moonvisor/x.luac instead of scripts/moonvisor/x.lua when it
+# is not older (bindings/main.c); the sources stay the truth.
 LUA_BC := $(patsubst scripts/%.lua,$(BUILD)/lua-bc/%.luac,$(shell find scripts/moonvisor -name '*.lua' | sort))
 .PHONY: lua-bc
 lua-bc: $(LUA_BC)
-$(BUILD)/lua-bc/%.luac: scripts/%.lua
+$(BUILD)/lua-bc/%.luac: scripts/%.lua bindings/dump.lua
 	@mkdir -p $(dir $@)
-	@lua5.4 -e '$(LUA_DUMP)' - $< $(abspath $(BUILD))/../$< $@ </dev/null || { rm -f $@; exit 1; }
-LUA_DUMP := local src, name, out = arg[1], arg[2], arg[3] local f = assert(io.open(src, "rb")) \
-  local s = f:read("a"):gsub("^\#[^\n]*", "", 1) f:close() local o = assert(io.open(out, "wb")) \
-  o:write(string.dump(assert(load(s, "@" .. name)))) o:close()
+	@lua5.4 bindings/dump.lua $< $(abspath $(BUILD))/../$< $@ </dev/null || { rm -f $@; exit 1; }
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 # deps-afl: the same for AFL++, which the specs and the bench need.

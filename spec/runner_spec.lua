@@ -137,3 +137,58 @@ describe("the moonvisor executable's precompiled library", function()
     sh(("rm -rf %s"):format(dir))
   end)
 end)
+
+-- bindings/dump.lua, which makes build/lua-bc: the bytecode behaves as the
+-- source, keeps its line numbers and upvalue names, and drops local names.
+describe("bindings/dump.lua", function()
+  local source = table.concat({
+    "local M = {}",
+    "local helper = function(t) return t.x end",
+    "function M.call(v)",
+    "  local thing = v",
+    "  return thing.y",
+    "end",
+    "function M.via(v) return helper(v) end",
+    "function M.global() return undefined_global.z end",
+    "return M",
+  }, "\n")
+  local function dumped()
+    local src, out = os.tmpname(), os.tmpname()
+    local f = io.open(src, "w")
+    f:write(source)
+    f:close()
+    assert(os.execute(("lua5.4 bindings/dump.lua %s /lib/probe.lua %s"):format(src, out)))
+    f = io.open(out, "rb")
+    local bc = f:read("a")
+    f:close()
+    os.remove(src)
+    os.remove(out)
+    return bc
+  end
+
+  it("writes bytecode that runs as its source, under the name it is given", function()
+    local bc = dumped()
+    assert.equals("\27Lua", bc:sub(1, 4))
+    local m = assert(load(bc, "=ignored", "b"))()
+    assert.equals(2, m.call({ y = 2 }))
+    assert.equals(1, m.via({ x = 1 }))
+    assert.equals("@/lib/probe.lua", debug.getinfo(m.call, "S").source)
+    assert.equals(3, debug.getinfo(m.call, "S").linedefined)
+  end)
+
+  it("keeps line numbers and upvalue names, and drops local names", function()
+    local m = assert(load(dumped(), "=ignored", "b"))()
+    local plain = assert(load(source, "@/lib/probe.lua"))()
+    local _, err = pcall(plain.call, nil)
+    assert.equals("/lib/probe.lua:5: attempt to index a nil value (local 'thing')", err)
+    _, err = pcall(m.call, nil)
+    assert.equals("/lib/probe.lua:5: attempt to index a nil value", err)
+    _, err = pcall(m.via, nil)
+    assert.equals("/lib/probe.lua:2: attempt to index a nil value", err)
+    _, err = pcall(m.global)
+    assert.equals("/lib/probe.lua:8: attempt to index a nil value (global 'undefined_global')", err)
+    assert.is_nil(debug.getlocal(m.call, 1))          -- parameter names are local names too
+    assert.equals("v", debug.getlocal(plain.call, 1))
+    assert.equals("helper", debug.getupvalue(m.via, 1))
+  end)
+end)
