@@ -147,8 +147,15 @@ local function plan_check(plan, mruns, fail, reserved)
 end
 
 local ZERO_CHUNK = 0x10000
-local zeros = nil   -- ZERO_CHUNK zero bytes, made when first needed (256 x 256: string.rep
-                    -- copies once per repetition)
+local zero_chunk = nil   -- ZERO_CHUNK zero bytes, made when first needed
+
+-- n zero bytes.  string.rep copies once per repetition, so it repeats 8 bytes
+-- to 256, then 256-byte blocks; and only as many as asked for (making
+-- memory is what costs at start-up: the garbage collector's work grows with it).
+local function zeros(n)
+  local block = ("\0\0\0\0\0\0\0\0"):rep(32)
+  return block:rep(n // 256) .. block:sub(1, n % 256)
+end
 
 local function plan_run(g, plan)
   for _, p in ipairs(plan) do
@@ -157,9 +164,13 @@ local function plan_run(g, plan)
     else
       local a, left = p.addr, p.len
       while left > 0 do
-        zeros = zeros or ("\0"):rep(256):rep(ZERO_CHUNK // 256)
         local n = math.min(left, ZERO_CHUNK)
-        g:write(a, n == ZERO_CHUNK and zeros or zeros:sub(1, n))
+        if n == ZERO_CHUNK then
+          zero_chunk = zero_chunk or zeros(n)
+          g:write(a, zero_chunk)
+        else
+          g:write(a, zeros(n))
+        end
         a, left = a + n, left - n
       end
     end

@@ -201,8 +201,9 @@ end
 
 -- Zeros len bytes of guest memory at addr, 64 KiB at a time (a guest may ask
 -- for 4 GiB); false at the first range that is not guest RAM.
-local ZEROS = string.rep(string.rep("\0", 0x100), 0x100)   -- 64 KiB (a 1-byte string.rep copies byte by byte: 2M instructions at load)
+local ZEROS = nil   -- 64 KiB, made at the first zero fill (a 1-byte string.rep copies byte by byte)
 local function zero_fill(g, addr, len)
+  ZEROS = ZEROS or string.rep(string.rep("\0", 0x100), 0x100)
   while len > 0 do
     local n = math.min(len, #ZEROS)
     if not pcall(g.write, g, addr, n == #ZEROS and ZEROS or ZEROS:sub(1, n)) then return false end
