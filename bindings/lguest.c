@@ -155,7 +155,7 @@ static int guest_dirty_pages(lua_State *L) {
  * is the one place handlers are called: unprotected inside enter's
  * protected frame where the backend can be unwound (an IO/MMIO access on
  * kvm: a lua_pcall per exit cost ~110 instructions), else each protected. */
-static int trap_call(LVcpu *lv, int nargs, mv_exit *exit, uint64_t *value) {
+static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs, mv_exit *exit, uint64_t *value) {
   lua_State *L = lv->L;
   if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */
   if ((int)exit->trap_id == lv->handler_trap) {   /* the same trap as last time: its handler is at base+5 */
@@ -198,7 +198,7 @@ static int trap_call(LVcpu *lv, int nargs, mv_exit *exit, uint64_t *value) {
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   int nargs = (int)(intptr_t)cookie;   /* the parameters the handler declares, at most 2 (guest_trap) */
   LVcpu *lv = mv_vcpu_user(cpu);
-  if (!lv->lock) return trap_call(lv, nargs, exit, value);
+  if (__builtin_expect(!lv->lock, 1)) return trap_call(lv, nargs, exit, value);
   lmv_lock_acquire(lv->lock);   /* guest:run: one handler at a time in the Lua state (never unwound: lv->unwind is false) */
   int r = trap_call(lv, nargs, exit, value);
   lmv_lock_release(lv->lock);

@@ -71,7 +71,16 @@ typedef struct mv_trap_table {
   size_t last;             /* where the last lookup found its trap: tried first */
 } mv_trap_table;
 
-mv_trap *mv__trap_find(mv_trap_table *t, uint64_t addr);
+/* The trap whose range holds addr, or NULL.  Traps do not overlap, so the
+ * trap now at `last` is the one if it holds addr, whatever was inserted or
+ * removed since: an exit at the port or address of the one before costs a
+ * compare, others a binary search (mv__trap_search, trap.c). */
+mv_trap *mv__trap_search(mv_trap_table *t, uint64_t addr);
+static inline mv_trap *mv__trap_find(mv_trap_table *t, uint64_t addr) {
+  size_t i = t->last;
+  if (i < t->count && t->items[i].addr <= addr && addr - t->items[i].addr < t->items[i].size) return &t->items[i];
+  return mv__trap_search(t, addr);
+}
 void mv__traps_clear(mv_guest *g);
 /* Runs the callbacks of pending doorbell writes; on MV_TRAP_FAIL fills *failed. */
 int mv__bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
@@ -145,18 +154,33 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
  * On entry *exit describes the access (type, addr, size, write, data); for
  * reads *value receives the data to feed the guest.  Returns CONTINUE when
  * a trap consumed it, STOP when enter must return *exit to its caller. */
-int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* The same without a recorder: trap lookup and callback (record_run.c calls it). */
 int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* The end of an access a trap callback took (vcpu.c, smp.c): not ok (the
  * handler failed, or asked for the guest's close) marks the exit failed,
  * reads all ones and stops; otherwise a read gets the answer cut to the
  * access's size. */
-int mv__access_answered(mv_exit *exit, bool ok, uint64_t answer, uint64_t *value);
+static inline int mv__access_answered(mv_exit *e, bool ok, uint64_t answer, uint64_t *value) {
+  if (!ok) {
+    e->handler_failed = true;
+    if (!e->write) *value = e->data = UINT64_MAX;
+    return MV_ACCESS_STOP;
+  }
+  if (!e->write) {
+    if (e->size < 8) answer &= (UINT64_C(1) << (8 * e->size)) - 1;
+    *value = e->data = answer;   /* the one point where read data enters the guest */
+  }
+  return MV_ACCESS_CONTINUE;
+}
 
 /* record_run.c: hooks called only while g->rec is set.  Those returning int
  * give 0, or -EILSEQ when a replay diverges there (err filled). */
 int mv__rec_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
+  if (__builtin_expect(cpu->guest->rec != NULL, 0)) return mv__rec_access(cpu, exit, value);   /* record.h */
+  return mv__access_traps(cpu, exit, value);
+}
 int mv__rec_enter(mv_vcpu *cpu, mv_err *err);
 int mv__rec_exit(mv_vcpu *cpu, mv_exit *exit, int r, mv_err *err);
 int mv__rec_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);

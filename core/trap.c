@@ -22,12 +22,9 @@ static size_t lower_bound(const mv_trap_table *t, uint64_t addr) {
   return lo;
 }
 
-/* Traps do not overlap, so the trap now at `last` is the one if it holds
- * addr, whatever was inserted or removed since. */
-mv_trap *mv__trap_find(mv_trap_table *t, uint64_t addr) {
-  size_t i = t->last;
-  if (i < t->count && t->items[i].addr <= addr && addr - t->items[i].addr < t->items[i].size) return &t->items[i];
-  i = lower_bound(t, addr);
+/* mv__trap_find's search when the last trap found does not hold addr. */
+mv_trap *mv__trap_search(mv_trap_table *t, uint64_t addr) {
+  size_t i = lower_bound(t, addr);
   if (i < t->count && t->items[i].addr <= addr) {
     t->last = i;
     return &t->items[i];

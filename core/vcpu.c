@@ -69,16 +69,13 @@ static int check_live(mv_vcpu *c, const char *what, mv_err *err) {
 
 /* {====================================================== the exit path */
 
-int mv__access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
-  if (__builtin_expect(c->guest->rec != NULL, 0)) return mv__rec_access(c, e, value);   /* record.h */
-  return mv__access_traps(c, e, value);
-}
-
+/* (mv__access, inline in internal.h, hands accesses here unless recording.) */
 int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   mv_guest *g = c->guest;
   if (__builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
   mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
-  uint64_t answer = e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
+  /* what a read gets unless a handler answers: all ones, as from an empty bus */
+  uint64_t answer = e->write ? 0 : e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
   e->trap_id = 0;
   if (tr && tr->kind == MV_TRAP_BELL) {
     if (!e->write) {          /* doorbells are write-only: reads see an empty bus */
@@ -104,19 +101,6 @@ int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   e->trap_id = (uint32_t)tr->id;
   int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
   return mv__access_answered(e, r != MV_TRAP_FAIL && !g->close_requested, answer, value);
-}
-
-int mv__access_answered(mv_exit *e, bool ok, uint64_t answer, uint64_t *value) {
-  if (!ok) {
-    e->handler_failed = true;
-    if (!e->write) *value = e->data = UINT64_MAX;
-    return MV_ACCESS_STOP;
-  }
-  if (!e->write) {
-    if (e->size < 8) answer &= (UINT64_C(1) << (8 * e->size)) - 1;
-    *value = e->data = answer;   /* the one point where read data enters the guest */
-  }
-  return MV_ACCESS_CONTINUE;
 }
 
 int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
