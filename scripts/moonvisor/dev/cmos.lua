@@ -87,9 +87,7 @@ function M.new(g, opts)
     end
     ram[0x5f] = cpus - 1
   end
-  self.handler = dev.bytewise(self.base, 2,
-    function(port) return self:read(port) end,
-    function(port, v) self:write(port, v) end)
+  self.handler = dev.bytewise(self.base, 2, Cmos.read, Cmos.write, self)
   self.trap = g:trap("io", self.base, 2, self.handler)
   return self
 end

@@ -10,32 +10,45 @@
 -- each is usable alone (`require("moonvisor.dev.uart").new(g, opts)`).
 local dev = {}
 
--- dev.bytewise(base, count, read, write) -> trap handler
+-- dev.bytewise(base, count, read, write[, obj]) -> trap handler
 -- For devices made of 8-bit registers (8250, CMOS, i8042): an access wider
 -- than a byte is split into byte accesses at consecutive ports, low byte
 -- first, as the ISA bus does.  Ports past the device read 0xff and ignore
--- writes.  read(port, cpu) returns a byte; write(port, byte, cpu).
-function dev.bytewise(base, count, read, write)
-  return function(e, cpu)
+-- writes.  read(port, cpu) returns a byte; write(port, byte, cpu).  With
+-- obj, read and write are its methods: read(obj, port, cpu) and
+-- write(obj, port, byte, cpu), called without a closure in between (a byte
+-- access, the common one, is then one Lua call from the handler).
+function dev.bytewise(base, count, read, write, obj)
+  local last = base + count - 1
+  local function wide(e, cpu, rd, wr)
     local port, size = e.port, e.size
-    if size == 1 then
-      if e.write then write(port, e.data & 0xff, cpu) return end
-      return read(port, cpu)
-    end
-    local last = base + count - 1
     if e.write then
       local v = e.data
       for i = 0, size - 1 do
-        if port + i <= last then write(port + i, (v >> (8 * i)) & 0xff, cpu) end
+        if port + i <= last then wr(port + i, (v >> (8 * i)) & 0xff, cpu) end
       end
       return
     end
     local v = 0
     for i = 0, size - 1 do
-      local b = port + i <= last and read(port + i, cpu) or 0xff
+      local b = port + i <= last and rd(port + i, cpu) or 0xff
       v = v | (b << (8 * i))
     end
     return v
+  end
+  if obj then
+    local function rd(port, cpu) return read(obj, port, cpu) end
+    local function wr(port, v, cpu) write(obj, port, v, cpu) end
+    return function(e, cpu)
+      if e.size ~= 1 then return wide(e, cpu, rd, wr) end
+      if e.write then write(obj, e.port, e.data & 0xff, cpu) return end
+      return read(obj, e.port, cpu)
+    end
+  end
+  return function(e, cpu)
+    if e.size ~= 1 then return wide(e, cpu, read, write) end
+    if e.write then write(e.port, e.data & 0xff, cpu) return end
+    return read(e.port, cpu)
   end
 end
 

@@ -101,9 +101,7 @@ function M.new(g, opts)
   if self.raise_irq ~= nil and type(self.raise_irq) ~= "function" then
     error("uart.new: raise_irq must be a function", 2)
   end
-  self.handler = dev.bytewise(self.base, 8,
-    function(port) return self:read(port) end,
-    function(port, v) self:write(port, v) end)
+  self.handler = dev.bytewise(self.base, 8, Uart.read, Uart.write, self)
   self.trap = g:trap("io", self.base, 8, self.handler)
   self:_pull()
   return self
@@ -134,7 +132,7 @@ end
 
 -- Moves queued input into the receiver as far as there is room.
 function Uart:_pull()
-  if self.mcr & MCR_LOOP ~= 0 then return end
+  if self.mcr & MCR_LOOP ~= 0 or (not self.inq[1] and not self.input_fn) then return end
   local cap = self.fifo and FIFO_SIZE or 1
   local rx = self.rx
   while #rx < cap do
@@ -175,6 +173,7 @@ end
 
 function Uart:_iir()
   local ier = self.ier
+  if ier == 0 then return IIR_NONE end   -- every source masked (a polling driver)
   if ier & IER_RLSI ~= 0 and self.lsr_err ~= 0 then return IIR_RLSI end
   local n = #self.rx
   if ier & IER_RDI ~= 0 and n > 0 then
