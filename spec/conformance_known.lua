@@ -113,6 +113,11 @@ return {
     reproducer = { form = "fxam", code = { "fxam" },
                    state = { fpu = { ftw = 1 }, st = { f80(0x3fff, 0x4000000000000000) } } } },
 
+  { id = "fcomi-flags", side = "unicorn",
+    cause = "fcomi, fcomip, fucomi and fucomip keep OF, SF and AF as they were; the CPU clears them",
+    forms = { "^fu?comip? " }, items = { "OF", "SF", "AF" },
+    reproducer = { form = "fucomip st0,st", code = { "fld1\nfldz\npush 0x891\npopfq\nfucomip st0, st1" } } },
+
   { id = "x87-fisttp-range", side = "unicorn",
     cause = "fisttp of an out-of-range value stores the saturated integer, not the integer indefinite (0x80000000)",
     forms = { "^fisttp", "^fistp?" }, items = { "mem", "fsw.flags" },
