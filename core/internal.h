@@ -157,6 +157,10 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
 static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* The same without a recorder: trap lookup and callback (record_run.c calls it). */
 int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* An access's value with every bit of its size set: what an empty bus reads. */
+static inline uint64_t mv__size_ones(uint32_t size) {
+  return size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * size)) - 1;
+}
 /* The end of an access a trap callback took (vcpu.c, smp.c): not ok (the
  * handler failed, or asked for the guest's close) marks the exit failed,
  * reads all ones and stops; otherwise a read gets the answer cut to the
@@ -168,7 +172,7 @@ static inline int mv__access_answered(mv_exit *e, bool ok, uint64_t answer, uint
     return MV_ACCESS_STOP;
   }
   if (!e->write) {
-    if (e->size < 8) answer &= (UINT64_C(1) << (8 * e->size)) - 1;
+    answer &= mv__size_ones(e->size);
     *value = e->data = answer;   /* the one point where read data enters the guest */
   }
   return MV_ACCESS_CONTINUE;

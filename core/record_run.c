@@ -288,7 +288,7 @@ int mv__rec_access(mv_vcpu *c, mv_exit *x, uint64_t *value) {
   putv(&e, rip_of(c));
   if (x->write) putv(&e, x->data);
   size_t hdr = e.n;
-  uint64_t ones = x->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * x->size)) - 1;
+  uint64_t ones = mv__size_ones(x->size);
   mv_err err;
   int st = MV_ACCESS_CONTINUE;
   uint64_t answer = 0;

@@ -157,7 +157,7 @@ bool mv__smp_post_interrupt(mv_vcpu *c, uint32_t vector) {
 int mv__smp_access(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   mv_guest *g = c->guest;
   mv_smp *s = g->smp;
-  uint64_t answer = e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
+  uint64_t answer = mv__size_ones(e->size);
   e->trap_id = 0;
   pthread_mutex_lock(&s->mu);
   mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);

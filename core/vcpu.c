@@ -75,7 +75,7 @@ int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
   if (__builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
   mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
   /* what a read gets unless a handler answers: all ones, as from an empty bus */
-  uint64_t answer = e->write ? 0 : e->size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * e->size)) - 1;
+  uint64_t answer = e->write ? 0 : mv__size_ones(e->size);
   e->trap_id = 0;
   if (tr && tr->kind == MV_TRAP_BELL) {
     if (!e->write) {          /* doorbells are write-only: reads see an empty bus */
