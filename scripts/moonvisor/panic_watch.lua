@@ -40,13 +40,18 @@ function Watch:_line(line)
   end
 end
 
+local char, unpack = string.char, table.unpack
+
+-- The line so far is kept as byte values: a string per byte would cost more.
 function Watch:byte(b)
+  local n = self.n
   if b == 10 then
-    self:_line(table.concat(self.buf, "", 1, self.n))
+    self:_line(char(unpack(self.buf, 1, n)))
     self.n = 0
-  elseif self.n < M.MAX_LINE then
-    self.n = self.n + 1
-    self.buf[self.n] = string.char(b)
+  elseif n < M.MAX_LINE then
+    n = n + 1
+    self.n = n
+    self.buf[n] = b
   end
 end
 

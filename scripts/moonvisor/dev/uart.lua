@@ -53,26 +53,36 @@ local Uart = {}
 Uart.__index = Uart
 M.Uart = Uart
 
-local LSR_DR, LSR_OE, LSR_THRE, LSR_TEMT = 0x01, 0x02, 0x20, 0x40
-local LSR_ERRORS = 0x1e          -- OE, PE, FE, BI
-local IER_RDI, IER_THRI, IER_RLSI, IER_MSI = 0x01, 0x02, 0x04, 0x08
-local IIR_NONE, IIR_MSI, IIR_THRI, IIR_RDI, IIR_RLSI, IIR_CTI = 0x01, 0x00, 0x02, 0x04, 0x06, 0x0c
-local MCR_LOOP = 0x10
-local MSR_DEFAULT = 0xb0         -- DCD, DSR, CTS asserted (a connected terminal)
+local LSR_DR <const>, LSR_OE <const>, LSR_IDLE <const> = 0x01, 0x02, 0x60   -- IDLE: THRE | TEMT
+local LSR_ERRORS <const> = 0x1e  -- OE, PE, FE, BI
+local IER_RDI <const>, IER_THRI <const>, IER_RLSI <const>, IER_MSI <const> = 0x01, 0x02, 0x04, 0x08
+local IIR_NONE <const>, IIR_MSI <const>, IIR_THRI <const>, IIR_RDI <const>, IIR_RLSI <const>, IIR_CTI <const> =
+  0x01, 0x00, 0x02, 0x04, 0x06, 0x0c
+local MCR_LOOP <const> = 0x10
+local MSR_DEFAULT <const> = 0xb0        -- DCD, DSR, CTS asserted (a connected terminal)
 local TRIGGER = { [0] = 1, 4, 8, 14 }
-local FIFO_SIZE = 16
+local FIFO_SIZE <const> = 16
 
+-- The default output: io.stdout, the bytes kept as numbers and turned into
+-- one string per line or per 4 KiB (a string per byte would cost more than
+-- the rest of a THR write).  Returns the byte sink; self._flush writes.
 local function stdout_sink(self)
   local buf, n = {}, 0
+  local char, unpack = string.char, table.unpack
   self._flush = function()
-    if n > 0 then io.stdout:write(table.concat(buf, "", 1, n)); io.stdout:flush(); n = 0 end
+    if n > 0 then io.stdout:write(char(unpack(buf, 1, n))); io.stdout:flush(); n = 0 end
   end
-  return function(s)
+  return function(b)
     n = n + 1
-    buf[n] = s
-    if s == "\n" or n >= 4096 then self._flush() end
+    buf[n] = b
+    if b == 10 or n >= 4096 then self._flush() end
   end
 end
+
+-- The registers' helpers are local functions, not methods: a register
+-- access calls several, and a method call through the class costs a
+-- failed lookup in the object first.
+local pull, update_irq
 
 function M.new(g, opts)
   opts = opts or {}
@@ -92,7 +102,9 @@ function M.new(g, opts)
     if type(opts.output) ~= "function" then error("uart.new: output must be a function or false", 2) end
     self.out = opts.output
   else
-    self.out = stdout_sink(self)
+    local byte = stdout_sink(self)
+    self.out = function(s) for i = 1, #s do byte(s:byte(i)) end end
+    self.stdout, self.stdout_byte = self.out, byte   -- (while uart.out is this one, bytes go in as numbers)
   end
   local input = opts.input
   if type(input) == "function" then self.input_fn = input
@@ -103,12 +115,11 @@ function M.new(g, opts)
   end
   self.handler = dev.bytewise(self.base, 8, Uart.read, Uart.write, self)
   self.trap = g:trap("io", self.base, 8, self.handler)
-  self:_pull()
+  pull(self)
   return self
 end
 
--- Next input byte, or nil when there is none now.
-function Uart:_next_input()
+local function next_input(self)
   while true do
     local s = self.inq[1]
     if s then
@@ -130,21 +141,19 @@ function Uart:_next_input()
   end
 end
 
--- Moves queued input into the receiver as far as there is room.
-function Uart:_pull()
-  if self.mcr & MCR_LOOP ~= 0 or (not self.inq[1] and not self.input_fn) then return end
+-- Moves input into the receiver while it has room (not in loopback).
+function pull(self)
+  if (not self.inq[1] and not self.input_fn) or self.mcr & MCR_LOOP ~= 0 then return end
   local cap = self.fifo and FIFO_SIZE or 1
   local rx = self.rx
   while #rx < cap do
-    local b = self:_next_input()
+    local b = next_input(self)
     if not b then break end
     rx[#rx + 1] = b | 0x100
   end
 end
 
--- Empties the receiver (keeps the bytes from the line when keep_line is
--- set); bytes that came from the input go back to its queue.
-function Uart:_clear_rx(keep_line)
+local function clear_rx(self, keep_line)
   local back, kept = {}, {}
   for _, b in ipairs(self.rx) do
     if b & 0x100 ~= 0 then back[#back + 1] = string.char(b & 0xff)
@@ -160,7 +169,7 @@ function Uart:_clear_rx(keep_line)
 end
 
 -- A byte arriving on the line now.
-function Uart:_receive(b)
+local function receive(self, b)
   local rx = self.rx
   if #rx >= (self.fifo and FIFO_SIZE or 1) then
     self.lsr_err = self.lsr_err | LSR_OE
@@ -171,7 +180,7 @@ function Uart:_receive(b)
   end
 end
 
-function Uart:_iir()
+local function iir(self)
   local ier = self.ier
   if ier == 0 then return IIR_NONE end   -- every source masked (a polling driver)
   if ier & IER_RLSI ~= 0 and self.lsr_err ~= 0 then return IIR_RLSI end
@@ -185,8 +194,11 @@ function Uart:_iir()
   return IIR_NONE
 end
 
-function Uart:_update_irq()
-  local level = (self:_iir() & 1) == 0 and 1 or 0
+-- Passes a change of the interrupt output to raise_irq.  (The register
+-- accesses skip the call while every source is masked and the output is
+-- low: a polling driver's, where nothing can change.)
+function update_irq(self)
+  local level = self.ier ~= 0 and (iir(self) & 1) == 0 and 1 or 0
   if level ~= self.level then
     self.level = level
     if level == 1 then self.n_irq = self.n_irq + 1 end
@@ -195,7 +207,7 @@ function Uart:_update_irq()
 end
 
 -- The modem status inputs change to `lines` (bits 4-7 of MSR).
-function Uart:_set_modem_lines(lines)
+local function set_modem_lines(self, lines)
   local old = self.msr
   local delta = 0
   if (old ~ lines) & 0x10 ~= 0 then delta = delta | 0x01 end       -- DCTS
@@ -216,28 +228,28 @@ function Uart:read(port)
   local v
   if off == 0 then
     if self.lcr & 0x80 ~= 0 then return self.dll end
-    if #self.rx == 0 then self:_pull() end
+    if #self.rx == 0 then pull(self) end
     if #self.rx > 0 then
       self.rbr = table.remove(self.rx, 1) & 0xff
       self.n_rx = self.n_rx + 1
-      self:_pull()
+      pull(self)
     end
     v = self.rbr
   elseif off == 1 then
     if self.lcr & 0x80 ~= 0 then return self.dlm end
     return self.ier
   elseif off == 2 then
-    self:_pull()
-    local iir = self:_iir()
-    if iir == IIR_THRI then self.thr_ipending = false end
-    v = iir | (self.fifo and 0xc0 or 0)
+    pull(self)
+    local id = iir(self)
+    if id == IIR_THRI then self.thr_ipending = false end
+    v = id | (self.fifo and 0xc0 or 0)
   elseif off == 3 then
     return self.lcr
   elseif off == 4 then
     return self.mcr
   elseif off == 5 then
-    self:_pull()
-    v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_THRE | LSR_TEMT
+    pull(self)
+    v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_IDLE
     self.lsr_err = 0
   elseif off == 6 then
     v = self.msr
@@ -247,7 +259,7 @@ function Uart:read(port)
   else
     return 0xff
   end
-  self:_update_irq()
+  if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
   return v
 end
 
@@ -259,12 +271,13 @@ function Uart:write(port, v)
   if off == 0 then
     if self.lcr & 0x80 ~= 0 then self.dll = v return end
     self.thr_ipending = false
-    self:_update_irq()
+    if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
     if self.mcr & MCR_LOOP ~= 0 then
-      self:_receive(v)
+      receive(self, v)
     else
       self.n_tx = self.n_tx + 1
-      self.out(string.char(v))
+      local out = self.out
+      if out == self.stdout then self.stdout_byte(v) else out(string.char(v)) end
       if self.tap then self.tap(v) end
     end
     self.thr_ipending = true          -- THR empties at once
@@ -275,13 +288,13 @@ function Uart:write(port, v)
     if changed & IER_THRI ~= 0 then self.thr_ipending = v & IER_THRI ~= 0 end
   elseif off == 2 then
     local enable = v & 1 ~= 0
-    if enable ~= self.fifo then self:_clear_rx() end   -- changing FCR0 resets the FIFOs
+    if enable ~= self.fifo then clear_rx(self) end   -- changing FCR0 resets the FIFOs
     self.fifo = enable
     if enable then
-      if v & 0x02 ~= 0 then self:_clear_rx() end    -- clear RX FIFO (TX is always empty)
+      if v & 0x02 ~= 0 then clear_rx(self) end    -- clear RX FIFO (TX is always empty)
       self.trigger = TRIGGER[v >> 6]
     end
-    self:_pull()
+    pull(self)
   elseif off == 3 then
     self.lcr = v
     return
@@ -289,11 +302,11 @@ function Uart:write(port, v)
     local was_loop = self.mcr & MCR_LOOP ~= 0
     self.mcr = v & 0x1f
     if v & MCR_LOOP ~= 0 then
-      if not was_loop then self:_clear_rx(true) end    -- the input is disconnected
-      self:_set_modem_lines(loop_lines(self.mcr))
+      if not was_loop then clear_rx(self, true) end    -- the input is disconnected
+      set_modem_lines(self, loop_lines(self.mcr))
     elseif was_loop then
-      self:_set_modem_lines(MSR_DEFAULT)
-      self:_pull()
+      set_modem_lines(self, MSR_DEFAULT)
+      pull(self)
     end
   elseif off == 5 or off == 6 then
     return                              -- LSR and MSR are read-only here
@@ -301,7 +314,7 @@ function Uart:write(port, v)
     self.scr = v
     return
   end
-  self:_update_irq()
+  if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
 end
 
 function Uart:feed(s)
@@ -312,13 +325,13 @@ end
 
 function Uart:receive(s)
   if type(s) ~= "string" then error("uart:receive: expected a string, got " .. type(s), 2) end
-  for i = 1, #s do self:_receive(s:byte(i)) end
-  self:_update_irq()
+  for i = 1, #s do receive(self, s:byte(i)) end
+  update_irq(self)
 end
 
 function Uart:poll()
-  self:_pull()
-  self:_update_irq()
+  pull(self)
+  update_irq(self)
 end
 
 function Uart:irq_level() return self.level end
