@@ -7,6 +7,10 @@
 --   build/moonvisor bench/counts.lua exits-data N  the same with another byte written each time
 --   build/moonvisor bench/counts.lua exits-args N  the same with a handler that takes (exit, cpu)
 --                                                and reads exit.data
+--   build/moonvisor bench/counts.lua console N  N bytes a guest prints on moonvisor.pc's COM1 the
+--                                                way a polling driver does (an LSR read, a THR
+--                                                write), lines of 63 letters and a newline,
+--                                                to stdout
 --   build/moonvisor bench/counts.lua fuzz N      2N fuzz executions of examples/fuzz_parser.lua
 --                                                (coverage on), the last N between markers
 --   build/moonvisor bench/counts.lua restore N   2N restores of a ring-0 long-mode guest that
@@ -48,6 +52,27 @@ if what == "exits" or what == "exits-data" or what == "exits-args" then
   mark("exits-end")
   assert(e.type == "kick" and count == n, "exits: " .. e.type .. " after " .. count)
   print(("exits: %d Lua-handled exits (%s backend)"):format(count, g:backend()))
+
+elseif what == "console" then
+  local pc = require "moonvisor.pc"
+  local m <close> = pc.new{ mem = 64 << 20 }   -- the output goes to stdout, as a start's does
+  m.g:write(0x100000, table.concat{           -- 32-bit code
+    "\xb9", string.pack("<I4", n),            -- mov ecx, n
+    "\x89\xce",                               -- l: mov esi, ecx
+    "\x83\xe6\x3f",                           -- and esi, 63
+    "\x8a\x86", string.pack("<I4", 0x100100), -- mov al, [esi + line]
+    "\xba\xfd\x03\x00\x00",                   -- mov edx, 0x3fd (LSR)
+    "\x88\xc4\xec\x88\xe0",                    -- mov ah, al / in al, dx / mov al, ah
+    "\xba\xf8\x03\x00\x00",                   -- mov edx, 0x3f8 (THR)
+    "\xee",                                   -- out dx, al
+    "\xe2\xe3",                               -- loop l
+    "\xb0\x00\xe6\xf4",                       -- mov al, 0 / out 0xf4, al (isa-debug-exit)
+  })
+  m.g:write(0x100100, "\n" .. string.rep("abcdefghi", 7))
+  m:start(0x100000, "protected", {})
+  local r = m:run{}
+  assert(r.kind == "debug-exit" and m.dev.uart:stats().tx == n, "console: " .. r.reason)
+  print(("console: %d bytes (%s backend)"):format(n, m.g:backend()))
 
 elseif what == "fuzz" then
   local fuzz = require "moonvisor.fuzz"

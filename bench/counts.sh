@@ -15,6 +15,9 @@
 #                           out dx, al in a loop, a handler that counts; and
 #                           exits-data, where the byte written changes; and
 #                           exits-args, whose handler takes its arguments)
+#   instructions per byte   the same for 4000 and 2000 bytes printed on
+#                           moonvisor.pc's COM1 (bench/counts.lua console),
+#                           two device exits each
 #   ioctls per exit         the same difference, counted by strace
 #   ioctls per restore      ioctls between the markers around each g:restore
 #                           (bench/counts.lua restore: a long-mode guest at
@@ -90,6 +93,9 @@ if have valgrind; then
   a=$(instructions $MV bench/counts.lua exits-args 20000)
   b=$(instructions $MV bench/counts.lua exits-args 40000)
   row "  ... a handler taking (exit, cpu) that reads exit.data" "$(ratio $((b - a)) 20000)"
+  a=$(instructions $MV bench/counts.lua console 2000)
+  b=$(instructions $MV bench/counts.lua console 4000)
+  row "instructions per console byte (pc COM1: LSR read, THR write)" "$(ratio $((b - a)) 2000)"
 else
   row "instructions per Lua-handled exit" "(no valgrind)"
 fi
