@@ -452,25 +452,34 @@ static void settle(kvm_vcpu *kv) {
 }
 
 /* One handler call per element of a (string) IO exit. */
+/* One access of an IO exit (element i of a string instruction's): the
+ * exit's fields (enter zeroed the rest), the trap, a read's answer into
+ * kvm_run's data. */
+static inline __attribute__((always_inline)) int io_access(mv_vcpu *c, kvm_vcpu *kv, uint8_t *p, uint16_t port,
+                                                           uint32_t size, bool write, uint32_t i) {
+  mv_exit *e = c->exit;
+  e->type = MV_EXIT_IO;
+  e->addr = port;
+  e->size = size;
+  e->write = write;
+  e->reason = KVM_EXIT_IO;
+  e->data = write ? load_le(p, size) : 0;
+  uint64_t value = 0;
+  kv->io_elem = i;
+  int st = mv__access(c, e, &value);
+  if (!write) store_le(p, size, value);
+  return st;
+}
+
 static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
   uint8_t *p = (uint8_t *)run + run->io.data_offset;
   bool write = run->io.direction == KVM_EXIT_IO_OUT;
   uint32_t size = run->io.size, count = run->io.count;
   uint16_t port = run->io.port;
-  mv_exit *e = c->exit;   /* enter zeroed it; an access changes only these fields */
+  if (__builtin_expect(count == 1, 1)) return io_access(c, kv, p, port, size, write, 0);   /* in/out */
   for (uint32_t i = 0; i < count; i++, p += size) {
-    e->type = MV_EXIT_IO;
-    e->addr = port;
-    e->size = size;
-    e->write = write;
-    e->reason = KVM_EXIT_IO;
-    e->data = write ? load_le(p, size) : 0;
-    uint64_t value = 0;
-    kv->io_elem = i;
-    int st = mv__access(c, e, &value);
-    if (!write) store_le(p, size, value);
-    if (st == MV_ACCESS_STOP) {
+    if (io_access(c, kv, p, port, size, write, i) == MV_ACCESS_STOP) {
       if (!write) memset(p + size, 0xff, (size_t)size * (count - i - 1));
       return MV_ACCESS_STOP;
     }
