@@ -154,7 +154,23 @@ static int guest_dirty_pages(lua_State *L) {
  * that changed since the previous handler call set again (lutil.c).  This
  * is the one place handlers are called: unprotected inside enter's
  * protected frame where the backend can be unwound (an IO/MMIO access on
- * kvm: a lua_pcall per exit cost ~110 instructions), else each protected. */
+ * kvm: a lua_pcall per exit cost ~110 instructions), else each protected.
+ * A read's answer other than an integer is rare, and out of line. */
+/* A read's handler returned something other than an integer (on top). */
+static __attribute__((noinline)) int trap_odd_answer(lua_State *L, LVcpu *lv, mv_exit *exit) {
+  if (lua_isnil(L, -1)) {   /* nil: the access reads as all ones */
+    lua_pop(L, 1);
+    return MV_TRAP_DONE;
+  }
+  char hex[20];
+  lua_pushfstring(L, "handler returned %s for %s %s read of %s (expected an integer or nil)",
+                  lua_type(L, -1) == LUA_TNUMBER ? "a non-integer number" : luaL_typename(L, -1),
+                  exit->type == MV_EXIT_IO ? "an" : "a", mv_exit_type_name(exit->type), lmv_hex(hex, exit->addr));
+  lua_setiuservalue(L, lv->base, 3);
+  lua_pop(L, 1);
+  return MV_TRAP_FAIL;
+}
+
 static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs, mv_exit *exit, uint64_t *value) {
   lua_State *L = lv->L;
   if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */
@@ -170,27 +186,18 @@ static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs,
     lua_pushvalue(L, lv->base + 1);
     if (nargs > 1) lua_pushvalue(L, lv->base);
   }
+  int nres = exit->write ? 0 : 1;
   if (lv->unwind && exit->type != MV_EXIT_BELL)
-    lua_call(L, nargs, exit->write ? 0 : 1);   /* an error unwinds to cpu:enter's protected frame (lvcpu.c) */
-  else if (lua_pcall(L, nargs, exit->write ? 0 : 1, lv->base + 2) != LUA_OK) {
+    lua_call(L, nargs, nres);   /* an error unwinds to cpu:enter's protected frame (lvcpu.c) */
+  else if (lua_pcall(L, nargs, nres, lv->base + 2) != LUA_OK) {
     lua_setiuservalue(L, lv->base, 3);   /* the error (with traceback) for enter to raise */
     return MV_TRAP_FAIL;
   }
-  if (exit->write) return MV_TRAP_DONE;   /* no result asked */
-  if (!lua_isnil(L, -1)) {
-    int isnum = 0;
-    lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
-    if (!isnum) {
-      char hex[20];
-      lua_pushfstring(L, "handler returned %s for %s %s read of %s (expected an integer or nil)",
-                      lua_type(L, -1) == LUA_TNUMBER ? "a non-integer number" : luaL_typename(L, -1),
-                      exit->type == MV_EXIT_IO ? "an" : "a", mv_exit_type_name(exit->type), lmv_hex(hex, exit->addr));
-      lua_setiuservalue(L, lv->base, 3);
-      lua_pop(L, 1);
-      return MV_TRAP_FAIL;
-    }
-    *value = (uint64_t)v;
-  }
+  if (nres == 0) return MV_TRAP_DONE;   /* no result asked */
+  int isnum = 0;
+  lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
+  if (__builtin_expect(!isnum, 0)) return trap_odd_answer(L, lv, exit);
+  *value = (uint64_t)v;
   lua_pop(L, 1);
   return MV_TRAP_DONE;
 }
