@@ -4,7 +4,8 @@
  * Files of the core share these; nothing outside core/ includes it.  A
  * backend (kvm/, soft/) implements mv_backend_ops and calls back into the
  * core through mv__access() for every IO/MMIO access it sees, so the trap
- * lookup and the value fed back to the guest live in one place (vcpu.c).
+ * lookup and the value fed back to the guest live in one place (here, with
+ * the rare cases in vcpu.c).
  */
 #ifndef MV_INTERNAL_H
 #define MV_INTERNAL_H
@@ -156,7 +157,7 @@ enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
  * a trap consumed it, STOP when enter must return *exit to its caller. */
 static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* The same without a recorder: trap lookup and callback (record_run.c calls it). */
-int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+static inline int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* An access's value with every bit of its size set: what an empty bus reads. */
 static inline uint64_t mv__size_ones(uint32_t size) {
   return size >= 8 ? UINT64_MAX : (UINT64_C(1) << (8 * size)) - 1;
@@ -181,10 +182,6 @@ static inline int mv__access_answered(mv_exit *e, bool ok, uint64_t answer, uint
 /* record_run.c: hooks called only while g->rec is set.  Those returning int
  * give 0, or -EILSEQ when a replay diverges there (err filled). */
 int mv__rec_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
-static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
-  if (__builtin_expect(cpu->guest->rec != NULL, 0)) return mv__rec_access(cpu, exit, value);   /* record.h */
-  return mv__access_traps(cpu, exit, value);
-}
 int mv__rec_enter(mv_vcpu *cpu, mv_err *err);
 int mv__rec_exit(mv_vcpu *cpu, mv_exit *exit, int r, mv_err *err);
 int mv__rec_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
@@ -210,6 +207,25 @@ static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *v
   if (__builtin_expect(c->guest->timing || c->guest->trace != NULL, 0)) return mv__call_trap_timed(c, tr, e, value);
   return tr->fn(tr->cookie, c, e, value);
 }
+
+/* vcpu.c: an access no callback takes here: a doorbell's, or one without a trap. */
+int mv__access_untrapped(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
+int mv__smp_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+static inline __attribute__((always_inline)) int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+  mv_guest *g = c->guest;
+  if (__builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
+  mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
+  if (__builtin_expect(!tr || tr->kind == MV_TRAP_BELL, 0)) return mv__access_untrapped(c, tr, e, value);
+  /* what a read gets unless the handler answers: all ones, as from an empty bus */
+  uint64_t answer = e->write ? 0 : mv__size_ones(e->size);
+  e->trap_id = (uint32_t)tr->id;
+  int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
+  return mv__access_answered(e, r != MV_TRAP_FAIL && !g->close_requested, answer, value);
+}
+static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
+  if (__builtin_expect(cpu->guest->rec != NULL, 0)) return mv__rec_access(cpu, exit, value);   /* record.h */
+  return mv__access_traps(cpu, exit, value);
+}
 /* stats.c: counts (and traces) an exit enter returns. */
 void mv__note_exit(mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns);
 uint64_t mv__now_ns(void);
@@ -217,7 +233,6 @@ uint64_t mv__now_ns(void);
 /* smp.c.  While a threaded mv_guest_run runs, the exit path's shared state
  * (trap tables and counters, the trace) is guarded by the run's mutex:
  * mv__access and mv__bells_drain hand over to these. */
-int mv__smp_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 int mv__smp_bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
 void mv__smp_lock(mv_guest *g);     /* no-ops unless g->threaded */
 void mv__smp_unlock(mv_guest *g);

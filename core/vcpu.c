@@ -69,15 +69,14 @@ static int check_live(mv_vcpu *c, const char *what, mv_err *err) {
 
 /* {====================================================== the exit path */
 
-/* (mv__access, inline in internal.h, hands accesses here unless recording.) */
-int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+/* mv__access_traps (inline in internal.h) takes an access to its trap's
+ * callback; the other ends of an access are here. */
+int mv__access_untrapped(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
   mv_guest *g = c->guest;
-  if (__builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
-  mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
-  /* what a read gets unless a handler answers: all ones, as from an empty bus */
+  /* what a read gets: all ones, as from an empty bus */
   uint64_t answer = e->write ? 0 : mv__size_ones(e->size);
   e->trap_id = 0;
-  if (tr && tr->kind == MV_TRAP_BELL) {
+  if (tr) {                   /* a doorbell */
     if (!e->write) {          /* doorbells are write-only: reads see an empty bus */
       *value = answer;
       return MV_ACCESS_CONTINUE;
@@ -94,13 +93,8 @@ int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
     g->nbells++;
     return MV_ACCESS_CONTINUE;
   }
-  if (!tr) {                  /* unclaimed: the caller of enter sees it */
-    if (!e->write) *value = e->data = answer;
-    return MV_ACCESS_STOP;
-  }
-  e->trap_id = (uint32_t)tr->id;
-  int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
-  return mv__access_answered(e, r != MV_TRAP_FAIL && !g->close_requested, answer, value);
+  if (!e->write) *value = e->data = answer;   /* unclaimed: the caller of enter sees it */
+  return MV_ACCESS_STOP;
 }
 
 int mv_vcpu_enter(mv_vcpu *c, mv_exit *exit, mv_err *err) {
