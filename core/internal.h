@@ -222,7 +222,7 @@ static inline __attribute__((always_inline)) int mv__access_traps(mv_vcpu *c, mv
   int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
   return mv__access_answered(e, r != MV_TRAP_FAIL && !g->close_requested, answer, value);
 }
-static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
+static inline __attribute__((always_inline)) int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   if (__builtin_expect(cpu->guest->rec != NULL, 0)) return mv__rec_access(cpu, exit, value);   /* record.h */
   return mv__access_traps(cpu, exit, value);
 }
