@@ -376,6 +376,47 @@ describe("uart object", function()
     assert(ok, err)
   end)
 
+  it("writes default output in 4 KiB pieces without a newline, and through out() as well", function()
+    local g = H.guest()
+    local written = {}
+    local real = io.stdout
+    io.stdout = { write = function(_, s) written[#written + 1] = s end, flush = function() end }
+    local ok, err = pcall(function()
+      local u = uart_mod.new(g)
+      for i = 1, 4097 do u:write(0x3f8, 0x61 + i % 26) end
+      assert.equals(1, #written)
+      assert.equals(4096, #written[1])
+      assert.equals("bcd", written[1]:sub(1, 3))
+      u.out("xy\n")              -- the sink as a string function: the byte waiting, then these
+      assert.same({ "p", "xy\n" }, { written[2]:sub(1, 1), written[2]:sub(2) })
+      assert.equals(4097, u:stats().tx)
+    end)
+    io.stdout = real
+    assert(ok, err)
+  end)
+
+  it("sends bytes to an output set on the object later, as strings, and to tap", function()
+    local g = H.guest()
+    local real = io.stdout
+    local written, got, tapped = {}, {}, {}
+    io.stdout = { write = function(_, s) written[#written + 1] = s end, flush = function() end }
+    local ok, err = pcall(function()
+      local u = uart_mod.new(g)
+      u:write(0x3f8, 0x41)
+      u:flush()
+      u.out = function(s) got[#got + 1] = s end
+      u.tap = function(b) tapped[#tapped + 1] = b end
+      u:write(0x3f8, 0x42)
+      u:write(0x3f8, 0x0a)
+      u:flush()
+    end)
+    io.stdout = real
+    assert(ok, err)
+    assert.same({ "A" }, written)
+    assert.same({ "B", "\n" }, got)
+    assert.same({ 0x42, 0x0a }, tapped)
+  end)
+
   it("removes its trap", function()
     local g, cpu, u = guest("inb 0x3fd\nhlt")
     u:remove()

@@ -104,7 +104,7 @@ function M.new(g, opts)
   else
     local byte = stdout_sink(self)
     self.out = function(s) for i = 1, #s do byte(s:byte(i)) end end
-    self.stdout, self.stdout_byte = self.out, byte   -- (while uart.out is this one, bytes go in as numbers)
+    self._stdout, self._stdout_byte = self.out, byte   -- (while uart.out is this one, bytes go in as numbers)
   end
   local input = opts.input
   if type(input) == "function" then self.input_fn = input
@@ -277,7 +277,7 @@ function Uart:write(port, v)
     else
       self.n_tx = self.n_tx + 1
       local out = self.out
-      if out == self.stdout then self.stdout_byte(v) else out(string.char(v)) end
+      if out == self._stdout then self._stdout_byte(v) else out(string.char(v)) end
       if self.tap then self.tap(v) end
     end
     self.thr_ipending = true          -- THR empties at once
