@@ -356,14 +356,21 @@ describe("uart interrupts", function()
   end)
 end)
 
+-- Runs fn(u, written) with a UART on its default output and io.stdout
+-- replaced by a recorder: written holds each string the sink wrote.
+local function with_stdout(fn)
+  local g = H.guest()
+  local written = {}
+  local real = io.stdout
+  io.stdout = { write = function(_, s) written[#written + 1] = s end, flush = function() end }
+  local ok, err = pcall(fn, uart_mod.new(g), written)
+  io.stdout = real
+  assert(ok, err)
+end
+
 describe("uart object", function()
   it("buffers default output up to a newline and flushes on flush()", function()
-    local g = H.guest()
-    local written = {}
-    local real = io.stdout
-    io.stdout = { write = function(_, s) written[#written + 1] = s end, flush = function() end }
-    local ok, err = pcall(function()
-      local u = uart_mod.new(g)
+    with_stdout(function(u, written)
       u:write(0x3f8, 0x41)
       assert.same({}, written)
       u:write(0x3f8, 0x0a)
@@ -372,17 +379,10 @@ describe("uart object", function()
       u:flush()
       assert.same({ "A\n", "B" }, written)
     end)
-    io.stdout = real
-    assert(ok, err)
   end)
 
   it("writes default output in 4 KiB pieces without a newline, and through out() as well", function()
-    local g = H.guest()
-    local written = {}
-    local real = io.stdout
-    io.stdout = { write = function(_, s) written[#written + 1] = s end, flush = function() end }
-    local ok, err = pcall(function()
-      local u = uart_mod.new(g)
+    with_stdout(function(u, written)
       for i = 1, 4097 do u:write(0x3f8, 0x61 + i % 26) end
       assert.equals(1, #written)
       assert.equals(4096, #written[1])
@@ -391,17 +391,11 @@ describe("uart object", function()
       assert.same({ "p", "xy\n" }, { written[2]:sub(1, 1), written[2]:sub(2) })
       assert.equals(4097, u:stats().tx)
     end)
-    io.stdout = real
-    assert(ok, err)
   end)
 
   it("sends bytes to an output set on the object later, as strings, and to tap", function()
-    local g = H.guest()
-    local real = io.stdout
-    local written, got, tapped = {}, {}, {}
-    io.stdout = { write = function(_, s) written[#written + 1] = s end, flush = function() end }
-    local ok, err = pcall(function()
-      local u = uart_mod.new(g)
+    local got, tapped = {}, {}
+    with_stdout(function(u, written)
       u:write(0x3f8, 0x41)
       u:flush()
       u.out = function(s) got[#got + 1] = s end
@@ -409,10 +403,8 @@ describe("uart object", function()
       u:write(0x3f8, 0x42)
       u:write(0x3f8, 0x0a)
       u:flush()
+      assert.same({ "A" }, written)
     end)
-    io.stdout = real
-    assert(ok, err)
-    assert.same({ "A" }, written)
     assert.same({ "B", "\n" }, got)
     assert.same({ 0x42, 0x0a }, tapped)
   end)
