@@ -147,15 +147,6 @@ static int guest_dirty_pages(lua_State *L) {
 
 /* {====================================================== traps */
 
-/* Handlers live in the guest's user value table, keyed by trap id, so a
- * handler that captures its guest does not keep it alive forever.  During
- * cpu:enter() that table sits at base+3 of the entering thread's stack.
- * The exit table each handler gets is the VCPU's one, with only the fields
- * that changed since the previous handler call set again (lutil.c).  This
- * is the one place handlers are called: unprotected inside enter's
- * protected frame where the backend can be unwound (an IO/MMIO access on
- * kvm: a lua_pcall per exit cost ~110 instructions), else each protected.
- * A read's answer other than an integer is rare, and out of line. */
 /* A read's handler returned something other than an integer (on top). */
 static __attribute__((noinline)) int trap_odd_answer(lua_State *L, LVcpu *lv, mv_exit *exit) {
   if (lua_isnil(L, -1)) {   /* nil: the access reads as all ones */
@@ -171,6 +162,15 @@ static __attribute__((noinline)) int trap_odd_answer(lua_State *L, LVcpu *lv, mv
   return MV_TRAP_FAIL;
 }
 
+/* Handlers live in the guest's user value table, keyed by trap id, so a
+ * handler that captures its guest does not keep it alive forever.  During
+ * cpu:enter() that table sits at base+3 of the entering thread's stack.
+ * The exit table each handler gets is the VCPU's one, with only the fields
+ * that changed since the previous handler call set again (lutil.c).  This
+ * is the one place handlers are called: unprotected inside enter's
+ * protected frame where the backend can be unwound (an IO/MMIO access on
+ * kvm: a lua_pcall per exit cost ~110 instructions), else each protected.
+ * A read's answer other than an integer is rare, and out of line. */
 static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs, mv_exit *exit, uint64_t *value) {
   lua_State *L = lv->L;
   if (!L) return MV_TRAP_FAIL;   /* (enter made room on the stack for what follows) */

@@ -232,7 +232,8 @@ uint64_t mv__now_ns(void);
 
 /* smp.c.  While a threaded mv_guest_run runs, the exit path's shared state
  * (trap tables and counters, the trace) is guarded by the run's mutex:
- * mv__access and mv__bells_drain hand over to these. */
+ * mv__access_traps hands over to mv__smp_access (above), mv__bells_drain
+ * to mv__smp_bells_drain. */
 int mv__smp_bells_drain(mv_guest *g, mv_vcpu *cpu, mv_exit *failed);
 void mv__smp_lock(mv_guest *g);     /* no-ops unless g->threaded */
 void mv__smp_unlock(mv_guest *g);

@@ -451,7 +451,6 @@ static void settle(kvm_vcpu *kv) {
   }
 }
 
-/* One handler call per element of a (string) IO exit. */
 /* One access of an IO exit (element i of a string instruction's): the
  * exit's fields (enter zeroed the rest), the trap, a read's answer into
  * kvm_run's data. */
@@ -471,6 +470,7 @@ static inline __attribute__((always_inline)) int io_access(mv_vcpu *c, kvm_vcpu 
   return st;
 }
 
+/* One handler call per element of a (string) IO exit. */
 static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
   struct kvm_run *run = kv->run;
   uint8_t *p = (uint8_t *)run + run->io.data_offset;
