@@ -198,7 +198,7 @@ end
 -- accesses skip the call while every source is masked and the output is
 -- low: a polling driver's, where nothing can change.)
 function update_irq(self)
-  local level = self.ier ~= 0 and (iir(self) & 1) == 0 and 1 or 0
+  local level = (iir(self) & 1) == 0 and 1 or 0
   if level ~= self.level then
     self.level = level
     if level == 1 then self.n_irq = self.n_irq + 1 end
