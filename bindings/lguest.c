@@ -212,6 +212,19 @@ int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value
   return r;
 }
 
+void *lmv_handler_nargs(lua_State *L, int idx, const char *what) {
+  if (lua_type(L, idx) != LUA_TFUNCTION) {
+    if (!luaL_getmetafield(L, idx, "__call"))
+      luaL_error(L, "%s: handler must be a function, got %s", what, luaL_typename(L, idx));
+    lua_pop(L, 1);
+    return (void *)(intptr_t)2;
+  }
+  lua_Debug ar;
+  lua_pushvalue(L, idx);
+  if (lua_getinfo(L, ">u", &ar) && !ar.isvararg && ar.nparams < 2) return (void *)(intptr_t)ar.nparams;
+  return (void *)(intptr_t)2;
+}
+
 static int guest_trap(lua_State *L) {
   static const char *const kinds[] = { "io", "mem", "bell", NULL };
   mv_guest *g = lmv_checkguest(L, 1, "guest:trap");
@@ -224,8 +237,7 @@ static int guest_trap(lua_State *L) {
   if (kind < 0) return luaL_error(L, "guest:trap: kind must be \"io\", \"mem\" or \"bell\", got \"%s\"", k);
   lua_Integer addr = lmv_checkint(L, 3, "guest:trap", "addr");
   lua_Integer size = lmv_checkint(L, 4, "guest:trap", "size");
-  if (lua_type(L, 5) != LUA_TFUNCTION && !luaL_getmetafield(L, 5, "__call"))
-    return luaL_error(L, "guest:trap: handler must be a function, got %s", luaL_typename(L, 5));
+  void *nargs = lmv_handler_nargs(L, 5, "guest:trap");
   if (addr < 0 || size <= 0)
     return luaL_error(L, "guest:trap: bad range %I+%I (addr >= 0, size > 0)", (LUAI_UACINT)addr, (LUAI_UACINT)size);
   LTrap *t = lua_newuserdatauv(L, sizeof *t, 1);   /* stack: ..., trap */
@@ -233,16 +245,10 @@ static int guest_trap(lua_State *L) {
   luaL_setmetatable(L, MV_TRAP);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);   /* the trap keeps its guest alive */
-  intptr_t nargs = 2;   /* (exit, cpu), or fewer when a Lua function declares fewer */
-  if (lua_type(L, 5) == LUA_TFUNCTION) {
-    lua_Debug ar;
-    lua_pushvalue(L, 5);
-    if (lua_getinfo(L, ">u", &ar) && !ar.isvararg && ar.nparams < 2) nargs = ar.nparams;
-  }
   lua_getiuservalue(L, 1, 1);    /* stack: ..., trap, handlers */
   mv_err err;
   int id = mv_guest_set_trap(g, (mv_trap_kind)kind, (uint64_t)addr, (uint64_t)size,
-                             lmv_trap_callback, NULL, (void *)nargs, &err);
+                             lmv_trap_callback, NULL, nargs, &err);
   if (id < 0) return lmv_raise(L, &err);
   lua_pushvalue(L, 5);
   lua_rawseti(L, -2, id);

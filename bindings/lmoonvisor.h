@@ -136,6 +136,10 @@ int lmv_kick_entering(void);
 
 /* Trap callback used for Lua handlers. */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+/* The arguments a trap handler at idx gets, as lmv_trap_callback's cookie:
+ * (exit, cpu), or fewer when a Lua function declares fewer (lguest.c).
+ * Raises "<what>: handler must be a function" for anything not callable. */
+void *lmv_handler_nargs(lua_State *L, int idx, const char *what);
 
 int lmv_open_vmo(lua_State *L);
 int lmv_open_guest(lua_State *L);

@@ -209,6 +209,11 @@ int mv_guest_set_trap(mv_guest *g, mv_trap_kind kind, uint64_t addr, uint64_t si
                       mv_trap_fn fn, mv_trap_release_fn release, void *cookie,
                       mv_err *err);
 int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err);
+/* Gives trap trap_id's callback another cookie from its next call on; the
+ * trap keeps its range, id and counters.  Only for a trap without a release
+ * callback (its cookie owns nothing): -EINVAL otherwise, -ENOENT when there
+ * is no such trap. */
+int mv_guest_set_trap_cookie(mv_guest *g, int trap_id, void *cookie, mv_err *err);
 size_t mv_guest_trap_count(const mv_guest *g);
 
 /* {====================================================== Statistics and tracing */
@@ -272,6 +277,10 @@ mv_guest *mv_vcpu_guest(const mv_vcpu *cpu);
 /* An opaque pointer for the embedder (the Lua bindings keep their state here). */
 void mv_vcpu_set_user(mv_vcpu *cpu, void *user);
 void *mv_vcpu_user(const mv_vcpu *cpu);
+/* The guest's VCPUs in creation order: VCPU i for 0 <= i < the count of
+ * VCPUs it ever had, NULL for one destroyed since. */
+int mv_guest_vcpu_count(const mv_guest *g);
+mv_vcpu *mv_guest_vcpu(const mv_guest *g, int i);
 int mv_vcpu_id(const mv_vcpu *cpu);
 
 /* zx_vcpu_enter: runs the guest, calling trap callbacks on the way, until an

@@ -122,6 +122,22 @@ int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err) {
   return mv__fail(err, -ENOENT, "trap:remove: no trap %d in this guest", trap_id);
 }
 
+int mv_guest_set_trap_cookie(mv_guest *g, int trap_id, void *cookie, mv_err *err) {
+  mv_trap_table *tables[2] = { &g->io, &g->mem };
+  for (int k = 0; k < 2; k++)
+    for (size_t i = 0; i < tables[k]->count; i++) {
+      mv_trap *tr = &tables[k]->items[i];
+      if (tr->id != trap_id) continue;
+      if (tr->release)
+        return mv__fail(err, -EINVAL, "trap:handler: trap %d has a release callback: its cookie cannot change", trap_id);
+      mv__smp_lock(g);   /* VCPU threads of guest:run call it */
+      tr->cookie = cookie;
+      mv__smp_unlock(g);
+      return 0;
+    }
+  return mv__fail(err, -ENOENT, "trap:handler: no trap %d in this guest", trap_id);
+}
+
 size_t mv_guest_trap_count(const mv_guest *g) { return g->io.count + g->mem.count; }
 
 void mv__traps_clear(mv_guest *g) {

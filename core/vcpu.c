@@ -58,6 +58,8 @@ void mv_vcpu_destroy(mv_vcpu *c) {
 mv_guest *mv_vcpu_guest(const mv_vcpu *c) { return c->guest; }
 void mv_vcpu_set_user(mv_vcpu *c, void *user) { c->user = user; }
 void *mv_vcpu_user(const mv_vcpu *c) { return c->user; }
+int mv_guest_vcpu_count(const mv_guest *g) { return g->nvcpus; }
+mv_vcpu *mv_guest_vcpu(const mv_guest *g, int i) { return i >= 0 && i < g->nvcpus ? g->vcpus[i] : NULL; }
 int mv_vcpu_id(const mv_vcpu *c) { return c->id; }
 
 static int check_live(mv_vcpu *c, const char *what, mv_err *err) {

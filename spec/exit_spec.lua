@@ -115,6 +115,49 @@ describe("io traps", function()
     t:remove()                    -- twice is harmless
     assert.equals("Trap(removed)", tostring(t))
   end)
+
+  it("hand over to another handler with trap:handler(fn), from inside a handler too, counters kept", function()
+    local g, cpu = H.real("mov al, 7\nl: out 0x80, al\njmp l")
+    local a, b, seen = 0, 0, nil
+    local t
+    local function second(e, c)   -- declares (exit, cpu), which the first did not
+      b = b + 1
+      seen = e.data
+      if b == 5 then c:kick() end
+    end
+    local function first()
+      a = a + 1
+      if a == 3 then assert.equals(t, t:handler(second)) end   -- the very next access is second's
+      if a > 3 then cpu:kick() end                              -- (it was not)
+    end
+    t = g:trap("io", 0x80, 1, first)
+    assert.equals(first, t:handler())
+    assert.equals("kick", cpu:enter().type)
+    assert.same({ 3, 5, 7 }, { a, b, seen })
+    assert.equals(second, t:handler())
+    assert.equals(8, cpu:stats().traps[1].calls)
+    t:handler(setmetatable({}, { __call = function(_, e, c) b = b + 1; seen = e.port; c:kick() end }))
+    assert.equals("kick", cpu:enter().type)
+    assert.same({ 6, 0x80 }, { b, seen })
+  end)
+
+  it("refuse trap:handler(x) for x not callable and for a removed trap, whose handler is nil", function()
+    local g = H.real("hlt")
+    local t = g:trap("io", 0x80, 1, function() end)
+    local ok, err = pcall(t.handler, t, 42)
+    assert.is_false(ok)
+    assert.matches("trap:handler: handler must be a function, got number", err, 1, true)
+    ok, err = pcall(t.handler, "t", print)
+    assert.matches("trap:handler: expected a moonvisor.Trap, got string", err, 1, true)
+    t:remove()
+    assert.is_nil(t:handler())
+    ok, err = pcall(t.handler, t, print)
+    assert.matches("trap:handler: the trap was removed (or its guest closed)", err, 1, true)
+    local u = g:trap("io", 0x81, 1, print)
+    g:close()
+    assert.is_nil(u:handler())
+    assert.is_false(pcall(u.handler, u, print))
+  end)
 end)
 
 describe("the exit table handlers get", function()
