@@ -148,6 +148,42 @@ describe("moonvisor.pc", function()
       assert.same({ "debug-exit", 7, 3 }, { r.kind, r.status, m.stopped.value })
     end)
 
+    it("stops tracing from the next access when the tracer turns itself off", function()
+      local m <close> = machine([[
+        mov dx, 0x3fd
+        in al, dx
+        in al, dx
+        in al, dx
+        mov al, 5
+        out 0xf4, al
+        hlt]])
+      local seen = {}
+      m:trace(function(name, e, v)
+        if name ~= "uart" then return end
+        seen[#seen + 1] = ("%x %s"):format(e.port, tostring(v))
+        if #seen == 2 then m:trace(nil) end
+      end)
+      local r = m:run{ timeout_ms = 5000 }
+      assert.same({ "3fd 96", "3fd 96" }, seen)
+      assert.same({ "debug-exit", 11 }, { r.kind, r.status })
+    end)
+
+    it("traces a device put in while tracing is on, and refuses a tracer that is not callable", function()
+      local m <close> = machine("mov al, 9\nout 0xf4, al\nhlt")
+      local seen = {}
+      m:trace(function() end)
+      m:replace("debug_exit", function(g) return { trap = g:trap("io", 0xf4, 1, function() end),
+                                                    remove = function() end } end)
+      m:trace(nil)   -- the removed debug_exit trap is left alone
+      m:trace(function(name, e) if name == "debug_exit" then seen[#seen + 1] = e.data end end)
+      local r = m:run{ timeout_ms = 5000 }
+      assert.same({ 9 }, seen)
+      assert.equals("halt", r.kind)
+      local ok, err = pcall(m.trace, m, 42)
+      assert.is_false(ok)
+      assert.matches("m:trace: fn must be a function or nil, got number", err, 1, true)
+    end)
+
     it("can be replaced by the script's own", function()
       local m <close> = machine("mov al, 9\nout 0xf4, al\nhlt")
       local got

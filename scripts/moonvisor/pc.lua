@@ -100,20 +100,28 @@ end
 
 -- {====================================================== building the machine
 
+-- The handler a device trap has while m:trace(fn) is on: the device's
+-- handler h, then fn.  Without a tracer the trap has h itself, so a device
+-- access costs no call more than a script's own trap (m:trace swaps them).
+local function traced(self, name, h)
+  return function(e, cpu)
+    local v = h(e, cpu)
+    local t = self.tracer
+    if t then t(name, e, v, cpu) end
+    return v
+  end
+end
+
 -- A stand-in for the guest handed to devices: the guest's methods, and a
--- trap() whose handlers pass through the machine's tracer.
+-- trap() that records which device owns the trap, for m:trace and
+-- m:exit_stats.
 local function device_guest(self, name)
   local g = self.g
   return setmetatable({
     trap = function(_, kind, addr, size, h)
-      self.trap_owners[#self.trap_owners + 1] = { name = name, kind = kind, addr = addr, size = size }
-      return g:trap(kind, addr, size, function(e, cpu)
-        local t = self.tracer
-        if not t then return h(e, cpu) end
-        local v = h(e, cpu)
-        t(name, e, v, cpu)
-        return v
-      end)
+      local t = g:trap(kind, addr, size, self.tracer and traced(self, name, h) or h)
+      self.trap_owners[#self.trap_owners + 1] = { name = name, kind = kind, addr = addr, size = size, trap = t, handler = h }
+      return t
     end,
   }, { __index = function(_, k)
     local f = g[k]
@@ -274,8 +282,20 @@ function Machine:_sleep(state, typ, cpu)
 end
 
 -- m:trace(fn): fn(device_name, exit, value, cpu) after each device access
--- (value: what a read returned); m:trace(nil) stops.
-function Machine:trace(fn) self.tracer = fn end
+-- (value: what a read returned); m:trace(nil) stops.  Turning it on or off
+-- swaps the handlers of the device traps there are (trap:handler), from
+-- the next access on; traps a device removed are left out.
+function Machine:trace(fn)
+  if fn ~= nil and type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    error("m:trace: fn must be a function or nil, got " .. type(fn), 2)
+  end
+  local was = self.tracer ~= nil
+  self.tracer = fn
+  if was == (fn ~= nil) then return end
+  for _, o in ipairs(self.trap_owners) do
+    if o.trap:handler() ~= nil then o.trap:handler(fn and traced(self, o.name, o.handler) or o.handler) end
+  end
+end
 
 -- m:replace(name, factory): removes device `name` and installs
 -- factory(g_for_devices, m), which returns the new device object.
