@@ -207,7 +207,10 @@ int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value
   LVcpu *lv = mv_vcpu_user(cpu);
   if (__builtin_expect(!lv->lock, 1)) return trap_call(lv, nargs, exit, value);
   lmv_lock_acquire(lv->lock);   /* guest:run: one handler at a time in the Lua state (never unwound: lv->unwind is false) */
-  int r = trap_call(lv, nargs, exit, value);
+  /* (exit, cpu) whatever the handler declares: the cookie came with this
+   * VCPU's copy of the trap (smp.c), taken before the lock, and a handler
+   * of another VCPU may have given the trap a new handler since (trap:handler) */
+  int r = trap_call(lv, 2, exit, value);
   lmv_lock_release(lv->lock);
   return r;
 }

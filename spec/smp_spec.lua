@@ -211,6 +211,25 @@ describe("guest:run", function()
     g:close()
   end)
 
+  it("hands a trap over to another handler (trap:handler) for every VCPU, from a handler of one", function()
+    local loop = "mov cx, 300\nl: mov dx, 0x701\nout dx, al\nloop l\nh: hlt\njmp h"
+    local g, cpus = smp({ loop, loop, loop })
+    local first, second, t = 0, 0, nil
+    local function later(e, cpu)   -- declares (exit, cpu), the first handler nothing
+      assert(e.port == 0x701 and cpu.id >= 0)
+      second = second + 1
+    end
+    t = g:trap("io", 0x701, 1, function()
+      first = first + 1
+      if first == 100 then t:handler(later) end
+    end)
+    local res = g:run(cpus, { timeout_ms = 120000 })
+    assert.equals("halted", res.reason)
+    assert.same({ 100, 800 }, { first, second })
+    assert.equals(later, t:handler())
+    g:close()
+  end)
+
   it("traces every VCPU on a track of its own", function()
     local loop = "mov cx, 20\nl: mov dx, 0x701\nout dx, al\nloop l\nh: hlt\njmp h"
     local g, cpus = smp({ loop, loop })
