@@ -106,36 +106,41 @@ static void table_remove_at(mv_guest *g, mv_trap_table *t, size_t i) {
   if (tr.release) tr.release(tr.cookie);
 }
 
-int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err) {
+/* The table holding trap trap_id (its index in *index), or NULL. */
+static mv_trap_table *table_with(mv_guest *g, int trap_id, size_t *index) {
   mv_trap_table *tables[2] = { &g->io, &g->mem };
   for (int k = 0; k < 2; k++)
     for (size_t i = 0; i < tables[k]->count; i++)
       if (tables[k]->items[i].id == trap_id) {
-        if (g->threaded && tables[k]->items[i].release)   /* its cookie may be in use on a VCPU thread */
-          return mv__fail(err, -EBUSY, "trap:remove: trap %d has a C callback and the guest's VCPUs run on "
-                          "threads (guest:run): remove it once the run returned", trap_id);
-        mv__smp_lock(g);
-        table_remove_at(g, tables[k], i);
-        mv__smp_unlock(g);
-        return 0;
+        *index = i;
+        return tables[k];
       }
-  return mv__fail(err, -ENOENT, "trap:remove: no trap %d in this guest", trap_id);
+  return NULL;
+}
+
+int mv_guest_remove_trap(mv_guest *g, int trap_id, mv_err *err) {
+  size_t i;
+  mv_trap_table *t = table_with(g, trap_id, &i);
+  if (!t) return mv__fail(err, -ENOENT, "trap:remove: no trap %d in this guest", trap_id);
+  if (g->threaded && t->items[i].release)   /* its cookie may be in use on a VCPU thread */
+    return mv__fail(err, -EBUSY, "trap:remove: trap %d has a C callback and the guest's VCPUs run on "
+                    "threads (guest:run): remove it once the run returned", trap_id);
+  mv__smp_lock(g);
+  table_remove_at(g, t, i);
+  mv__smp_unlock(g);
+  return 0;
 }
 
 int mv_guest_set_trap_cookie(mv_guest *g, int trap_id, void *cookie, mv_err *err) {
-  mv_trap_table *tables[2] = { &g->io, &g->mem };
-  for (int k = 0; k < 2; k++)
-    for (size_t i = 0; i < tables[k]->count; i++) {
-      mv_trap *tr = &tables[k]->items[i];
-      if (tr->id != trap_id) continue;
-      if (tr->release)
-        return mv__fail(err, -EINVAL, "trap:handler: trap %d has a release callback: its cookie cannot change", trap_id);
-      mv__smp_lock(g);   /* VCPU threads of guest:run call it */
-      tr->cookie = cookie;
-      mv__smp_unlock(g);
-      return 0;
-    }
-  return mv__fail(err, -ENOENT, "trap:handler: no trap %d in this guest", trap_id);
+  size_t i;
+  mv_trap_table *t = table_with(g, trap_id, &i);
+  if (!t) return mv__fail(err, -ENOENT, "trap:handler: no trap %d in this guest", trap_id);
+  if (t->items[i].release)
+    return mv__fail(err, -EINVAL, "trap:handler: trap %d has a release callback: its cookie cannot change", trap_id);
+  mv__smp_lock(g);   /* VCPU threads of guest:run call it */
+  t->items[i].cookie = cookie;
+  mv__smp_unlock(g);
+  return 0;
 }
 
 size_t mv_guest_trap_count(const mv_guest *g) { return g->io.count + g->mem.count; }
