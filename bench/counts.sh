@@ -26,6 +26,11 @@
 #   ioctls per fuzz exec    ioctls between the markers around executions
 #                           201..400 of examples/fuzz_parser.lua, coverage on
 #   instructions per start  callgrind's total for the whole command
+#   "in liblua" etc.        the same figure split by the object the
+#                           instructions ran in (bench/callgrind_objects.awk):
+#                           what Lua's own library costs (the handler's call
+#                           and body, undumping and running library code)
+#                           beside moonvisor's executable, libc, ld.so
 #   ioctls per start        strace's count for the whole command
 set -u
 cd "$(dirname "$0")/.."
@@ -39,7 +44,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 have() { command -v "$1" >/dev/null; }
 
-# instructions COMMAND...: callgrind's "Collected" total (user space, the whole process)
+# instructions COMMAND...: callgrind's "Collected" total (user space, the
+# whole process); the profile stays in $tmp/cg.out until the next call
 instructions() {
   valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$@" >/dev/null 2>"$tmp/cg.err"
   local n
@@ -71,6 +77,27 @@ names() {
     END { for (k in c) printf "      %6d  %s\n", c[k], k }' "$tmp/st" | sort -rn
 }
 
+# objects FILE: "class instructions" per object class of a callgrind profile
+objects() {
+  awk -f bench/callgrind_objects.awk "$1" | awk '
+    { o = $1; sub(/.*\//, "", o)
+      c = o ~ /^liblua/ ? "liblua" : o == "moonvisor" ? "moonvisor" : o ~ /^libc[.]/ ? "libc" : o ~ /^ld-linux/ ? "ld.so" : "other"
+      n[c] += $2 }
+    END { for (c in n) print c, n[c] }'
+}
+
+# split_rows A B N: rows "  of which in CLASS" for (B - A) / N per object
+# class, A and B being saved objects() outputs (N = 1: B alone)
+split_rows() {
+  for c in liblua moonvisor libc ld.so other; do
+    local x y
+    x=$(awk -v c=$c '$1 == c { print $2 }' "$1"); y=$(awk -v c=$c '$1 == c { print $2 }' "$2")
+    [ -z "$y" ] || [ $(( y - ${x:-0} )) -le 0 ] && continue
+    if [ "$3" = 1 ]; then row "    of which in $c" "$(( y - ${x:-0} ))"
+    else row "    of which in $c" "$(ratio $(( y - ${x:-0} )) "$3")"; fi
+  done
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b ? "%.1f" : "-"), a / b }'; }
 row() { printf '  %-58s %12s\n' "$1" "$2"; }
 
@@ -84,9 +111,10 @@ fi
 echo
 
 if have valgrind; then
-  a=$(instructions $MV bench/counts.lua exits 20000)
-  b=$(instructions $MV bench/counts.lua exits 40000)
+  a=$(instructions $MV bench/counts.lua exits 20000); objects "$tmp/cg.out" > "$tmp/obj.a"
+  b=$(instructions $MV bench/counts.lua exits 40000); objects "$tmp/cg.out" > "$tmp/obj.b"
   row "instructions per Lua-handled exit (user space)" "$(ratio $((b - a)) 20000)"
+  split_rows "$tmp/obj.a" "$tmp/obj.b" 20000
   a=$(instructions $MV bench/counts.lua exits-data 20000)
   b=$(instructions $MV bench/counts.lua exits-data 40000)
   row "  ... with the data written changing every exit" "$(ratio $((b - a)) 20000)"
@@ -121,7 +149,11 @@ fi
 starts=("-e ''" "examples/hello.lua" "examples/multiboot.lua build/guests/mbhello.elf")
 for s in "${starts[@]}"; do
   eval "set -- $s"
-  if have valgrind; then row "instructions: moonvisor $s" "$(instructions $MV "$@")"; fi
+  if have valgrind; then
+    row "instructions: moonvisor $s" "$(instructions $MV "$@")"
+    objects "$tmp/cg.out" > "$tmp/obj.b"; : > "$tmp/obj.a"
+    split_rows "$tmp/obj.a" "$tmp/obj.b" 1
+  fi
   if have strace; then
     trace $MV "$@"
     row "ioctls: moonvisor $s" "$(ioctls)"

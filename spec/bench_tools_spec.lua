@@ -1,0 +1,65 @@
+-- bench_tools_spec.lua - the tools bench/counts.sh reads its figures with:
+-- bench/callgrind_objects.awk splits a callgrind profile's instructions by
+-- the object they ran in.  Checked on a hand-written profile (names given
+-- in full once, then by id; call costs not counted twice) and on a real one,
+-- whose objects must add up to callgrind's own total.
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+local function objects(path)
+  local out, code = sh("awk -f bench/callgrind_objects.awk " .. path)
+  assert.equals(0, code, out)
+  local t = {}
+  for name, n in out:gmatch("([^\n]+) (%d+)\n") do t[name] = tonumber(n) end
+  return t
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+describe("bench/callgrind_objects.awk", function()
+  local tmp = os.tmpname()
+  after_each(function() os.remove(tmp) end)
+
+  it("sums each object's own instructions, names compressed, calls left out", function()
+    write(tmp, table.concat({
+      "# callgrind format", "version: 1", "positions: line", "events: Ir", "summary: 1111", "",
+      "ob=(1) /usr/lib/liblua.so", "fl=(1) lvm.c", "fn=(1) luaV_execute",
+      "10 100", "+2 20",
+      "cob=(2) /work/build/moonvisor", "cfi=(2) lguest.c", "cfn=(2) trap_call",
+      "calls=3 5", "12 9999",              -- inclusive cost of the call: not this object's
+      "* 1",
+      "ob=(2)", "fl=(2)", "fn=(2)",
+      "5 400", "-1 90",
+      "ob=(3) /usr/lib/libc.so", "fl=(3) ???", "fn=(3) memcpy", "0 500",
+      "ob=(1)", "fl=(1)", "fn=(1)", "14 0",
+      "",
+    }, "\n"))
+    local t = objects(tmp)
+    assert.same({ ["/usr/lib/liblua.so"] = 121, ["/work/build/moonvisor"] = 490, ["/usr/lib/libc.so"] = 500 }, t)
+  end)
+
+  it("adds up to callgrind's total on a real profile", function()
+    local _, found = sh("command -v valgrind")
+    assert.equals(0, found, "valgrind is one of the Debian packages make deps installs")
+    local out, code = sh(("valgrind --tool=callgrind --callgrind-out-file=%s lua5.4 -e %q"):format(
+      tmp, "local t = {} for i = 1, 1000 do t[i] = tostring(i) end"))
+    assert.equals(0, code, out)
+    local total = assert(tonumber((out:match("Collected : *(%d+)"))), out)
+    local sum, liblua = 0, 0
+    for name, n in pairs(objects(tmp)) do
+      sum = sum + n
+      if name:find("liblua", 1, true) or name:find("lua5.4", 1, true) then liblua = liblua + n end
+    end
+    assert.equals(total, sum)
+    assert.is_true(liblua > 0, "no instructions in Lua's library or interpreter")
+  end)
+end)
