@@ -93,8 +93,9 @@ split_rows() {
     local x y
     x=$(awk -v c=$c '$1 == c { print $2 }' "$1"); y=$(awk -v c=$c '$1 == c { print $2 }' "$2")
     [ -z "$y" ] || [ $(( y - ${x:-0} )) -le 0 ] && continue
-    if [ "$3" = 1 ]; then row "    of which in $c" "$(( y - ${x:-0} ))"
-    else row "    of which in $c" "$(ratio $(( y - ${x:-0} )) "$3")"; fi
+    local v
+    if [ "$3" = 1 ]; then v=$(( y - ${x:-0} )); else v=$(ratio $(( y - ${x:-0} )) "$3"); fi
+    [ "$v" = 0.0 ] || row "    of which in $c" "$v"
   done
 }
 

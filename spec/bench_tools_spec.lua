@@ -4,12 +4,8 @@
 -- in full once, then by id; call costs not counted twice) and on a real one,
 -- whose objects must add up to callgrind's own total.
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local files = require "moonvisor.files"
+local sh = require("helpers").sh   -- output and exit code
 
 local function objects(path)
   local out, code = sh("awk -f bench/callgrind_objects.awk " .. path)
@@ -19,18 +15,12 @@ local function objects(path)
   return t
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
 describe("bench/callgrind_objects.awk", function()
   local tmp = os.tmpname()
   after_each(function() os.remove(tmp) end)
 
   it("sums each object's own instructions, names compressed, calls left out", function()
-    write(tmp, table.concat({
+    files.write(tmp, table.concat({
       "# callgrind format", "version: 1", "positions: line", "events: Ir", "summary: 1111", "",
       "ob=(1) /usr/lib/liblua.so", "fl=(1) lvm.c", "fn=(1) luaV_execute",
       "10 100", "+2 20",
@@ -42,7 +32,7 @@ describe("bench/callgrind_objects.awk", function()
       "ob=(3) /usr/lib/libc.so", "fl=(3) ???", "fn=(3) memcpy", "0 500",
       "ob=(1)", "fl=(1)", "fn=(1)", "14 0",
       "",
-    }, "\n"))
+    }, "\n"), "bench_tools_spec")
     local t = objects(tmp)
     assert.same({ ["/usr/lib/liblua.so"] = 121, ["/work/build/moonvisor"] = 490, ["/usr/lib/libc.so"] = 500 }, t)
   end)

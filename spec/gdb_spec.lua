@@ -14,12 +14,7 @@ local function port()
   return 20000 + H.pid() % 10000 + n * 7
 end
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local function sh(cmd) return (H.sh(cmd)) end   -- the output
 
 local function slurp(path) return files.read(path) or "" end
 

@@ -98,6 +98,15 @@ function helpers.fd_count()
   return n - 1   -- the ls itself inherits none, but popen's pipe is one
 end
 
+-- Runs a shell command; returns its output (stdout and stderr) and its
+-- exit code (0 on success).
+function helpers.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
 function helpers.pid()
   local f = io.open("/proc/self/stat")
   local pid = f:read("n")

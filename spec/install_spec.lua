@@ -6,13 +6,7 @@ local backend = os.getenv("MOONVISOR_BACKEND") or "kvm"
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- Runs a shell command; returns its output (stdout and stderr) and exit code.
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local sh = require("helpers").sh   -- output and exit code
 
 -- What the install must work without: the specs' own search paths, make's
 -- settings of an enclosing make (test-asan builds elsewhere), MOONVISOR_SCRIPTS.

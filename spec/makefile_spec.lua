@@ -12,12 +12,7 @@
 local files = require "moonvisor.files"
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local sh = require("helpers").sh   -- output and exit code
 
 local function slurp(path) return files.read(path) or "" end
 

@@ -5,12 +5,7 @@ local H = require "helpers"
 local M = {}
 local count = 0
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local sh = H.sh
 M.sh = sh
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -48,7 +43,7 @@ function Session:line(text)
   self:keys("Enter")
 end
 
-function Session:screen() return sh(("tmux -L %s capture-pane -p"):format(self.sock)) end
+function Session:screen() return (sh(("tmux -L %s capture-pane -p"):format(self.sock))) end
 
 -- Polls the screen until it holds text (plain; capture-pane drops
 -- trailing spaces) after the text "after", for up to `seconds` (5).
