@@ -1,6 +1,6 @@
 -- api_fuzz_spec.lua - random sequences of API calls with random arguments on
 -- random objects (closed ones too), collectgarbage() at random points and
--- handlers that throw.  The process must survive, every error must be a
+-- handlers that throw or give a trap another handler.  The process must survive, every error must be a
 -- string naming a call, and every fd must be released at the end.
 -- MOONVISOR_API_FUZZ_STEPS sets the number of calls (default 3000) and
 -- MOONVISOR_API_FUZZ_SEED the seed.
@@ -46,6 +46,7 @@ describe("the API under random calls", function()
       function() error("handler says no") end,
       function() return "not a number" end,
       function(_, c) c:kick() end,
+      function() local t = pick(objects.traps); if t then t:handler(handlers[rnd(#handlers)]) end end,   -- hands a trap over mid-run
     }
     local actions = {
       function() objects.vmos[#objects.vmos + 1] = mv.vmo(0x1000 * rnd(32)) end,
@@ -71,6 +72,12 @@ describe("the API under random calls", function()
         end
       end,
       function() local t = pick(objects.traps); if t then t:remove() end end,
+      function()
+        local t = pick(objects.traps)
+        if t then
+          if rnd(2) == 1 then t:handler(rnd(2) == 1 and handlers[rnd(#handlers)] or value()) else t:handler() end
+        end
+      end,
       function() local c = pick(objects.cpus); if c then c:run{ timeout_ms = 5 } end end,
       function() local c = pick(objects.cpus); if c then c:write_state{ rip = value() } end end,
       function() local c = pick(objects.cpus); if c then c.rax = value() end end,
