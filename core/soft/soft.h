@@ -101,8 +101,8 @@ int soft_set_fpu(mv_vcpu *c, const mv_fpu *fpu, mv_err *err);
 int soft_set_msr(mv_vcpu *c, uint32_t index, uint64_t value, mv_err *err);
 /* Where uc_emu_start must begin: CS*16+IP in real mode, RIP otherwise. */
 uint64_t soft_start_address(soft_vcpu *sv);
-/* Guest-physical address of a linear one through the guest's page tables;
- * false when the page is not present. */
+/* soft_paging.c.  Guest-physical address of a linear one through the
+ * guest's page tables; false when the page is not present. */
 bool soft_translate(mv_vcpu *c, uint64_t linear, uint64_t *phys);
 /* The same walk, with what the levels allow (paging off: all of it). */
 typedef struct soft_walk {

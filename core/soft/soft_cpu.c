@@ -2,7 +2,7 @@
  * soft_cpu.c - the software backend's CPU state: general registers in each
  * mode, special registers and the switch between real, protected and long
  * mode (Unicorn fixes a register width per engine, so a mode change opens a
- * new engine), and walks of the guest's page tables.
+ * new engine).  Walks of the guest's page tables: soft_paging.c.
  *
  * Segment registers: Unicorn loads a selector's hidden part from the GDT in
  * guest memory, as the CPU does, so in protected and long mode the bases and
@@ -15,8 +15,6 @@
 
 #define CR0_PE 1u
 #define CR0_PG UINT64_C(0x80000000)
-#define CR4_PSE 0x10u
-#define CR4_PAE 0x20u
 #define EFER_MSR 0xc0000080u
 #define EFER_LMA 0x400u
 
@@ -77,96 +75,7 @@ uint64_t soft_start_address(soft_vcpu *sv) {
   return sv->mode == UC_MODE_64 ? reg(sv->uc, UC_X86_REG_RIP) : reg(sv->uc, UC_X86_REG_EIP) & 0xffffffff;
 }
 
-/* {====================================================== page tables */
-
-static bool read_phys(mv_vcpu *c, uint64_t pa, void *buf, size_t n) {
-  return mv_guest_read(c->guest, pa, buf, n, NULL) == 0;
-}
-
-/* Walks the guest's page tables for va: false when a level is not present;
- * otherwise w holds the physical address and what every level allows
- * (user, write; nx when any level forbids execution).  Paging off: the
- * identity, everything allowed. */
-bool soft_walk_page(mv_vcpu *c, uint64_t va, soft_walk *w) {
-  uc_engine *uc = SV(c)->uc;
-  uint64_t cr0 = reg(uc, UC_X86_REG_CR0), cr3 = reg(uc, UC_X86_REG_CR3), cr4 = reg(uc, UC_X86_REG_CR4);
-  *w = (soft_walk){ .phys = va, .user = true, .write = true, .nx = false };
-  if (!(cr0 & CR0_PG)) return true;
-  if (!(cr4 & CR4_PAE)) {   /* two levels of 32-bit entries */
-    uint32_t pde, pte;
-    if (!read_phys(c, (cr3 & 0xfffff000) + ((va >> 22) & 0x3ff) * 4, &pde, 4) || !(pde & 1)) return false;
-    w->user = pde & 4;
-    w->write = pde & 2;
-    if ((pde & 0x80) && (cr4 & CR4_PSE)) {
-      w->phys = (pde & 0xffc00000u) + (va & 0x3fffff);
-      return true;
-    }
-    if (!read_phys(c, (pde & 0xfffff000u) + ((va >> 12) & 0x3ff) * 4, &pte, 4) || !(pte & 1)) return false;
-    w->user = w->user && (pte & 4);
-    w->write = w->write && (pte & 2);
-    w->phys = (pte & 0xfffff000u) + (va & 0xfff);
-    return true;
-  }
-  bool four = SV(c)->mode == UC_MODE_64;   /* PAE: 3 levels; long mode: 4 */
-  uint64_t table = four ? cr3 & ~UINT64_C(0xfff) : cr3 & ~UINT64_C(0x1f);
-  int shift = four ? 39 : 30;
-  const uint64_t addr_mask = UINT64_C(0x000ffffffffff000);
-  for (int level = four ? 4 : 3; level >= 1; level--, shift -= 9) {
-    uint64_t e;
-    bool pdpte = level == 3 && !four;   /* PAE's four PDPTEs hold no access bits */
-    unsigned idx = (unsigned)((va >> shift) & (pdpte ? 3 : 0x1ff));
-    if (!read_phys(c, table + idx * 8, &e, 8) || !(e & 1)) return false;
-    if (!pdpte) {
-      w->user = w->user && (e & 4);
-      w->write = w->write && (e & 2);
-      w->nx = w->nx || (e >> 63);
-    }
-    if (level <= 3 && level >= 2 && !pdpte && (e & 0x80)) {   /* 1 GiB or 2 MiB page */
-      uint64_t size = UINT64_C(1) << shift;
-      w->phys = (e & addr_mask & ~(size - 1)) + (va & (size - 1));
-      return true;
-    }
-    table = e & addr_mask;
-  }
-  w->phys = table + (va & 0xfff);
-  return true;
-}
-
-bool soft_translate(mv_vcpu *c, uint64_t va, uint64_t *pa) {
-  soft_walk w;
-  if (!soft_walk_page(c, va, &w)) return false;
-  *pa = w.phys;
-  return true;
-}
-
-/* Visits the table at `table` of the given level and the tables below it. */
-static void visit_tables(mv_vcpu *c, uint64_t table, int level, bool wide, void (*mark)(mv_guest *, uint64_t)) {
-  mark(c->guest, table);
-  if (level == 1) return;
-  int n = wide ? 512 : 1024;
-  for (int i = 0; i < n; i++) {
-    uint64_t e = 0;
-    if (!read_phys(c, table + (uint64_t)i * (wide ? 8 : 4), &e, wide ? 8 : 4) || !(e & 1)) continue;
-    if (level <= 3 && (e & 0x80)) continue;   /* a large page: data, not a table */
-    visit_tables(c, e & (wide ? UINT64_C(0x000ffffffffff000) : 0xfffff000u), level - 1, wide, mark);
-  }
-}
-
-void soft_paging_pages(mv_vcpu *c, void (*mark)(mv_guest *g, uint64_t gpa)) {
-  uc_engine *uc = SV(c)->uc;
-  uint64_t cr0 = reg(uc, UC_X86_REG_CR0), cr3 = reg(uc, UC_X86_REG_CR3), cr4 = reg(uc, UC_X86_REG_CR4);
-  if (!(cr0 & CR0_PG)) return;
-  if (SV(c)->mode == UC_MODE_64) visit_tables(c, cr3 & ~UINT64_C(0xfff), 4, true, mark);
-  else if (!(cr4 & CR4_PAE)) visit_tables(c, cr3 & 0xfffff000u, 2, false, mark);
-  else {   /* PAE: four PDPT entries, then two 512-entry levels */
-    mark(c->guest, cr3 & ~UINT64_C(0x1f));
-    for (int i = 0; i < 4; i++) {
-      uint64_t e = 0;
-      if (read_phys(c, (cr3 & ~UINT64_C(0x1f)) + (uint64_t)i * 8, &e, 8) && (e & 1))
-        visit_tables(c, e & UINT64_C(0x000ffffffffff000), 2, true, mark);
-    }
-  }
-}
+/* {====================================================== MSRs */
 
 int soft_get_msr(mv_vcpu *c, uint32_t index, uint64_t *value, mv_err *err) {
   uc_x86_msr m = { .rid = index };
@@ -247,7 +156,8 @@ static uint64_t read_efer(uc_engine *uc) {
 static mv_segment describe(mv_vcpu *c, uint16_t sel, uint64_t gdt_base) {
   mv_segment s = { .selector = sel };
   uint64_t d = 0, pa;
-  if ((sel & ~7u) == 0 || !soft_translate(c, gdt_base + (sel & ~7u), &pa) || !read_phys(c, pa, &d, 8)) {
+  if ((sel & ~7u) == 0 || !soft_translate(c, gdt_base + (sel & ~7u), &pa) ||
+      mv_guest_read(c->guest, pa, &d, 8, NULL) != 0) {
     s.unusable = sel == 0;
     return s;
   }
