@@ -15,6 +15,9 @@
 #                           out dx, al in a loop, a handler that counts; and
 #                           exits-data, where the byte written changes; and
 #                           exits-args, whose handler takes its arguments)
+#   instructions per fuzz   the same for bench/counts.lua fuzz 400 and 200
+#     execution             (800 and 400 executions of examples/fuzz_parser.lua,
+#                           coverage on), divided by 400
 #   instructions per byte   the same for 4000 and 2000 bytes printed on
 #                           moonvisor.pc's COM1 (bench/counts.lua console),
 #                           two device exits each
@@ -122,6 +125,9 @@ if have valgrind; then
   a=$(instructions $MV bench/counts.lua exits-args 20000)
   b=$(instructions $MV bench/counts.lua exits-args 40000)
   row "  ... a handler taking (exit, cpu) that reads exit.data" "$(ratio $((b - a)) 20000)"
+  a=$(instructions $MV bench/counts.lua fuzz 200)
+  b=$(instructions $MV bench/counts.lua fuzz 400)
+  row "instructions per fuzz execution (fuzz_parser, coverage on)" "$(ratio $((b - a)) 400)"
   a=$(instructions $MV bench/counts.lua console 2000)
   b=$(instructions $MV bench/counts.lua console 4000)
   row "instructions per console byte (pc COM1: LSR read, THR write)" "$(ratio $((b - a)) 2000)"
