@@ -102,10 +102,10 @@ function user.translate(cpu, e)
   local ring3 = user.cpus[cpu]
   if not ring3 or e.type ~= "io" or not e.write then return e end
   if e.port == user.SYSCALL_PORT then
-    local r = cpu:read_state()            -- syscall left the user's rip in rcx, rflags in r11
-    cpu:write_state{ rip = r.rcx, rflags = r.r11 | 2 }
+    local rip = cpu.rcx                   -- syscall left the user's rip in rcx, rflags in r11
+    cpu.rip, cpu.rflags = rip, cpu.r11 | 2
     cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
-    return { type = "syscall", rip = r.rcx }
+    return { type = "syscall", rip = rip }
   end
   return stubs.take(cpu, e) or e
 end
