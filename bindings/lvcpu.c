@@ -339,23 +339,28 @@ static const struct { const char *name; size_t off; } reg_fields[] = {
 
 static uint64_t *reg_slot(mv_regs *r, size_t i) { return (uint64_t *)((char *)r + reg_fields[i].off); }
 
-/* name -> register number, one table per Lua state: a string key costs one
- * lookup of its interned hash (no strcmp). */
-static const char regnums_id = 0;
-
-static void push_regnums(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &regnums_id) == LUA_TTABLE) return;
+/* name -> number tables, one of each per Lua state (registry key: the
+ * address of its id): a string key costs one lookup of its interned hash,
+ * no strcmp.  names[i] is at offset i * stride of the names array. */
+static void push_numbers(lua_State *L, const void *id, const char *const *names, size_t stride, size_t n) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, id) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_createtable(L, 0, (int)NREGS);
-  for (size_t i = 0; i < NREGS; i++) {
+  lua_createtable(L, 0, (int)n);
+  for (size_t i = 0; i < n; i++) {
     lua_pushinteger(L, (lua_Integer)i);
-    lua_setfield(L, -2, reg_fields[i].name);
+    lua_setfield(L, -2, *(const char *const *)((const char *)names + i * stride));
   }
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &regnums_id);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, id);
 }
 
-/* The register named by the string at idx, looked up in the table at nums; -1 if none. */
+static const char regnums_id = 0;
+static void push_regnums(lua_State *L) {
+  push_numbers(L, &regnums_id, &reg_fields[0].name, sizeof reg_fields[0], NREGS);
+}
+
+/* The number of the name (a string) at idx in the name table at nums
+ * (push_numbers: registers, segment fields); -1 if none. */
 static int find_reg(lua_State *L, int idx, int nums) {
   if (lua_type(L, idx) != LUA_TSTRING) return -1;
   lua_pushvalue(L, idx);
@@ -486,6 +491,8 @@ static const char *field_key(lua_State *L, int idx, const char *what, const char
   return NULL;
 }
 
+static const char segnums_id = 0;   /* segment field name -> index in seg_fields */
+
 static int vcpu_write_sregs(lua_State *L) {
   const char *what = "vcpu:write_sregs";
   LVcpu *v = lmv_checkvcpu(L, 1, what);
@@ -494,6 +501,8 @@ static int vcpu_write_sregs(lua_State *L) {
   mv_err err;
   if (mv_vcpu_read_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
   char path[32];
+  lua_settop(L, 2);
+  push_numbers(L, &segnums_id, &seg_fields[0].name, sizeof seg_fields[0], COUNT(seg_fields));   /* 3 */
   lua_pushnil(L);
   while (lua_next(L, 2)) {   /* stack: cpu, t, key, value; nothing is written before all is checked */
     const char *k = field_key(L, -2, what, NULL);
@@ -504,10 +513,9 @@ static int vcpu_write_sregs(lua_State *L) {
       void *seg = (char *)&s + sreg_segs[i].off;
       lua_pushnil(L);
       while (lua_next(L, -2)) {
-        const char *f = field_key(L, -2, what, k);
-        size_t j;
-        for (j = 0; j < COUNT(seg_fields) && strcmp(f, seg_fields[j].name); j++) {}
-        if (j == COUNT(seg_fields)) return luaL_error(L, "%s: unknown field %s.%s", what, k, f);
+        int j = find_reg(L, -2, 3);
+        if (j < 0) return luaL_error(L, "%s: unknown field %s.%s", what, k, field_key(L, -2, what, k));
+        const char *f = seg_fields[j].name;
         int bits = seg_fields[j].size * 8;
         if (seg_fields[j].size == 1) bits = j == 3 ? 4 : j == 5 ? 2 : 1;   /* type, dpl, the flags */
         if (!lua_isinteger(L, -1) || (bits < 64 && (uint64_t)lua_tointeger(L, -1) >> bits))

@@ -1784,6 +1784,14 @@ describe("vcpu:write_sregs", function()
     vcpu_usable(cpu)
   end)
 
+  it("names the segment and the field: an unknown name, a key that is not a name", function()
+    assert.has_error(function() cpu:write_sregs{ ds = { selectr = 0x100 } } end, "vcpu:write_sregs: unknown field ds.selectr")
+    assert.has_error(function() cpu:write_sregs{ ds = { [1] = 0x100 } } end, "vcpu:write_sregs: unknown field ds.1")
+    assert.has_error(function() cpu:write_sregs{ ss = { [true] = 0 } } end, "vcpu:write_sregs: unknown field ss.true")
+    assert.has_error(function() cpu:write_sregs{ ds = { dpl = 4 } } end, "vcpu:write_sregs: ds.dpl = 0x4 does not fit in 2 bits")
+    vcpu_usable(cpu)
+  end)
+
   it("errors on a Guest as self, naming its type", function()
     assert.has_error(function() Vcpu.write_sregs(g, {}) end,
                      "vcpu:write_sregs: expected a moonvisor.Vcpu, got moonvisor.Guest")
