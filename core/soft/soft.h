@@ -67,15 +67,17 @@ int soft_set_once(mv_vcpu *c, const uint64_t *addrs, size_t n, mv_err *err);
 void soft_rearm_once(mv_vcpu *c);
 void soft_free_once(soft_vcpu *sv);
 
-static inline uint32_t soft_once_slot(uint64_t addr, uint32_t mask) {
-  return (uint32_t)((addr * UINT64_C(0x9e3779b97f4a7c15)) >> 40) & mask;
+/* A key's home slot in an open-addressing table of mask + 1 slots
+ * (Fibonacci hashing): the once-breakpoints' set, the page-table visit's. */
+static inline uint32_t soft_slot(uint64_t key, uint32_t mask) {
+  return (uint32_t)((key * UINT64_C(0x9e3779b97f4a7c15)) >> 40) & mask;
 }
 
 /* True (once per arming) when addr is an armed once-breakpoint: the code
  * hook's question before each instruction. */
 static inline bool soft_once_hit(soft_vcpu *sv, uint64_t addr) {
   if (!sv->once_mask) return false;
-  for (uint32_t i = soft_once_slot(addr, sv->once_mask);; i = (i + 1) & sv->once_mask) {
+  for (uint32_t i = soft_slot(addr, sv->once_mask);; i = (i + 1) & sv->once_mask) {
     uint64_t a = sv->once_addr[i];
     if (a == addr) {
       if (sv->once_seen[i] == sv->once_gen) return false;

@@ -39,7 +39,7 @@ int soft_set_once(mv_vcpu *c, const uint64_t *addrs, size_t n, mv_err *err) {
       free(seen);
       return mv__fail(err, -EINVAL, "vcpu:once_breakpoints: address 0xffffffffffffffff cannot be one");
     }
-    uint32_t i = soft_once_slot(addrs[k], slots - 1);
+    uint32_t i = soft_slot(addrs[k], slots - 1);
     while (addr[i] != UINT64_MAX && addr[i] != addrs[k]) i = (i + 1) & (slots - 1);
     addr[i] = addrs[k];
   }

@@ -85,29 +85,33 @@ typedef struct visit {
   void (*mark)(mv_guest *, uint64_t);
   bool wide;              /* 64-bit entries (PAE, long mode), else 32-bit */
   bool pse;               /* 32-bit paging: a PDE with bit 7 maps 4 MiB */
-  uint64_t *seen;         /* open addressing, 0 = empty; NULL: no memory (tables may be visited again) */
-  size_t cap, n;
+  uint64_t *seen;         /* open addressing (soft_slot), 0 = empty; NULL: none yet, or no memory */
+  uint32_t mask;          /* slots - 1 */
+  uint32_t n;             /* keys in it */
 } visit;
 
-/* True when key was not in the set yet (or the set could not grow). */
+/* Where key is in seen, or the empty slot where it goes. */
+static uint32_t slot_of(const uint64_t *seen, uint32_t mask, uint64_t key) {
+  uint32_t j = soft_slot(key, mask);
+  while (seen[j] && seen[j] != key) j = (j + 1) & mask;
+  return j;
+}
+
+/* True when key was not in the set yet (or the set could not grow: then
+ * tables may be visited again, which costs time, not correctness). */
 static bool first_visit(visit *v, uint64_t key) {
-  if ((v->n + 1) * 2 > v->cap) {
-    size_t cap = v->cap ? v->cap * 2 : 64;
-    uint64_t *seen = calloc(cap, sizeof *seen);
+  if (!v->seen || (v->n + 1) * 2 > v->mask + 1) {
+    uint32_t slots = v->seen ? 2 * (v->mask + 1) : 64;
+    uint64_t *seen = slots ? calloc(slots, sizeof *seen) : NULL;
     if (!seen) return true;
-    for (size_t i = 0; i < v->cap; i++) {
-      if (!v->seen[i]) continue;
-      size_t j = (size_t)(v->seen[i] * UINT64_C(0x9e3779b97f4a7c15) >> 20) & (cap - 1);
-      while (seen[j]) j = (j + 1) & (cap - 1);
-      seen[j] = v->seen[i];
-    }
+    for (uint32_t i = 0; v->seen && i <= v->mask; i++)
+      if (v->seen[i]) seen[slot_of(seen, slots - 1, v->seen[i])] = v->seen[i];
     free(v->seen);
     v->seen = seen;
-    v->cap = cap;
+    v->mask = slots - 1;
   }
-  size_t j = (size_t)(key * UINT64_C(0x9e3779b97f4a7c15) >> 20) & (v->cap - 1);
-  for (; v->seen[j]; j = (j + 1) & (v->cap - 1))
-    if (v->seen[j] == key) return false;
+  uint32_t j = slot_of(v->seen, v->mask, key);
+  if (v->seen[j]) return false;
   v->seen[j] = key;
   v->n++;
   return true;
