@@ -361,7 +361,7 @@ static void push_regnums(lua_State *L) {
 
 /* The number of the name (a string) at idx in the name table at nums
  * (push_numbers: registers, segment fields); -1 if none. */
-static int find_reg(lua_State *L, int idx, int nums) {
+static int name_number(lua_State *L, int idx, int nums) {
   if (lua_type(L, idx) != LUA_TSTRING) return -1;
   lua_pushvalue(L, idx);
   int isnum;
@@ -401,7 +401,7 @@ static int vcpu_write_state(lua_State *L) {
   push_regnums(L);           /* 3 */
   lua_pushnil(L);
   while (lua_next(L, 2)) {   /* stack: cpu, t, nums, key, value */
-    int i = find_reg(L, -2, 3);
+    int i = name_number(L, -2, 3);
     if (i < 0) return luaL_error(L, "vcpu:write_state: unknown register %s", lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
     *reg_slot(&r, (size_t)i) = (uint64_t)lmv_checkint(L, -1, "vcpu:write_state", reg_fields[i].name);
     lua_pop(L, 1);
@@ -513,7 +513,7 @@ static int vcpu_write_sregs(lua_State *L) {
       void *seg = (char *)&s + sreg_segs[i].off;
       lua_pushnil(L);
       while (lua_next(L, -2)) {
-        int j = find_reg(L, -2, 3);
+        int j = name_number(L, -2, 3);
         if (j < 0) return luaL_error(L, "%s: unknown field %s.%s", what, k, field_key(L, -2, what, k));
         const char *f = seg_fields[j].name;
         int bits = seg_fields[j].size * 8;
@@ -552,7 +552,7 @@ static int vcpu_write_sregs(lua_State *L) {
 static int vcpu_index(lua_State *L) {   /* methods first, then registers: cpu.rip */
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  int i = find_reg(L, 2, lua_upvalueindex(2));
+  int i = name_number(L, 2, lua_upvalueindex(2));
   if (i < 0) {   /* cpu.id: which VCPU (0, 1, ...: the APIC id), for handlers of guest:run */
     if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "id") != 0) return 0;
     LVcpu *v = luaL_checkudata(L, 1, MV_VCPU);
@@ -567,7 +567,7 @@ static int vcpu_index(lua_State *L) {   /* methods first, then registers: cpu.ri
 }
 
 static int vcpu_newindex(lua_State *L) {
-  int i = find_reg(L, 2, lua_upvalueindex(1));
+  int i = name_number(L, 2, lua_upvalueindex(1));
   if (i < 0) return luaL_error(L, "vcpu: cannot set field %s (not a register)", luaL_tolstring(L, 2, NULL));
   LVcpu *v = lmv_checkvcpu(L, 1, "vcpu.register");
   lua_Integer val = lmv_checkint(L, 3, "vcpu.register", reg_fields[i].name);
