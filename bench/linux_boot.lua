@@ -14,7 +14,8 @@ if not K or not I then
   os.exit(2)
 end
 
-local sh <close> = shell.boot{ kernel = K, initrd = I, append = append }
+-- kernel_messages: no `dmesg -n 1` after the prompt, so the counts end there
+local sh <close> = shell.boot{ kernel = K, initrd = I, append = append, kernel_messages = true }
 sh:wait_prompt()
 local s = sh.machine:exit_stats()
 local t = sh.boot_ms

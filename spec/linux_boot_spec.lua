@@ -77,6 +77,13 @@ describe("Linux on moonvisor.pc #linux", function()
     out, status = sh:run("false")
     assert.equals("", out)
     assert.equals(1, status)
+    -- a kernel message printed while a command runs stays out of its output
+    -- (wait_prompt's `dmesg -n 1`) and is in the kernel's log.  The sleep
+    -- lets the tty send the start marker first: the kernel writes its
+    -- messages to the UART at once, past the tty's buffer.
+    out = sh:run("sleep 1; echo '<4>moonvisor-spec: a kernel warning' >/dev/kmsg; echo done")
+    assert.equals("done\n", out)
+    assert.equals("1\n", (sh:run("dmesg | grep -c 'moonvisor-spec: a kernel warning'")))
     local r = sh:poweroff()
     assert.equals("poweroff", r.kind)
     assert.equals(0, r.status)

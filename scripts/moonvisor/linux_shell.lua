@@ -14,7 +14,10 @@
 -- prompt (a Lua pattern; default the one `make linux-initramfs`'s /init
 -- sets, "moonvisor-linux:/# "), timeout_ms (for each wait, default 600 s:
 -- a nested KVM boots in tens of seconds), output (fn(bytes): the console
--- as it comes, e.g. io.write).  Bad input (not a bzImage, an initrd that
+-- as it comes, e.g. io.write), kernel_messages (true keeps the kernel's
+-- messages on the console after the first prompt; by default wait_prompt
+-- runs `dmesg -n 1` there, so a message printed while a command runs does
+-- not land in that command's output; `dmesg` still has them all).  Bad input (not a bzImage, an initrd that
 -- does not fit) raises moonvisor.boot's error before anything runs.
 --
 -- sh.console is the moonvisor.console (expect/send/sendline/output),
@@ -43,15 +46,21 @@ function M.boot(o)
     error(tostring(err), 2)
   end
   local self = setmetatable({ machine = m, prompt = o.prompt or M.PROMPT, t0 = t0,
-                              timeout_ms = o.timeout_ms or 600000, n = 0 }, Shell)
+                              timeout_ms = o.timeout_ms or 600000, n = 0,
+                              kernel_messages = o.kernel_messages == true }, Shell)
   self.console = console.new{ uart = m.dev.uart, output = o.output, step = function(ms) return m:step(ms) end }
   return self
 end
 
--- Waits for the first prompt; returns everything printed up to it.
+-- Waits for the first prompt; returns everything printed up to it.  The
+-- first time, unless kernel_messages, it then turns the kernel's console
+-- messages off.
 function Shell:wait_prompt(timeout_ms)
   local text = self.console:expect(self.prompt, timeout_ms or self.timeout_ms)
-  self.boot_ms = self.boot_ms or math.floor((mv.clock() - self.t0) * 1000)
+  if not self.boot_ms then
+    self.boot_ms = math.floor((mv.clock() - self.t0) * 1000)
+    if not self.kernel_messages then self:run("dmesg -n 1", timeout_ms) end
+  end
   return text
 end
 
