@@ -36,19 +36,21 @@ end
 local function tail(s, n) return #s > n and "..." .. s:sub(-n) or s end
 
 -- moonvisor run ARGS, stdin /dev/null or the file `input`: stdout, stderr,
--- status.  A run still going after `seconds` is killed (status 137) after
--- its threads' states and kernel wait channels are added to stderr.
+-- status.  A run still going after `seconds` (of wall time: a loaded
+-- nested VM makes each `sleep` of the wait loop cost far more than it
+-- sleeps) is killed (status 137) after its threads' states and kernel wait
+-- channels are added to stderr.
 local function run(args, seconds, input)
   local out, err = os.tmpname(), os.tmpname()
   local ok, _, code = os.execute(([[
 MOONVISOR_BACKEND=%s %s run %s >%s 2>%s <%s & pid=$!
-i=0; while kill -0 $pid 2>/dev/null && [ $i -lt %d ]; do sleep 0.1; i=$((i + 1)); done
+end=$(($(date +%%s) + %d)); while kill -0 $pid 2>/dev/null && [ $(date +%%s) -lt $end ]; do sleep 0.2; done
 if kill -0 $pid 2>/dev/null; then
   echo "[still running after %d s: thread state wchan]" >>%s
   for t in /proc/$pid/task/*; do echo "$(cut -d' ' -f3 $t/stat) $(cat $t/wchan)" >>%s; done
   kill -9 $pid
 fi
-wait $pid]]):format(H.backend, exe, args, out, err, input or "/dev/null", (seconds or 60) * 10, seconds or 60, err, err))
+wait $pid]]):format(H.backend, exe, args, out, err, input or "/dev/null", seconds or 60, seconds or 60, err, err))
   local o, e = slurp(out), slurp(err)
   os.remove(out)
   os.remove(err)
