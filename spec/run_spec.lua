@@ -169,6 +169,34 @@ describe("moonvisor run", function()
       out, err, code = run("-kernel " .. G .. "mbhello.elf -serial null")
       assert.same({ 33, "" }, { code, out })
     end)
+
+    it("takes a piped stdin once the driver has kept the receive interrupt on from one poll to the next", function()
+      -- Linux's probe sets every IER bit for a moment and its start-up then
+      -- reads the receiver once: a byte fed at that moment would be lost.
+      local input = tmpfile("abc")
+      local script = [[
+local mv = require "moonvisor"
+local u = require("moonvisor.dev.uart").new(mv.guest{ backend = os.getenv("MOONVISOR_BACKEND") }, { output = false })
+local feed = require("moonvisor.runner").stdin_feeder{ dev = { uart = u } }
+local function received()
+  local t = {}
+  while u:read(0x3fd) & 1 == 1 do t[#t + 1] = string.char(u:read(0x3f8)) end
+  return "[" .. table.concat(t) .. "]"
+end
+u:write(0x3f9, 0x0f) feed() u:write(0x3f9, 0)   -- the probe's moment
+io.write(received())
+feed()                                          -- the boot goes on
+u:write(0x3f9, 0x05) feed()                     -- the driver started
+io.write(received())
+feed()
+io.write(received())
+]]
+      local path = tmpfile(script)
+      local out, code = H.sh(("MOONVISOR_BACKEND=%s %s %s <%s"):format(H.backend, exe, path, input))
+      os.remove(input)
+      os.remove(path)
+      assert.same({ "[][][abc]", 0 }, { out, code })
+    end)
   end)
 
   describe("refuses bad input with status 2, naming the file and the reason", function()

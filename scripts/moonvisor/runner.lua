@@ -252,14 +252,21 @@ end
 
 -- With -serial stdio and a stdin that is no terminal (a pipe, a file):
 -- a poll function that hands stdin's bytes to m's UART, once the guest's
--- driver has enabled its receive interrupt (so that a driver resetting the
--- chip at start drops none) and the UART took what it had before (so a
--- large file is read as the guest reads it, never all at once).
+-- driver has had its receive interrupt enabled at two polls in a row (so
+-- that a driver resetting the chip at start drops none: Linux's probe sets
+-- every IER bit for a moment, and its start-up then reads the receiver
+-- once, which would eat a byte fed in that moment), and the UART took what
+-- it had before (so a large file is read as the guest reads it, never all
+-- at once).
 function M.stdin_feeder(m)
   local core = require "moonvisor.core"
-  local uart, ended = m.dev.uart, false
+  local uart, ended, enabled_before = m.dev.uart, false, false
   return function()
-    if ended or not uart or uart.ier & 1 == 0 or #uart.inq > 0 then return end
+    if ended or not uart then return end
+    local enabled = uart.ier & 1 ~= 0
+    local steady = enabled and enabled_before
+    enabled_before = enabled
+    if not steady or #uart.inq > 0 then return end
     local bytes = core.read_fd(0, 4096, 0)
     if bytes == "" then ended = true elseif bytes then uart:feed(bytes) end
   end
