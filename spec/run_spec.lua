@@ -128,7 +128,7 @@ describe("moonvisor run", function()
     it("interrupts through the in-kernel irqchip on kvm; on soft, which has none, a halt nothing can end", function()
       local out, err, code = run("-kernel " .. G .. "pctest.elf -append irq")
       if H.kvm then
-        assert.equals(65, code, err)
+        assert.equals(65, code, ("stderr: %s\nstdout: %s"):format(err, out))
         assert.matches("ok   irq: UART THR-empty interrupt through the 8259 (IRQ 4)\n", out, 1, true)
         assert.matches("ok   irq: UART THR-empty interrupt through the I/O APIC (pin 4)\n", out, 1, true)
         assert.matches("ok   irq: PIT ticks through the I/O APIC pin the MADT gives IRQ 0\n", out, 1, true)
