@@ -339,28 +339,24 @@ static const struct { const char *name; size_t off; } reg_fields[] = {
 
 static uint64_t *reg_slot(mv_regs *r, size_t i) { return (uint64_t *)((char *)r + reg_fields[i].off); }
 
-/* name -> number tables, one of each per Lua state (registry key: the
- * address of its id): a string key costs one lookup of its interned hash,
- * no strcmp.  names[i] is at offset i * stride of the names array. */
-static void push_numbers(lua_State *L, const void *id, const char *const *names, size_t stride, size_t n) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, id) == LUA_TTABLE) return;
-  lua_pop(L, 1);
-  lua_createtable(L, 0, (int)n);
-  for (size_t i = 0; i < n; i++) {
-    lua_pushinteger(L, (lua_Integer)i);
-    lua_setfield(L, -2, *(const char *const *)((const char *)names + i * stride));
-  }
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, id);
-}
-
+/* The register name -> number table, one per Lua state (registry key: the
+ * address of regnums_id): a string key costs one lookup of its interned
+ * hash, no strcmp. */
 static const char regnums_id = 0;
 static void push_regnums(lua_State *L) {
-  push_numbers(L, &regnums_id, &reg_fields[0].name, sizeof reg_fields[0], NREGS);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &regnums_id) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, (int)NREGS);
+  for (size_t i = 0; i < NREGS; i++) {
+    lua_pushinteger(L, (lua_Integer)i);
+    lua_setfield(L, -2, reg_fields[i].name);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &regnums_id);
 }
 
 /* The number of the name (a string) at idx in the name table at nums
- * (push_numbers: registers, segment fields); -1 if none. */
+ * (push_regnums); -1 if none. */
 static int name_number(lua_State *L, int idx, int nums) {
   if (lua_type(L, idx) != LUA_TSTRING) return -1;
   lua_pushvalue(L, idx);
@@ -467,12 +463,15 @@ static int vcpu_sregs(lua_State *L) {
 }
 
 /* A field value as an integer that fits its field: bits = 64 takes any
- * integer (two's complement), narrower fields take 0 .. 2^bits - 1. */
-static uint64_t check_field(lua_State *L, int idx, const char *what, const char *path, int bits) {
+ * integer (two's complement), narrower fields take 0 .. 2^bits - 1.  An
+ * error names the field as in.name (name alone when in is NULL). */
+static uint64_t check_field(lua_State *L, int idx, const char *what, const char *in, const char *name, int bits) {
   if (lua_isinteger(L, idx)) {   /* the common case, without lmv_checkint's work */
     lua_Integer v = lua_tointeger(L, idx);
     if (bits == 64 || (v >= 0 && !((uint64_t)v >> bits))) return (uint64_t)v;
   }
+  char path[32];
+  snprintf(path, sizeof path, "%s%s%s", in ? in : "", in ? "." : "", name);
   lua_Integer v = lmv_checkint(L, idx, what, path);
   if (bits < 64 && (v < 0 || (uint64_t)v >> bits)) {
     char hex[20];
@@ -491,7 +490,40 @@ static const char *field_key(lua_State *L, int idx, const char *what, const char
   return NULL;
 }
 
-static const char segnums_id = 0;   /* segment field name -> index in seg_fields */
+/* The segment field names as this Lua state interned them.  Lua keeps one
+ * copy of each short string, so a key is a field name exactly when its
+ * string is one of these: a pointer compare per name, with no lookup.  The
+ * userdata (in the registry) keeps the strings alive in its table. */
+typedef struct { const char *name[COUNT(seg_fields)]; } SegNames;
+static const char segnames_id = 0;
+
+static const SegNames *seg_names(lua_State *L) {
+  SegNames *n;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &segnames_id) == LUA_TUSERDATA) {
+    n = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return n;
+  }
+  lua_pop(L, 1);
+  n = lua_newuserdatauv(L, sizeof *n, 1);
+  lua_createtable(L, (int)COUNT(seg_fields), 0);
+  for (size_t i = 0; i < COUNT(seg_fields); i++) {
+    n->name[i] = lua_pushstring(L, seg_fields[i].name);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setiuservalue(L, -2, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &segnames_id);
+  return n;
+}
+
+/* The index in seg_fields of the key at idx; -1 if it names no field. */
+static int seg_field_number(lua_State *L, int idx, const SegNames *names) {
+  if (lua_type(L, idx) != LUA_TSTRING) return -1;
+  const char *k = lua_tostring(L, idx);
+  for (int j = 0; j < (int)COUNT(seg_fields); j++)
+    if (k == names->name[j]) return j;
+  return -1;
+}
 
 static int vcpu_write_sregs(lua_State *L) {
   const char *what = "vcpu:write_sregs";
@@ -500,9 +532,8 @@ static int vcpu_write_sregs(lua_State *L) {
   mv_sregs s;
   mv_err err;
   if (mv_vcpu_read_sregs(v->cpu, &s, &err) < 0) return lmv_raise(L, &err);
-  char path[32];
   lua_settop(L, 2);
-  push_numbers(L, &segnums_id, &seg_fields[0].name, sizeof seg_fields[0], COUNT(seg_fields));   /* 3 */
+  const SegNames *names = seg_names(L);
   lua_pushnil(L);
   while (lua_next(L, 2)) {   /* stack: cpu, t, key, value; nothing is written before all is checked */
     const char *k = field_key(L, -2, what, NULL);
@@ -513,14 +544,11 @@ static int vcpu_write_sregs(lua_State *L) {
       void *seg = (char *)&s + sreg_segs[i].off;
       lua_pushnil(L);
       while (lua_next(L, -2)) {
-        int j = name_number(L, -2, 3);
+        int j = seg_field_number(L, -2, names);
         if (j < 0) return luaL_error(L, "%s: unknown field %s.%s", what, k, field_key(L, -2, what, k));
-        const char *f = seg_fields[j].name;
         int bits = seg_fields[j].size * 8;
         if (seg_fields[j].size == 1) bits = j == 3 ? 4 : j == 5 ? 2 : 1;   /* type, dpl, the flags */
-        if (!lua_isinteger(L, -1) || (bits < 64 && (uint64_t)lua_tointeger(L, -1) >> bits))
-          snprintf(path, sizeof path, "%s.%s", k, f);   /* named in the error check_field raises */
-        set_field(seg, seg_fields[j].off, seg_fields[j].size, check_field(L, -1, what, path, bits));
+        set_field(seg, seg_fields[j].off, seg_fields[j].size, check_field(L, -1, what, k, seg_fields[j].name, bits));
         lua_pop(L, 1);
       }
     } else if (strcmp(k, "gdt") == 0 || strcmp(k, "idt") == 0) {
@@ -531,15 +559,14 @@ static int vcpu_write_sregs(lua_State *L) {
         const char *f = field_key(L, -2, what, k);
         int base = strcmp(f, "base") == 0;
         if (!base && strcmp(f, "limit")) return luaL_error(L, "%s: unknown field %s.%s", what, k, f);
-        snprintf(path, sizeof path, "%s.%s", k, f);
-        if (base) dt->base = check_field(L, -1, what, path, 64);
-        else dt->limit = (uint16_t)check_field(L, -1, what, path, 16);
+        if (base) dt->base = check_field(L, -1, what, k, f, 64);
+        else dt->limit = (uint16_t)check_field(L, -1, what, k, f, 16);
         lua_pop(L, 1);
       }
     } else {
       for (i = 0; i < COUNT(sreg_u64) && strcmp(k, sreg_u64[i].name); i++) {}
       if (i == COUNT(sreg_u64)) return luaL_error(L, "%s: unknown field %s", what, k);
-      set_field(&s, sreg_u64[i].off, 8, check_field(L, -1, what, k, 64));
+      set_field(&s, sreg_u64[i].off, 8, check_field(L, -1, what, NULL, k, 64));
     }
     lua_pop(L, 1);
   }

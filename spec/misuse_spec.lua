@@ -1789,6 +1789,17 @@ describe("vcpu:write_sregs", function()
     assert.has_error(function() cpu:write_sregs{ ds = { [1] = 0x100 } } end, "vcpu:write_sregs: unknown field ds.1")
     assert.has_error(function() cpu:write_sregs{ ss = { [true] = 0 } } end, "vcpu:write_sregs: unknown field ss.true")
     assert.has_error(function() cpu:write_sregs{ ds = { dpl = 4 } } end, "vcpu:write_sregs: ds.dpl = 0x4 does not fit in 2 bits")
+    local long = ("selector"):rep(6)   -- longer than Lua's short strings, which are interned
+    assert.has_error(function() cpu:write_sregs{ ds = { [long] = 0 } } end, "vcpu:write_sregs: unknown field ds." .. long)
+    vcpu_usable(cpu)
+  end)
+
+  it("takes field names made at run time like the ones written in the source", function()
+    local sel, base = table.concat{ "sel", "ector" }, ("ba"):rep(1) .. "se"
+    cpu:write_sregs{ ds = { selector = 0x20, base = 0x200 } }
+    cpu:write_sregs{ ds = { [sel] = 0x10, [base] = 0x100 } }
+    local ds = cpu:sregs().ds
+    assert.same({ 0x10, 0x100 }, { ds.selector, ds.base })
     vcpu_usable(cpu)
   end)
 
