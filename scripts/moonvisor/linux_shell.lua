@@ -17,8 +17,9 @@
 -- as it comes, e.g. io.write), kernel_messages (true keeps the kernel's
 -- messages on the console after the first prompt; by default wait_prompt
 -- runs `dmesg -n 1` there, so a message printed while a command runs does
--- not land in that command's output; `dmesg` still has them all).  Bad input (not a bzImage, an initrd that
--- does not fit) raises moonvisor.boot's error before anything runs.
+-- not land in that command's output; `dmesg` still has them all).  Bad
+-- input (not a bzImage, an initrd that does not fit) raises
+-- moonvisor.boot's error before anything runs.
 --
 -- sh.console is the moonvisor.console (expect/send/sendline/output),
 -- sh.machine the moonvisor.pc machine, sh.boot_ms the time from shell.boot
