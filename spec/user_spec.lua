@@ -52,6 +52,19 @@ describe('mode = "user"', function()
     assert.same({ "exception", 14 }, { e.type, e.vector })
   end)
 
+  it("keeps ring 3 out of its system area (GDT, tables, stubs): a write there is a page fault", function()
+    local g, cpu = sandbox("mov byte [rdi], 0x90\nmov rax, [rdi]")
+    local stubs_at = mv.stubs.cpus[cpu].report - (32 * 16 + 7)
+    cpu.rdi = stubs_at
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 14, 7, 0x100000 }, { e.type, e.vector, e.error_code, e.rip })   -- present, write, user
+    assert.equals(stubs_at, cpu:sregs().cr2)
+    cpu.rip = 0x100003   -- past the write: the read faults too
+    e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 14, 5 }, { e.type, e.vector, e.error_code })   -- present, read, user
+    assert.equals("\x6a\x00", g:read(stubs_at, 2))   -- the #DE stub's push 0, as written
+  end)
+
   it("keeps compute-heavy code in ring 3 (a loop of a million iterations)", function()
     local g, cpu = sandbox([[
       mov rcx, 1000000

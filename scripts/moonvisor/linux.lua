@@ -460,7 +460,7 @@ function linux.boot(g, opts)
   g:write(linux.CMDLINE, cmdline .. "\0")
   local long = entry == "64"
   g:write(linux.TABLES, linux.gdt(long))
-  if long then g:write(linux.TABLES + 0x1000, x86.page_tables(linux.TABLES)) end
+  if long then g:write(linux.TABLES + 0x1000, (x86.page_tables(linux.TABLES))) end
 
   local boot = {
     zero_page = linux.ZERO_PAGE, kernel_addr = kaddr, kernel_size = h.kernel_size, init_size = init_size,

@@ -18,15 +18,19 @@
 -- which user.lua turns into the exits above.  The soft backend reports
 -- exceptions and syscalls itself, without running the stubs.
 --
--- Layout at `tables` (0xA000 bytes): +0 GDT, +0x1000.. page tables (as
+-- Layout at `tables` (0xC000 bytes): +0 GDT, +0x1000.. page tables (as
 -- x86.lua, with the user bit), +0x7000 IDT, +0x8000 stubs and TSS, kernel
--- stack up to +0xA000.
+-- stack up to +0xA000, then the page tables that split the 2 MiB pages
+-- holding this area (one, or two where it crosses a 2 MiB line).  The area
+-- is reachable from CPL0 only: ring 3 gets a page fault there, so it can
+-- neither rewrite the stubs nor the tables (which is what lets a restore
+-- trust the sandbox without the dirty log: moonvisor.stubs).
 local x86 = require "moonvisor.x86"
 local stubs = require "moonvisor.stubs"
 
 local user = {}
 
-user.TABLES_SIZE = 0xA000
+user.TABLES_SIZE = 0xC000
 user.KERNEL_CS, user.KERNEL_DS = 0x08, 0x10
 user.USER_DS, user.USER_CS = 0x23, 0x2b          -- RPL 3
 user.TSS_SEL = 0x30
@@ -41,11 +45,13 @@ end
 
 -- null, kernel code64, kernel data, user code32 (sysret's base), user data,
 -- user code64, 16-byte TSS descriptor.  STAR below relies on this order.
+-- The accessed bits are set already: a segment load at CPL3 (mov ds, ax)
+-- then writes nothing into the GDT, which is part of the sandbox.
 function user.gdt(tss)
   return descriptor(0, 0, 0, 0)
-      .. descriptor(0, 0xfffff, 0x9a, 0xa) .. descriptor(0, 0xfffff, 0x92, 0xc)
-      .. descriptor(0, 0xfffff, 0xfa, 0xc) .. descriptor(0, 0xfffff, 0xf2, 0xc)
-      .. descriptor(0, 0xfffff, 0xfa, 0xa)
+      .. descriptor(0, 0xfffff, 0x9b, 0xa) .. descriptor(0, 0xfffff, 0x93, 0xc)
+      .. descriptor(0, 0xfffff, 0xfb, 0xc) .. descriptor(0, 0xfffff, 0xf3, 0xc)
+      .. descriptor(0, 0xfffff, 0xfb, 0xa)
       .. descriptor(tss, 0x67, 0x89, 0) .. string.pack("<I4I4", tss >> 32, 0)
 end
 
@@ -62,7 +68,9 @@ function x86.modes.user(cpu, opts)
   local stubs_at, tss_at, kstack = at + 0x8000, at + 0x8400, at + 0xA000
   local code, syscall_at = user.stubs(stubs_at)
   g:write(at, user.gdt(tss_at))
-  g:write(at + 0x1000, x86.page_tables(at, true))
+  local tables, splits = x86.page_tables(at, true, { at, at + user.TABLES_SIZE, at + 0xA000 })
+  g:write(at + 0x1000, tables)
+  g:write(at + 0xA000, splits)
   g:write(at + 0x7000, stubs.idt(stubs_at, user.KERNEL_CS))
   g:write(stubs_at, code .. user.SYSCALL_STUB)
   -- RSP0, and the I/O map base (+0x66) at the TSS limit: no I/O permission

@@ -82,19 +82,39 @@ end
 -- with `user`, every page is reachable from CPL3 too, and the accessed and
 -- dirty bits are set already, so the CPU never writes the tables (they are
 -- part of the sandbox, which must stay unwritten: moonvisor.stubs).
-function x86.page_tables(at, user)
+-- kernel = { first, limit, pts }: the 4 KiB pages from first to limit
+-- (multiples of 0x1000) are reachable from CPL0 only; the 2 MiB pages
+-- holding them are split by page tables at pts, pts + 0x1000, ..., which the
+-- second result holds (the caller writes it there).
+function x86.page_tables(at, user, kernel)
   local parts = {}
   local P, RW, PS = 1, 2 | (user and 4 | 0x20 or 0), 0x80 | (user and 0x40 or 0)
   parts[1] = string.pack("<I8", (at + 0x2000) | P | RW) .. string.rep("\0", 4088)   -- PML4
   local pdpt = {}
   for i = 0, 3 do pdpt[#pdpt + 1] = string.pack("<I8", (at + 0x3000 + i * 0x1000) | P | RW) end
   parts[2] = table.concat(pdpt) .. string.rep("\0", 4096 - 32)
+  local split, pts = {}, {}   -- 2 MiB page number -> its page table's address; the page tables
+  if kernel then
+    for big = kernel[1] >> 21, (kernel[2] - 1) >> 21 do
+      split[big] = kernel[3] + #pts * 0x1000
+      local e = {}
+      for i = 0, 511 do
+        local page = (big << 21) + (i << 12)
+        local kernel_only = page >= kernel[1] and page < kernel[2]
+        e[i + 1] = string.pack("<I8", page | P | (kernel_only and 2 | 0x20 or RW) | 0x40)
+      end
+      pts[#pts + 1] = table.concat(e)
+    end
+  end
   for pd = 0, 3 do
     local e = {}
-    for i = 0, 511 do e[i + 1] = string.pack("<I8", ((pd * 512 + i) << 21) | P | RW | PS) end
+    for i = 0, 511 do
+      local big = pd * 512 + i
+      e[i + 1] = string.pack("<I8", split[big] and split[big] | P | RW or (big << 21) | P | RW | PS)
+    end
     parts[#parts + 1] = table.concat(e)
   end
-  return table.concat(parts)
+  return table.concat(parts), table.concat(pts)
 end
 
 -- Where the tables go when opts.tables is not given: the end of the lowest
@@ -114,7 +134,7 @@ local default_tables = x86.default_tables
 
 local function write_tables(g, at, with_pages)
   g:write(at, x86.gdt())
-  if with_pages then g:write(at + 0x1000, x86.page_tables(at)) end
+  if with_pages then g:write(at + 0x1000, (x86.page_tables(at))) end
 end
 
 x86.modes = {}
