@@ -9,7 +9,7 @@
 # `target: deps all`: with -j, all would build while deps installs).
 # spec/makefile_spec.lua checks both.
 
-DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind libreadline-dev libcapstone-dev tmux gdb
+DEBIAN_PACKAGES := gcc make pkg-config binutils lua5.4 liblua5.4-dev lua-busted libunicorn-dev nasm valgrind strace libreadline-dev libcapstone-dev tmux gdb
 # AFL++ (afl-fuzz, afl-showmap): spec/afl_spec.lua and bench/afl.lua drive moonvisor with it
 AFL_PACKAGES := afl++
 # bash: the test recipe reads PIPESTATUS

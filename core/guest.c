@@ -80,6 +80,7 @@ void mv_guest_close(mv_guest *g) {
   mv__traps_clear(g);
   for (size_t i = 0; i < g->nmaps; i++) {   /* the VM fd takes its slots along */
     mv__dirty_free(&g->maps[i]);
+    g->maps[i].vmo->mappings--;
     mv_vmo_release(g->maps[i].vmo);
   }
   g->nmaps = 0;
@@ -145,6 +146,9 @@ int mv_guest_map(mv_guest *g, uint64_t gpa, mv_vmo *vmo, uint64_t offset,
     return r;
   }
   mv_vmo_retain(vmo);
+  vmo->mappings++;
+  vmo->mappings_made++;
+  g->map_gen++;
   g->slot_bits |= UINT64_C(1) << slot;
   memmove(&g->maps[at + 1], &g->maps[at], (g->nmaps - at) * sizeof m);
   g->maps[at] = m;
@@ -164,7 +168,9 @@ int mv_guest_unmap(mv_guest *g, uint64_t gpa, mv_err *err) {
     g->nmaps--;
     g->slot_bits &= ~(UINT64_C(1) << m.slot);
     mv__dirty_free(&m);
+    m.vmo->mappings--;
     mv_vmo_release(m.vmo);
+    g->map_gen++;
     g->base_snapshot = 0;   /* memory no longer matches any snapshot's layout */
     return 0;
   }

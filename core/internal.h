@@ -28,6 +28,10 @@ struct mv_vmo {
   uint64_t *host_dirty;    /* one bit per page written by the host */
   uint64_t host_writes;    /* bumped by every host write: lets the soft backend drop stale translations */
   uint64_t *code_dirty;    /* pages written by the host since the soft backend dropped their translations */
+  uint64_t guard_lo, guard_hi;   /* bytes a sandbox watches (kvm_sandbox.c); empty when equal */
+  uint64_t guard_writes;   /* host writes that touched them */
+  int mappings;            /* guest mappings of it now */
+  uint64_t mappings_made;  /* ... and ever */
   struct mv_rec *rec;      /* the recorder of a guest that maps it: host writes are logged (record_run.c) */
 };
 
@@ -97,6 +101,7 @@ struct mv_guest {
   bool close_requested;    /* mv_guest_close from inside a callback */
   mv_mapping maps[MV_MAX_MAPPINGS];   /* sorted by gpa */
   size_t nmaps;
+  uint64_t map_gen;         /* bumped by every map and unmap */
   uint64_t slot_bits;       /* backend slots in use, one bit each */
   mv_trap_table io;        /* port space */
   mv_trap_table mem;       /* guest-physical space: mem and bell traps */

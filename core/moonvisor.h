@@ -318,12 +318,14 @@ enum {
  * GDTR, IDTR, TR), the guest can reach CPL 0 only through code in the
  * guest-physical ranges[i] = { gpa, size } (which hold every table that
  * leads there too: GDT, IDT, TSS, page tables), code that exits to the host
- * at once and changes no debug register, XCR0 or MSR; and an exit at CPL 0
- * at one of the linear addresses clean[] follows no exception (a system
- * call's).  The caller vouches for that; the backend checks the rest: each
- * entry and exit, and that the ranges stay unwritten and hold what they hold
- * now.  A restore then leaves out the debug registers and XCR0 after runs
- * that kept to it.  nranges = 0 withdraws the declaration; so do host MSR
+ * at once, writes no memory but its stack and changes no debug register,
+ * XCR0 or MSR; and an exit at CPL 0 at one of the linear addresses clean[]
+ * follows no exception (a system call's).  The caller vouches for that; the
+ * backend checks the rest: each entry and exit, and that the ranges stay
+ * unwritten and hold what they hold now (without the dirty log where the
+ * page tables keep ring 3 off the ranges and the ring-0 stacks off them).
+ * A restore then leaves out the debug registers and XCR0 after runs that
+ * kept to it.  nranges = 0 withdraws the declaration; so do host MSR
  * and CPUID writes.  Backends without the optimisation accept and ignore it. */
 int mv_vcpu_declare_sandbox(mv_vcpu *cpu, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean,
                             int nclean, mv_err *err);

@@ -78,6 +78,7 @@ static int check_range(const mv_vmo *vmo, const char *what, uint64_t off, uint64
 void mv__vmo_mark_dirty(mv_vmo *vmo, uint64_t off, uint64_t len) {
   if (len == 0) return;
   vmo->host_writes++;
+  if (off < vmo->guard_hi && vmo->guard_lo < off + len) vmo->guard_writes++;
   for (uint64_t p = off / MV_PAGE_SIZE; p <= (off + len - 1) / MV_PAGE_SIZE; p++) {
     vmo->host_dirty[p / 64] |= UINT64_C(1) << (p % 64);
     vmo->code_dirty[p / 64] |= UINT64_C(1) << (p % 64);

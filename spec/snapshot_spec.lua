@@ -414,42 +414,162 @@ describe("guest snapshots with the in-kernel irqchip #kvm", function()
 end)
 
 -- mode = "user" is a sandbox (moonvisor.stubs declares it): a restore may
--- leave out the debug registers and XCR0 after runs that kept to it.  A
--- guest that breaks out by rewriting a ring-0 stub must still be restored
--- exactly.  (KVM only: the soft backend reports exceptions itself and never
--- runs the stubs.)
+-- leave out the debug registers and XCR0 after runs that kept to it.  Its
+-- system area is out of ring 3's reach, which lets the restore trust it
+-- without the dirty log.  A guest that breaks out by running a ring-0 stub
+-- rewritten through some other way must still be restored exactly: each
+-- case below has the #UD stub rewritten to write DR0 (and jump to the
+-- syscall entry's out, a clean exit), restores, has it rewritten to read
+-- DR0, and expects the snapshot's 0.  (KVM only: the soft backend reports
+-- exceptions itself and never runs the stubs.)
 describe("guest snapshots of a user-mode sandbox #kvm", function()
-  it("restore the debug registers a guest changed through a stub it rewrote", function()
+  -- The guest, its VCPU, the #UD stub's address and the ring-0 code that
+  -- writes (rbx = 0) or reads DR0 there.
+  local function sandbox(ram, source)
     local g = H.guest()
-    g:map(0, mv.vmo(0x400000))
+    g:map(0, ram)
+    g:write(0x100000, H.asm("org 0x100000\n" .. source, 64))
     local cpu = g:vcpu{ entry = 0x100000, mode = "user", stack = 0x200000 }
     local syscall_at = cpu:msr(0xc0000082)
-    local stub6 = mv.stubs.cpus[cpu].report - (32 * 16 + 7) + 6 * 16   -- #UD's stub
-    -- ring-0 code for the #UD stub, ending at the syscall entry's out (a clean exit there)
+    local stub6 = mv.stubs.cpus[cpu].report - (32 * 16 + 7) + 6 * 16
     local function stub(body)
       local code = H.asm("bits 64\n" .. body, 64)
       return code .. "\xe9" .. string.pack("<i4", syscall_at - (stub6 + #code + 5))
     end
-    g:write(0x180000, stub("mov dr0, rdi"))   -- writes DR0
-    g:write(0x181000, stub("mov rax, dr0"))   -- reads it
-    g:write(0x100000, H.asm([[
-      org 0x100000
-      mov rsi, 0x180000      ; the writer, or with rbx = 1 the reader
+    return g, cpu, stub6, { [0] = stub("mov dr0, rdi"), [1] = stub("mov rax, dr0") }
+  end
+
+  -- Ring 3 copies the writer or reader from 0x180000/0x181000 to `to`.
+  local function copier(to)
+    return [[
+      mov rsi, 0x180000
       test rbx, rbx
       jz copy
       mov rsi, 0x181000
-copy: mov rdi, ]] .. stub6 .. [[
+copy: mov rdi, ]] .. to .. [[
 
       mov rcx, 64
-      rep movsb              ; over the stub: the sandbox's code, from ring 3
+      rep movsb              ; over the stub, from ring 3
       mov rdi, 0x5555
-      ud2                    ; to the rewritten stub, at ring 0]], 64))
+      ud2                    ; to the rewritten stub, at ring 0]]
+  end
+
+  -- Runs the writer, restores, runs the reader: DR0 as the reader saw it.
+  local function escape(g, cpu, before_run)
     local s = g:snapshot()
+    if before_run then before_run(0) end
     assert.equals("syscall", cpu:run{ timeout_ms = 5000 }.type)   -- DR0 = 0x5555 now
     g:restore(s)
     cpu.rbx = 1
+    if before_run then before_run(1) end
     assert.equals("syscall", cpu:run{ timeout_ms = 5000 }.type)
-    assert.equals(0, cpu.rax, "DR0 was not restored")
+    return cpu.rax
+  end
+
+  it("restore the debug registers a guest changed through stubs its page tables let it rewrite", function()
+    local g, cpu, stub6, code = sandbox(mv.vmo(0x400000), "hlt")
+    g:write(0x180000, code[0])
+    g:write(0x181000, code[1])
+    -- the host maps the 2 MiB page with the system area user-writable (as
+    -- mode "user" did before it split that page), then declares again
+    local pd0 = cpu:sregs().cr3 + 0x2000
+    g:u64(pd0 + 8 * (stub6 >> 21), (stub6 & ~0x1fffff) | 0xe7)
+    mv.stubs.declare_sandbox(cpu, stub6 - 6 * 16)
+    g:write(0x100000, H.asm("org 0x100000\n" .. copier(stub6), 64))
+    assert.equals(0, escape(g, cpu), "DR0 was not restored")
+  end)
+
+  it("restore the debug registers a guest changed through a second mapping of the stubs' memory", function()
+    local ram = mv.vmo(0x400000)
+    local g = H.guest()
+    g:map(0, ram)
+    g:map(0x400000, ram)   -- the same bytes again, 4 MiB up: user-writable in mode "user"'s tables
+    g:write(0x100000, "\xf4")
+    local cpu = g:vcpu{ entry = 0x100000, mode = "user", stack = 0x200000 }
+    local syscall_at = cpu:msr(0xc0000082)
+    local stub6 = mv.stubs.cpus[cpu].report - (32 * 16 + 7) + 6 * 16
+    local function stub(body)
+      local c = H.asm("bits 64\n" .. body, 64)
+      return c .. "\xe9" .. string.pack("<i4", syscall_at - (stub6 + #c + 5))
+    end
+    g:write(0x180000, stub("mov dr0, rdi"))
+    g:write(0x181000, stub("mov rax, dr0"))
+    g:write(0x100000, H.asm("org 0x100000\n" .. copier(0x400000 + stub6), 64))
+    assert.equals(0, escape(g, cpu), "DR0 was not restored")
+  end)
+
+  it("restore the debug registers a guest changed through the frame the CPU pushed over a stub", function()
+    local g, cpu, stub6 = sandbox(mv.vmo(0x400000), "hlt")
+    local syscall_at = cpu:msr(0xc0000082)
+    -- the ring-0 stack (the TSS's RSP0) just above the #UD stub: the frame
+    -- of a #UD from ring 3 puts the old RSP at the stub's first byte
+    local tss = cpu:sregs().tr.base
+    g:write(tss + 4, string.pack("<I8", stub6 + 16))
+    mv.stubs.declare_sandbox(cpu, stub6 - 6 * 16)
+    -- an RSP that is 8 bytes of code: mov dr0, rdi (or mov rax, dr0); jmp to the syscall entry's out
+    local function rsp_code(op)
+      return string.unpack("<i8", op .. "\xe9" .. string.pack("<i4", syscall_at - (stub6 + 8)))
+    end
+    g:write(0x100000, H.asm(([[
+      org 0x100000
+      mov rdi, 0x5555
+      mov rsp, %d
+      test rbx, rbx
+      jz go
+      mov rsp, %d
+go:   ud2]]):format(rsp_code("\x0f\x23\xc7"), rsp_code("\x0f\x21\xc0")), 64))
+    assert.equals(0, escape(g, cpu), "DR0 was not restored")
+  end)
+
+  it("restore the debug registers a guest changed through a stub the host rewrote between runs", function()
+    local g, cpu, stub6, code = sandbox(mv.vmo(0x400000), "mov rdi, 0x5555\nud2")
+    assert.equals(0, escape(g, cpu, function(which) g:write(stub6, code[which]) end), "DR0 was not restored")
+  end)
+
+  it("restore the debug registers a guest changed through a stub the host rewrote during the run", function()
+    local g, cpu, stub6, code = sandbox(mv.vmo(0x400000), [[
+      mov eax, 1
+      syscall                ; the host rewrites the stub, and the run goes on
+      mov rdi, 0x5555
+      ud2]])
+    -- the first system call's exit goes to a handler that rewrites the stub
+    -- and withdraws: the run goes on to the stub and ends at its jump's exit
+    local rewrites = 0
+    local function rewrite_at_syscall()
+      local t
+      t = g:trap("io", 0xef, 1, function()
+        rewrites = rewrites + 1
+        g:write(stub6, code[cpu.rbx])
+        t:remove()
+      end)
+    end
+    assert.equals(0, escape(g, cpu, rewrite_at_syscall), "DR0 was not restored")
+    assert.equals(2, rewrites)
+  end)
+
+  it("set only XSAVE and the MSRs in a restore after runs that kept to it (strace)", function()
+    local _, found = H.sh("command -v strace")
+    assert.equals(0, found, "strace is one of the Debian packages make deps installs")
+    local log = os.tmpname()
+    local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
+    local out, code = H.sh(("strace -f -o %s -e trace=ioctl,openat %s bench/counts.lua restore-user 20"):format(log, exe))
+    assert.equals(0, code, out)
+    local f = assert(io.open(log))
+    local on, restores, names = false, 0, {}
+    for line in f:lines() do
+      if line:find('moonvisor-mark-restore-begin"', 1, true) then
+        on, restores = true, restores + 1
+      elseif line:find('moonvisor-mark-restore-end"', 1, true) then
+        on = false
+      elseif on and line:find("ioctl(", 1, true) and not line:find("resumed>", 1, true) then
+        local name = line:match("ioctl%(%d+, ([%w_]+)")
+        names[name] = (names[name] or 0) + 1
+      end
+    end
+    f:close()
+    os.remove(log)
+    assert.equals(20, restores)
+    assert.same({ KVM_SET_XSAVE = 20, KVM_SET_MSRS = 20 }, names)
   end)
 
   it("stay exact over many system calls", function()

@@ -57,6 +57,15 @@ typedef struct kvm_sandbox {
   bool last_written;                 /* the ranges were written in the last interval */
   bool dr7_known;                    /* dr7 is DR7 (it cannot change inside) */
   uint64_t dr7;
+  bool sealed;                       /* the declared content keeps ring 3 off the ranges (kvm_seal.c)
+                                        and no other mapping shows their pages */
+  bool tlb_clean;                    /* every run of the VCPU started with the ranges as declared, so
+                                        no translation from other tables can be cached */
+  uint64_t map_gen;                  /* the guest's mappings when declared */
+  struct mv_vmo *vmos[16];           /* the VMOs behind the ranges (while map_gen holds) */
+  uint64_t vmo_maps[16];             /* ... how often each had been mapped then */
+  int nvmos;
+  uint64_t run_mark;                 /* their host writes to the ranges when the last run started */
 } kvm_sandbox;
 
 typedef struct kvm_vcpu {
@@ -114,6 +123,9 @@ void kvm_dirty_guest_fini(mv_guest *g);
 int kvm_dirty_ring_full(mv_guest *g, mv_err *err);   /* KVM_EXIT_DIRTY_RING_FULL */
 int kvm_dirty_log(mv_guest *g, const mv_mapping *m, uint64_t *bitmap, mv_err *err);
 int kvm_dirty_unlogged(mv_guest *g, const mv_mapping *m, uint64_t *maybe, bool exact, mv_err *err);
+
+/* kvm_seal.c */
+bool kvm_seal_proved(const kvm_sandbox *sb);
 
 /* kvm_sandbox.c */
 int kvm_sandbox_declare(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean, int nclean,

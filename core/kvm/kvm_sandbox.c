@@ -6,7 +6,8 @@
  * neither; this file checks everything else, per run:
  *
  *   entry  CPL 3; CR0, CR3, CR4, EFER, GDTR, IDTR, TR as declared; no host
- *          debugging; DR7 known (restored or saved since) with no
+ *          debugging but software breakpoints (KVM takes the guest's #BP
+ *          then and leaves its debug registers be); DR7 known (restored or saved since) with no
  *          breakpoint enabled; the declared ranges hold what they held when
  *          declared (compared once after anything could have written them)
  *   exits  each one at CPL 3, or at a declared clean address with TF clear
@@ -15,6 +16,17 @@
  *          (guest or host) since the last one
  *
  * A run that breaks any of it marks the two classes touched (kvm_state.c).
+ *
+ * "After" asks the dirty log, which on some hosts (QEMU's emulated SVM)
+ * also holds pages only read or run, and may hold page tables the CPU
+ * walked.  A sandbox can do without it when it is trusted: its declared
+ * content seals the ranges (kvm_seal.c: ring 3 cannot write them, ring-0
+ * entry stacks miss them), no other mapping shows their pages, the guest has
+ * one VCPU, its mappings are as declared, every run of the VCPU started with
+ * the ranges as declared (so no translation of other tables can linger in
+ * its TLB), and the host has not written them since the last run started.
+ * Then nothing but the host between runs could have written them, and the
+ * entry check compares them again after that.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -61,6 +73,54 @@ static bool content_same(mv_vcpu *c, kvm_sandbox *sb) {
   return true;
 }
 
+/* The VMOs behind the ranges, each watching the ranges' bytes for host
+ * writes (mv__vmo_mark_dirty). */
+static void watch_vmos(mv_vcpu *c, kvm_sandbox *sb) {
+  for (int i = 0; i < sb->nranges; i++) {
+    uint64_t gpa = sb->ranges[i][0], len = sb->ranges[i][1];
+    while (len) {
+      const mv_mapping *m = mv__guest_find_mapping(c->guest, gpa);
+      uint64_t in = gpa - m->gpa, n = m->size - in < len ? m->size - in : len;
+      mv_vmo *v = m->vmo;
+      uint64_t lo = m->offset + in, hi = lo + n;
+      if (v->guard_lo == v->guard_hi) v->guard_lo = lo, v->guard_hi = hi;
+      if (lo < v->guard_lo) v->guard_lo = lo;
+      if (hi > v->guard_hi) v->guard_hi = hi;
+      int k = 0;
+      while (k < sb->nvmos && sb->vmos[k] != v) k++;
+      if (k == sb->nvmos && k < 16) {
+        sb->vmos[sb->nvmos++] = v;
+        sb->vmo_maps[k] = v->mappings_made;
+        if (v->mappings != 1) sb->sealed = false;   /* another mapping may show the pages to ring 3 */
+      }
+      if (k == 16) sb->sealed = false;
+      gpa += n;
+      len -= n;
+    }
+  }
+}
+
+/* The host writes to the ranges' bytes so far (while the mappings are as declared). */
+static uint64_t host_mark(const kvm_sandbox *sb) {
+  uint64_t n = 0;
+  for (int i = 0; i < sb->nvmos; i++) n += sb->vmos[i]->guard_writes;
+  return n;
+}
+
+/* Whether the dirty log can be left out of the "after" check (see the top). */
+static bool trusted(const mv_vcpu *c, const kvm_sandbox *sb) {
+  if (!sb->sealed || !sb->tlb_clean || c->guest->nvcpus != 1 || c->guest->map_gen != sb->map_gen) return false;
+  for (int i = 0; i < sb->nvmos; i++)
+    if (sb->vmos[i]->mappings_made != sb->vmo_maps[i]) return false;
+  return true;
+}
+
+/* The host wrote the ranges, or changed the mappings, since the last run
+ * started: that run may have seen it, so the VCPU's TLB is not known clean. */
+static void note_host_writes(mv_vcpu *c, kvm_sandbox *sb) {
+  if (sb->tlb_clean && (c->guest->map_gen != sb->map_gen || host_mark(sb) != sb->run_mark)) sb->tlb_clean = false;
+}
+
 int kvm_sandbox_declare(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, const uint64_t *clean, int nclean,
                         mv_err *err) {
   kvm_vcpu *kv = KV(c);
@@ -95,6 +155,11 @@ int kvm_sandbox_declare(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, co
     at += (size_t)sb->ranges[i][1];
   }
   sb->verified = true;
+  sb->sealed = kvm_seal_proved(sb) && c->guest->nvcpus == 1;
+  watch_vmos(c, sb);
+  sb->tlb_clean = !kv->ran;   /* (a VCPU that never ran has nothing cached) */
+  sb->map_gen = c->guest->map_gen;
+  sb->run_mark = host_mark(sb);
   kv->sb = sb;
   return 0;
 }
@@ -103,16 +168,18 @@ int kvm_sandbox_declare(mv_vcpu *c, const uint64_t (*ranges)[2], int nranges, co
 bool kvm_sandbox_entry(mv_vcpu *c) {
   kvm_vcpu *kv = KV(c);
   kvm_sandbox *sb = kv->sb;
-  if (!sb || c->debug || c->nhw_bp || (kv->touched & KS_DEBUGREGS) || !sb->dr7_known || (sb->dr7 & 0xff))
-    return false;
+  if (!sb) return false;
+  note_host_writes(c, sb);
   const struct kvm_sregs *s = &kv->run->s.regs.sregs;
-  if ((s->cs.selector & 3) != 3 || s->cs.dpl != 3 || !same_frame(s, &sb->frame)) return false;
-  if (!sb->verified) {
-    if (sb->mismatch) return false;   /* compared already, not since changed */
+  bool as_declared = (s->cs.selector & 3) == 3 && s->cs.dpl == 3 && same_frame(s, &sb->frame);
+  if (as_declared && !sb->verified && !sb->mismatch) {   /* (a mismatch: compared already, not since changed) */
     sb->verified = content_same(c, sb);
     sb->mismatch = !sb->verified;
   }
-  return sb->verified;
+  if (!as_declared || !sb->verified) sb->tlb_clean = false;   /* it runs with other tables, or at CPL 0 */
+  if (sb->tlb_clean) sb->run_mark = host_mark(sb);   /* (the VMOs are valid: the mappings are as declared) */
+  return as_declared && sb->verified && !(c->debug & ~(unsigned)MV_DEBUG_SW_BREAKPOINTS) && !c->nhw_bp && !(kv->touched & KS_DEBUGREGS) && sb->dr7_known &&
+         !(sb->dr7 & 0xff);
 }
 
 /* After each KVM_RUN of a run that started inside: whether it still is. */
@@ -147,17 +214,20 @@ unsigned kvm_sandbox_boundary(mv_vcpu *c, uint64_t dr7, bool full) {
   kvm_sandbox *sb = kv->sb;
   if (!sb) return 0;
   unsigned more = 0;
+  note_host_writes(c, sb);
   bool was_written = written(c);
   if (was_written) {
-    more = KS_DEBUGREGS | KS_XCRS;
     sb->verified = false;   /* compared again before the next run inside */
-    /* Pages read from the dirty ring stay unprotected (and count as written)
-     * until re-protected: do that after a first write, so that the next
-     * interval can be clean.  Not again while every interval shows the
-     * ranges written: hosts whose log also holds pages only read or run
-     * (QEMU's emulated SVM) show them so always, and would pay an ioctl per
-     * restore for nothing. */
-    if (!sb->last_written) kvm_dirty_rearm(c->guest, NULL);   /* (a failure: they keep showing written) */
+    if (!trusted(c, sb)) {
+      more = KS_DEBUGREGS | KS_XCRS;
+      /* Pages read from the dirty ring stay unprotected (and count as
+       * written) until re-protected: do that after a first write, so that
+       * the next interval can be clean.  Not again while every interval
+       * shows the ranges written: hosts whose log also holds pages only
+       * read or run (QEMU's emulated SVM) show them so always, and would
+       * pay an ioctl per restore for nothing. */
+      if (!sb->last_written) kvm_dirty_rearm(c->guest, NULL);   /* (a failure: they keep showing written) */
+    }
   }
   sb->last_written = was_written;
   if (full) sb->verified = false;   /* all of memory may be another snapshot's */
