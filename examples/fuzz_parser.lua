@@ -20,7 +20,7 @@ local image
 local config
 config = {
   -- the guest, stopped after the stub's "ready" system call (1).  The
-  -- sandbox's tables (0xA000 bytes) go at their default, the end of RAM,
+  -- sandbox's tables (0xC000 bytes) go at their default, the end of RAM,
   -- which the target (1 MiB .. ~1.1 MiB) does not use.
   setup = function()
     local g = mv.guest{ backend = os.getenv("MOONVISOR_BACKEND") or mv.default_backend }

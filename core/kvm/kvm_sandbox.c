@@ -178,8 +178,8 @@ bool kvm_sandbox_entry(mv_vcpu *c) {
   }
   if (!as_declared || !sb->verified) sb->tlb_clean = false;   /* it runs with other tables, or at CPL 0 */
   if (sb->tlb_clean) sb->run_mark = host_mark(sb);   /* (the VMOs are valid: the mappings are as declared) */
-  return as_declared && sb->verified && !(c->debug & ~(unsigned)MV_DEBUG_SW_BREAKPOINTS) && !c->nhw_bp && !(kv->touched & KS_DEBUGREGS) && sb->dr7_known &&
-         !(sb->dr7 & 0xff);
+  return as_declared && sb->verified && !(c->debug & ~(unsigned)MV_DEBUG_SW_BREAKPOINTS) && !c->nhw_bp &&
+         !(kv->touched & KS_DEBUGREGS) && sb->dr7_known && !(sb->dr7 & 0xff);
 }
 
 /* After each KVM_RUN of a run that started inside: whether it still is. */
