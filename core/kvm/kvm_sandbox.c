@@ -216,19 +216,22 @@ unsigned kvm_sandbox_boundary(mv_vcpu *c, uint64_t dr7, bool full) {
   unsigned more = 0;
   note_host_writes(c, sb);
   bool was_written = written(c);
-  if (was_written) {
-    sb->verified = false;   /* compared again before the next run inside */
-    if (!trusted(c, sb)) {
-      more = KS_DEBUGREGS | KS_XCRS;
-      /* Pages read from the dirty ring stay unprotected (and count as
-       * written) until re-protected: do that after a first write, so that
-       * the next interval can be clean.  Not again while every interval
-       * shows the ranges written: hosts whose log also holds pages only
-       * read or run (QEMU's emulated SVM) show them so always, and would
-       * pay an ioctl per restore for nothing. */
-      if (!sb->last_written) kvm_dirty_rearm(c->guest, NULL);   /* (a failure: they keep showing written) */
-    }
+  /* A trusted sandbox's ranges were not written since the last boundary
+   * (they only look so in the log): a snapshot leaves them as they are, and
+   * an incremental restore (not full) copies back what they hold, so they
+   * stay verified.  Otherwise they are compared again before the next run
+   * inside. */
+  if (was_written && !trusted(c, sb)) {
+    sb->verified = false;
+    more = KS_DEBUGREGS | KS_XCRS;
   }
+  /* Pages read from the dirty ring stay unprotected (and count as written)
+   * until re-protected: do that after a first write, so that the next
+   * interval can be clean (and a restore has fewer such pages to compare).
+   * Not again while every interval shows the ranges written: hosts whose log
+   * also holds pages only read or run (QEMU's emulated SVM) show them so
+   * always, and would pay an ioctl per restore for nothing. */
+  if (was_written && !sb->last_written) kvm_dirty_rearm(c->guest, NULL);   /* (a failure: they keep showing written) */
   sb->last_written = was_written;
   if (full) sb->verified = false;   /* all of memory may be another snapshot's */
   sb->mismatch = false;     /* memory may hold the declared content again */
