@@ -423,11 +423,13 @@ end)
 -- DR0, and expects the snapshot's 0.  (KVM only: the soft backend reports
 -- exceptions itself and never runs the stubs.)
 describe("guest snapshots of a user-mode sandbox #kvm", function()
-  -- The guest, its VCPU, the #UD stub's address and the ring-0 code that
-  -- writes (rbx = 0) or reads DR0 there.
-  local function sandbox(ram, source)
+  -- The guest (ram at 0, then whatever more_maps(g) maps), its VCPU, the
+  -- #UD stub's address and the ring-0 code that writes (rbx = 0) or reads
+  -- DR0 there.
+  local function sandbox(ram, source, more_maps)
     local g = H.guest()
     g:map(0, ram)
+    if more_maps then more_maps(g) end
     g:write(0x100000, H.asm("org 0x100000\n" .. source, 64))
     local cpu = g:vcpu{ entry = 0x100000, mode = "user", stack = 0x200000 }
     local syscall_at = cpu:msr(0xc0000082)
@@ -481,19 +483,10 @@ copy: mov rdi, ]] .. to .. [[
 
   it("restore the debug registers a guest changed through a second mapping of the stubs' memory", function()
     local ram = mv.vmo(0x400000)
-    local g = H.guest()
-    g:map(0, ram)
-    g:map(0x400000, ram)   -- the same bytes again, 4 MiB up: user-writable in mode "user"'s tables
-    g:write(0x100000, "\xf4")
-    local cpu = g:vcpu{ entry = 0x100000, mode = "user", stack = 0x200000 }
-    local syscall_at = cpu:msr(0xc0000082)
-    local stub6 = mv.stubs.cpus[cpu].report - (32 * 16 + 7) + 6 * 16
-    local function stub(body)
-      local c = H.asm("bits 64\n" .. body, 64)
-      return c .. "\xe9" .. string.pack("<i4", syscall_at - (stub6 + #c + 5))
-    end
-    g:write(0x180000, stub("mov dr0, rdi"))
-    g:write(0x181000, stub("mov rax, dr0"))
+    -- the same bytes again, 4 MiB up: user-writable in mode "user"'s tables
+    local g, cpu, stub6, code = sandbox(ram, "hlt", function(g) g:map(0x400000, ram) end)
+    g:write(0x180000, code[0])
+    g:write(0x181000, code[1])
     g:write(0x100000, H.asm("org 0x100000\n" .. copier(0x400000 + stub6), 64))
     assert.equals(0, escape(g, cpu), "DR0 was not restored")
   end)

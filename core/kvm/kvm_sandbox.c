@@ -7,9 +7,10 @@
  *
  *   entry  CPL 3; CR0, CR3, CR4, EFER, GDTR, IDTR, TR as declared; no host
  *          debugging but software breakpoints (KVM takes the guest's #BP
- *          then and leaves its debug registers be); DR7 known (restored or saved since) with no
- *          breakpoint enabled; the declared ranges hold what they held when
- *          declared (compared once after anything could have written them)
+ *          then and leaves its debug registers be); DR7 known (restored or
+ *          saved since) with no breakpoint enabled; the declared ranges
+ *          hold what they held when declared (compared once after anything
+ *          could have written them)
  *   exits  each one at CPL 3, or at a declared clean address with TF clear
  *          (a trap flag would make the next step a debug exception)
  *   after  at the next restore or snapshot: the ranges were not written
@@ -25,8 +26,8 @@
  * one VCPU, its mappings are as declared, every run of the VCPU started with
  * the ranges as declared (so no translation of other tables can linger in
  * its TLB), and the host has not written them since the last run started.
- * Then nothing but the host between runs could have written them, and the
- * entry check compares them again after that.
+ * Then nothing can have written them.  A host write to them (or a change of
+ * the mappings) takes the trust away for good, and the log decides again.
  */
 #include <inttypes.h>
 #include <stdlib.h>
