@@ -32,8 +32,10 @@
 #   "in liblua" etc.        the same figure split by the object the
 #                           instructions ran in (bench/callgrind_objects.awk):
 #                           what Lua's own library costs (the handler's call
-#                           and body, undumping and running library code)
-#                           beside moonvisor's executable, libc, ld.so
+#                           and body, undumping and running library code;
+#                           linked into the executable, it is the code there
+#                           without debug information) beside moonvisor's
+#                           own code, libc, ld.so
 #   ioctls per start        strace's count for the whole command
 set -u
 cd "$(dirname "$0")/.."
@@ -83,8 +85,9 @@ names() {
 # objects FILE: "class instructions" per object class of a callgrind profile
 objects() {
   awk -f bench/callgrind_objects.awk "$1" | awk '
-    { o = $1; sub(/.*\//, "", o)
-      c = o ~ /^liblua/ ? "liblua" : o == "moonvisor" ? "moonvisor" : o ~ /^libc[.]/ ? "libc" : o ~ /^ld-linux/ ? "ld.so" : "other"
+    { o = $1; sub(/.*\//, "", o); sub(/:[?]+$/, "", o)
+      lua_in_exe = o == "moonvisor" && $1 ~ /:[?]+$/   # Lua linked in: no debug information
+      c = o ~ /^liblua/ || lua_in_exe ? "liblua" : o == "moonvisor" ? "moonvisor" : o ~ /^libc[.]/ ? "libc" : o ~ /^ld-linux/ ? "ld.so" : "other"
       n[c] += $2 }
     END { for (c in n) print c, n[c] }'
 }
