@@ -28,6 +28,17 @@ describe("acpi.build", function()
     assert.equals(0xe0230 + 36 + 16 - 0xe0000, t.size)
   end)
 
+  it("checksums as a byte-by-byte sum does, at every length around its eight-byte steps", function()
+    local bytes = {}
+    for i = 1, 40 do bytes[i] = string.char((i * 97 + 13) % 256) end
+    for n = 0, 40 do
+      local s, sum = table.concat(bytes, "", 1, n), 0
+      for i = 1, n do sum = sum + s:byte(i) end
+      assert.equals(sum % 256, acpi.checksum(s), "length " .. n)
+    end
+    assert.equals(0x10000 * 255 % 256, acpi.checksum(string.rep("\255", 0x10000)))
+  end)
+
   it("is found where an OS searches and every checksum adds up", function()
     local t = acpi.build{ base = 0xf5a40, cpus = 1 }
     local p = acpi.parse(reader(t), acpi.find_rsdp(reader(t)))

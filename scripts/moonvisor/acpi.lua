@@ -39,15 +39,17 @@ M.HEADER_SIZE = 36
 local function hex(n) return ("0x%x"):format(n) end
 local function align(n, a) return (n + a - 1) // a * a end
 
--- The sum of s's bytes mod 256, taking them 256 at a time: a call of
--- string.byte per byte was an eighth of pc.new's instructions.
+-- The sum of s's bytes mod 256, eight bytes per call of string.byte
+-- (~100 instructions a byte; string.byte into a table 256 bytes at a time
+-- cost ~180, a call per byte more).
 local byte = string.byte
 local function checksum(s)
-  local sum = 0
-  for i = 1, #s, 256 do
-    local b = { byte(s, i, i + 255) }
-    for j = 1, #b do sum = sum + b[j] end
+  local n, sum = #s, 0
+  for i = 1, n - 7, 8 do
+    local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, i, i + 7)
+    sum = sum + b1 + b2 + b3 + b4 + b5 + b6 + b7 + b8
   end
+  for i = n - n % 8 + 1, n do sum = sum + byte(s, i) end
   return sum & 0xff
 end
 M.checksum = checksum
