@@ -202,17 +202,24 @@ static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs,
   return MV_TRAP_DONE;
 }
 
+/* guest:run: one handler at a time in the Lua state (never unwound:
+ * lv->unwind is false), and (exit, cpu) whatever the handler declares: the
+ * cookie came with this VCPU's copy of the trap (smp.c), taken before the
+ * lock, and a handler of another VCPU may have given the trap a new handler
+ * since (trap:handler).  Out of line, so the path without a lock keeps
+ * fewer registers. */
+static __attribute__((noinline)) int trap_call_locked(LVcpu *lv, mv_exit *exit, uint64_t *value) {
+  lmv_lock_acquire(lv->lock);
+  int r = trap_call(lv, 2, exit, value);
+  lmv_lock_release(lv->lock);
+  return r;
+}
+
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   int nargs = (int)(intptr_t)cookie;   /* the parameters the handler declares, at most 2 (guest_trap) */
   LVcpu *lv = mv_vcpu_user(cpu);
   if (__builtin_expect(!lv->lock, 1)) return trap_call(lv, nargs, exit, value);
-  lmv_lock_acquire(lv->lock);   /* guest:run: one handler at a time in the Lua state (never unwound: lv->unwind is false) */
-  /* (exit, cpu) whatever the handler declares: the cookie came with this
-   * VCPU's copy of the trap (smp.c), taken before the lock, and a handler
-   * of another VCPU may have given the trap a new handler since (trap:handler) */
-  int r = trap_call(lv, 2, exit, value);
-  lmv_lock_release(lv->lock);
-  return r;
+  return trap_call_locked(lv, exit, value);
 }
 
 void *lmv_handler_nargs(lua_State *L, int idx, const char *what) {

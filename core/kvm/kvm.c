@@ -451,18 +451,28 @@ static void settle(kvm_vcpu *kv) {
   }
 }
 
+/* An IO access's data (size 1, 2 or 4) at p, with room for 4 bytes there:
+ * one load and a mask instead of load_le's branches on the size. */
+static inline uint64_t load_io(const uint8_t *p, uint32_t size) {
+  uint32_t w;
+  memcpy(&w, p, 4);
+  return w & (UINT32_MAX >> (32 - 8 * size));
+}
+
 /* One access of an IO exit (element i of a string instruction's): the
  * exit's fields (enter zeroed the rest), the trap, a read's answer into
- * kvm_run's data. */
+ * kvm_run's data.  `room`: 4 bytes can be read at p, as after a lone
+ * in/out's data: KVM puts it at the start of the PIO page, the page after
+ * struct kvm_run (KVM_PIO_PAGE_OFFSET), which the mapping includes. */
 static inline __attribute__((always_inline)) int io_access(mv_vcpu *c, kvm_vcpu *kv, uint8_t *p, uint16_t port,
-                                                           uint32_t size, bool write, uint32_t i) {
+                                                           uint32_t size, bool write, uint32_t i, bool room) {
   mv_exit *e = c->exit;
   e->type = MV_EXIT_IO;
   e->addr = port;
   e->size = size;
   e->write = write;
   e->reason = KVM_EXIT_IO;
-  e->data = write ? load_le(p, size) : 0;
+  e->data = !write ? 0 : room ? load_io(p, size) : load_le(p, size);
   uint64_t value = 0;
   kv->io_elem = i;
   int st = mv__access(c, e, &value);
@@ -477,9 +487,9 @@ static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
   bool write = run->io.direction == KVM_EXIT_IO_OUT;
   uint32_t size = run->io.size, count = run->io.count;
   uint16_t port = run->io.port;
-  if (__builtin_expect(count == 1, 1)) return io_access(c, kv, p, port, size, write, 0);   /* in/out */
+  if (__builtin_expect(count == 1, 1)) return io_access(c, kv, p, port, size, write, 0, true);   /* in/out */
   for (uint32_t i = 0; i < count; i++, p += size) {
-    if (io_access(c, kv, p, port, size, write, i) == MV_ACCESS_STOP) {
+    if (io_access(c, kv, p, port, size, write, i, false) == MV_ACCESS_STOP) {
       if (!write) memset(p + size, 0xff, (size_t)size * (count - i - 1));
       return MV_ACCESS_STOP;
     }
@@ -607,13 +617,14 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
       ST(&run->immediate_exit, 0);   /* a kick consumed before this run left it set */
       continue;                  /* or some other signal: resume */
     }
-    switch (run->exit_reason) {
-    case KVM_EXIT_IO:
+    if (__builtin_expect(run->exit_reason == KVM_EXIT_IO, 1)) {   /* the common exit, before the switch's table */
       if (handle_io(c, kv) == MV_ACCESS_STOP) {
         settle(kv);
         return 0;
       }
-      break;
+      continue;
+    }
+    switch (run->exit_reason) {
     case KVM_EXIT_MMIO:
       if (handle_mmio(c, kv) == MV_ACCESS_STOP) {
         settle(kv);
