@@ -8,6 +8,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <limits.h>
 #include <signal.h>
@@ -70,6 +71,36 @@ static int docall(lua_State *L, int narg, int nres) {
   return status;
 }
 
+/* Loads the precompiled chunk at path (size bytes) with one read() instead
+ * of stdio's buffered reads: LUA_OK, or an error status with the message
+ * on the stack, as luaL_loadfilex. */
+static int load_bytecode(lua_State *L, const char *path, off_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
+    return LUA_ERRFILE;
+  }
+  char *buf = size > 0 ? malloc((size_t)size) : NULL;
+  ssize_t got = 0;
+  while (buf && got < size) {
+    ssize_t n = read(fd, buf + got, (size_t)(size - got));
+    if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+    if (n > 0) got += n;
+  }
+  close(fd);
+  int status;
+  if (!buf || got != size) {
+    lua_pushfstring(L, "cannot read %s", path);
+    status = LUA_ERRFILE;
+  } else {
+    lua_pushfstring(L, "@%s", path);
+    status = luaL_loadbufferx(L, buf, (size_t)size, lua_tostring(L, -1), "b");
+    lua_remove(L, -2);   /* the name, under the chunk or the message */
+  }
+  free(buf);
+  return status;
+}
+
 /* A searcher put before Lua's file searcher, for the moonvisor.* modules:
  * it finds the source file that searcher would load (package.searchpath on
  * package.path) and, when that is <exe dir>/../scripts/x.lua and
@@ -96,7 +127,7 @@ static int search_precompiled(lua_State *L) {
     if (stat(src, &ss) == 0 && stat(bc, &bs) == 0 &&
         (bs.st_mtim.tv_sec > ss.st_mtim.tv_sec ||
          (bs.st_mtim.tv_sec == ss.st_mtim.tv_sec && bs.st_mtim.tv_nsec >= ss.st_mtim.tv_nsec)) &&
-        luaL_loadfilex(L, bc, "b") == LUA_OK) {
+        load_bytecode(L, bc, bs.st_size) == LUA_OK) {
       lua_Debug ar;
       lua_pushvalue(L, -1);
       lua_getinfo(L, ">S", &ar);

@@ -136,6 +136,19 @@ describe("the moonvisor executable's precompiled library", function()
     assert.matches("^source\t@", which(dir))
     sh(("rm -rf %s"):format(dir))
   end)
+
+  it("loads the source when the bytecode is cut short or empty", function()
+    local dir = tree()
+    local name = dir .. "/build/../scripts/moonvisor/probe_module.lua"
+    local bc = dir .. "/build/lua-bc/moonvisor/probe_module.luac"
+    sh("sleep 0.01")
+    compile(dir, name)
+    sh(("truncate -s 40 %s"):format(bc))
+    assert.equals(("source\t@%s\n"):format(name), which(dir))
+    sh(("truncate -s 0 %s"):format(bc))
+    assert.equals(("source\t@%s\n"):format(name), which(dir))
+    sh(("rm -rf %s"):format(dir))
+  end)
 end)
 
 -- bindings/dump.lua, which makes build/lua-bc: the bytecode behaves as the
