@@ -125,6 +125,7 @@ struct mv_guest {
 const mv_mapping *mv__guest_find_mapping(const mv_guest *g, uint64_t gpa);
 
 struct mv_vcpu {
+  mv_vcpu_head head;       /* first: the embedder's pointer (mv_vcpu_user, moonvisor.h) */
   mv_guest *guest;         /* holds a reference while the VCPU lives */
   void *be_state;
   int id;
@@ -137,7 +138,6 @@ struct mv_vcpu {
   int nhw_bp;
   mv_exit *exit;           /* the caller's exit record during enter */
   uint64_t enter_start;    /* mv__now_ns() at enter when tracing, for an unwound one */
-  void *user;              /* the embedder's pointer */
   mv_vcpu_stats stats;
   uint32_t pending_irq[8]; /* bitmap of vectors queued by mv_vcpu_interrupt */
   int npending_irq;

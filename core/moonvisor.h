@@ -274,9 +274,12 @@ typedef struct mv_sregs {
 int mv_vcpu_create(mv_guest *g, uint64_t entry, mv_vcpu **out, mv_err *err);
 void mv_vcpu_destroy(mv_vcpu *cpu);   /* idempotent release of the VCPU */
 mv_guest *mv_vcpu_guest(const mv_vcpu *cpu);
-/* An opaque pointer for the embedder (the Lua bindings keep their state here). */
+/* An opaque pointer for the embedder (the Lua bindings keep their state
+ * here).  It heads every mv_vcpu, so mv_vcpu_user is a load inline: trap
+ * callbacks read it at every exit. */
+typedef struct mv_vcpu_head { void *user; } mv_vcpu_head;
 void mv_vcpu_set_user(mv_vcpu *cpu, void *user);
-void *mv_vcpu_user(const mv_vcpu *cpu);
+static inline void *mv_vcpu_user(const mv_vcpu *cpu) { return ((const mv_vcpu_head *)(const void *)cpu)->user; }
 /* The guest's VCPUs in creation order: VCPU i for 0 <= i < the count of
  * VCPUs it ever had, NULL for one destroyed since. */
 int mv_guest_vcpu_count(const mv_guest *g);

@@ -56,8 +56,8 @@ void mv_vcpu_destroy(mv_vcpu *c) {
 }
 
 mv_guest *mv_vcpu_guest(const mv_vcpu *c) { return c->guest; }
-void mv_vcpu_set_user(mv_vcpu *c, void *user) { c->user = user; }
-void *mv_vcpu_user(const mv_vcpu *c) { return c->user; }
+_Static_assert(offsetof(struct mv_vcpu, head) == 0, "mv_vcpu_user reads the head at the start of a VCPU");
+void mv_vcpu_set_user(mv_vcpu *c, void *user) { c->head.user = user; }
 int mv_guest_vcpu_count(const mv_guest *g) { return g->nvcpus; }
 mv_vcpu *mv_guest_vcpu(const mv_guest *g, int i) { return i >= 0 && i < g->nvcpus ? g->vcpus[i] : NULL; }
 int mv_vcpu_id(const mv_vcpu *c) { return c->id; }
