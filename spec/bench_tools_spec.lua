@@ -34,7 +34,23 @@ describe("bench/callgrind_objects.awk", function()
       "",
     }, "\n"), "bench_tools_spec")
     local t = objects(tmp)
-    assert.same({ ["/usr/lib/liblua.so"] = 121, ["/work/build/moonvisor"] = 490, ["/usr/lib/libc.so"] = 500 }, t)
+    assert.same({ ["/usr/lib/liblua.so"] = 121, ["/work/build/moonvisor"] = 490, ["/usr/lib/libc.so:???"] = 500 }, t)
+  end)
+
+  -- The executable links Lua in: its code without a source file is Lua's,
+  -- kept apart as "path:???", also when it follows a function of moonvisor's
+  -- own with inlined code from another file (fi=/fe=).
+  it("keeps an object's code without a source file apart from the rest", function()
+    files.write(tmp, table.concat({
+      "# callgrind format", "version: 1", "positions: line", "events: Ir", "",
+      "ob=(1) /work/build/moonvisor", "fl=(1) core/kvm/kvm.c", "fn=(1) kvm_vcpu_run",
+      "10 7", "fi=(2) core/internal.h", "20 5", "fe=(1)", "11 3",
+      "cob=(1)", "cfi=(3) ???", "cfn=(2) lua_callk", "calls=1 0", "12 1000",
+      "fl=(3)", "fn=(2)", "0 40",
+      "fl=(1)", "fn=(3) settle", "30 2",
+      "",
+    }, "\n"), "bench_tools_spec")
+    assert.same({ ["/work/build/moonvisor"] = 17, ["/work/build/moonvisor:???"] = 40 }, objects(tmp))
   end)
 
   it("adds up to callgrind's total on a real profile", function()
