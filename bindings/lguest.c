@@ -180,6 +180,7 @@ static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs,
     lua_rawgeti(L, lv->base + 3, exit->trap_id);
     lua_copy(L, -1, lv->base + 5);
     lv->handler_trap = (int)exit->trap_id;
+    lv->handler_fast = nargs == 0 && exit->type != MV_EXIT_BELL && lv->unwind && !lv->lock;
   }
   if (nargs > 0) {   /* a handler without parameters gets none: no exit table to fill */
     lmv_fillexit(L, lv, exit);
@@ -222,19 +223,18 @@ static __attribute__((noinline)) int trap_call_any(LVcpu *lv, int nargs, mv_exit
 
 /* The common case first, apart, so that it keeps one register across its
  * calls instead of six: a write (nothing to read back) to the trap whose
- * handler was called last, a handler without parameters, inside enter's
- * protected frame.  Everything else: trap_call_any. */
+ * handler was called last, when that handler may take the short path
+ * (handler_fast: no parameters, inside enter's protected frame).
+ * Everything else: trap_call_any. */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
-  int nargs = (int)(intptr_t)cookie;   /* the parameters the handler declares, at most 2 (guest_trap) */
   LVcpu *lv = mv_vcpu_user(cpu);
-  lua_State *L = lv->L;
-  if (__builtin_expect(nargs == 0 && exit->write && L && !lv->lock && lv->unwind && exit->type != MV_EXIT_BELL &&
-                       (int)exit->trap_id == lv->handler_trap, 1)) {
+  if (__builtin_expect(exit->write && (int)exit->trap_id == lv->handler_trap && lv->handler_fast, 1)) {
+    lua_State *L = lv->L;
     lua_pushvalue(L, lv->base + 5);
     lua_call(L, 0, 0);   /* an error unwinds to cpu:enter's protected frame (lvcpu.c) */
     return MV_TRAP_DONE;
   }
-  return trap_call_any(lv, nargs, exit, value);
+  return trap_call_any(lv, (int)(intptr_t)cookie, exit, value);   /* cookie: the parameters the handler declares */
 }
 
 void *lmv_handler_nargs(lua_State *L, int idx, const char *what) {
