@@ -65,6 +65,18 @@ describe('mode = "user"', function()
     assert.equals("\x6a\x00", g:read(stubs_at, 2))   -- the #DE stub's push 0, as written
   end)
 
+  -- kvm-pvm's SYSCALL moves RIP to the entry but keeps ring 3's CS, so the
+  -- entry faults in ring 3 with IF clear, which user.translate takes for the
+  -- system call it is.  A jump there from ring 3 (IF set) stays a fault.
+  it("reports ring 3's jump to its syscall entry as the page fault there, not as a system call", function()
+    local g, cpu = sandbox("jmp rdi")
+    local entry = cpu:msr(0xc0000082)   -- LSTAR
+    cpu.rdi = entry
+    local e = cpu:run{ timeout_ms = 5000 }
+    assert.same({ "exception", 14, entry }, { e.type, e.vector, e.rip })
+    assert.equals(entry, cpu:sregs().cr2)
+  end)
+
   it("keeps compute-heavy code in ring 3 (a loop of a million iterations)", function()
     local g, cpu = sandbox([[
       mov rcx, 1000000
