@@ -198,9 +198,10 @@ probe-kvm: deps
 	else echo "probe-kvm: /dev/kvm is here but a guest does not run on it:"; echo "$$out" | tail -3; exit 1; fi
 
 # `make test-kvm`: the kvm pass where KVM is: on this machine's /dev/kvm when
-# probe-kvm finds it working, otherwise in the test VM.
+# probe-kvm finds it working and it is no kvm-pvm (see test-linux below),
+# otherwise in the test VM.
 test-kvm: deps
-	@if $(MAKE) --no-print-directory probe-kvm; then $(MAKE) --no-print-directory test TEST_BACKENDS=kvm; \
+	@if [ ! -e /sys/module/kvm_pvm ] && $(MAKE) --no-print-directory probe-kvm; then $(MAKE) --no-print-directory test TEST_BACKENDS=kvm; \
 	else echo "test-kvm: the kvm pass runs in the nested test VM"; $(MAKE) --no-print-directory test-vm; fi
 
 # ---- differential conformance: soft against KVM (bench/conformance.lua) ----
