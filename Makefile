@@ -106,6 +106,9 @@ run: deps
 
 # Every spec runs once per backend in TEST_BACKENDS.  The kvm pass needs
 # /dev/kvm: without it its specs FAIL (never skip) with the core's message.
+# On kvm-pvm (CPL0 code emulated without x87/SSE, ...) some fail for the
+# host's reasons (README "Which specs run where"): `make test-kvm` and CI run
+# the kvm pass in the nested test VM there.
 # The soft pass leaves out the specs tagged #kvm.  The last line adds up both.
 # SPECS narrows the run to some spec files (default: all of spec/).
 TEST_BACKENDS ?= kvm soft
