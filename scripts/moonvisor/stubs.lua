@@ -91,17 +91,39 @@ function stubs.declare_sandbox(cpu, base)
   cpu:declare_sandbox{ ranges = ranges, clean = { entry } }
 end
 
+-- The end of a system call from ring 3 (mode "user"): the VCPU back in
+-- ring 3 after the syscall instruction, with the RFLAGS it had (syscall
+-- left them in rcx and r11); ring3 = { cs, ss } its segments.
+function stubs.syscall_return(cpu, ring3)
+  local rip = cpu.rcx
+  cpu.rip, cpu.rflags = rip, cpu.r11 | 2
+  cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
+  return { type = "syscall", rip = rip }
+end
+
 -- If e is the stubs' report (an OUT to port 0xEE from their common tail),
 -- unwinds the frame the CPU pushed and returns the exception exit;
 -- otherwise nil.
+--
+-- Mode "user": a fault at the syscall entry (ring3.syscall) in ring 3 with
+-- IF clear is the system call itself, returned as such: the host moved RIP
+-- to the entry and masked RFLAGS (SFMASK clears IF) but left CS and SS at
+-- ring 3's, so the ring-0 entry could not run.  kvm-pvm does that (a #PF
+-- there, which leaves CR2 at the entry).  Ring 3 cannot clear IF (popf
+-- keeps it at IOPL 0, cli faults), so on other hosts this never applies.
 function stubs.take(cpu, e)
   local info = stubs.cpus[cpu]
   if not info or e.type ~= "io" or e.port ~= stubs.EXCEPTION_PORT or not e.write then return nil end
   if cpu.rip ~= info.report then return nil end     -- the guest's own OUT to 0xEE
   -- the stack: saved rax, vector, error code, then the CPU's frame
   local rax, vector, err, rip, _, rflags, rsp = string.unpack("<I8I8I8I8I8I8I8", cpu:guest():read(cpu.rsp, 56))
+  local ring3 = info.ring3
+  if ring3 and rip == ring3.syscall and rflags & 0x200 == 0 then
+    cpu:write_state{ rax = rax, rsp = rsp }
+    return stubs.syscall_return(cpu, ring3)
+  end
   cpu:write_state{ rax = rax, rip = rip, rflags = rflags, rsp = rsp }
-  if info.ring3 then cpu:write_sregs{ cs = info.ring3.cs, ss = info.ring3.ss } end
+  if ring3 then cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss } end
   local out = { type = "exception", vector = vector, rip = rip }
   if stubs.HAS_ERROR_CODE[vector] then out.error_code = err end
   return out

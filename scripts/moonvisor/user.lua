@@ -102,35 +102,16 @@ end
 
 user.cpus = setmetatable({}, { __mode = "k" })   -- user-mode VCPUs
 
--- The end of a system call: the VCPU back in ring 3 after the syscall
--- instruction, with the RFLAGS it had (syscall left them in rcx and r11).
-local function syscall_return(cpu, ring3)
-  local rip = cpu.rcx
-  cpu.rip, cpu.rflags = rip, cpu.r11 | 2
-  cpu:write_sregs{ cs = ring3.cs, ss = ring3.ss }
-  return { type = "syscall", rip = rip }
-end
-
 -- Turns the stubs' port exits (KVM) into exception and syscall exits, and
 -- does the stub's return itself (iretq / sysret) so the VCPU is back in ring
 -- 3 with the user's registers, as on the soft backend: cpu.rip is the
 -- faulting instruction, or the one after the syscall.  Other exits pass.
---
--- A syscall whose entry faulted in ring 3 with IF clear is a system call
--- too: the host moved RIP to the entry and masked RFLAGS (SFMASK clears IF)
--- but left CS and SS at ring 3's, so the ring-0 entry could not run there.
--- kvm-pvm does that; no other path reaches that state, since ring 3 cannot
--- clear IF (popf keeps it at IOPL 0, cli faults), so on other hosts this
--- never applies.
+-- (stubs.take also knows a syscall whose entry faulted in ring 3: kvm-pvm.)
 function user.translate(cpu, e)
   local ring3 = user.cpus[cpu]
   if not ring3 or e.type ~= "io" or not e.write then return e end
-  if e.port == user.SYSCALL_PORT then return syscall_return(cpu, ring3) end
-  local x = stubs.take(cpu, e)
-  if x and x.rip == ring3.syscall and cpu.rflags & 0x200 == 0 then   -- (take put the frame's RFLAGS back)
-    return syscall_return(cpu, ring3)
-  end
-  return x or e
+  if e.port == user.SYSCALL_PORT then return stubs.syscall_return(cpu, ring3) end
+  return stubs.take(cpu, e) or e
 end
 
 return user
