@@ -228,7 +228,10 @@ static __attribute__((noinline)) int trap_call_any(LVcpu *lv, int nargs, mv_exit
  * Everything else: trap_call_any. */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   LVcpu *lv = mv_vcpu_user(cpu);
-  if (__builtin_expect(exit->write && (int)exit->trap_id == lv->handler_trap && lv->handler_fast, 1)) {
+  /* handler_fast first: under guest:run it is false (lrun.c), and this VCPU's
+   * thread then reads no handler_trap without the lock (trap:handler on
+   * another thread writes it, holding the lock) */
+  if (__builtin_expect(lv->handler_fast && exit->write && (int)exit->trap_id == lv->handler_trap, 1)) {
     lua_State *L = lv->L;
     lua_pushvalue(L, lv->base + 5);
     lua_call(L, 0, 0);   /* an error unwinds to cpu:enter's protected frame (lvcpu.c) */
