@@ -54,8 +54,9 @@ typedef struct LVcpu {
   int handler_trap; /* during enter: the trap whose handler is at base+5 (0: none) */
   bool handler_fast;/* ... and that handler may take lmv_trap_callback's short path: it
                        declares no parameters, its trap is no doorbell, and it runs
-                       unprotected without a lock (set with handler_trap, which every
-                       change of L, unwind or lock resets) */
+                       unprotected without a lock (set with handler_trap; guest:run
+                       clears it before its VCPU threads start, so they never read
+                       handler_trap outside the lock) */
   bool unwind;      /* during enter: inside its one protected frame, so handlers of
                        accesses are called unprotected (mv_vcpu_can_unwind) */
   lmv_lock *lock;   /* during guest:run: the lock its handlers take (lrun.c), else NULL */
