@@ -73,17 +73,16 @@ typedef struct mv_trap {
 typedef struct mv_trap_table {
   mv_trap *items;
   size_t count, cap;
-  size_t last;             /* where the last lookup found its trap: tried first */
+  mv_trap *hit;            /* the trap the last lookup found, tried first; NULL once the table changed */
 } mv_trap_table;
 
-/* The trap whose range holds addr, or NULL.  Traps do not overlap, so the
- * trap now at `last` is the one if it holds addr, whatever was inserted or
- * removed since: an exit at the port or address of the one before costs a
- * compare, others a binary search (mv__trap_search, trap.c). */
+/* The trap whose range holds addr, or NULL.  An exit in the range of the
+ * one before costs a compare, others a binary search (mv__trap_search,
+ * trap.c), which sets `hit`; inserting or removing a trap clears it. */
 mv_trap *mv__trap_search(mv_trap_table *t, uint64_t addr);
 static inline mv_trap *mv__trap_find(mv_trap_table *t, uint64_t addr) {
-  size_t i = t->last;
-  if (i < t->count && t->items[i].addr <= addr && addr - t->items[i].addr < t->items[i].size) return &t->items[i];
+  mv_trap *tr = t->hit;
+  if (tr && tr->addr <= addr && addr - tr->addr < tr->size) return tr;
   return mv__trap_search(t, addr);
 }
 void mv__traps_clear(mv_guest *g);
@@ -120,7 +119,16 @@ struct mv_guest {
   struct mv_smp *smp;      /* the mv_guest_run in progress (smp.c), NULL outside one */
   bool threaded;           /* ... and its VCPUs run on threads of their own (kvm) */
   struct mv_rec *rec;      /* recording or replaying (record.h), or NULL */
+  bool hooked;             /* rec, threaded, timing or trace: accesses take the general path */
 };
+
+/* Sets g->hooked after any of the four changed (record_run.c, smp.c,
+ * stats.c): the exit path tests that one flag.  Atomic, as VCPU threads of
+ * guest:run read it while a handler starts a trace. */
+static inline void mv__guest_rehook(mv_guest *g) {
+  bool on = g->rec || g->threaded || g->timing || __atomic_load_n(&g->trace, __ATOMIC_RELAXED);
+  __atomic_store_n(&g->hooked, on, __ATOMIC_RELAXED);
+}
 
 const mv_mapping *mv__guest_find_mapping(const mv_guest *g, uint64_t gpa);
 
@@ -157,10 +165,11 @@ void mv__timer_unwound(mv_vcpu *cpu);
 enum { MV_ACCESS_CONTINUE = 0, MV_ACCESS_STOP = 1 };
 
 /* The one path from a guest IO/MMIO access to a trap callback and back.
- * On entry *exit describes the access (type, addr, size, write, data); for
+ * On entry *exit describes the access (type, addr, size, write, data), and
+ * `type` repeats its type (a constant where the backend knows it); for
  * reads *value receives the data to feed the guest.  Returns CONTINUE when
  * a trap consumed it, STOP when enter must return *exit to its caller. */
-static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+static inline int mv__access(mv_vcpu *cpu, mv_exit *exit, mv_exit_type type, uint64_t *value);
 /* The same without a recorder: trap lookup and callback (record_run.c calls it). */
 static inline int mv__access_traps(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* An access's value with every bit of its size set: what an empty bus reads. */
@@ -216,20 +225,40 @@ static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *v
 /* vcpu.c: an access no callback takes here: a doorbell's, or one without a trap. */
 int mv__access_untrapped(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
 int mv__smp_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
-static inline __attribute__((always_inline)) int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+/* Trap lookup and callback.  `hooked` false: the caller knows g->hooked is
+ * clear, so no VCPU threads, timing or trace, and the callback is called
+ * directly.  After the call, the guest and the exit are read from c again
+ * rather than kept across it (fewer registers saved around the call). */
+static inline __attribute__((always_inline)) int mv__access_trap_path(mv_vcpu *c, mv_exit *e, mv_exit_type type,
+                                                                      uint64_t *value, bool hooked) {
   mv_guest *g = c->guest;
-  if (__builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
-  mv_trap *tr = mv__trap_find(e->type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
+  if (hooked && __builtin_expect(g->threaded, 0)) return mv__smp_access(c, e, value);   /* VCPU threads: smp.c */
+  mv_trap *tr = mv__trap_find(type == MV_EXIT_IO ? &g->io : &g->mem, e->addr);
   if (__builtin_expect(!tr || tr->kind == MV_TRAP_BELL, 0)) return mv__access_untrapped(c, tr, e, value);
-  /* what a read gets unless the handler answers: all ones, as from an empty bus */
-  uint64_t answer = e->write ? 0 : mv__size_ones(e->size);
+  /* what a read gets unless the handler answers: all ones, as from an empty bus;
+   * the callback answers in *value, which mv__access_answered then cuts */
+  *value = e->write ? 0 : mv__size_ones(e->size);
   e->trap_id = (uint32_t)tr->id;
-  int r = mv__call_trap(c, tr, e, &answer);   /* tr may be gone now: the callback can remove traps */
-  return mv__access_answered(e, r != MV_TRAP_FAIL && !g->close_requested, answer, value);
+  int r;   /* tr may be gone after the call: the callback can remove traps */
+  if (hooked) {
+    r = mv__call_trap(c, tr, e, value);
+  } else {
+    tr->calls++;
+    c->stats.handled[type]++;
+    r = tr->fn(tr->cookie, c, e, value);
+  }
+  return mv__access_answered(c->exit, r != MV_TRAP_FAIL && !c->guest->close_requested, *value, value);
 }
-static inline __attribute__((always_inline)) int mv__access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
-  if (__builtin_expect(cpu->guest->rec != NULL, 0)) return mv__rec_access(cpu, exit, value);   /* record.h */
-  return mv__access_traps(cpu, exit, value);
+static inline __attribute__((always_inline)) int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+  return mv__access_trap_path(c, e, e->type, value, true);
+}
+/* vcpu.c: mv__access when g->hooked is set. */
+int mv__access_hooked(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
+static inline __attribute__((always_inline)) int mv__access(mv_vcpu *cpu, mv_exit *exit, mv_exit_type type,
+                                                            uint64_t *value) {
+  if (__builtin_expect(__atomic_load_n(&cpu->guest->hooked, __ATOMIC_RELAXED), 0))
+    return mv__access_hooked(cpu, exit, value);
+  return mv__access_trap_path(cpu, exit, type, value, false);
 }
 /* stats.c: counts (and traces) an exit enter returns. */
 void mv__note_exit(mv_vcpu *cpu, const mv_exit *exit, uint64_t start_ns);

@@ -477,6 +477,7 @@ int mv_record_start(mv_guest *g, const char *path, mv_rec **out, mv_err *err) {
     return rc;
   }
   g->rec = r;
+  mv__guest_rehook(g);
   attach_vmos(r, true);
   mark_icounts(r);
   *out = r;
@@ -521,6 +522,7 @@ int mv_replay_start(mv_guest *g, const char *path, unsigned flags, mv_rec **out,
   }
   r->bytes = HDR_SIZE;
   g->rec = r;
+  mv__guest_rehook(g);
   attach_vmos(r, true);
   mark_icounts(r);
   *out = r;
@@ -531,6 +533,7 @@ static void detach(mv_rec *r) {
   if (!r->g) return;
   attach_vmos(r, false);
   r->g->rec = NULL;
+  mv__guest_rehook(r->g);
   r->g = NULL;
 }
 

@@ -417,10 +417,12 @@ int mv_guest_run(mv_guest *g, mv_vcpu *const *cpus, int n, const mv_run_opts *op
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   g->threaded = s->threaded;
+  mv__guest_rehook(g);
   __atomic_store_n(&g->smp, s, __ATOMIC_RELEASE);
   int rc = s->threaded ? run_threaded(s, o, err) : (run_round_robin(s, o), 0);
   __atomic_store_n(&g->smp, NULL, __ATOMIC_RELEASE);
   g->threaded = false;
+  mv__guest_rehook(g);
   if (stopped(s))   /* the run's own kicks: the next enter must not see them */
     for (int i = 0; i < n; i++) __atomic_store_n(&cpus[i]->kick_pending, 0, __ATOMIC_RELAXED);
   if (!s->decided) decide_locked(s, MV_RUN_STOP, -1, NULL, 0, NULL);

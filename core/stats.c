@@ -1,8 +1,8 @@
 /*
  * stats.c - exit statistics and the trace hook.  Every trap callback runs
- * through mv__call_trap (internal.h), which counts it and, only when timing
- * or tracing is on, comes here to read the clock around it; with both off an
- * exit costs two increments and a test.
+ * through mv__access_trap_path (internal.h), which counts it and, only when
+ * timing or tracing is on (g->hooked), comes here to read the clock around
+ * it; with both off an exit costs two increments.
  */
 #include <string.h>
 #include <time.h>
@@ -42,12 +42,16 @@ void mv__note_exit(mv_vcpu *c, const mv_exit *e, uint64_t start_ns) {
 
 void mv_vcpu_stats_get(const mv_vcpu *c, mv_vcpu_stats *out) { *out = c->stats; }
 
-void mv_guest_set_timing(mv_guest *g, bool on) { g->timing = on; }
+void mv_guest_set_timing(mv_guest *g, bool on) {
+  g->timing = on;
+  mv__guest_rehook(g);
+}
 
 void mv_guest_set_trace(mv_guest *g, mv_trace_fn fn, void *cookie) {
   mv__smp_lock(g);   /* a handler may start or stop it while other VCPUs run */
   __atomic_store_n(&g->trace, fn, __ATOMIC_RELAXED);
   g->trace_cookie = cookie;
+  mv__guest_rehook(g);
   mv__smp_unlock(g);
 }
 

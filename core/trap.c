@@ -25,10 +25,7 @@ static size_t lower_bound(const mv_trap_table *t, uint64_t addr) {
 /* mv__trap_find's search when the last trap found does not hold addr. */
 mv_trap *mv__trap_search(mv_trap_table *t, uint64_t addr) {
   size_t i = lower_bound(t, addr);
-  if (i < t->count && t->items[i].addr <= addr) {
-    t->last = i;
-    return &t->items[i];
-  }
+  if (i < t->count && t->items[i].addr <= addr) return t->hit = &t->items[i];
   return NULL;
 }
 
@@ -49,6 +46,7 @@ static int table_insert(mv_trap_table *t, const mv_trap *tr) {
   memmove(&t->items[i + 1], &t->items[i], (t->count - i) * sizeof *tr);
   t->items[i] = *tr;
   t->count++;
+  t->hit = NULL;   /* the items moved */
   return 0;
 }
 
@@ -100,6 +98,7 @@ static void table_remove_at(mv_guest *g, mv_trap_table *t, size_t i) {
   mv_trap tr = t->items[i];
   memmove(&t->items[i], &t->items[i + 1], (t->count - i - 1) * sizeof tr);
   t->count--;
+  t->hit = NULL;
   if (tr.bell_fd >= 0) g->be->bell_remove(g, &tr);
   for (int b = 0; b < g->nbells; b++)   /* queued writes of a removed bell go nowhere */
     if (g->bells[b].trap_id == tr.id) g->bells[b].trap_id = 0;

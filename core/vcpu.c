@@ -71,8 +71,15 @@ static int check_live(mv_vcpu *c, const char *what, mv_err *err) {
 
 /* {====================================================== the exit path */
 
-/* mv__access_traps (inline in internal.h) takes an access to its trap's
+/* mv__access (inline in internal.h) takes an access to its trap's
  * callback; the other ends of an access are here. */
+
+/* An access while a recorder, VCPU threads, timing or a trace is on. */
+int mv__access_hooked(mv_vcpu *c, mv_exit *e, uint64_t *value) {
+  if (c->guest->rec) return mv__rec_access(c, e, value);   /* record_run.c */
+  return mv__access_traps(c, e, value);
+}
+
 int mv__access_untrapped(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
   mv_guest *g = c->guest;
   /* what a read gets: all ones, as from an empty bus */

@@ -475,14 +475,13 @@ static inline __attribute__((always_inline)) int io_access(mv_vcpu *c, kvm_vcpu 
   e->data = !write ? 0 : room ? load_io(p, size) : load_le(p, size);
   uint64_t value = 0;
   kv->io_elem = i;
-  int st = mv__access(c, e, &value);
+  int st = mv__access(c, e, MV_EXIT_IO, &value);
   if (!write) store_le(p, size, value);
   return st;
 }
 
 /* One handler call per element of a (string) IO exit. */
-static int handle_io(mv_vcpu *c, kvm_vcpu *kv) {
-  struct kvm_run *run = kv->run;
+static int handle_io(mv_vcpu *c, kvm_vcpu *kv, struct kvm_run *run) {
   uint8_t *p = (uint8_t *)run + run->io.data_offset;
   bool write = run->io.direction == KVM_EXIT_IO_OUT;
   uint32_t size = run->io.size, count = run->io.count;
@@ -507,7 +506,7 @@ static int handle_mmio(mv_vcpu *c, kvm_vcpu *kv) {
   e->reason = KVM_EXIT_MMIO;
   e->data = e->write ? load_le(run->mmio.data, run->mmio.len) : 0;
   uint64_t value = 0;
-  int st = mv__access(c, e, &value);
+  int st = mv__access(c, e, MV_EXIT_MEM, &value);
   if (!e->write) store_le(run->mmio.data, run->mmio.len, value);
   return st;
 }
@@ -528,10 +527,11 @@ static void kvm_vcpu_unwound(mv_vcpu *c) {
 }
 
 /* Without an in-kernel irqchip, queued vectors go in through KVM_INTERRUPT
- * when the guest can take one, asking for an interrupt-window exit otherwise. */
-static int inject_pending(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
+ * when the guest can take one, asking for an interrupt-window exit otherwise.
+ * The common case, nothing queued, is inline in the loop (kvm_vcpu_run). */
+static __attribute__((noinline)) int inject_pending(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
   struct kvm_run *run = kv->run;
-  if (!mv__has_interrupt(c) || KG(c->guest)->irqchip) {
+  if (KG(c->guest)->irqchip) {
     run->request_interrupt_window = 0;
     return 0;
   }
@@ -569,18 +569,14 @@ static int set_cpu_count(mv_vcpu *c, kvm_vcpu *kv, mv_err *err) {
 
 /* KVM_RUN, the exit loop's one system call, without libc's variadic ioctl
  * wrapper (a third of the instructions the loop spends per exit outside the
- * handler).  -1 with errno set on failure, as ioctl. */
-static int run_ioctl(int fd) {
+ * handler).  0, or -errno on failure. */
+static long run_ioctl(int fd) {
   long r;
   __asm__ volatile("syscall"
                    : "=a"(r)
                    : "0"((long)SYS_ioctl), "D"((long)fd), "S"((long)KVM_RUN), "d"(0L)
                    : "rcx", "r11", "memory");
-  if (r < 0) {
-    errno = (int)-r;
-    return -1;
-  }
-  return (int)r;
+  return r;
 }
 
 static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
@@ -596,20 +592,24 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
   kv->touched |= inside ? kv->run_touches & ~(unsigned)(KS_DEBUGREGS | KS_XCRS) : kv->run_touches;
   ST(&kv->thread, pthread_self());
   for (;;) {
-    int r = inject_pending(c, kv, err);
-    if (r < 0) return r;
+    if (__builtin_expect(mv__has_interrupt(c), 0)) {
+      int r = inject_pending(c, kv, err);
+      if (r < 0) return r;
+    } else {
+      run->request_interrupt_window = 0;
+    }
     ST(&kv->running, 1);
     if (LD(&c->kick_pending)) ST(&run->immediate_exit, 1);   /* a kick that raced the check in enter */
-    r = run_ioctl(kv->fd);
+    long rr = run_ioctl(kv->fd);
     ST(&kv->running, 0);
     kv->ran = true;
     if (inside && !kvm_sandbox_exit_ok(kv)) {
       inside = false;
       kv->touched |= KS_DEBUGREGS | KS_XCRS;
     }
-    if (r < 0) {
-      if (errno != EINTR && errno != EAGAIN)
-        return mv__fail(err, -errno, "vcpu:enter: KVM_RUN: %s", strerror(errno));
+    if (rr < 0) {
+      if (rr != -EINTR && rr != -EAGAIN)
+        return mv__fail(err, (int)rr, "vcpu:enter: KVM_RUN: %s", strerror((int)-rr));
       if (__atomic_exchange_n(&c->kick_pending, 0, __ATOMIC_ACQ_REL)) {
         ST(&run->immediate_exit, 0);
         return exit_with(c, MV_EXIT_KICK, KVM_EXIT_INTR);
@@ -618,7 +618,7 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
       continue;                  /* or some other signal: resume */
     }
     if (__builtin_expect(run->exit_reason == KVM_EXIT_IO, 1)) {   /* the common exit, before the switch's table */
-      if (handle_io(c, kv) == MV_ACCESS_STOP) {
+      if (handle_io(c, kv, run) == MV_ACCESS_STOP) {
         settle(kv);
         return 0;
       }
@@ -634,12 +634,13 @@ static int kvm_vcpu_run(mv_vcpu *c, mv_err *err) {
     case KVM_EXIT_IRQ_WINDOW_OPEN:
     case KVM_EXIT_INTR:
       break;
-    case KVM_EXIT_DIRTY_RING_FULL:
+    case KVM_EXIT_DIRTY_RING_FULL: {
       mv__smp_lock(c->guest);   /* it harvests every VCPU's ring */
-      r = kvm_dirty_ring_full(c->guest, err);
+      int r = kvm_dirty_ring_full(c->guest, err);
       mv__smp_unlock(c->guest);
       if (r < 0) return r;
       break;
+    }
     case KVM_EXIT_HLT:
       return exit_with(c, MV_EXIT_HLT, KVM_EXIT_HLT);
     case KVM_EXIT_SHUTDOWN:   /* KVM on AMD resets the VCPU (INIT) after a shutdown */

@@ -207,7 +207,7 @@ static uint64_t guest_access(mv_vcpu *c, mv_exit_type type, uint64_t addr, unsig
   mv_exit *e = c->exit;
   *e = (mv_exit){ .type = type, .addr = addr, .size = size, .write = write, .data = write ? data : 0 };
   uint64_t value = 0;
-  if (mv__access(c, e, &value) == MV_ACCESS_STOP) request_stop(sv);
+  if (mv__access(c, e, type, &value) == MV_ACCESS_STOP) request_stop(sv);
   return value;
 }
 
