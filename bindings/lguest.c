@@ -180,7 +180,7 @@ static inline __attribute__((always_inline)) int trap_call(LVcpu *lv, int nargs,
     lua_rawgeti(L, lv->base + 3, exit->trap_id);
     lua_copy(L, -1, lv->base + 5);
     lv->handler_trap = (int)exit->trap_id;
-    lv->handler_fast = nargs == 0 && exit->type != MV_EXIT_BELL && lv->unwind && !lv->lock;
+    lv->fast_key = nargs == 0 && exit->type != MV_EXIT_BELL && lv->unwind && !lv->lock ? lv->handler_trap * 2 + 1 : 0;
   }
   if (nargs > 0) {   /* a handler without parameters gets none: no exit table to fill */
     lmv_fillexit(L, lv, exit);
@@ -224,14 +224,11 @@ static __attribute__((noinline)) int trap_call_any(LVcpu *lv, int nargs, mv_exit
 /* The common case first, apart, so that it keeps one register across its
  * calls instead of six: a write (nothing to read back) to the trap whose
  * handler was called last, when that handler may take the short path
- * (handler_fast: no parameters, inside enter's protected frame).
- * Everything else: trap_call_any. */
+ * (fast_key: no parameters, inside enter's protected frame), tested with
+ * one compare.  Everything else: trap_call_any. */
 int lmv_trap_callback(void *cookie, mv_vcpu *cpu, mv_exit *exit, uint64_t *value) {
   LVcpu *lv = mv_vcpu_user(cpu);
-  /* handler_fast first: under guest:run it is false (lrun.c), and this VCPU's
-   * thread then reads no handler_trap without the lock (trap:handler on
-   * another thread writes it, holding the lock) */
-  if (__builtin_expect(lv->handler_fast && exit->write && (int)exit->trap_id == lv->handler_trap, 1)) {
+  if (__builtin_expect((int)(exit->trap_id * 2 + exit->write) == lv->fast_key, 1)) {
     lua_State *L = lv->L;
     lua_pushvalue(L, lv->base + 5);
     lua_call(L, 0, 0);   /* an error unwinds to cpu:enter's protected frame (lvcpu.c) */

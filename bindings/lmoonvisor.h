@@ -52,11 +52,12 @@ typedef struct LVcpu {
                        the message handler, the guest's handler table, the key table
                        (lmv_pushkeys) and the handler of trap handler_trap follow it */
   int handler_trap; /* during enter: the trap whose handler is at base+5 (0: none) */
-  bool handler_fast;/* ... and that handler may take lmv_trap_callback's short path: it
-                       declares no parameters, its trap is no doorbell, and it runs
-                       unprotected without a lock (set with handler_trap; guest:run
-                       clears it before its VCPU threads start, so they never read
-                       handler_trap outside the lock) */
+  int fast_key;     /* handler_trap * 2 + 1 when a write to it may take lmv_trap_callback's
+                       short path (its handler declares no parameters, its trap is no
+                       doorbell, it runs unprotected without a lock), else 0; set with
+                       handler_trap, cleared whenever that is.  guest:run clears it before
+                       its VCPU threads start, so they never read handler_trap outside
+                       the lock, and nothing writes it while it is 0 */
   bool unwind;      /* during enter: inside its one protected frame, so handlers of
                        accesses are called unprotected (mv_vcpu_can_unwind) */
   lmv_lock *lock;   /* during guest:run: the lock its handlers take (lrun.c), else NULL */

@@ -126,6 +126,7 @@ static int enter_protected(lua_State *L) {
   v->L = L;
   v->base = 1;
   v->handler_trap = 0;
+  v->fast_key = 0;
   v->unwind = true;
   ec->r = mv_vcpu_enter_timeout(v->cpu, ec->timeout_ns, &ec->e, &ec->err);
   return 0;
@@ -157,6 +158,7 @@ static int vcpu_enter(lua_State *L) {
         push_enter_stack(L);
         v->L = L;
         v->handler_trap = 0;
+        v->fast_key = 0;
         r = mv_vcpu_enter_unwound(v->cpu, &ec.err);
         v->L = NULL;
         lua_settop(L, 3);
@@ -174,6 +176,7 @@ static int vcpu_enter(lua_State *L) {
     v->L = L;
     v->base = 1;
     v->handler_trap = 0;
+    v->fast_key = 0;
     ec.r = mv_vcpu_enter_timeout(v->cpu, ec.timeout_ns, &ec.e, &ec.err);
     entering = outer_entering;
     v->L = NULL;
