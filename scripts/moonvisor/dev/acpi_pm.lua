@@ -8,6 +8,7 @@
 --     gpe0 = 0xafe0, gpe0_len = 4,
 --     sci = 9, raise_irq = function(line, level) end,   -- the SCI, level-triggered
 --     clock = function() return seconds end,            -- monotonic; default mv.clock
+--     start = seconds,       -- the clock's value the timer counts from (default: now)
 --     on_sleep = function(state, slp_typ, cpu) end,     -- "S5", "S4", "S3" or nil (unknown)
 --   })
 --   pm:timer() -> the 24-bit count now    pm:power_button()   (sets PWRBTN_STS, SCI if enabled)
@@ -49,13 +50,16 @@ function M.new(g, opts)
   for _, k in ipairs{ "raise_irq", "clock", "on_sleep" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then error("acpi_pm.new: " .. k .. " must be a function", 2) end
   end
+  if opts.start ~= nil and type(opts.start) ~= "number" then
+    error("acpi_pm.new: start must be a number (a value of the clock), got " .. type(opts.start), 2)
+  end
   local self = setmetatable({
     base = opts.base or 0xb000, gpe0 = opts.gpe0 or 0xafe0, gpe0_len = opts.gpe0_len or 4,
     sci = opts.sci or 9, raise_irq = opts.raise_irq, clock = opts.clock or core.clock, on_sleep = opts.on_sleep,
     sts = 0, en = 0, cnt = 0, gpe_sts = 0, gpe_en = 0, level = 0,
     n_sleeps = 0, n_ignored = 0, last_sleep = nil, n_timer_reads = 0, traps = {},
   }, Pm)
-  self.t0 = self.clock()
+  self.t0 = opts.start or self.clock()
   self.tmr_mark = 0
   local handler = function(e, cpu)
     if e.write then self:write(e.port, e.data, e.size, cpu) return end
