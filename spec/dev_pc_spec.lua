@@ -28,6 +28,15 @@ describe("acpi_pm", function()
     assert.equals(35795450 & 0xffffff, pm:read(0xb008, 4))
   end)
 
+  it("counts from `start` when given (a value of its clock), and refuses a start that is no number", function()
+    local pm, set = pm_with_clock{ start = -2 }
+    assert.equals(2 * 3579545, pm:read(0xb008, 4))
+    set(1)
+    assert.equals(3 * 3579545, pm:read(0xb008, 4))
+    assert.has_error(function() acpi_pm.new(nil, { start = "now" }) end,
+                     "acpi_pm.new: start must be a number (a value of the clock), got string")
+  end)
+
   it("sets TMR_STS when the timer's bit 23 flips, cleared by writing 1", function()
     local pm, set = pm_with_clock()
     assert.equals(0, pm:read(0xb000, 2))

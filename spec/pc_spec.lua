@@ -195,6 +195,86 @@ describe("moonvisor.pc", function()
     end)
   end)
 
+  describe("devices made on first touch", function()
+    local LAZY = { "cmos", "i8042", "pci", "pm", "port92", "post", "vga" }
+    local function made(m)
+      local t = {}
+      for _, n in ipairs(LAZY) do if rawget(m.dev, n) then t[#t + 1] = n end end
+      return t
+    end
+    local function io_traps(m)
+      local t = {}
+      for _, x in ipairs(m.cpu and m.cpu:stats().traps or {}) do
+        if x.kind == "io" then t[#t + 1] = ("0x%x+%d"):format(x.addr, x.size) end
+      end
+      table.sort(t)
+      return t
+    end
+
+    it("wait for the guest's first access to their ports, which the device then answers", function()
+      local m <close> = machine([[
+        mov al, 0x15
+        out 0x70, al
+        in al, 0x71          ; CMOS 0x15: base memory in KiB, low byte (640 = 0x280)
+        out 0xf4, al
+        hlt]])
+      local waiting = made(m)
+      if H.kvm then assert.same({ "post" }, waiting) else assert.same({}, waiting) end   -- kvm: m:start's firmware stub
+      local seen = {}
+      m:trace(function(name, e, v) if name == "cmos" then seen[#seen + 1] = ("%s %x %s"):format(e.write and "w" or "r", e.port, tostring(v)) end end)
+      local r = m:run{ timeout_ms = 5000 }
+      assert.same({ "debug-exit", (0x80 << 1 | 1) & 0xff }, { r.kind, r.status })
+      assert.same({ "w 70 nil", "r 71 128" }, seen)   -- the access that made it is the device's, traced as such
+      assert.is_not_nil(rawget(m.dev, "cmos"))
+      assert.is_nil(rawget(m.dev, "i8042"))
+      local by = {}
+      for _, d in ipairs(m:exit_stats().devices) do by[d.name] = d.exits end
+      assert.equals(2, by.cmos)   -- the stand-in's count carried on
+    end)
+
+    it("are made when a script reads m.dev.NAME, and all of them when it iterates m.dev", function()
+      local m <close> = pc.new{ serial = { output = false } }
+      assert.same({}, made(m))
+      assert.equals(0x1237, m.dev.pci:config_read(0, 0, 0, 2, 2))   -- the i440FX host bridge's device id
+      assert.same({ "pci" }, made(m))
+      for _ in pairs(m.dev) do end
+      assert.same(LAZY, made(m))
+    end)
+
+    it("hold exactly the ports the devices trap: the stand-ins' traps become the devices'", function()
+      local m <close> = machine("hlt")
+      local before = io_traps(m)
+      for _ in pairs(m.dev) do end   -- every device made: each takes over its stand-ins or it is an error
+      assert.same(before, io_traps(m))
+      for _, x in ipairs(m.cpu:stats().traps) do
+        for _, o in ipairs(m.trap_owners) do
+          if o.kind == x.kind and o.addr == x.addr and o.size == x.size and o.trap:handler() then
+            assert.equals(o.handler, o.trap:handler(), ("%s 0x%x"):format(o.name, o.addr))
+          end
+        end
+      end
+    end)
+
+    it("waiting, can be replaced: the stand-ins go, the replacement gets the ports, the device is never made", function()
+      local m <close> = machine("mov al, 7\nout 0x92, al\nmov al, 1\nout 0xf4, al\nhlt")
+      local got
+      local p = m:replace("port92", function(g) return { trap = g:trap("io", 0x92, 1, function(e) got = e.data end) } end)
+      local r = m:run{ timeout_ms = 5000 }
+      assert.equals(7, got)
+      assert.equals("debug-exit", r.kind)
+      assert.equals(p, m.dev.port92)
+      assert.is_nil(m.dev.port92.a20)   -- the replacement, not the model
+    end)
+
+    it("keep their time: the PM timer counts from the machine's making, not from its first touch", function()
+      local now = 100
+      local m <close> = pc.new{ serial = { output = false }, clock = function() return now end }
+      now = 101
+      assert.same({}, made(m))
+      assert.equals(math.floor(1 * require("moonvisor.dev.acpi_pm").FREQ) & 0xffffff, m.dev.pm:timer())
+    end)
+  end)
+
   describe("runs", function()
     it("end with (v << 1) | 1 when the guest writes v to isa-debug-exit", function()
       local m <close> = machine("mov al, 0x20\nout 0xf4, al\njmp $")

@@ -51,7 +51,10 @@
 -- post (0x80), port92 (fast A20, reset), pci (0xcf8/0xcfc, i440FX host
 -- bridge; 0xcf9 reset), pm (ACPI PM at 0xb000, GPE0 0xafe0, SCI 9),
 -- fw_cfg (0x510/0x511, DMA 0x514), debug_exit (0xf4), irqchip (in-kernel
--- PIC/PIT/IOAPIC/LAPIC on KVM), vga (a view of the text screen).
+-- PIC/PIT/IOAPIC/LAPIC on KVM), vga (a view of the text screen).  cmos,
+-- i8042, post, port92, pci, pm and vga are made on first touch (the guest's
+-- first access to their ports, or m.dev.NAME read; see "devices made on
+-- first touch" below).
 -- Accesses no device claims complete with all-ones and are counted in
 -- m.unclaimed (m:report() lists them).
 local mv = require "moonvisor"
@@ -114,11 +117,24 @@ end
 
 -- A stand-in for the guest handed to devices: the guest's methods, and a
 -- trap() that records which device owns the trap, for m:trace and
--- m:exit_stats.
+-- m:exit_stats.  A device made on first touch (below) takes over the
+-- stand-in traps that held its ports instead.
 local function device_guest(self, name)
   local g = self.g
   return setmetatable({
     trap = function(_, kind, addr, size, h)
+      local w = self.making
+      if w then
+        for _, o in ipairs(w.owners) do
+          if o.kind == kind and o.addr == addr and o.size == size and not o.taken then
+            o.taken, o.handler = true, h
+            o.trap:handler(self.tracer and traced(self, name, h) or h)
+            return o.trap
+          end
+        end
+        error(("pc: device %s traps %s 0x%x+%d, which none of its stand-ins holds (pc.lua's port list "
+               .. "for it and the device disagree)"):format(name, kind, addr, size))
+      end
       local t = g:trap(kind, addr, size, self.tracer and traced(self, name, h) or h)
       self.trap_owners[#self.trap_owners + 1] = { name = name, kind = kind, addr = addr, size = size, trap = t, handler = h }
       return t
@@ -128,6 +144,68 @@ local function device_guest(self, name)
     if type(f) ~= "function" then return f end
     return function(_, ...) return f(g, ...) end
   end })
+end
+
+-- {====================================================== devices made on first touch
+
+-- Devices a guest may never touch (the CMOS, the i8042, the PCI host, ...)
+-- are made when it first accesses one of their ports, or when a script
+-- first reads m.dev.NAME (or iterates m.dev): until then a stand-in trap
+-- holds each port range the device traps, made when the device would have
+-- been (so trap ids are the same).  The device takes those traps over when
+-- it is made: its handler replaces the stand-in's and their counts carry
+-- on; the access that made it goes to that handler.  Loading and making
+-- the devices a Multiboot kernel never touches was a tenth of its start.
+-- A device whose traps and stand-ins differ is an error when it is made.
+
+local make_device   -- below
+
+-- m.dev: the devices made, and those waiting, made when read.
+local function device_table(self)
+  return setmetatable({}, {
+    __index = function(_, name) if self.waiting[name] then return make_device(self, name) end end,
+    __pairs = function(t)
+      for name in pairs(self.waiting) do make_device(self, name) end
+      return next, t, nil
+    end,
+  })
+end
+
+-- Device `name` waits for its first use: ranges are its io port ranges,
+-- { { port, count }, ... }, make(g_for_devices) makes it.
+local function later(self, name, ranges, make)
+  local w = { make = make, owners = {} }
+  self.waiting[name] = w
+  local function stand_in(e, cpu)
+    make_device(self, name)
+    for _, o in ipairs(w.owners) do
+      if e.port >= o.addr and e.port < o.addr + o.size then return o.handler(e, cpu) end
+    end
+  end
+  for _, r in ipairs(ranges) do
+    local t = self.g:trap("io", r[1], r[2], stand_in)
+    local o = { name = name, kind = "io", addr = r[1], size = r[2], trap = t, handler = stand_in }
+    self.trap_owners[#self.trap_owners + 1] = o
+    w.owners[#w.owners + 1] = o
+  end
+end
+
+function make_device(self, name)
+  local w = self.waiting[name]
+  if not w then return rawget(self.dev, name) end
+  self.waiting[name] = nil
+  self.making = w
+  local ok, d = pcall(w.make, device_guest(self, name))
+  self.making = nil
+  if not ok then error(d, 0) end
+  for _, o in ipairs(w.owners) do
+    if not o.taken then
+      error(("pc: device %s left its stand-in io 0x%x+%d (pc.lua's port list for it and the device disagree)")
+            :format(name, o.addr, o.size))
+    end
+  end
+  rawset(self.dev, name, d)
+  return d
 end
 
 function pc.new(opts)
@@ -149,8 +227,9 @@ function pc.new(opts)
 
   local self = setmetatable({
     mem = mem, cpus = cpus, backend = backend, below_4g = below, above_4g = above, e820 = e820,
-    dev = {}, events = {}, unclaimed = dev.unclaimed(), reserved = {}, opts = opts, trap_owners = {},
+    events = {}, unclaimed = dev.unclaimed(), reserved = {}, opts = opts, trap_owners = {}, waiting = {},
   }, Machine)
+  self.dev = device_table(self)
   local g = mv.guest{ backend = backend, irqchip = in_kernel }
   self.g = g
   self.ram = mv.vmo(below)
@@ -187,16 +266,27 @@ function pc.new(opts)
       if w.panic and not self.stopped and w:due() then self:_event(self:_panic_event()) end
     end
   end
-  d.cmos = require("moonvisor.dev.cmos").new(device_guest(self, "cmos"), {
-    mem_size = below, above_4g = above, cpus = cpus, clock = opts.rtc_clock })
-  d.i8042 = require("moonvisor.dev.i8042").new(device_guest(self, "i8042"), { on_reset = stop("the i8042") })
-  d.post = require("moonvisor.dev.misc").new(device_guest(self, "post"), { pci = false,
-    on_post = function(code, cpu) self:_on_post(code, cpu) end })
-  d.port92 = require("moonvisor.dev.port92").new(device_guest(self, "port92"), { on_reset = stop("port 0x92") })
-  d.pci = require("moonvisor.dev.pci_host").new(device_guest(self, "pci"), { on_reset = stop("the reset control register") })
-  d.pm = require("moonvisor.dev.acpi_pm").new(device_guest(self, "pm"), {
-    base = 0xb000, gpe0 = 0xafe0, gpe0_len = 4, sci = 9, raise_irq = raise, clock = opts.clock,
-    on_sleep = function(state, typ, cpu) self:_sleep(state, typ, cpu) end })
+  later(self, "cmos", { { 0x70, 2 } }, function(dg)
+    return require("moonvisor.dev.cmos").new(dg, { mem_size = below, above_4g = above, cpus = cpus, clock = opts.rtc_clock })
+  end)
+  later(self, "i8042", { { 0x60, 1 }, { 0x64, 1 } }, function(dg)
+    return require("moonvisor.dev.i8042").new(dg, { on_reset = stop("the i8042") })
+  end)
+  later(self, "post", { { 0x80, 1 } }, function(dg)
+    return require("moonvisor.dev.misc").new(dg, { pci = false, on_post = function(code, cpu) self:_on_post(code, cpu) end })
+  end)
+  later(self, "port92", { { 0x92, 1 } }, function(dg)
+    return require("moonvisor.dev.port92").new(dg, { on_reset = stop("port 0x92") })
+  end)
+  later(self, "pci", { { 0xcf8, 4 }, { 0xcfc, 4 } }, function(dg)
+    return require("moonvisor.dev.pci_host").new(dg, { on_reset = stop("the reset control register") })
+  end)
+  local pm_start = (opts.clock or mv.clock)()   -- the PM timer counts from the machine's making
+  later(self, "pm", { { 0xb000, 64 }, { 0xafe0, 4 } }, function(dg)
+    return require("moonvisor.dev.acpi_pm").new(dg, {
+      base = 0xb000, gpe0 = 0xafe0, gpe0_len = 4, sci = 9, raise_irq = raise, clock = opts.clock, start = pm_start,
+      on_sleep = function(state, typ, cpu) self:_sleep(state, typ, cpu) end })
+  end)
   if opts.debug_exit ~= false then
     local dx = opts.debug_exit or {}
     d.debug_exit = require("moonvisor.dev.debug_exit").new(device_guest(self, "debug_exit"), {
@@ -206,7 +296,7 @@ function pc.new(opts)
                       reason = ("the guest wrote %s to isa-debug-exit (status %d)"):format(hex(value), status & 0xff) }, cpu)
       end })
   end
-  d.vga = require("moonvisor.dev.vga").new(g)
+  later(self, "vga", {}, function() return require("moonvisor.dev.vga").new(g) end)
 
   -- ACPI, from this configuration.
   if opts.acpi ~= false then
@@ -300,10 +390,16 @@ end
 -- m:replace(name, factory): removes device `name` and installs
 -- factory(g_for_devices, m), which returns the new device object.
 function Machine:replace(name, factory)
-  local old = self.dev[name]
-  if old and old.remove then old:remove() end
-  self.dev[name] = factory and factory(device_guest(self, name), self) or nil
-  return self.dev[name]
+  local w = self.waiting[name]
+  if w then                            -- never made: its stand-ins go
+    self.waiting[name] = nil
+    for _, o in ipairs(w.owners) do o.trap:remove() end
+  else
+    local old = rawget(self.dev, name)
+    if old and old.remove then old:remove() end
+  end
+  rawset(self.dev, name, factory and factory(device_guest(self, name), self) or nil)
+  return rawget(self.dev, name)
 end
 
 -- {====================================================== VCPUs and runs
