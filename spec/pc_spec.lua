@@ -196,7 +196,7 @@ describe("moonvisor.pc", function()
   end)
 
   describe("devices made on first touch", function()
-    local LAZY = { "cmos", "i8042", "pci", "pm", "port92", "post", "vga" }
+    local LAZY = { "cmos", "fw_cfg", "i8042", "pci", "pm", "port92", "post", "vga" }
     local function made(m)
       local t = {}
       for _, n in ipairs(LAZY) do if rawget(m.dev, n) then t[#t + 1] = n end end
@@ -264,6 +264,15 @@ describe("moonvisor.pc", function()
       assert.equals("debug-exit", r.kind)
       assert.equals(p, m.dev.port92)
       assert.is_nil(m.dev.port92.a20)   -- the replacement, not the model
+    end)
+
+    it("but fw_cfg is made at once when the script gives files, so that a bad one fails pc.new", function()
+      local m <close> = pc.new{ serial = { output = false }, files = { ["opt/x"] = "y" } }
+      assert.is_not_nil(rawget(m.dev, "fw_cfg"))
+      assert.equals("y", (m.dev.fw_cfg:file("opt/x")))
+      local ok, err = pcall(pc.new, { files = { ["opt/x"] = 42 } })
+      assert.is_false(ok)
+      assert.matches("fw_cfg:add_file: opt/x: data must be a string, got number", err, 1, true)
     end)
 
     it("keep their time: the PM timer counts from the machine's making, not from its first touch", function()

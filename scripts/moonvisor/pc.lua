@@ -52,15 +52,14 @@
 -- bridge; 0xcf9 reset), pm (ACPI PM at 0xb000, GPE0 0xafe0, SCI 9),
 -- fw_cfg (0x510/0x511, DMA 0x514), debug_exit (0xf4), irqchip (in-kernel
 -- PIC/PIT/IOAPIC/LAPIC on KVM), vga (a view of the text screen).  cmos,
--- i8042, post, port92, pci, pm and vga are made on first touch (the guest's
--- first access to their ports, or m.dev.NAME read; see "devices made on
--- first touch" below).
+-- i8042, post, port92, pci, pm, fw_cfg and vga are made on first touch (the
+-- guest's first access to their ports, or m.dev.NAME read; see "devices
+-- made on first touch" below).
 -- Accesses no device claims complete with all-ones and are counted in
 -- m.unclaimed (m:report() lists them).
 local mv = require "moonvisor"
 local dev = require "moonvisor.dev"
 local acpi = require "moonvisor.acpi"
-local fwcfg = require "moonvisor.dev.fw_cfg"
 local irqchip = require "moonvisor.dev.irqchip"
 
 local pc = {}
@@ -313,26 +312,31 @@ function pc.new(opts)
     self:_reserve(self.acpi.base, self.acpi.size, "the ACPI tables")
   end
 
-  -- fw_cfg: what QEMU's pc machine puts there before any kernel is loaded.
-  local fw = fwcfg.new(device_guest(self, "fw_cfg"), { dma = true })
-  d.fw_cfg = fw
-  local K = fwcfg.KEY
-  fw:add(K.UUID, string.rep("\0", 16))
-  fw:add_u64(K.RAM_SIZE, mem)
-  fw:add_u16(K.NOGRAPHIC, 1)
-  fw:add_u16(K.NB_CPUS, cpus)
-  fw:add_u16(K.MAX_CPUS, cpus)
-  fw:add_u32(K.MACHINE_ID, 0)
-  fw:add_u16(K.BOOT_DEVICE, string.byte("c"))
-  fw:add_u16(K.BOOT_MENU, 0)
-  fw:add(K.NUMA, string.rep("\0", 8 * (1 + cpus)))      -- no NUMA nodes: count 0, a node per CPU 0
-  fw:add_u32(K.IRQ0_OVERRIDE, 0)                         -- KVM routes GSI 0 to I/O APIC pin 0
-  local entries = {}
-  for _, e in ipairs(e820) do entries[#entries + 1] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
-  fw:add(K.E820_TABLE, string.pack("<I4", #e820) .. table.concat(entries))
-  fw:add_file("etc/e820", table.concat(entries))
-  fw:add_file("etc/boot-fail-wait", string.pack("<i4", -1))
-  for name, bytes in pairs(opts.files or {}) do fw:add_file(name, bytes) end
+  -- fw_cfg: what QEMU's pc machine puts there before any kernel is loaded
+  -- (made now when the script gives files, so that their errors are pc.new's).
+  later(self, "fw_cfg", { { 0x510, 2 }, { 0x514, 8 } }, function(dg)
+    local fwcfg = require "moonvisor.dev.fw_cfg"
+    local fw = fwcfg.new(dg, { dma = true })
+    local K = fwcfg.KEY
+    fw:add(K.UUID, string.rep("\0", 16))
+    fw:add_u64(K.RAM_SIZE, mem)
+    fw:add_u16(K.NOGRAPHIC, 1)
+    fw:add_u16(K.NB_CPUS, cpus)
+    fw:add_u16(K.MAX_CPUS, cpus)
+    fw:add_u32(K.MACHINE_ID, 0)
+    fw:add_u16(K.BOOT_DEVICE, string.byte("c"))
+    fw:add_u16(K.BOOT_MENU, 0)
+    fw:add(K.NUMA, string.rep("\0", 8 * (1 + cpus)))      -- no NUMA nodes: count 0, a node per CPU 0
+    fw:add_u32(K.IRQ0_OVERRIDE, 0)                         -- KVM routes GSI 0 to I/O APIC pin 0
+    local entries = {}
+    for _, e in ipairs(e820) do entries[#entries + 1] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
+    fw:add(K.E820_TABLE, string.pack("<I4", #e820) .. table.concat(entries))
+    fw:add_file("etc/e820", table.concat(entries))
+    fw:add_file("etc/boot-fail-wait", string.pack("<i4", -1))
+    for name, bytes in pairs(opts.files or {}) do fw:add_file(name, bytes) end
+    return fw
+  end)
+  if opts.files ~= nil then local _ = self.dev.fw_cfg end
 
   return self
 end
