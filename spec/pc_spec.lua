@@ -275,6 +275,28 @@ describe("moonvisor.pc", function()
       assert.matches("fw_cfg:add_file: opt/x: data must be a string, got number", err, 1, true)
     end)
 
+    it("that fail to be made keep waiting: the access fails with the error, a later use makes them", function()
+      local m <close> = machine("in al, 0x60\nmov al, 3\nout 0xf4, al\nhlt")
+      local real = package.loaded["moonvisor.dev.i8042"]
+      package.loaded["moonvisor.dev.i8042"] = { new = function() error("i8042: broken on purpose", 0) end }
+      local ok, err = pcall(m.run, m, { timeout_ms = 5000 })
+      local ok2, err2 = pcall(function() return m.dev.i8042 end)
+      package.loaded["moonvisor.dev.i8042"] = real
+      assert.is_false(ok)
+      assert.matches("io handler for port 0x60 (in, 1 bytes) failed: i8042: broken on purpose", err, 1, true)
+      assert.same({ false, "i8042: broken on purpose" }, { ok2, err2 })
+      assert.is_nil(rawget(m.dev, "i8042"))
+      local r = m:run{ timeout_ms = 5000 }   -- the failed in read all ones; the guest goes on
+      assert.same({ "debug-exit", 7 }, { r.kind, r.status })
+      assert.is_nil(rawget(m.dev, "i8042"))
+      assert.equals(0x03, m.dev.i8042.outport)   -- still waiting: this read makes it
+    end)
+
+    it("are checked where pc.new takes their options: clock and rtc_clock must be functions", function()
+      assert.has_error(function() pc.new{ clock = 5 } end, "pc.new: clock must be a function, got number")
+      assert.has_error(function() pc.new{ rtc_clock = {} } end, "pc.new: rtc_clock must be a function, got table")
+    end)
+
     it("keep their time: the PM timer counts from the machine's making, not from its first touch", function()
       local now = 100
       local m <close> = pc.new{ serial = { output = false }, clock = function() return now end }

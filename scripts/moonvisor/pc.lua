@@ -154,8 +154,9 @@ end
 -- been (so trap ids are the same).  The device takes those traps over when
 -- it is made: its handler replaces the stand-in's and their counts carry
 -- on; the access that made it goes to that handler.  Loading and making
--- the devices a Multiboot kernel never touches was a tenth of its start.
--- A device whose traps and stand-ins differ is an error when it is made.
+-- the devices a Multiboot kernel never touches was an eighth of its start.
+-- A device whose traps and stand-ins differ is an error when it is made;
+-- a device that fails to be made keeps waiting (each use tries again).
 
 local make_device   -- below
 
@@ -176,11 +177,12 @@ local function later(self, name, ranges, make)
   local w = { make = make, owners = {} }
   self.waiting[name] = w
   local function stand_in(e, cpu)
-    make_device(self, name)
+    make_device(self, name)   -- an error leaves the stand-ins as they were
     for _, o in ipairs(w.owners) do
       if e.port >= o.addr and e.port < o.addr + o.size then return o.handler(e, cpu) end
     end
   end
+  w.stand_in = stand_in
   for _, r in ipairs(ranges) do
     local t = self.g:trap("io", r[1], r[2], stand_in)
     local o = { name = name, kind = "io", addr = r[1], size = r[2], trap = t, handler = stand_in }
@@ -196,12 +198,19 @@ function make_device(self, name)
   self.making = w
   local ok, d = pcall(w.make, device_guest(self, name))
   self.making = nil
-  if not ok then error(d, 0) end
   for _, o in ipairs(w.owners) do
-    if not o.taken then
-      error(("pc: device %s left its stand-in io 0x%x+%d (pc.lua's port list for it and the device disagree)")
-            :format(name, o.addr, o.size))
+    if ok and not o.taken then
+      ok, d = false, ("pc: device %s left its stand-in io 0x%x+%d (pc.lua's port list for it and the device disagree)")
+                     :format(name, o.addr, o.size)
     end
+  end
+  if not ok then               -- back to waiting, the stand-ins' handlers too
+    for _, o in ipairs(w.owners) do
+      if o.taken and o.trap:handler() ~= nil then o.trap:handler(self.tracer and traced(self, name, w.stand_in) or w.stand_in) end
+      o.taken, o.handler = nil, w.stand_in
+    end
+    self.waiting[name] = w
+    error(d, 0)
   end
   rawset(self.dev, name, d)
   return d
@@ -218,6 +227,9 @@ function pc.new(opts)
   local cpus = opts.cpus or 1
   if math.type(cpus) ~= "integer" or cpus < 1 or cpus > 255 then
     fail("cpus must be 1..255, got %s", tostring(cpus))
+  end
+  for _, k in ipairs{ "clock", "rtc_clock" } do   -- here, not when their device is first touched
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then fail("%s must be a function, got %s", k, type(opts[k])) end
   end
   local backend = opts.backend or mv.default_backend
   local in_kernel = opts.irqchip
