@@ -505,8 +505,10 @@ LINUX_VM_TIMEOUT ?= 1100
 # The nested VM has frozen in the middle of this pass on this project's
 # machines (its kernel, clock included, stops, so no spec's own bound fires):
 # spec/vm/testvm --stall sees its heartbeat stop, and --retry boots a VM
-# that froze (or did not boot) once more; a failing spec is not run again.
+# that froze (or did not boot) again, up to LINUX_VM_RETRY more times; a
+# failing spec is not run again.
 LINUX_VM_STALL ?= 120
+LINUX_VM_RETRY ?= 2
 export LINUX_KERNEL
 .PHONY: linux-initramfs deps-linux test-linux test-linux-here
 deps-linux: deps
@@ -524,7 +526,7 @@ test-linux: deps-linux
 	@if [ ! -e /sys/module/kvm_pvm ] && $(MAKE) --no-print-directory probe-kvm; then \
 	  $(MAKE) --no-print-directory test-linux-here; \
 	else echo "test-linux: booting Linux in the nested test VM"; \
-	  $(MAKE) --no-print-directory test-vm VM_TIMEOUT=$(LINUX_VM_TIMEOUT) VM_STALL=$(LINUX_VM_STALL) VM_RETRY=1 \
+	  $(MAKE) --no-print-directory test-vm VM_TIMEOUT=$(LINUX_VM_TIMEOUT) VM_STALL=$(LINUX_VM_STALL) VM_RETRY=$(LINUX_VM_RETRY) \
 	    VM_CMD='make --no-print-directory test-linux-here'; fi
 
 # The Linux specs on this machine's kvm backend (what test-linux runs where KVM is).
