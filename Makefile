@@ -506,9 +506,13 @@ LINUX_VM_TIMEOUT ?= 1100
 # machines (its kernel, clock included, stops, so no spec's own bound fires):
 # spec/vm/testvm --stall sees its heartbeat stop, and --retry boots a VM
 # that froze (or did not boot) again, up to LINUX_VM_RETRY more times; a
-# failing spec is not run again.
+# failing spec is not run again.  There each spec gets a VM of its own
+# (LINUX_VM_PARTS: busted --filter patterns, one spec each), so a freeze
+# costs one Linux boot, and a retry repeats only that; the parts' counts
+# must add up to the specs in spec/linux_boot_spec.lua.
 LINUX_VM_STALL ?= 120
 LINUX_VM_RETRY ?= 2
+LINUX_VM_PARTS := busybox interactive Ctrl%-A piped panic refuses
 export LINUX_KERNEL
 .PHONY: linux-initramfs deps-linux test-linux test-linux-here
 deps-linux: deps
@@ -525,15 +529,31 @@ test-linux: deps-linux
 	@$(MAKE) --no-print-directory all build/linux/initramfs.cpio.gz
 	@if [ ! -e /sys/module/kvm_pvm ] && $(MAKE) --no-print-directory probe-kvm; then \
 	  $(MAKE) --no-print-directory test-linux-here; \
-	else echo "test-linux: booting Linux in the nested test VM"; \
-	  $(MAKE) --no-print-directory test-vm VM_TIMEOUT=$(LINUX_VM_TIMEOUT) VM_STALL=$(LINUX_VM_STALL) VM_RETRY=$(LINUX_VM_RETRY) \
-	    VM_CMD='make --no-print-directory test-linux-here'; fi
+	else echo "test-linux: booting Linux in the nested test VM, a VM for each spec"; \
+	  passed=0; failed=0; i=0; \
+	  for part in $(LINUX_VM_PARTS); do \
+	    i=$$((i + 1)); log=$(BUILD)/test-linux-part$$i.log; \
+	    echo "== test-linux part $$i: the spec matching '$$part'"; \
+	    $(MAKE) --no-print-directory test-vm VM_TIMEOUT=$(LINUX_VM_TIMEOUT) VM_STALL=$(LINUX_VM_STALL) \
+	      VM_RETRY=$(LINUX_VM_RETRY) VM_CMD="make --no-print-directory test-linux-here LINUX_FILTER='$$part'" \
+	      2>&1 | tee $$log; \
+	    line=$$(tr -d '\r' <$$log | grep -aE '^spec: [0-9]+ passed, [0-9]+ failed' | tail -1); \
+	    p=$$(echo "$$line" | sed -nE 's/^spec: ([0-9]+) passed.*/\1/p'); \
+	    f=$$(echo "$$line" | sed -nE 's/^spec: [0-9]+ passed, ([0-9]+) failed.*/\1/p'); \
+	    if [ -z "$$line" ]; then p=0; f=1; echo "test-linux: part $$i ('$$part') printed no summary: counted as 1 failed"; \
+	    elif [ $$((p + f)) -ne 1 ]; then echo "test-linux: part $$i ('$$part') ran $$((p + f)) specs, not 1"; f=$$((f + 1)); fi; \
+	    passed=$$((passed + p)); failed=$$((failed + f)); \
+	  done; \
+	  n=$$(grep -c '^  it(' spec/linux_boot_spec.lua); \
+	  if [ $$((passed + failed)) -lt $$n ]; then failed=$$((failed + n - passed - failed)); \
+	    echo "test-linux: spec/linux_boot_spec.lua has $$n specs; LINUX_VM_PARTS ran $$((passed + failed)) of them"; fi; \
+	  echo "spec: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]; fi
 
 # The Linux specs on this machine's kvm backend (what test-linux runs where KVM is).
 test-linux-here:
 	@test -n "$(LINUX_KERNEL)" || { echo "test-linux: no /boot/vmlinuz-*: apt-get install linux-image-amd64"; exit 1; }
 	@echo "== Linux specs: $(LINUX_KERNEL), build/linux/initramfs.cpio.gz, kvm backend"
-	@MOONVISOR_BACKEND=kvm $(SPEC_ENV) $(BUSTED) -o spec/summary.lua --tags=linux spec
+	@MOONVISOR_BACKEND=kvm $(SPEC_ENV) $(BUSTED) -o spec/summary.lua --tags=linux $(if $(LINUX_FILTER),--filter='$(LINUX_FILTER)') spec
 
 # The installed examples/linux.lua finds the test kernel in guests/.
 install: install-linux-guest
