@@ -511,7 +511,7 @@ LINUX_VM_TIMEOUT ?= 1100
 # costs one Linux boot, and a retry repeats only that; the parts' counts
 # must add up to the specs in spec/linux_boot_spec.lua.
 LINUX_VM_STALL ?= 120
-LINUX_VM_RETRY ?= 2
+LINUX_VM_RETRY ?= 3
 LINUX_VM_PARTS := busybox interactive Ctrl%-A piped panic refuses
 export LINUX_KERNEL
 .PHONY: linux-initramfs deps-linux test-linux test-linux-here
