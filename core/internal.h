@@ -213,13 +213,19 @@ int mv__rec_irq_line(mv_guest *g, uint32_t line, int level, mv_err *err);
 int mv__rec_map(mv_guest *g, uint64_t gpa, uint64_t size, unsigned flags, uint64_t offset, mv_vmo *vmo, mv_err *err);
 int mv__rec_unmap(mv_guest *g, uint64_t gpa, mv_err *err);
 void mv__rec_guest_closing(mv_guest *g);
-/* Runs a trap's callback, counting it; stats.c times and traces it when asked. */
+/* Runs a trap's callback, counting it; stats.c times and traces it when asked
+ * (`hooked` false: the caller knows g->hooked is clear, so neither is on). */
 int mv__call_trap_timed(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *value);
-static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
+static inline __attribute__((always_inline)) int mv__call_trap_as(mv_vcpu *c, mv_trap *tr, mv_exit *e,
+                                                                  mv_exit_type type, uint64_t *value, bool hooked) {
   tr->calls++;
-  c->stats.handled[e->type]++;
-  if (__builtin_expect(c->guest->timing || c->guest->trace != NULL, 0)) return mv__call_trap_timed(c, tr, e, value);
+  c->stats.handled[type]++;
+  if (hooked && __builtin_expect(c->guest->timing || c->guest->trace != NULL, 0))
+    return mv__call_trap_timed(c, tr, e, value);
   return tr->fn(tr->cookie, c, e, value);
+}
+static inline int mv__call_trap(mv_vcpu *c, mv_trap *tr, mv_exit *e, uint64_t *value) {
+  return mv__call_trap_as(c, tr, e, e->type, value, true);
 }
 
 /* vcpu.c: an access no callback takes here: a doorbell's, or one without a trap. */
@@ -227,7 +233,7 @@ int mv__access_untrapped(mv_vcpu *cpu, mv_trap *tr, mv_exit *exit, uint64_t *val
 int mv__smp_access(mv_vcpu *cpu, mv_exit *exit, uint64_t *value);
 /* Trap lookup and callback.  `hooked` false: the caller knows g->hooked is
  * clear, so no VCPU threads, timing or trace, and the callback is called
- * directly.  After the call, the guest and the exit are read from c again
+ * directly.  e is c->exit.  After the call, the guest and the exit are read from c again
  * rather than kept across it (fewer registers saved around the call). */
 static inline __attribute__((always_inline)) int mv__access_trap_path(mv_vcpu *c, mv_exit *e, mv_exit_type type,
                                                                       uint64_t *value, bool hooked) {
@@ -239,14 +245,7 @@ static inline __attribute__((always_inline)) int mv__access_trap_path(mv_vcpu *c
    * the callback answers in *value, which mv__access_answered then cuts */
   *value = e->write ? 0 : mv__size_ones(e->size);
   e->trap_id = (uint32_t)tr->id;
-  int r;   /* tr may be gone after the call: the callback can remove traps */
-  if (hooked) {
-    r = mv__call_trap(c, tr, e, value);
-  } else {
-    tr->calls++;
-    c->stats.handled[type]++;
-    r = tr->fn(tr->cookie, c, e, value);
-  }
+  int r = mv__call_trap_as(c, tr, e, type, value, hooked);   /* tr may be gone now: the callback can remove traps */
   return mv__access_answered(c->exit, r != MV_TRAP_FAIL && !c->guest->close_requested, *value, value);
 }
 static inline __attribute__((always_inline)) int mv__access_traps(mv_vcpu *c, mv_exit *e, uint64_t *value) {
