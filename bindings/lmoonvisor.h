@@ -67,6 +67,14 @@ typedef struct LVcpu {
   int nhw;
 } LVcpu;
 
+/* Forgets the handler cached at base+5 (handler_trap and fast_key go
+ * together).  fast_key is written only when set: under guest:run it is 0,
+ * and VCPU threads read it without the lock. */
+static inline void lmv_forget_handler(LVcpu *v) {
+  v->handler_trap = 0;
+  if (v->fast_key) v->fast_key = 0;
+}
+
 /* A trap handle.  User value 1 = its Guest. */
 typedef struct LTrap {
   int id;           /* 0 once removed */

@@ -162,8 +162,7 @@ static int guest_run(lua_State *L) {
   for (int i = 0; i < n; i++) {
     lv[i]->L = lua_tothread(L, first + (int)n + i);
     lv[i]->base = 1;
-    lv[i]->handler_trap = 0;
-    lv[i]->fast_key = 0;   /* no short path while the lock is needed (lguest.c) */
+    lmv_forget_handler(lv[i]);   /* fast_key 0: no short path while the lock is needed (lguest.c) */
     lv[i]->lock = k;
   }
   mv_run_result res;

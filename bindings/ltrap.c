@@ -51,10 +51,7 @@ static int trap_handler(lua_State *L) {
   for (int i = 0, n = mv_guest_vcpu_count(lg->g); i < n; i++) {
     mv_vcpu *c = mv_guest_vcpu(lg->g, i);
     LVcpu *v = c ? mv_vcpu_user(c) : NULL;
-    if (v && v->handler_trap == t->id) {
-      v->handler_trap = 0;
-      if (v->fast_key) v->fast_key = 0;   /* (0 under guest:run, where VCPU threads read it) */
-    }
+    if (v && v->handler_trap == t->id) lmv_forget_handler(v);
   }
   lua_settop(L, 1);
   return 1;

@@ -125,8 +125,7 @@ static int enter_protected(lua_State *L) {
   push_enter_stack(L);
   v->L = L;
   v->base = 1;
-  v->handler_trap = 0;
-  v->fast_key = 0;
+  lmv_forget_handler(v);
   v->unwind = true;
   ec->r = mv_vcpu_enter_timeout(v->cpu, ec->timeout_ns, &ec->e, &ec->err);
   return 0;
@@ -157,8 +156,7 @@ static int vcpu_enter(lua_State *L) {
         v->base = lua_gettop(L);
         push_enter_stack(L);
         v->L = L;
-        v->handler_trap = 0;
-        v->fast_key = 0;
+        lmv_forget_handler(v);
         r = mv_vcpu_enter_unwound(v->cpu, &ec.err);
         v->L = NULL;
         lua_settop(L, 3);
@@ -175,8 +173,7 @@ static int vcpu_enter(lua_State *L) {
     push_enter_stack(L);
     v->L = L;
     v->base = 1;
-    v->handler_trap = 0;
-    v->fast_key = 0;
+    lmv_forget_handler(v);
     ec.r = mv_vcpu_enter_timeout(v->cpu, ec.timeout_ns, &ec.e, &ec.err);
     entering = outer_entering;
     v->L = NULL;
