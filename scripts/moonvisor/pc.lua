@@ -114,6 +114,11 @@ local function traced(self, name, h)
   end
 end
 
+-- The handler a device trap has now: h, traced while m:trace is on.
+local function device_handler(self, name, h)
+  return self.tracer and traced(self, name, h) or h
+end
+
 -- A stand-in for the guest handed to devices: the guest's methods, and a
 -- trap() that records which device owns the trap, for m:trace and
 -- m:exit_stats.  A device made on first touch (below) takes over the
@@ -127,14 +132,14 @@ local function device_guest(self, name)
         for _, o in ipairs(w.owners) do
           if o.kind == kind and o.addr == addr and o.size == size and not o.taken then
             o.taken, o.handler = true, h
-            o.trap:handler(self.tracer and traced(self, name, h) or h)
+            o.trap:handler(device_handler(self, name, h))
             return o.trap
           end
         end
         error(("pc: device %s traps %s 0x%x+%d, which none of its stand-ins holds (pc.lua's port list "
                .. "for it and the device disagree)"):format(name, kind, addr, size))
       end
-      local t = g:trap(kind, addr, size, self.tracer and traced(self, name, h) or h)
+      local t = g:trap(kind, addr, size, device_handler(self, name, h))
       self.trap_owners[#self.trap_owners + 1] = { name = name, kind = kind, addr = addr, size = size, trap = t, handler = h }
       return t
     end,
@@ -206,7 +211,7 @@ function make_device(self, name)
   end
   if not ok then               -- back to waiting, the stand-ins' handlers too
     for _, o in ipairs(w.owners) do
-      if o.taken and o.trap:handler() ~= nil then o.trap:handler(self.tracer and traced(self, name, w.stand_in) or w.stand_in) end
+      if o.taken and o.trap:handler() ~= nil then o.trap:handler(device_handler(self, name, w.stand_in)) end
       o.taken, o.handler = nil, w.stand_in
     end
     self.waiting[name] = w
@@ -399,7 +404,7 @@ function Machine:trace(fn)
   self.tracer = fn
   if was == (fn ~= nil) then return end
   for _, o in ipairs(self.trap_owners) do
-    if o.trap:handler() ~= nil then o.trap:handler(fn and traced(self, o.name, o.handler) or o.handler) end
+    if o.trap:handler() ~= nil then o.trap:handler(device_handler(self, o.name, o.handler)) end
   end
 end
 
