@@ -147,13 +147,11 @@ function x86.modes.protected(cpu, opts)
   local g = cpu:guest()
   local at = opts.tables or default_tables(g)
   write_tables(g, at, false)
-  local s = cpu:sregs()
   local data = segment(x86.DATA, false, false)
   cpu:write_sregs{
     gdt = { base = at, limit = 4 * 8 - 1 }, idt = { base = 0, limit = 0 },
     cr0 = x86.CR0.PE | x86.CR0.ET | x86.CR0.NE, cr4 = 0, efer = 0,
     cs = segment(x86.CODE32, true, false), ds = data, es = data, fs = data, gs = data, ss = data,
-    tr = s.tr, ldt = s.ldt,
   }
   cpu:write_state{ rip = opts.entry or 0, rsp = opts.stack or at, rflags = 2 }
 end
