@@ -4,15 +4,17 @@
 --
 -- compiles SRC as the chunk "@NAME" (the path build/moonvisor's searcher
 -- finds, so messages and tracebacks name the source file) and writes
--- string.dump's bytecode to OUT without the names of local variables.
--- Undumping interns every string a chunk carries; local names are a third of
--- the library's strings (bench/counts.sh: 0.7M of a Multiboot start's
--- instructions).  What stays: line numbers (tracebacks say file:line),
--- upvalue names (so "global 'x'" and "upvalue 'f'" still name their
--- variable), constants.  What goes: "(local 'x')" in error messages and
--- the names of functions called through locals in tracebacks, which say
--- "function <file:line>" instead; MOONVISOR_SCRIPTS=<dir of scripts> makes
--- build/moonvisor load the sources, with every name.
+-- string.dump's bytecode to OUT without the names of local variables and
+-- of upvalues other than _ENV.  Undumping interns every string a chunk
+-- carries: local names were a third of the library's strings (0.7M of a
+-- Multiboot start's instructions, bench/counts.sh), upvalue names another
+-- sixth (0.09M).  What stays: line numbers (tracebacks say file:line),
+-- _ENV's name (so "global 'x'" still names its variable), constants.  What
+-- goes: "(local 'x')" and "(upvalue 'x')" in error messages (they say
+-- "upvalue '?'"), the names of functions called through locals and
+-- upvalues in tracebacks, which say "function <file:line>" instead, and
+-- debug.getupvalue's names ("(no name)"); MOONVISOR_SCRIPTS=<dir of
+-- scripts> makes build/moonvisor load the sources, with every name.
 --
 -- The format is Lua 5.4's (ldump.c): a header, then each function's source,
 -- lines, sizes, code, constants, upvalues, nested functions and debug
@@ -69,7 +71,11 @@ local function dump_function()
   for _ = 1, 2 * copy_size() do copy_size() end   -- abslineinfo: pc, line
   for _ = 1, size() do skip_string() size() size() end   -- locvars: dropped
   put_size(0)
-  for _ = 1, copy_size() do copy_string() end     -- upvalue names
+  for _ = 1, copy_size() do                        -- upvalue names: _ENV's only
+    local n = size()
+    if n > 0 and bc:sub(pos, pos + n - 2) == "_ENV" then put_size(n) copy(n - 1)
+    else put_size(0) if n > 0 then pos = pos + n - 1 end end
+  end
 end
 
 copy(4 + 1 + 1 + 6 + 3 + 8 + 8)   -- signature, version, format, LUAC_DATA, sizes, LUAC_INT, LUAC_NUM

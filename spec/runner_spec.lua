@@ -152,7 +152,8 @@ describe("the moonvisor executable's precompiled library", function()
 end)
 
 -- bindings/dump.lua, which makes build/lua-bc: the bytecode behaves as the
--- source, keeps its line numbers and upvalue names, and drops local names.
+-- source, keeps its line numbers and _ENV's name, and drops the names of
+-- locals and of the other upvalues.
 describe("bindings/dump.lua", function()
   local source = table.concat({
     "local M = {}",
@@ -163,6 +164,7 @@ describe("bindings/dump.lua", function()
     "end",
     "function M.via(v) return helper(v) end",
     "function M.global() return undefined_global.z end",
+    "function M.upvalue() return helper.z end",
     "return M",
   }, "\n")
   local function dumped()
@@ -189,7 +191,7 @@ describe("bindings/dump.lua", function()
     assert.equals(3, debug.getinfo(m.call, "S").linedefined)
   end)
 
-  it("keeps line numbers and upvalue names, and drops local names", function()
+  it("keeps line numbers and _ENV's name, and drops local and other upvalue names", function()
     local m = assert(load(dumped(), "=ignored", "b"))()
     local plain = assert(load(source, "@/lib/probe.lua"))()
     local _, err = pcall(plain.call, nil)
@@ -202,6 +204,12 @@ describe("bindings/dump.lua", function()
     assert.equals("/lib/probe.lua:8: attempt to index a nil value (global 'undefined_global')", err)
     assert.is_nil(debug.getlocal(m.call, 1))          -- parameter names are local names too
     assert.equals("v", debug.getlocal(plain.call, 1))
-    assert.equals("helper", debug.getupvalue(m.via, 1))
+    _, err = pcall(plain.upvalue)
+    assert.equals("/lib/probe.lua:9: attempt to index a function value (upvalue 'helper')", err)
+    _, err = pcall(m.upvalue)
+    assert.equals("/lib/probe.lua:9: attempt to index a function value (upvalue '?')", err)
+    assert.equals("helper", debug.getupvalue(plain.via, 1))
+    assert.equals("(no name)", debug.getupvalue(m.via, 1))
+    assert.equals("_ENV", debug.getupvalue(m.global, 1))
   end)
 end)
