@@ -1,9 +1,11 @@
 -- acpi_spec.lua - moonvisor.acpi: the tables built from a configuration,
--- parsed back: where the RSDP is found, every checksum, the RSDT/XSDT
+-- parsed back by moonvisor.acpi_read: where the RSDP is found, every checksum, the RSDT/XSDT
 -- entries, the MADT's entries per CPU, the FADT's blocks, the DSDT's \_S5_,
 -- the FACS; and the machine's own tables read from guest memory.
 local H = require "helpers"
 local acpi = require "moonvisor.acpi"
+local acpi_read = require "moonvisor.acpi_read"
+local sum8 = require("moonvisor").sum8
 
 -- A reader over a blob placed at base (zeros elsewhere), as guest memory.
 local function reader(t)
@@ -28,20 +30,9 @@ describe("acpi.build", function()
     assert.equals(0xe0230 + 36 + 16 - 0xe0000, t.size)
   end)
 
-  it("checksums as a byte-by-byte sum does, at every length around its eight-byte steps", function()
-    local bytes = {}
-    for i = 1, 40 do bytes[i] = string.char((i * 97 + 13) % 256) end
-    for n = 0, 40 do
-      local s, sum = table.concat(bytes, "", 1, n), 0
-      for i = 1, n do sum = sum + s:byte(i) end
-      assert.equals(sum % 256, acpi.checksum(s), "length " .. n)
-    end
-    assert.equals(0x10000 * 255 % 256, acpi.checksum(string.rep("\255", 0x10000)))
-  end)
-
   it("is found where an OS searches and every checksum adds up", function()
     local t = acpi.build{ base = 0xf5a40, cpus = 1 }
-    local p = acpi.parse(reader(t), acpi.find_rsdp(reader(t)))
+    local p = acpi_read.parse(reader(t), acpi_read.find_rsdp(reader(t)))
     assert.equals(0xf5a40, p.rsdp.addr)
     assert.is_true(p.rsdp.checksum_ok)
     assert.is_true(p.rsdp.ext_checksum_ok)
@@ -58,7 +49,7 @@ describe("acpi.build", function()
   for _, n in ipairs{ 1, 4, 255 } do
     it(("lists one enabled local APIC per CPU in the MADT (%d CPUs), then the I/O APIC, overrides and LINT1 NMI"):format(n), function()
       local t = acpi.build{ base = 0xe0000, cpus = n, overrides = { { source = 9, gsi = 9, flags = 0xd } } }
-      local madt = acpi.parse(reader(t), t.rsdp).tables.APIC
+      local madt = acpi_read.parse(reader(t), t.rsdp).tables.APIC
       assert.is_true(madt.checksum_ok)
       assert.equals(0xfee00000, madt.madt.lapic_addr)
       assert.equals(1, madt.madt.flags)                 -- PCAT_COMPAT
@@ -76,7 +67,7 @@ describe("acpi.build", function()
 
   it("describes the PM blocks, the timer, the reset register and the DSDT/FACS in the FADT", function()
     local t = acpi.build{ base = 0xe0000 }
-    local p = acpi.parse(reader(t), t.rsdp)
+    local p = acpi_read.parse(reader(t), t.rsdp)
     local f = p.tables.FACP.fadt
     assert.equals(244, p.tables.FACP.header.length)
     assert.equals(3, p.tables.FACP.header.revision)
@@ -94,9 +85,9 @@ describe("acpi.build", function()
   end)
 
   it("puts Name(_S5_, Package { typ, typ, 0, 0 }) in the DSDT", function()
-    local dsdt = acpi.parse(reader(acpi.build{ base = 0xe0000 }), 0xe0000).tables.DSDT
+    local dsdt = acpi_read.parse(reader(acpi.build{ base = 0xe0000 }), 0xe0000).tables.DSDT
     assert.equals("\x08_S5_\x12\x06\x04\x00\x00\x00\x00", dsdt.bytes:sub(37))
-    dsdt = acpi.parse(reader(acpi.build{ base = 0xe0000, s5 = 7 }), 0xe0000).tables.DSDT
+    dsdt = acpi_read.parse(reader(acpi.build{ base = 0xe0000, s5 = 7 }), 0xe0000).tables.DSDT
     assert.equals("\x08_S5_\x12\x08\x04\x0a\x07\x0a\x07\x00\x00", dsdt.bytes:sub(37))
     assert.is_true(dsdt.checksum_ok)
   end)
@@ -112,9 +103,9 @@ describe("acpi.build", function()
     local t = acpi.build{ base = 0xe0000 }
     local read = reader(t)
     assert.has_error(function()
-      acpi.parse(function(a, n) if a >= t.tables.XSDT then error("unmapped") end return read(a, n) end, t.rsdp)
-    end, "acpi.parse: cannot read the XSDT at 0xe0230+0x24")
-    assert.is_nil(acpi.find_rsdp(function(_, n) return ("\0"):rep(n) end))
+      acpi_read.parse(function(a, n) if a >= t.tables.XSDT then error("unmapped") end return read(a, n) end, t.rsdp)
+    end, "acpi_read.parse: cannot read the XSDT at 0xe0230+0x24")
+    assert.is_nil(acpi_read.find_rsdp(function(_, n) return ("\0"):rep(n) end))
   end)
 end)
 
@@ -124,8 +115,8 @@ describe("a moonvisor.pc machine's ACPI tables", function()
     local m <close> = pc.new{ mem = 16 << 20, cpus = 3 }
     local g = m.g
     local read = function(a, n) return g:read(a, n) end
-    assert.equals(0xe0000, acpi.find_rsdp(read))
-    local p = acpi.parse(read, 0xe0000)
+    assert.equals(0xe0000, acpi_read.find_rsdp(read))
+    local p = acpi_read.parse(read, 0xe0000)
     local lapics, overrides = 0, {}
     for _, e in ipairs(p.tables.APIC.madt.entries) do
       if e.kind == "lapic" then lapics = lapics + 1 end
@@ -138,24 +129,42 @@ describe("a moonvisor.pc machine's ACPI tables", function()
   end)
 end)
 
-describe("acpi.checksum", function()
-  it("is the sum of the bytes mod 256, for strings shorter and longer than one 256-byte slice", function()
-    for _, n in ipairs{ 0, 1, 255, 256, 257, 511, 512, 1000, 70000 } do
+describe("mv.sum8, the tables' checksum", function()
+  it("is the sum of the bytes mod 256, at every short length and for long strings", function()
+    for _, n in ipairs{ 0, 1, 2, 7, 8, 9, 15, 16, 17, 40, 255, 256, 257, 1000, 70000 } do
       local b, sum = {}, 0
       for i = 1, n do
         local v = (i * 131 + n * 7) % 256
         b[i] = string.char(v)
         sum = sum + v
       end
-      assert.equals(sum % 256, acpi.checksum(table.concat(b)), "length " .. n)
+      assert.equals(sum % 256, sum8(table.concat(b)), "length " .. n)
     end
+    assert.equals(0x10000 * 255 % 256, sum8(string.rep("\255", 0x10000)))
+  end)
+
+  it("sums s[i..j] with i and j counted as string.sub counts them, clamped to the string", function()
+    local s = "\1\2\4\8\16\32"
+    assert.equals(2 + 4 + 8, sum8(s, 2, 4))
+    assert.equals(2 + 4 + 8 + 16 + 32, sum8(s, 2))
+    assert.equals(16 + 32, sum8(s, -2))
+    assert.equals(1 + 2, sum8(s, 0, 2))
+    assert.equals(63, sum8(s, -100, 100))
+    assert.equals(0, sum8(s, 4, 3))
+    assert.equals(0, sum8(s, 7))
+    assert.equals(0, sum8(""))
+  end)
+
+  it("refuses what is not a string, naming the argument", function()
+    assert.has_error(function() sum8(nil) end, "bad argument #1 to 'sum8' (string expected, got nil)")
+    assert.has_error(function() sum8("ab", "x") end, "bad argument #2 to 'sum8' (number expected, got string)")
   end)
 
   it("makes every table of a machine with many CPUs add up (a MADT longer than 256 bytes)", function()
     local t = acpi.build{ base = 0xe0000, cpus = 64 }
-    local p = acpi.parse(reader(t), t.rsdp)
+    local p = acpi_read.parse(reader(t), t.rsdp)
     assert.is_true(#p.tables.APIC.bytes > 256)
-    for sig, tab in pairs(p.tables) do   -- summed here byte by byte, not with acpi.checksum
+    for sig, tab in pairs(p.tables) do   -- summed here byte by byte, not with sum8
       if tab.checksum_ok ~= nil then
         local sum = 0
         for i = 1, #tab.bytes do sum = sum + tab.bytes:byte(i) end

@@ -51,11 +51,7 @@ M.translate = paging.walk   -- (g, sregs, linear) -> physical or nil
 local Session = {}
 Session.__index = Session
 
-local function checksum(s)
-  local sum = 0
-  for i = 1, #s do sum = sum + s:byte(i) end
-  return sum & 0xff
-end
+local checksum = core.sum8   -- a packet's: its bytes' sum mod 256
 
 local function escape(s) return (s:gsub("[%$#}%*]", function(c) return "}" .. string.char(c:byte() ~ 0x20) end)) end
 local function unescape(s) return (s:gsub("}(.)", function(c) return string.char(c:byte() ~ 0x20) end)) end
