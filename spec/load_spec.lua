@@ -177,6 +177,32 @@ for _, k in ipairs{ { "elf32", 32 }, { "elf64", 64 } } do
       assert.same({ "bss_buf", 100 }, { load.lookup(img, img.symbols.bss_buf + 100) })
       assert.is_nil(load.lookup(img, 0x1000))
     end)
+
+    it("reads the symbols when first asked for: a bad entry raises then, the load itself done", function()
+      local data, is64 = slurp(file), class == 64
+      local shoff = string.unpack(is64 and "<I8" or "<I4", data, (is64 and 0x28 or 0x20) + 1)
+      local shentsize, shnum = string.unpack("<I2I2", data, (is64 and 0x3a or 0x2e) + 1)
+      local patched
+      for k = 0, shnum - 1 do
+        local at = shoff + k * shentsize
+        if string.unpack("<I4", data, at + 5) == 2 then   -- SHT_SYMTAB: symbol 1's st_name
+          local p = string.unpack(is64 and "<I8" or "<I4", data, at + (is64 and 0x18 or 0x10) + 1) + (is64 and 24 or 16)
+          patched = data:sub(1, p) .. string.pack("<I4", 0x7fffffff) .. data:sub(p + 5)
+        end
+      end
+      assert.is_string(patched)
+      local img = load.elf(guest(), { name = "bad-sym.elf", data = patched })
+      assert.equals(load.elf(guest(), file).entry, img.entry)
+      assert.is_nil(rawget(img, "symbols"))
+      local want = "load.elf: bad-sym.elf: symbol 1: name offset 0x7fffffff is outside the string table"
+      assert.equals(want, err_of(function() return img.symbols end))
+      assert.equals(want, err_of(function() return img.symbol_list end))
+      local good = load.elf(guest(), file)
+      assert.is_nil(rawget(good, "symbol_list"))
+      local list = good.symbol_list
+      assert.equals(list, rawget(good, "symbol_list"))   -- read once, then kept
+      assert.equals(good.symbols, rawget(good, "symbols"))
+    end)
   end)
 end
 

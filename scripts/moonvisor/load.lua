@@ -230,6 +230,38 @@ local function cstring(data, base, size, off)
   return data:sub(s, z - 1)
 end
 
+-- The defined symbols of the symbol tables { syms, strs } (their bytes):
+-- name -> address (a global one wins), and the list sorted by address.
+local function elf_symbols(symtabs, is64, fail)
+  local symbols, list = {}, {}
+  local symsize = is64 and 24 or 16
+  for _, st in ipairs(symtabs) do
+    local syms, strs = st.syms, st.strs
+    local r = reader(syms, fail)
+    for j = 1, #syms // symsize - 1 do    -- entry 0 is the null symbol
+      local at = j * symsize
+      local st_name, st_info, st_shndx, st_value, st_size, _
+      if is64 then
+        st_name, st_info, _, st_shndx, st_value, st_size = r("<I4BBI2i8i8", at, "symbol table")
+      else
+        st_name, st_value, st_size, st_info, _, st_shndx = r("<I4I4I4BBI2", at, "symbol table")
+      end
+      local name = cstring(strs, 0, #strs, st_name)
+      if not name then fail("symbol %d: name offset %s is outside the string table", j, hex(st_name)) end
+      local stype, bind = st_info & 0xf, st_info >> 4
+      if name ~= "" and st_shndx ~= 0 and stype <= 2 then   -- NOTYPE, OBJECT, FUNC; defined
+        list[#list + 1] = { name = name, addr = st_value, size = st_size, global = bind ~= 0 }
+        if symbols[name] == nil or bind ~= 0 then symbols[name] = st_value end
+      end
+    end
+  end
+  table.sort(list, function(a, b)
+    if a.addr ~= b.addr then return math.ult(a.addr, b.addr) end
+    return a.name < b.name
+  end)
+  return symbols, list
+end
+
 -- Parses an ELF image; returns the plan (not yet checked against memory)
 -- and the description.  opts.use_vaddr loads at p_vaddr instead of p_paddr.
 local function elf_parse(data, fail, opts)
@@ -333,8 +365,12 @@ local function elf_parse(data, fail, opts)
     end
   end
 
-  -- Section headers: optional (e_shoff 0), but checked when present.
-  local symbols, list = {}, {}
+  -- Section headers: optional (e_shoff 0), but checked when present.  The
+  -- symbol tables' places are checked now, their entries read when
+  -- image.symbols or image.symbol_list is first asked for (a kernel's
+  -- symbols cost more to read than the rest of the file, and a boot needs
+  -- none of them).
+  local symtabs = {}
   if e_shoff ~= 0 and e_shnum ~= 0 then
     local shsize = is64 and 64 or 40
     if e_shentsize < shsize then fail("bad section header size %d (want %d)", e_shentsize, shsize) end
@@ -349,10 +385,10 @@ local function elf_parse(data, fail, opts)
         return ty, o, sz, link, es
       end
     end
+    local symsize = is64 and 24 or 16
     for k = 0, e_shnum - 1 do
       local ty, so, ssz, link, es = section(k)
       if ty == SHT_SYMTAB then
-        local symsize = is64 and 24 or 16
         if es ~= 0 and es ~= symsize then fail("section %d: bad symbol size %d (want %d)", k, es, symsize) end
         if not within(so, ssz, #data) then fail("section %d: truncated symbol table", k) end
         if link <= 0 or link >= e_shnum then fail("section %d: bad string table index %d", k, link) end
@@ -360,34 +396,23 @@ local function elf_parse(data, fail, opts)
         if sty == SHT_NOBITS or not within(stro, strsz, #data) then
           fail("section %d: truncated string table", link)
         end
-        for j = 1, ssz // symsize - 1 do    -- entry 0 is the null symbol
-          local at = so + j * symsize
-          local st_name, st_info, st_shndx, st_value, st_size
-          if is64 then
-            st_name, st_info, _, st_shndx, st_value, st_size = r("<I4BBI2i8i8", at, "symbol table")
-          else
-            st_name, st_value, st_size, st_info, _, st_shndx = r("<I4I4I4BBI2", at, "symbol table")
-          end
-          local name = cstring(data, stro, strsz, st_name)
-          if not name then fail("symbol %d: name offset %s is outside the string table", j, hex(st_name)) end
-          local stype, bind = st_info & 0xf, st_info >> 4
-          if name ~= "" and st_shndx ~= 0 and stype <= 2 then   -- NOTYPE, OBJECT, FUNC; defined
-            list[#list + 1] = { name = name, addr = st_value, size = st_size, global = bind ~= 0 }
-            if symbols[name] == nil or bind ~= 0 then symbols[name] = st_value end
-          end
-        end
+        symtabs[#symtabs + 1] = { syms = data:sub(so + 1, so + ssz), strs = data:sub(stro + 1, stro + strsz) }
       end
     end
-    table.sort(list, function(a, b)
-      if a.addr ~= b.addr then return math.ult(a.addr, b.addr) end
-      return a.name < b.name
-    end)
   end
 
-  return plan, {
-    entry = e_entry, class = is64 and 64 or 32, segments = segments,
-    symbols = symbols, symbol_list = list, load_field = addr_field, notes = notes,
-  }
+  local image = { entry = e_entry, class = is64 and 64 or 32, segments = segments, load_field = addr_field,
+                  notes = notes }
+  if #symtabs == 0 then
+    image.symbols, image.symbol_list = {}, {}
+  else
+    setmetatable(image, { __index = function(t, k)
+      if k ~= "symbols" and k ~= "symbol_list" then return nil end
+      t.symbols, t.symbol_list = elf_symbols(symtabs, is64, fail)
+      return rawget(t, k)
+    end })
+  end
+  return plan, image
 end
 
 -- load.elf(g, path[, opts]) -> image
@@ -395,7 +420,9 @@ end
 -- opts.reserved = { { addr, size, what } } are ranges no segment may touch.
 -- image = { entry, class = 32|64, segments = { { addr, paddr, vaddr, filesz,
 -- memsz, offset, flags } }, symbols = { name = addr }, symbol_list = sorted
--- { name, addr, size, global } }.
+-- { name, addr, size, global } }.  The symbols are read from the file's
+-- bytes (kept) when symbols or symbol_list is first indexed; a malformed
+-- entry raises then ("load.elf: <file>: symbol 3: ...").
 function load.elf(g, src, opts)
   local maps, _, data, fail
   maps, opts, _, data, fail = begin("elf", g, src, opts)
