@@ -22,6 +22,7 @@
 -- the guest before the whole load is planned.  The Linux and PVH loaders
 -- are required when a kernel needs them (a Multiboot start skips them).
 local load = require "moonvisor.load"
+local elf_parse = require("moonvisor.load_common").elf_parse
 local fwcfg = require "moonvisor.dev.fw_cfg"
 
 local M = {}
@@ -48,7 +49,7 @@ end
 
 -- The notes of an ELF image (raises on a malformed file).
 function M.elf_notes(data)
-  local _, image = load.internal.elf_parse(data, function(fmt, ...) error(fmt:format(...), 0) end, {})
+  local _, image = elf_parse(data, function(fmt, ...) error(fmt:format(...), 0) end, {})
   return image.notes
 end
 

@@ -4,13 +4,11 @@
 --   load.multiboot(g, path[, opts]) -> { entry, mode = "protected", regs = { rax, rbx },
 --                                        info_addr, info_size, modules, ... }
 --
--- Kernels are ELF (through moonvisor.load's ELF parser) or use the a.out
+-- Kernels are ELF (through moonvisor.load_common's ELF parser) or use the a.out
 -- kludge (header flag 16).  As every loader of moonvisor.load, it checks the
 -- whole file and plans every write before the first g:write, and fails with
 -- "load.multiboot: <file>: <problem>" leaving guest memory as it was.
-local load = require "moonvisor.load"
-
-local I = load.internal
+local I = require "moonvisor.load_common"
 local read_source, hex = I.read_source, I.hex
 local runs, new_plan, plan_add, plan_check, plan_run = I.runs, I.new_plan, I.plan_add, I.plan_check, I.plan_run
 local range_name, elf_parse = I.range_name, I.elf_parse

@@ -23,10 +23,8 @@
 -- each: addr, size, type, 0), then the strings; the modules follow,
 -- page-aligned.  Entry: 32-bit protected mode, flat segments, paging and
 -- interrupts off, EBX = the start info.  Errors and the all-or-nothing
--- writes are moonvisor.load's: "load.pvh: <file>: <problem>".
-local load = require "moonvisor.load"
-
-local I = load.internal
+-- writes are moonvisor.load_common's: "load.pvh: <file>: <problem>".
+local I = require "moonvisor.load_common"
 local read_source, hex = I.read_source, I.hex
 local runs, plan_add, plan_check, plan_run = I.runs, I.plan_add, I.plan_check, I.plan_run
 local range_name, elf_parse = I.range_name, I.elf_parse
