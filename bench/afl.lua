@@ -31,13 +31,13 @@ local function envs()
   return table.concat(set, " ")
 end
 
--- The example's config (as fuzz.main would get it), for its seeds.
+-- The example's config (as fuzz_cli.main would get it), for its seeds.
 local function example_config()
-  local fuzz = require "moonvisor.fuzz"
-  local main, cfg = fuzz.main, nil
-  fuzz.main = function(c) cfg = c end
+  local fuzz_cli = require "moonvisor.fuzz_cli"
+  local main, cfg = fuzz_cli.main, nil
+  fuzz_cli.main = function(c) cfg = c end
   assert(loadfile(script))()
-  fuzz.main = main
+  fuzz_cli.main = main
   return cfg
 end
 

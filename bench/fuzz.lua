@@ -8,10 +8,11 @@
 local fuzz = require "moonvisor.fuzz"
 
 local function example_config()
-  local main, cfg = fuzz.main, nil
-  fuzz.main = function(c) cfg = c end
+  local fuzz_cli = require "moonvisor.fuzz_cli"
+  local main, cfg = fuzz_cli.main, nil
+  fuzz_cli.main = function(c) cfg = c end
   assert(loadfile("examples/fuzz_parser.lua"))()
-  fuzz.main = main
+  fuzz_cli.main = main
   local dir = os.tmpname()
   os.remove(dir)
   cfg.findings, cfg.quiet, cfg.status, cfg.stop_after = dir, true, false, nil

@@ -45,5 +45,5 @@ config = {
   stop_after = 1,
 }
 
-local result = fuzz.main(config, arg)
+local result = require("moonvisor.fuzz_cli").main(config, arg)
 if result and result.repro then os.exit(result.key and 0 or 1) end   -- --repro: 0 when it is a finding

@@ -13,7 +13,7 @@
 -- setup fail.
 local mv = require "moonvisor"
 local core = require "moonvisor.core"
-local fuzz = require "moonvisor.fuzz"
+local fuzz_cli = require "moonvisor.fuzz_cli"
 local H = require "helpers"
 
 local code = [[
@@ -65,7 +65,7 @@ local bin = H.asm(code, 64)
 local blocks = {}
 for _, insn in ipairs(core.disasm(bin, 0x1000, 64)) do blocks[#blocks + 1] = insn.address end
 
-local result = fuzz.main({
+local result = fuzz_cli.main({
   setup = function()
     if os.getenv("MOONVISOR_AFL_TARGET_SETUP_ERROR") then error("afl_target: setup failed on purpose", 0) end
     local g = H.guest()

@@ -253,12 +253,13 @@ end)
 describe("the example fuzz target", function()
   local function example_config(extra)
     local chunk = assert(loadfile("examples/fuzz_parser.lua"))
-    -- the example builds its config, then calls fuzz.main: catch the config there
-    local main = fuzz.main
+    -- the example builds its config, then calls fuzz_cli.main: catch the config there
+    local fuzz_cli = require "moonvisor.fuzz_cli"
+    local main = fuzz_cli.main
     local cfg
-    fuzz.main = function(c) cfg = c end
+    fuzz_cli.main = function(c) cfg = c end
     local ok, err = pcall(chunk)
-    fuzz.main = main
+    fuzz_cli.main = main
     assert(ok, err)
     for k, v in pairs(extra or {}) do cfg[k] = v end
     cfg.quiet, cfg.status = true, false

@@ -571,7 +571,7 @@ describe("moonvisor --record / --replay", function()
 end)
 
 describe("a fuzz finding", function()
-  local fuzz = require "moonvisor.fuzz"
+  local fuzz, fuzz_cli = require "moonvisor.fuzz", require "moonvisor.fuzz_cli"
   local replay = require "moonvisor.replay"
   -- a long-mode target: byte 0 == 'Z' writes to an unmapped address, anything else is done
   local target = [[
@@ -620,7 +620,7 @@ describe("a fuzz finding", function()
     spit(input, "Zebra")
     local lines = {}
     local c = config{ log = function(s) lines[#lines + 1] = s end }
-    local out = fuzz.main(c, { [0] = "t", "--repro", input, "--record", path })
+    local out = fuzz_cli.main(c, { [0] = "t", "--repro", input, "--record", path })
     assert.equals("mem-write", out.kind)
     local trace = {}   -- the exit trace, then the summary line
     for i = 1, #lines - 1 do trace[i] = lines[i] end
@@ -630,14 +630,14 @@ describe("a fuzz finding", function()
     assert.is_not_nil(hash, lines[#lines])
     for _ = 1, 2 do
       lines = {}
-      out = fuzz.main(c, { [0] = "t", "--repro", input, "--replay", path })
+      out = fuzz_cli.main(c, { [0] = "t", "--repro", input, "--replay", path })
       assert.equals("mem-write", out.kind)
       assert.same(trace, { table.unpack(lines, 1, #lines - 1) })
       assert.matches("^replayed .*: mem%-write at rip=0x%x+, %d+ exits as recorded, state hash " .. hash .. " matches$",
         lines[#lines])
     end
     spit(input, "Yak")   -- another input: named where it parts from the log
-    assert.error_matches(function() fuzz.main(c, { [0] = "t", "--repro", input, "--replay", path }) end,
+    assert.error_matches(function() fuzz_cli.main(c, { [0] = "t", "--repro", input, "--replay", path }) end,
       "guest:write: .*: replay diverged at exit 0: expected host write gpa 0x10000 len 5")
   end)
 end)

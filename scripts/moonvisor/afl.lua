@@ -2,7 +2,7 @@
 --
 --   afl-fuzz -i in -o out -- moonvisor harness.lua @@     (or no @@: stdin)
 --
--- fuzz.main sees AFL++'s environment (__AFL_SHM_ID) and hands the harness,
+-- fuzz_cli.main sees AFL++'s environment (__AFL_SHM_ID) and hands the harness,
 -- the same config moonvisor.fuzz takes (setup, input, done, oracle,
 -- coverage, timeout_ms; afl = { map_size = N } optional), to afl.serve,
 -- which speaks the forkserver protocol on fds 198 (from the fuzzer) and 199
