@@ -141,6 +141,30 @@ describe("mode = \"long\"", function()
   end)
 end)
 
+describe("the modes' modules", function()
+  -- A fresh build/moonvisor, so that no other spec has loaded them already.
+  local function loaded_after(code)
+    local p = io.popen(("MOONVISOR_BACKEND=soft build/moonvisor -e '%s' 2>&1"):format(code .. [[
+      local t = {}
+      for _, m in ipairs{ "x86", "modes", "mode_long", "user" } do
+        if package.loaded["moonvisor." .. m] then t[#t + 1] = m end
+      end
+      print(table.concat(t, " "))]]))
+    local out = p:read("a")
+    p:close()
+    return (out:gsub("\n$", ""))
+  end
+
+  it("are loaded with the first VCPU given their mode, and not before", function()
+    local guest = "local mv = require \"moonvisor\" local g = mv.guest{} g:map(0, mv.vmo(0x100000)) "
+    assert.equals("", loaded_after(guest .. "g:vcpu{}"))
+    assert.equals("x86 modes", loaded_after(guest .. "g:vcpu{ mode = \"protected\" }"))
+    assert.equals("x86 modes mode_long", loaded_after(guest .. "g:vcpu{ mode = \"long\" }"))
+    assert.equals("x86 modes mode_long user", loaded_after(guest .. "g:vcpu{ mode = \"user\" }"))
+    assert.equals("x86", loaded_after("local mv = require \"moonvisor\" assert(mv.x86.CODE64 == 0x18)"))
+  end)
+end)
+
 describe("x86.describe()", function()
   it("names the set bits of rflags, cr0, cr4 and efer", function()
     assert.equals("PE ET PG", mv.x86.describe("cr0", 0x80000011))

@@ -18,6 +18,7 @@
 --   probe_ms                 how long the probes took
 local core = require "moonvisor.core"
 local x86 = require "moonvisor.x86"
+local modes = require "moonvisor.modes"
 local stubs = require "moonvisor.stubs"
 
 local host = {}
@@ -94,13 +95,13 @@ local function probe(backend)
   answers.step_hlt = enter(cpu, limit).type == "hlt"
   debug(cpu)
 
-  x86.setup(cpu, "protected", { entry = HLT_CODE })
+  modes.setup(cpu, "protected", { entry = HLT_CODE })
   answers.paging_without_long_mode = pcall(cpu.write_sregs, cpu, { cr0 = cpu:sregs().cr0 | x86.CR0.PG, cr3 = 0x4000 })
 
   if answers.int3_exit then
     answers.int3_idt = false   -- not needed: the host stops at int3 itself
   else
-    x86.setup(cpu, "long", { entry = LONG_CODE })
+    modes.setup(cpu, "long", { entry = LONG_CODE })
     local e = enter(cpu, limit)
     local taken = stubs.take(cpu, e)
     answers.int3_idt = taken ~= nil and taken.vector == 3

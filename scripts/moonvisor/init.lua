@@ -10,13 +10,11 @@ for k, v in pairs(core) do mv[k] = v end
 
 local Vcpu = core.Vcpu
 local Guest = core.Guest
-local x86 = require "moonvisor.x86"
-mv.x86 = x86
 
--- mv.user and mv.stubs (moonvisor.user, which adds mode = "user", and
+-- mv.x86, mv.user and mv.stubs (moonvisor.x86, moonvisor.user and
 -- moonvisor.stubs) come with their first use, as they do for
--- g:vcpu{ mode = "user" | "long" }.
-local lazy = { user = "moonvisor.user", stubs = "moonvisor.stubs" }
+-- g:vcpu{ mode = ... } (moonvisor.modes).
+local lazy = { x86 = "moonvisor.x86", user = "moonvisor.user", stubs = "moonvisor.stubs" }
 setmetatable(mv, { __index = function(t, k)
   local name = lazy[k]
   if name == nil then return nil end
@@ -38,8 +36,10 @@ if not package.loaded["moonvisor.breakpoints"] then
 end
 
 -- g:vcpu{ entry, mode = "real" | "protected" | "long", stack, tables }: the
--- core makes a real-mode VCPU, moonvisor.x86 puts it in the mode.
+-- core makes a real-mode VCPU, moonvisor.modes (loaded with the first VCPU
+-- given a mode) puts it in the mode.
 local new_vcpu = Guest.vcpu
+local modes   -- moonvisor.modes, with the first VCPU given a mode
 local cpus_of = setmetatable({}, { __mode = "k" })   -- guest -> its VCPUs, for --stats
 
 function Guest.vcpu(g, opts)
@@ -48,7 +48,8 @@ function Guest.vcpu(g, opts)
     cpu = new_vcpu(g, opts)
   else
     cpu = new_vcpu(g, { entry = 0 })
-    x86.setup(cpu, opts.mode, opts)
+    modes = modes or require "moonvisor.modes"
+    modes.setup(cpu, opts.mode, opts)
   end
   if mv.options.stats then
     cpus_of[g] = cpus_of[g] or setmetatable({}, { __mode = "v" })

@@ -55,7 +55,7 @@
 --   __BOOT_DS = 0x18 (data), CS = 0x10, DS = ES = SS = FS = GS = 0x18,
 --   interrupts off, RSI/ESI = the zero page.  This GDT is not x86.lua's
 --   (there 0x10 is data and 0x18 64-bit code): it is written here, at
---   linux.TABLES (GDT at +0, page tables at +0x1000 as x86.page_tables lays
+--   linux.TABLES (GDT at +0, page tables at +0x1000 as mode_long.page_tables lays
 --   them out).  RSP = linux.STACK (the kernel sets up its own).
 --
 -- Errors: "linux.boot: <file>: <problem>", e.g.
@@ -460,7 +460,7 @@ function linux.boot(g, opts)
   g:write(linux.CMDLINE, cmdline .. "\0")
   local long = entry == "64"
   g:write(linux.TABLES, linux.gdt(long))
-  if long then g:write(linux.TABLES + 0x1000, (x86.page_tables(linux.TABLES))) end
+  if long then g:write(linux.TABLES + 0x1000, (require("moonvisor.mode_long").page_tables(linux.TABLES))) end
 
   local boot = {
     zero_page = linux.ZERO_PAGE, kernel_addr = kaddr, kernel_size = h.kernel_size, init_size = init_size,

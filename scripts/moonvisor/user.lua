@@ -19,13 +19,14 @@
 -- exceptions and syscalls itself, without running the stubs.
 --
 -- Layout at `tables` (0xC000 bytes): +0 GDT, +0x1000.. page tables (as
--- x86.lua, with the user bit), +0x7000 IDT, +0x8000 stubs and TSS, kernel
+-- mode long's, with the user bit), +0x7000 IDT, +0x8000 stubs and TSS, kernel
 -- stack up to +0xA000, then the page tables that split the 2 MiB pages
 -- holding this area (one, or two where it crosses a 2 MiB line).  The area
 -- is reachable from CPL0 only: ring 3 gets a page fault there, so it can
 -- neither rewrite the stubs nor the tables (which is what lets a restore
 -- trust the sandbox without the dirty log: moonvisor.stubs).
 local x86 = require "moonvisor.x86"
+local page_tables = require("moonvisor.mode_long").page_tables
 local stubs = require "moonvisor.stubs"
 
 local user = {}
@@ -38,10 +39,7 @@ user.EXCEPTION_PORT, user.SYSCALL_PORT = stubs.EXCEPTION_PORT, 0xef
 
 local MSR = { STAR = 0xc0000081, LSTAR = 0xc0000082, SFMASK = 0xc0000084 }
 
-local function descriptor(base, limit, access, flags)
-  return string.pack("<I2I2I1I1I1I1", limit & 0xffff, base & 0xffff, (base >> 16) & 0xff, access,
-                     ((flags & 0xf) << 4) | ((limit >> 16) & 0xf), (base >> 24) & 0xff)
-end
+local descriptor = x86.descriptor
 
 -- null, kernel code64, kernel data, user code32 (sysret's base), user data,
 -- user code64, 16-byte TSS descriptor.  STAR below relies on this order.
@@ -62,13 +60,14 @@ function user.stubs(base)
 end
 user.SYSCALL_STUB = "\xe6\xef\x48\x0f\x07"
 
-function x86.modes.user(cpu, opts)
+-- Puts cpu in mode "user" (moonvisor.modes calls it for g:vcpu{ mode = "user" }).
+function user.setup(cpu, opts)
   local g = cpu:guest()
   local at = opts.tables or x86.default_tables(g, user.TABLES_SIZE)
   local stubs_at, tss_at, kstack = at + 0x8000, at + 0x8400, at + 0xA000
   local code, syscall_at = user.stubs(stubs_at)
   g:write(at, user.gdt(tss_at))
-  local tables, splits = x86.page_tables(at, true, { at, at + user.TABLES_SIZE, at + 0xA000 })
+  local tables, splits = page_tables(at, true, { at, at + user.TABLES_SIZE, at + 0xA000 })
   g:write(at + 0x1000, tables)
   g:write(at + 0xA000, splits)
   g:write(at + 0x7000, stubs.idt(stubs_at, user.KERNEL_CS))
