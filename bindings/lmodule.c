@@ -1,7 +1,8 @@
 /*
  * lmodule.c - luaopen_moonvisor_core: the C module under require "moonvisor".
  * Module functions (version, kvm_api_version, caps, clock, heap, sum8) and the opening of each
- * userdata type in its own file; disasm (capstone) comes from ldis.c.
+ * userdata type in its own file; disasm (capstone) comes from ldis.c.  AFL++'s
+ * part, the sockets and the terminal are opened when first named.
  */
 #include <ctype.h>
 #include <malloc.h>
@@ -79,6 +80,36 @@ static const luaL_Reg mod_funcs[] = {
   { "heap", mod_heap }, { "sum8", mod_sum8 }, { NULL, NULL },
 };
 
+/* Parts of the module made when a script first names one of their fields
+ * (module.afl, module.tcp_listen, module.term_raw, ...): most scripts use
+ * none of them, and their tables and metatables cost ~65K instructions of
+ * every start.  Each opener adds its fields to the module on top. */
+static const struct {
+  const char *field;
+  int (*open)(lua_State *L);
+} lazy_parts[] = {
+  { "afl", lmv_open_afl },
+  { "tcp_listen", lmv_open_socket }, { "tcp_connect", lmv_open_socket },
+  { "isatty", lmv_open_term }, { "term_raw", lmv_open_term }, { "read_fd", lmv_open_term },
+};
+
+/* module.__index(module, key): opens the part that has `key`, once (its
+ * fields are then the module's own, so __index is not asked again). */
+static int module_index(lua_State *L) {
+  const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+  if (!k) return 0;
+  for (size_t i = 0; i < sizeof lazy_parts / sizeof lazy_parts[0]; i++) {
+    if (strcmp(k, lazy_parts[i].field) != 0) continue;
+    lua_settop(L, 2);
+    lua_pushvalue(L, 1);
+    lazy_parts[i].open(L);
+    lua_pop(L, 1);
+    lua_rawget(L, 1);   /* key */
+    return 1;
+  }
+  return 0;
+}
+
 int luaopen_moonvisor_core(lua_State *L) {
   luaL_newlib(L, mod_funcs);
   lua_pushliteral(L, MV_VERSION);
@@ -91,11 +122,12 @@ int luaopen_moonvisor_core(lua_State *L) {
   lmv_open_stats(L);
   lmv_open_cpu(L);
   lmv_open_disasm(L);
-  lmv_open_socket(L);
-  lmv_open_term(L);
-  lmv_open_afl(L);
   lmv_open_once(L);
   lmv_open_run(L);
   lmv_open_record(L);
+  lua_createtable(L, 0, 1);   /* the parts made on first use */
+  lua_pushcfunction(L, module_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   return 1;
 }

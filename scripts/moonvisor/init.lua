@@ -14,10 +14,16 @@ local Guest = core.Guest
 -- mv.x86, mv.user and mv.stubs (moonvisor.x86, moonvisor.user and
 -- moonvisor.stubs) come with their first use, as they do for
 -- g:vcpu{ mode = ... } (moonvisor.modes).
+-- The core's own parts made on first use (mv.afl, mv.tcp_listen, ...: the
+-- copy above has not seen them) come from the core then.
 local lazy = { x86 = "moonvisor.x86", user = "moonvisor.user", stubs = "moonvisor.stubs" }
 setmetatable(mv, { __index = function(t, k)
   local name = lazy[k]
-  if name == nil then return nil end
+  if name == nil then
+    local v = core[k]
+    if v ~= nil then rawset(t, k, v) end
+    return v
+  end
   local m = require(name)
   rawset(t, k, m)
   return m

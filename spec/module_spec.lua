@@ -1,0 +1,39 @@
+-- module_spec.lua - require "moonvisor.core": the parts of the module a
+-- script rarely uses (AFL++'s, the sockets, the terminal) are made when a
+-- script first names one of their fields, through the core and through
+-- require "moonvisor" alike.  Each case runs in a fresh build/moonvisor, so
+-- that no other spec has made them already.
+local function run(code)
+  local say = "local function say(...) local t = table.pack(...) for i = 1, t.n do t[i] = tostring(t[i]) end "
+              .. "io.write(table.concat(t, \" \")) end "
+  local p = io.popen(("build/moonvisor -e '%s' 2>&1"):format(say .. code))
+  local out = p:read("a")
+  p:close()
+  return (out:gsub("\n$", ""))
+end
+
+describe("the core module's parts made on first use", function()
+  it("are absent, metatables included, until a field of theirs is named", function()
+    assert.equals("nil nil nil nil nil nil", run([[
+      local core = require "moonvisor.core"
+      local reg = debug.getregistry()
+      say(rawget(core, "afl"), rawget(core, "tcp_listen"), rawget(core, "term_raw"),
+            reg["moonvisor.AflShm"], reg["moonvisor.Listener"], reg["moonvisor.Term"])]]))
+  end)
+
+  it("are made whole by the first field named, once, and then are the module's own", function()
+    assert.equals("198 function function table table nil", run([[
+      local core = require "moonvisor.core"
+      local afl = core.afl
+      assert(core.afl == afl and rawget(core, "afl") == afl)
+      say(afl.FORKSRV_FD, type(rawget(core, "tcp_connect") or core.tcp_listen), type(rawget(core, "tcp_connect")),
+            type(debug.getregistry()["moonvisor.Listener"]), type(debug.getregistry()["moonvisor.AflShm"]),
+            rawget(core, "read_fd"))]]))
+  end)
+
+  it("reach scripts through require \"moonvisor\" too, and other names stay nil", function()
+    assert.equals("true function nil nil", run([[
+      local mv = require "moonvisor"
+      say(mv.isatty(0) ~= nil, type(mv.tcp_listen), mv.no_such_field, require("moonvisor.core")[42])]]))
+  end)
+end)
