@@ -226,7 +226,11 @@ function Uart:read(port)
   self.n_access = self.n_access + 1
   local off = port - self.base
   local v
-  if off == 0 then
+  if off == 5 then                      -- LSR first: a polling driver reads it before every byte
+    if self.inq[1] or self.input_fn then pull(self) end
+    v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_IDLE
+    self.lsr_err = 0
+  elseif off == 0 then
     if self.lcr & 0x80 ~= 0 then return self.dll end
     if #self.rx == 0 then pull(self) end
     if #self.rx > 0 then
@@ -247,10 +251,6 @@ function Uart:read(port)
     return self.lcr
   elseif off == 4 then
     return self.mcr
-  elseif off == 5 then
-    pull(self)
-    v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_IDLE
-    self.lsr_err = 0
   elseif off == 6 then
     v = self.msr
     self.msr = v & 0xf0
@@ -270,17 +270,22 @@ function Uart:write(port, v)
   local off = port - self.base
   if off == 0 then
     if self.lcr & 0x80 ~= 0 then self.dll = v return end
-    self.thr_ipending = false
-    if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
+    if self.ier ~= 0 or self.level ~= 0 then   -- else the line stays low whatever happens: a polling driver
+      self.thr_ipending = false
+      update_irq(self)
+    end
     if self.mcr & MCR_LOOP ~= 0 then
       receive(self, v)
     else
       self.n_tx = self.n_tx + 1
       local out = self.out
       if out == self._stdout then self._stdout_byte(v) else out(string.char(v)) end
-      if self.tap then self.tap(v) end
+      local tap = self.tap
+      if tap then tap(v) end
     end
     self.thr_ipending = true          -- THR empties at once
+    if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
+    return
   elseif off == 1 then
     if self.lcr & 0x80 ~= 0 then self.dlm = v return end
     local changed = self.ier ~ v
