@@ -32,10 +32,10 @@ LIBS    := -ldl -lpthread   # libunicorn and libcapstone are dlopen()ed on first
 EXE_LIBS :=          # libreadline too is dlopen()ed, when the REPL starts (bindings/main.c)
 
 CORE_SRC := $(wildcard core/*.c core/kvm/*.c core/soft/*.c)
-BIND_SRC := $(filter-out bindings/main.c bindings/lstate.c,$(wildcard bindings/*.c))   # main.c, lstate.c: the executable's own
+BIND_SRC := $(filter-out bindings/main.c bindings/lstate.c bindings/lpaths.c,$(wildcard bindings/*.c))   # main.c, lstate.c, lpaths.c: the executable's own
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
-MAIN_OBJ := $(BUILD)/obj/bindings/main.o $(BUILD)/obj/bindings/lstate.o
+MAIN_OBJ := $(BUILD)/obj/bindings/main.o $(BUILD)/obj/bindings/lstate.o $(BUILD)/obj/bindings/lpaths.o
 HEADERS  := $(wildcard core/*.h core/kvm/*.h core/soft/*.h bindings/*.h)
 
 GUESTS := $(patsubst examples/guests/%.asm,build/guests/%.bin,$(wildcard examples/guests/*.asm))

@@ -24,9 +24,8 @@
 #include <lua.h>
 #include <lualib.h>
 #include "lmoonvisor.h"
+#include "lpaths.h"
 #include "lstate.h"
-
-int luaopen_moonvisor_core(lua_State *L);
 
 static const char *progname = "moonvisor";
 
@@ -69,125 +68,6 @@ static int docall(lua_State *L, int narg, int nres) {
   int status = lua_pcall(L, narg, nres, base);
   lua_remove(L, base);
   return status;
-}
-
-/* Loads the precompiled chunk at path (size bytes) with one read() instead
- * of stdio's buffered reads: LUA_OK, or an error status with the message
- * on the stack, as luaL_loadfilex. */
-static int load_bytecode(lua_State *L, const char *path, off_t size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
-    return LUA_ERRFILE;
-  }
-  char *buf = size > 0 ? malloc((size_t)size) : NULL;
-  ssize_t got = 0;
-  while (buf && got < size) {
-    ssize_t n = read(fd, buf + got, (size_t)(size - got));
-    if (n <= 0 && !(n < 0 && errno == EINTR)) break;
-    if (n > 0) got += n;
-  }
-  close(fd);
-  int status;
-  if (!buf || got != size) {
-    lua_pushfstring(L, "cannot read %s", path);
-    status = LUA_ERRFILE;
-  } else {
-    lua_pushfstring(L, "@%s", path);
-    status = luaL_loadbufferx(L, buf, (size_t)size, lua_tostring(L, -1), "b");
-    lua_remove(L, -2);   /* the name, under the chunk or the message */
-  }
-  free(buf);
-  return status;
-}
-
-/* A searcher put before Lua's file searcher, for the moonvisor.* modules:
- * it finds the source file that searcher would load (package.searchpath on
- * package.path) and, when that is <exe dir>/../scripts/x.lua and
- * <exe dir>/lua-bc/x.luac (made by `make`) is not older, loads the
- * precompiled chunk instead, which skips parsing.  The chunk must carry the
- * source's name (so error messages and tracebacks do not change); anything
- * else loads the source.  Upvalues: the executable's directory, package. */
-static int search_precompiled(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  if (strncmp(name, "moonvisor", 9) != 0 || (name[9] != '\0' && name[9] != '.')) return 0;
-  const char *dir = lua_tostring(L, lua_upvalueindex(1));
-  lua_getfield(L, lua_upvalueindex(2), "searchpath");
-  lua_pushvalue(L, 1);
-  lua_getfield(L, lua_upvalueindex(2), "path");
-  lua_call(L, 2, 1);
-  const char *src = lua_tostring(L, -1);
-  if (!src) return 0;   /* Lua's own searcher says why */
-  int top = lua_gettop(L);
-  const char *prefix = lua_pushfstring(L, "%s/../scripts/", dir);
-  size_t n = strlen(prefix), len = strlen(src);
-  struct stat ss, bs;
-  if (strncmp(src, prefix, n) == 0 && len > n + 4 && strcmp(src + len - 4, ".lua") == 0) {
-    const char *bc = lua_pushfstring(L, "%s/lua-bc/%sc", dir, src + n);
-    if (stat(src, &ss) == 0 && stat(bc, &bs) == 0 &&
-        (bs.st_mtim.tv_sec > ss.st_mtim.tv_sec ||
-         (bs.st_mtim.tv_sec == ss.st_mtim.tv_sec && bs.st_mtim.tv_nsec >= ss.st_mtim.tv_nsec)) &&
-        load_bytecode(L, bc, bs.st_size) == LUA_OK) {
-      lua_Debug ar;
-      lua_pushvalue(L, -1);
-      lua_getinfo(L, ">S", &ar);
-      if (ar.source[0] == '@' && strcmp(ar.source + 1, src) == 0) {
-        lua_pushvalue(L, top);
-        return 2;   /* the loader and the file name, as Lua's searcher returns them */
-      }
-    }
-  }
-  lua_settop(L, top);
-  if (luaL_loadfilex(L, src, NULL) != LUA_OK)
-    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, src, lua_tostring(L, -1));
-  lua_pushvalue(L, top);
-  return 2;
-}
-
-/* package.path gets <dir of the executable>/../scripts, so build/moonvisor
- * finds the Lua library of its source tree, and MOONVISOR_SCRIPTS if set. */
-static void set_paths(lua_State *L) {
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  const char *old = lua_tostring(L, -1);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  const char *env = getenv("MOONVISOR_SCRIPTS");
-  if (env && *env) {
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", env, env);
-    luaL_addvalue(&b);
-  }
-  if (n > 0) {
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    lua_pushfstring(L, "%s/../scripts/?.lua;%s/../scripts/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
-                    exe, exe, exe, exe);
-    luaL_addvalue(&b);
-  }
-  luaL_addstring(&b, old ? old : "");
-  luaL_pushresult(&b);
-  lua_setfield(L, -3, "path");
-  lua_pop(L, 2);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_moonvisor_core);
-  lua_setfield(L, -2, "moonvisor.core");
-  lua_pop(L, 1);
-  if (n > 0) {   /* exe: its directory */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "searchers");
-    lua_pushstring(L, exe);
-    lua_pushvalue(L, -3);
-    lua_pushcclosure(L, search_precompiled, 2);
-    for (lua_Integer i = (lua_Integer)luaL_len(L, -2); i >= 2; i--) {   /* insert at 2 */
-      lua_rawgeti(L, -2, i);
-      lua_rawseti(L, -3, i + 1);
-    }
-    lua_rawseti(L, -2, 2);
-    lua_pop(L, 2);
-  }
 }
 
 static int run_script(lua_State *L, char **argv, int script, int argc) {
@@ -619,7 +499,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   luaL_openlibs(L);
-  set_paths(L);
+  mv_paths_init(L);
   int interactive = 0, ran = 0, script = 0, status = LUA_OK, recording = 0;
   for (int i = 1; i < argc && status == LUA_OK && !script; i++) {
     if (strcmp(argv[i], "-e") == 0) {

@@ -149,6 +149,37 @@ describe("the moonvisor executable's precompiled library", function()
     assert.equals(("source\t@%s\n"):format(name), which(dir))
     sh(("rm -rf %s"):format(dir))
   end)
+
+  -- The searcher comes first, but answers as Lua's own would: package.preload
+  -- first, then the first file package.path names.
+  local function run(dir, code)
+    local p = io.popen(("cd / && env -u MOONVISOR_SCRIPTS -u LUA_PATH %s/build/moonvisor -e '%s' 2>&1"):format(dir, code))
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("leaves a module package.preload has to it", function()
+    local dir = tree()
+    compile(dir, dir .. "/build/../scripts/moonvisor/probe_module.lua")
+    assert.equals("preload\n", run(dir, [[
+      package.preload["moonvisor.probe_module"] = function() return { from = "preload" } end
+      print(require("moonvisor.probe_module").from)]]))
+    sh(("rm -rf %s"):format(dir))
+  end)
+
+  it("loads the file a directory put before the library on package.path holds, and the library after it", function()
+    local dir = tree()
+    compile(dir, dir .. "/build/../scripts/moonvisor/probe_module.lua")
+    sh(("mkdir -p %s/mine/moonvisor && echo 'return { from = \"mine\" }' > %s/mine/moonvisor/probe_module.lua"):format(dir, dir))
+    assert.equals("mine\nbytecode\n", run(dir, ([[
+      local saved = package.path
+      package.path = "%s/mine/?.lua;" .. package.path
+      print(require("moonvisor.probe_module").from)
+      package.loaded["moonvisor.probe_module"], package.path = nil, saved
+      print(require("moonvisor.probe_module").from)]]):format(dir)))
+    sh(("rm -rf %s"):format(dir))
+  end)
 end)
 
 -- bindings/dump.lua, which makes build/lua-bc: the bytecode behaves as the
