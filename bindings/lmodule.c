@@ -1,6 +1,6 @@
 /*
  * lmodule.c - luaopen_moonvisor_core: the C module under require "moonvisor".
- * Module functions (version, kvm_api_version, caps, clock, heap, sum8) and the opening of each
+ * Module functions (version, kvm_api_version, caps, clock, heap, sum8, typename) and the opening of each
  * userdata type in its own file; disasm (capstone) comes from ldis.c.  AFL++'s
  * part, the sockets and the terminal are opened when first named.
  */
@@ -75,9 +75,17 @@ static int mod_sum8(lua_State *L) {
   return 1;
 }
 
+/* mv.typename(v) -> "moonvisor.Vcpu" etc. for userdata with a named
+ * metatable, type(v) otherwise: what the bindings' messages call a value. */
+static int mod_typename(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushstring(L, lmv_typename(L, 1));
+  return 1;
+}
+
 static const luaL_Reg mod_funcs[] = {
   { "kvm_api_version", mod_kvm_api_version }, { "caps", mod_caps }, { "clock", mod_clock },
-  { "heap", mod_heap }, { "sum8", mod_sum8 }, { NULL, NULL },
+  { "heap", mod_heap }, { "sum8", mod_sum8 }, { "typename", mod_typename }, { NULL, NULL },
 };
 
 /* Parts of the module made when a script first names one of their fields

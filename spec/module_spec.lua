@@ -37,3 +37,33 @@ describe("the core module's parts made on first use", function()
       say(mv.isatty(0) ~= nil, type(mv.tcp_listen), mv.no_such_field, require("moonvisor.core")[42])]]))
   end)
 end)
+
+describe("mv.typename", function()
+  local mv = require "moonvisor"
+  it("names the bindings' userdata by their metatables, anything else by type()", function()
+    local g = mv.guest{}
+    assert.equals("moonvisor.Guest", mv.typename(g))
+    assert.equals("moonvisor.Vmo", mv.typename(mv.vmo(4096)))
+    assert.equals("table", mv.typename({}))
+    assert.equals("nil", mv.typename(nil))
+    assert.equals("number", mv.typename(1))
+    g:close()
+  end)
+
+  it("wants a value", function()
+    assert.has_error(function() mv.typename() end, "bad argument #1 to 'typename' (value expected)")
+  end)
+end)
+
+describe("the executable's options", function()
+  it("load moonvisor.options only when one is given", function()
+    assert.equals("nil", run([[
+      local mv = require "moonvisor"
+      local g = mv.guest{}
+      say(package.loaded["moonvisor.options"])]]))
+    local p = io.popen("build/moonvisor --stats -e 'print(package.loaded[\"moonvisor.options\"] ~= nil)' 2>&1")
+    local out = p:read("a")
+    p:close()
+    assert.equals("true\n", out)
+  end)
+end)

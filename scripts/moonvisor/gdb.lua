@@ -573,11 +573,7 @@ function Server:__tostring()
   return ("GdbServer(%s:%d%s)"):format(self.host, self.port, self.listener and "" or ", closed")
 end
 
-local function typename(v)
-  local mt = getmetatable(v)
-  local name = type(mt) == "table" and rawget(mt, "__name")
-  return type(name) == "string" and name or type(v)
-end
+local typename = core.typename
 
 -- The arch gdb gets: amd64 when the VCPU is in 64-bit mode.
 local function arch_of(cpu)

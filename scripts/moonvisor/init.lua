@@ -64,45 +64,16 @@ function Guest.vcpu(g, opts)
   return cpu
 end
 
--- {====================================================== --trace and --stats
+-- {====================================================== the executable's options
 
 -- Options the moonvisor executable sets from its command line.
 mv.options = {}
 local traced = 0
 
--- Prints what cpu:stats() says of each VCPU of g, to stderr.
-function mv.print_stats(g, out)
-  out = out or io.stderr
-  for _, cpu in ipairs(cpus_of[g] or {}) do
-    local ok, s = pcall(cpu.stats, cpu)
-    if ok then
-      out:write(("%s: %s\n"):format(tostring(g), tostring(cpu)))
-      local types = {}
-      for t in pairs(s.exits) do types[#types + 1] = t end
-      for t in pairs(s.handled) do if not s.exits[t] then types[#types + 1] = t end end
-      table.sort(types)
-      out:write("  exit type        returned    handled\n")
-      for _, t in ipairs(types) do
-        out:write(("  %-14s %10d %10d\n"):format(t, s.exits[t] or 0, s.handled[t] or 0))
-      end
-      out:write("  trap                          calls    handler ms\n")
-      for _, t in ipairs(s.traps) do
-        out:write(("  %-4s 0x%-8x +0x%-8x %10d %12.3f\n"):format(t.kind, t.addr, t.size, t.calls, t.time_ns / 1e6))
-      end
-      out:write(("  time in handlers: %.3f ms\n"):format(s.handler_ns / 1e6))
-    end
-  end
-end
-
-local wait_for_gdb_on_enter   -- below, with the --gdb hook
-local typename                -- below
-
-function mv.configure(opts)
-  for k, v in pairs(opts) do mv.options[k] = v end
-  if opts.gdb then wait_for_gdb_on_enter() end
-  if opts.record or opts.replay then require("moonvisor.replay").arm(mv.options) end
-  if mv.options.stats then debug.getregistry()["moonvisor.on_close"] = mv.print_stats end
-end
+-- mv.print_stats(g[, out]) (the --stats report) and mv.configure(opts)
+-- (the executable's options): moonvisor.options, loaded with the first.
+function mv.print_stats(g, out) return require("moonvisor.options").print_stats(g, cpus_of[g] or {}, out) end
+function mv.configure(opts) return require("moonvisor.options").configure(mv, opts) end
 
 -- }======================================================
 
@@ -130,52 +101,7 @@ function mv.guest(opts)
   return g
 end
 
--- moonvisor --gdb host:port: the first cpu:enter() -- and so the first
--- cpu:run(), a moonvisor.pc machine's run or any enter loop -- or g:run of
--- several VCPUs (one gdb thread each) waits for gdb
--- before the guest's first instruction and runs under it until gdb detaches
--- (then the enter goes on) or kills (an error).  The wrapper exists only
--- while --gdb is pending: a Lua frame between the script and the core's
--- enter would put its own line into every error enter raises.
-local run_under_gdb
-function wait_for_gdb_on_enter()
-  local raw_enter, raw_run = Vcpu.enter, Guest.run
-  local enter, run
-  local function unhook()
-    if Vcpu.enter == enter then Vcpu.enter = raw_enter end
-    if Guest.run == run then Guest.run = raw_run end
-  end
-  function enter(cpu, opts)
-    if mv.options.gdb then run_under_gdb(cpu) end
-    unhook()
-    return raw_enter(cpu, opts)
-  end
-  -- g:run{ cpu0, cpu1, ... } or g:run(cpus, opts): gdb sees one thread per VCPU
-  function run(g, a, ...)
-    if mv.options.gdb and typename(g) == "moonvisor.Guest" and type(a) == "table" then
-      local cpus = {}
-      for i = 1, #a do
-        if typename(a[i]) ~= "moonvisor.Vcpu" then cpus = {} break end
-        cpus[i] = a[i]
-      end
-      if #cpus > 0 then run_under_gdb(cpus[1], cpus, "guest:run") end
-    end
-    unhook()
-    return raw_run(g, a, ...)
-  end
-  Vcpu.enter, Guest.run = enter, run
-end
-
--- Enters until the guest halts, shuts down, errors or leaves an exit that no
--- handler consumed.  Kicks end the run too, so Ctrl-C and timeouts work.
--- (Vcpu.enter: the core's, or moonvisor.breakpoints' once it is loaded.)
-
--- "moonvisor.Vcpu" for our userdata, the plain type otherwise (as the C side's lmv_typename).
-function typename(v)
-  local mt = getmetatable(v)
-  local name = type(mt) == "table" and rawget(mt, "__name")
-  return type(name) == "string" and name or type(v)
-end
+local typename = core.typename   -- "moonvisor.Vcpu" for our userdata, type(v) otherwise
 
 -- Errors raised by enter name vcpu:run, the call the user made.
 local function rename(ok, ...)
@@ -188,17 +114,13 @@ end
 -- g:gdbserver{ host, port, cpu, wait, elf }: a gdb remote stub (moonvisor.gdb).
 function Guest.gdbserver(g, opts) return require("moonvisor.gdb").gdbserver(g, opts) end
 
-function run_under_gdb(cpu, cpus, call)
-  local gdb = require "moonvisor.gdb"
-  local host, port = gdb.parse_address(mv.options.gdb)
-  mv.options.gdb = nil
-  local r = gdb.gdbserver(cpu:guest(), { host = host, port = port, cpu = cpu, cpus = cpus, wait = true })
-  if r.how == "kill" then error((call or "vcpu:enter") .. ": killed from gdb", 0) end
-end
-
 -- mv.host([backend]): what the backend and host really do (moonvisor.host).
 function mv.host(backend) return require("moonvisor.host").probe(backend or mv.default_backend) end
 
+-- cpu:run(): enters until the guest halts, shuts down, errors or leaves an
+-- exit that no handler consumed.  Kicks end the run too, so Ctrl-C and
+-- timeouts work.  (Vcpu.enter: the core's, or moonvisor.breakpoints' once
+-- it is loaded, or moonvisor.options' --gdb hook until gdb attached.)
 -- cpu:run{ timeout_ms = N } ends a guest that spins with a "timeout" exit.
 -- For mode = "user" it also reports the sandbox's exceptions and syscalls,
 -- for mode = "long" the exceptions its stubs report.

@@ -177,11 +177,7 @@ end
 
 -- {====================================================== machine state
 
-local function typename(v)
-  local mt = getmetatable(v)
-  local name = type(mt) == "table" and rawget(mt, "__name")
-  return type(name) == "string" and name or type(v)
-end
+local typename = core.typename
 
 local function checkvcpu(cpu, what)
   if typename(cpu) ~= "moonvisor.Vcpu" then
