@@ -354,9 +354,9 @@ local function elf_parse(data, fail, opts)
       end
     end
     local symsize = is64 and 24 or 16
-    for k = 0, e_shnum - 1 do
-      local ty, so, ssz, link, es = section(k)
-      if ty == SHT_SYMTAB then
+    for k = 0, e_shnum - 1 do   -- sh_type first: a whole header is unpacked for symbol tables only
+      if r("<I4", e_shoff + k * e_shentsize + 4, "section header table") == SHT_SYMTAB then
+        local _, so, ssz, link, es = section(k)
         if es ~= 0 and es ~= symsize then fail("section %d: bad symbol size %d (want %d)", k, es, symsize) end
         if not within(so, ssz, #data) then fail("section %d: truncated symbol table", k) end
         if link <= 0 or link >= e_shnum then fail("section %d: bad string table index %d", k, link) end
