@@ -108,6 +108,18 @@ local function plan_add(plan, addr, len, data, what)
   if len > 0 then plan[#plan + 1] = { addr = addr, len = len, data = data, what = what } end
 end
 
+-- The first two entries of list ({ addr, [size] = n }) that overlap, in
+-- address order; nothing when none do.
+local function first_overlap(list, size)
+  local sorted = {}
+  for i, x in ipairs(list) do sorted[i] = x end
+  table.sort(sorted, function(a, b) return a.addr < b.addr end)
+  for i = 2, #sorted do
+    local a, b = sorted[i - 1], sorted[i]
+    if b.addr < a.addr + a[size] then return a, b end
+  end
+end
+
 -- Every range mapped, no two ranges overlapping, none over the areas in
 -- `reserved` (a machine's own data: { { addr, size, what }, ... }, optional);
 -- `fail` raises.
@@ -122,15 +134,8 @@ local function plan_check(plan, mruns, fail, reserved)
       end
     end
   end
-  local sorted = {}
-  for i, p in ipairs(plan) do sorted[i] = p end
-  table.sort(sorted, function(a, b) return a.addr < b.addr end)
-  for i = 2, #sorted do
-    local a, b = sorted[i - 1], sorted[i]
-    if b.addr < a.addr + a.len then
-      fail("%s and %s overlap", a.what, b.what)
-    end
-  end
+  local a, b = first_overlap(plan, "len")
+  if a then fail("%s and %s overlap", a.what, b.what) end
 end
 
 local ZERO_CHUNK = 0x10000
@@ -322,15 +327,9 @@ local function elf_parse(data, fail, opts)
   end
   if #segments == 0 then fail("no loadable (PT_LOAD) segments") end
   -- Segments overlapping each other (not just their file bytes vs bss parts).
-  local sorted = {}
-  for i, s in ipairs(segments) do sorted[i] = s end
-  table.sort(sorted, function(a, b) return a.addr < b.addr end)
-  for i = 2, #sorted do
-    local a, b = sorted[i - 1], sorted[i]
-    if b.addr < a.addr + a.memsz then
-      fail("overlapping segments: %s and %s", range_name("segment", a.addr, a.memsz),
-           range_name("segment", b.addr, b.memsz))
-    end
+  local a, b = first_overlap(segments, "memsz")
+  if a then
+    fail("overlapping segments: %s and %s", range_name("segment", a.addr, a.memsz), range_name("segment", b.addr, b.memsz))
   end
 
   -- Section headers: optional (e_shoff 0), but checked when present.  The
