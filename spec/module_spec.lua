@@ -1,12 +1,15 @@
 -- module_spec.lua - require "moonvisor.core": the parts of the module a
 -- script rarely uses (AFL++'s, the sockets, the terminal) are made when a
 -- script first names one of their fields, through the core and through
--- require "moonvisor" alike.  Each case runs in a fresh build/moonvisor, so
--- that no other spec has made them already.
+-- require "moonvisor" alike.  Each case runs in a fresh moonvisor executable, so
+-- that no other spec has made them already (MOONVISOR_EXE, default
+-- build/moonvisor).
+local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
+
 local function run(code)
   local say = "local function say(...) local t = table.pack(...) for i = 1, t.n do t[i] = tostring(t[i]) end "
               .. "io.write(table.concat(t, \" \")) end "
-  local p = io.popen(("build/moonvisor -e '%s' 2>&1"):format(say .. code))
+  local p = io.popen(("%s -e '%s' 2>&1"):format(exe, say .. code))
   local out = p:read("a")
   p:close()
   return (out:gsub("\n$", ""))
@@ -61,7 +64,7 @@ describe("the executable's options", function()
       local mv = require "moonvisor"
       local g = mv.guest{}
       say(package.loaded["moonvisor.options"])]]))
-    local p = io.popen("build/moonvisor --stats -e 'print(package.loaded[\"moonvisor.options\"] ~= nil)' 2>&1")
+    local p = io.popen(exe .. " --stats -e 'print(package.loaded[\"moonvisor.options\"] ~= nil)' 2>&1")
     local out = p:read("a")
     p:close()
     assert.equals("true\n", out)
