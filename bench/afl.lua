@@ -31,16 +31,6 @@ local function envs()
   return table.concat(set, " ")
 end
 
--- The example's config (as fuzz_cli.main would get it), for its seeds.
-local function example_config()
-  local fuzz_cli = require "moonvisor.fuzz_cli"
-  local main, cfg = fuzz_cli.main, nil
-  fuzz_cli.main = function(c) cfg = c end
-  assert(loadfile(script))()
-  fuzz_cli.main = main
-  return cfg
-end
-
 -- One campaign in a fresh process (so that this one's environment is set
 -- for afl-fuzz), its summary read back from the instances' fuzzer_stats.
 local function run(kind, jobs, secs)
@@ -63,7 +53,7 @@ if arg[1] == "--time-to-bug" then
   local path, v = campaign.find_afl()
   print(("bench/afl: AFL++ (%s) to the planted bug, from the example's seed, %d s budget, backend %s"):format(
     v.text, budget, os.getenv("MOONVISOR_BACKEND") or "default"))
-  local seeds = example_config().corpus
+  local seeds = require("moonvisor.fuzz_cli").config_of(script).corpus   -- the example's seeds
   if dict ~= "" then print("  with the dictionary " .. arg[4]) end
   for i = first, #arg do
     local seed = math.tointeger(tonumber(arg[i]))

@@ -75,11 +75,8 @@ elseif what == "console" then
   print(("console: %d bytes (%s backend)"):format(n, m.g:backend()))
 
 elseif what == "fuzz" then
-  local fuzz, fuzz_cli = require "moonvisor.fuzz", require "moonvisor.fuzz_cli"
-  local main, cfg = fuzz_cli.main, nil
-  fuzz_cli.main = function(c) cfg = c end
-  assert(loadfile("examples/fuzz_parser.lua"))()
-  fuzz_cli.main = main
+  local fuzz = require "moonvisor.fuzz"
+  local cfg = require("moonvisor.fuzz_cli").config_of("examples/fuzz_parser.lua")
   cfg.findings, cfg.quiet, cfg.status, cfg.stop_after, cfg.minimize = nil, true, false, nil, false
   cfg.seed, cfg.seconds = 1, nil
   local f = fuzz.new(cfg)

@@ -8,11 +8,7 @@
 local fuzz = require "moonvisor.fuzz"
 
 local function example_config()
-  local fuzz_cli = require "moonvisor.fuzz_cli"
-  local main, cfg = fuzz_cli.main, nil
-  fuzz_cli.main = function(c) cfg = c end
-  assert(loadfile("examples/fuzz_parser.lua"))()
-  fuzz_cli.main = main
+  local cfg = require("moonvisor.fuzz_cli").config_of("examples/fuzz_parser.lua")
   local dir = os.tmpname()
   os.remove(dir)
   cfg.findings, cfg.quiet, cfg.status, cfg.stop_after = dir, true, false, nil

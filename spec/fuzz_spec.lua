@@ -250,17 +250,42 @@ done:
   end)
 end)
 
+describe("fuzz_cli.config_of", function()
+  local fuzz_cli = require "moonvisor.fuzz_cli"
+  local function script(text)
+    local path = os.tmpname()
+    local f = io.open(path, "w")
+    f:write(text)
+    f:close()
+    return path
+  end
+
+  it("gives the config a fuzz script hands to fuzz_cli.main, which then fuzzes nothing", function()
+    local path = script('local r = require("moonvisor.fuzz_cli").main({ seed = 7, marker = "x" }, arg)\n'
+                        .. 'assert(r == nil, "main returned something")\n')
+    local cfg = fuzz_cli.config_of(path)
+    assert.same({ seed = 7, marker = "x" }, cfg)
+    os.remove(path)
+  end)
+
+  it("says which script does not call it, and passes a script's own error on with main restored", function()
+    local main = fuzz_cli.main
+    local path = script("local x = 1\n")
+    assert.has_error(function() fuzz_cli.config_of(path) end,
+      ("fuzz_cli.config_of: %s does not call fuzz_cli.main"):format(path))
+    os.remove(path)
+    path = script('error("broken harness", 0)\n')
+    assert.has_error(function() fuzz_cli.config_of(path) end, "broken harness")
+    assert.equals(main, fuzz_cli.main)
+    os.remove(path)
+    assert.has_error(function() fuzz_cli.config_of("/nonexistent/harness.lua") end,
+      "fuzz_cli.config_of: cannot open /nonexistent/harness.lua: No such file or directory")
+  end)
+end)
+
 describe("the example fuzz target", function()
   local function example_config(extra)
-    local chunk = assert(loadfile("examples/fuzz_parser.lua"))
-    -- the example builds its config, then calls fuzz_cli.main: catch the config there
-    local fuzz_cli = require "moonvisor.fuzz_cli"
-    local main = fuzz_cli.main
-    local cfg
-    fuzz_cli.main = function(c) cfg = c end
-    local ok, err = pcall(chunk)
-    fuzz_cli.main = main
-    assert(ok, err)
+    local cfg = require("moonvisor.fuzz_cli").config_of("examples/fuzz_parser.lua")
     for k, v in pairs(extra or {}) do cfg[k] = v end
     cfg.quiet, cfg.status = true, false
     return cfg

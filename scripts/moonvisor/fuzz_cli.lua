@@ -6,6 +6,7 @@
 --
 --   local fuzz_cli = require "moonvisor.fuzz_cli"
 --   local result = fuzz_cli.main(config, arg)   -- config as for fuzz.new; --help lists the options
+--   local config = fuzz_cli.config_of("examples/fuzz_parser.lua")   -- a fuzz script's config, not fuzzing
 local fuzz = require "moonvisor.fuzz"
 
 local M = {}
@@ -146,6 +147,21 @@ function M.main(cfg, argv)
   end
   local f = fuzz.new(c)
   return f:run(), f
+end
+
+-- M.config_of(path) -> the config the fuzz script at path hands to
+-- fuzz_cli.main, for benches and tests that drive it themselves: the script
+-- runs up to that call, which then returns nothing (as after --help).
+function M.config_of(path)
+  local chunk, err = loadfile(path)
+  if not chunk then error("fuzz_cli.config_of: " .. err, 2) end
+  local main, cfg = M.main, nil
+  M.main = function(c) cfg = c end
+  local ok, why = pcall(chunk)
+  M.main = main
+  if not ok then error(why, 0) end
+  if cfg == nil then error(("fuzz_cli.config_of: %s does not call fuzz_cli.main"):format(path), 2) end
+  return cfg
 end
 
 return M
