@@ -252,13 +252,7 @@ end)
 
 describe("fuzz_cli.config_of", function()
   local fuzz_cli = require "moonvisor.fuzz_cli"
-  local function script(text)
-    local path = os.tmpname()
-    local f = io.open(path, "w")
-    f:write(text)
-    f:close()
-    return path
-  end
+  local script = H.tmpfile
 
   it("gives the config a fuzz script hands to fuzz_cli.main, which then fuzzes nothing", function()
     local path = script('local r = require("moonvisor.fuzz_cli").main({ seed = 7, marker = "x" }, arg)\n'

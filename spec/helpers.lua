@@ -107,6 +107,15 @@ function helpers.sh(cmd)
   return out, ok and 0 or code
 end
 
+-- A new temporary file holding bytes; returns its path (the caller removes it).
+function helpers.tmpfile(bytes)
+  local path = os.tmpname()
+  local f = io.open(path, "wb")
+  f:write(bytes)
+  f:close()
+  return path
+end
+
 function helpers.pid()
   local f = io.open("/proc/self/stat")
   local pid = f:read("n")

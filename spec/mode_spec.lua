@@ -145,14 +145,12 @@ describe("the modes' modules", function()
   -- A fresh build/moonvisor, so that no other spec has loaded them already.
   local function loaded_after(code)
     local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
-    local p = io.popen(("MOONVISOR_BACKEND=soft %s -e '%s' 2>&1"):format(exe, code .. [[
+    local out = H.sh(("MOONVISOR_BACKEND=soft %s -e '%s'"):format(exe, code .. [[
       local t = {}
       for _, m in ipairs{ "x86", "modes", "mode_long", "user" } do
         if package.loaded["moonvisor." .. m] then t[#t + 1] = m end
       end
       print(table.concat(t, " "))]]))
-    local out = p:read("a")
-    p:close()
     return (out:gsub("\n$", ""))
   end
 

@@ -4,15 +4,15 @@
 -- require "moonvisor" alike.  Each case runs in a fresh moonvisor executable, so
 -- that no other spec has made them already (MOONVISOR_EXE, default
 -- build/moonvisor).
+local H = require "helpers"
 local exe = os.getenv("MOONVISOR_EXE") or "build/moonvisor"
 
-local function run(code)
+-- The output of `moonvisor [options] -e code`, say(...) printing its
+-- values separated by spaces.
+local function run(code, options)
   local say = "local function say(...) local t = table.pack(...) for i = 1, t.n do t[i] = tostring(t[i]) end "
               .. "io.write(table.concat(t, \" \")) end "
-  local p = io.popen(("%s -e '%s' 2>&1"):format(exe, say .. code))
-  local out = p:read("a")
-  p:close()
-  return (out:gsub("\n$", ""))
+  return (H.sh(("%s %s -e '%s'"):format(exe, options or "", say .. code)):gsub("\n$", ""))
 end
 
 describe("the core module's parts made on first use", function()
@@ -64,9 +64,6 @@ describe("the executable's options", function()
       local mv = require "moonvisor"
       local g = mv.guest{}
       say(package.loaded["moonvisor.options"])]]))
-    local p = io.popen(exe .. " --stats -e 'print(package.loaded[\"moonvisor.options\"] ~= nil)' 2>&1")
-    local out = p:read("a")
-    p:close()
-    assert.equals("true\n", out)
+    assert.equals("true", run('say(package.loaded["moonvisor.options"] ~= nil)', "--stats"))
   end)
 end)

@@ -24,13 +24,7 @@ local function run(args)
   return o, e, ok and 0 or code
 end
 
-local function tmpfile(bytes)
-  local p = os.tmpname()
-  local f = io.open(p, "wb")
-  f:write(bytes)
-  f:close()
-  return p
-end
+local tmpfile = H.tmpfile
 
 describe("moonvisor run", function()
   describe("boots kernels built for qemu -kernel", function()
