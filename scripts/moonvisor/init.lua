@@ -1,8 +1,10 @@
 -- moonvisor: the Lua face of the C module moonvisor.core.
 -- It re-exports the core (mv.vmo, mv.guest, mv.caps, ...) and adds what is
 -- easier to read and change in Lua: cpu:run(), the default backend.
--- What a script may never use is loaded when first used: the host probe
--- (mv.host), the breakpoint emulation (with the first cpu:debug), gdb.
+-- What a script may never use is loaded when first used: the CPU modes
+-- (moonvisor.modes, with the first VCPU given one), the host probe
+-- (mv.host), the breakpoint emulation (with the first cpu:debug), gdb, the
+-- executable's options (moonvisor.options).
 local core = require "moonvisor.core"
 
 local mv = {}
