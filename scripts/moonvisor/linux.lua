@@ -247,10 +247,7 @@ function linux.gdt(long)
       .. descriptor(0x93, 0xc)                   -- 0x18: data, read/write, 4 GiB
 end
 
-local function segment(selector, code, long)
-  return { selector = selector, base = 0, limit = 0xffffffff, present = 1, dpl = 0, s = 1,
-           type = code and 11 or 3, db = long and 0 or 1, l = long and 1 or 0, g = 1, avl = 0, unusable = 0 }
-end
+local segment = x86.segment
 
 -- Puts cpu at the boot protocol's entry state for `boot` (tables already written).
 local function enter_state(cpu, boot)

@@ -76,10 +76,7 @@ function user.setup(cpu, opts)
   -- bitmap, so every IN/OUT at CPL3 is a #GP (with base 0 the TSS's own zero
   -- bytes would be the bitmap and let ring 3 reach most ports below 0x340)
   g:write(tss_at, string.pack("<I4I8", 0, kstack) .. string.rep("\0", 0x66 - 12) .. string.pack("<I2", 0x68))
-  local function seg(sel, code, dpl)
-    return { selector = sel, base = 0, limit = 0xffffffff, present = 1, dpl = dpl, s = 1,
-             type = code and 11 or 3, db = code and 0 or 1, l = code and 1 or 0, g = 1, avl = 0, unusable = 0 }
-  end
+  local function seg(sel, code, dpl) return x86.segment(sel, code, code, dpl) end   -- 64-bit code
   local data = seg(user.USER_DS, false, 3)
   cpu:write_sregs{
     gdt = { base = at, limit = 8 * 8 - 1 }, idt = { base = at + 0x7000, limit = 32 * 16 - 1 },

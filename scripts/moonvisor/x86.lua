@@ -66,9 +66,10 @@ function x86.gdt(tss)
 end
 x86.TSS = 0x20
 
--- The hidden part of a segment register that matches a GDT entry above.
-function x86.segment(selector, code, long)
-  return { selector = selector, base = 0, limit = 0xffffffff, present = 1, dpl = 0, s = 1,
+-- The hidden part of a flat 4 GiB segment register: code or data, 64-bit
+-- code when long, at privilege dpl (default 0), as a GDT entry above has it.
+function x86.segment(selector, code, long, dpl)
+  return { selector = selector, base = 0, limit = 0xffffffff, present = 1, dpl = dpl or 0, s = 1,
            type = code and 11 or 3, db = long and 0 or 1, l = long and 1 or 0, g = 1, avl = 0, unusable = 0 }
 end
 
