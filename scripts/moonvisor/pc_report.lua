@@ -44,7 +44,7 @@ function M.report(m)
       local s = d:stats()
       local kv = {}
       for sk, sv in pairs(s) do
-        if type(sv) ~= "table" then kv[#kv + 1] = ("%s=%s"):format(sk, math.type(sv) == "integer" and tostring(sv) or tostring(sv)) end
+        if type(sv) ~= "table" then kv[#kv + 1] = ("%s=%s"):format(sk, tostring(sv)) end
       end
       table.sort(kv)
       lines[#lines + 1] = ("%-10s %s"):format(k, table.concat(kv, " "))
