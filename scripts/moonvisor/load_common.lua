@@ -5,6 +5,8 @@
 -- moonvisor.load.
 local C = {}
 
+local typename = require("moonvisor.core").typename
+
 local MAXI = math.maxinteger
 
 -- {======================================================= errors, files
@@ -21,11 +23,8 @@ local function argfail(what, fmt, ...)
 end
 
 local function check_guest(what, g)
-  local mt = getmetatable(g)
-  local tname = type(mt) == "table" and rawget(mt, "__name")
-  if tname ~= "moonvisor.Guest" then
-    argfail(what, "expected a moonvisor.Guest, got %s", type(tname) == "string" and tname or type(g))
-  end
+  local tname = typename(g)
+  if tname ~= "moonvisor.Guest" then argfail(what, "expected a moonvisor.Guest, got %s", tname) end
   local ok, maps = pcall(g.mappings, g)
   if not ok then argfail(what, "%s", (tostring(maps):gsub("^guest:mappings: ", ""))) end
   return maps
