@@ -78,15 +78,16 @@ static bool not_older(const struct stat *a, const struct stat *b) {
 /* The source file of module `name` that package.searchpath would find on
  * package.path, into src (a path under scripts, the executable's scripts
  * directory, or anywhere searchpath says), or false.  When package.path
- * begins with scripts' two templates (as set_paths leaves it without
- * MOONVISOR_SCRIPTS), those are the first candidates searchpath would try,
- * so they are tried here in C; anything else asks searchpath itself. */
+ * begins with scripts' two templates (upvalue 4, as mv_paths_init leaves
+ * it without MOONVISOR_SCRIPTS), those are the first candidates searchpath
+ * would try, so they are tried here in C; anything else asks searchpath. */
 static bool find_source(lua_State *L, const char *name, const char *scripts, char *src, size_t size) {
   lua_getfield(L, lua_upvalueindex(2), "path");
   const char *path = lua_tostring(L, -1);
-  char own[2 * (PATH_MAX + 16) + 32], rel[PATH_MAX];
-  if (path && join(own, sizeof own, (const char *[]){ scripts, "/?.lua;", scripts, "/?/init.lua;", NULL }) &&
-      strncmp(path, own, strlen(own)) == 0 && join(rel, sizeof rel, (const char *[]){ name, NULL })) {
+  size_t own_len;
+  const char *own = lua_tolstring(L, lua_upvalueindex(4), &own_len);
+  char rel[PATH_MAX];
+  if (path && strncmp(path, own, own_len) == 0 && join(rel, sizeof rel, (const char *[]){ name, NULL })) {
     for (char *p = rel; *p; p++)
       if (*p == '.') *p = '/';
     static const char *const ends[] = { ".lua", "/init.lua" };
@@ -115,7 +116,8 @@ static bool find_source(lua_State *L, const char *name, const char *scripts, cha
  * precompiled chunk instead, which skips parsing.  The chunk must carry the
  * source's name (so error messages and tracebacks do not change); anything
  * else loads the source.  Returns the loader and the file name, as Lua's
- * searcher does.  Upvalues: the executable's directory, package. */
+ * searcher does.  Upvalues: the executable's directory, package, the
+ * scripts directory, its two package.path templates. */
 static int search_precompiled(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   if (strncmp(name, "moonvisor", 9) != 0 || (name[9] != '\0' && name[9] != '.')) return 0;
@@ -123,11 +125,9 @@ static int search_precompiled(lua_State *L) {
   bool preloaded = lua_istable(L, -1) && lua_getfield(L, -1, name) != LUA_TNIL;
   if (preloaded) return 0;
   lua_settop(L, 1);
-  const char *dir = lua_tostring(L, lua_upvalueindex(1));
-  char scripts[PATH_MAX + 16], src[PATH_MAX * 2], bc[PATH_MAX * 2];
-  if (!join(scripts, sizeof scripts, (const char *[]){ dir, "/../scripts", NULL }) ||
-      !find_source(L, name, scripts, src, sizeof src))
-    return 0;   /* Lua's own searcher says why */
+  const char *dir = lua_tostring(L, lua_upvalueindex(1)), *scripts = lua_tostring(L, lua_upvalueindex(3));
+  char src[PATH_MAX * 2], bc[PATH_MAX * 2];
+  if (!find_source(L, name, scripts, src, sizeof src)) return 0;   /* Lua's own searcher says why */
   size_t n = strlen(scripts), len = strlen(src);
   struct stat ss, bs;
   lua_pushfstring(L, "@%s", src);   /* the chunk's name: the source's */
@@ -150,9 +150,23 @@ static int search_precompiled(lua_State *L) {
   return 2;
 }
 
+/* Pushes dir's two package.path templates: "dir/?.lua;dir/?/init.lua;". */
+static const char *push_templates(lua_State *L, const char *dir) {
+  return lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
+}
+
 void mv_paths_init(lua_State *L) {
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+  }
+  int scripts = lua_gettop(L) + 1;   /* the scripts directory and its templates (n > 0) */
+  if (n > 0) {
+    push_templates(L, lua_pushfstring(L, "%s/../scripts", exe));
+  }
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   const char *old = lua_tostring(L, -1);
@@ -160,15 +174,14 @@ void mv_paths_init(lua_State *L) {
   luaL_buffinit(L, &b);
   const char *env = getenv("MOONVISOR_SCRIPTS");
   if (env && *env) {
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", env, env);
+    push_templates(L, env);
     luaL_addvalue(&b);
   }
   if (n > 0) {
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    lua_pushfstring(L, "%s/../scripts/?.lua;%s/../scripts/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
-                    exe, exe, exe, exe);
+    lua_pushvalue(L, scripts + 1);
+    luaL_addvalue(&b);
+    push_templates(L, lua_pushfstring(L, "%s/../share/lua/5.4", exe));
+    lua_remove(L, -2);
     luaL_addvalue(&b);
   }
   luaL_addstring(&b, old ? old : "");
@@ -179,17 +192,19 @@ void mv_paths_init(lua_State *L) {
   lua_pushcfunction(L, luaopen_moonvisor_core);
   lua_setfield(L, -2, "moonvisor.core");
   lua_pop(L, 1);
-  if (n > 0) {   /* the searcher, first: its upvalues are exe's directory and package */
+  if (n > 0) {   /* the searcher, first (its upvalues: search_precompiled's) */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "searchers");
     lua_pushstring(L, exe);
     lua_pushvalue(L, -3);
-    lua_pushcclosure(L, search_precompiled, 2);
+    lua_pushvalue(L, scripts);
+    lua_pushvalue(L, scripts + 1);
+    lua_pushcclosure(L, search_precompiled, 4);
     for (lua_Integer i = (lua_Integer)luaL_len(L, -2); i >= 1; i--) {   /* insert at 1 */
       lua_rawgeti(L, -2, i);
       lua_rawseti(L, -3, i + 1);
     }
     lua_rawseti(L, -2, 1);
-    lua_pop(L, 2);
+    lua_pop(L, 4);   /* searchers, package, the scripts directory and its templates */
   }
 }
