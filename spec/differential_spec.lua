@@ -180,6 +180,33 @@ describe("conformance tester", function()
       end
     end
   end)
+
+  it("gives a class to an entry marked later when its sequence holds one of the entry's forms", function()
+    local entries = known.load(KNOWN)
+    local by_id = {}
+    for _, e in ipairs(entries) do by_id[e.id] = e end
+    assert.is_true(by_id["ref-cmpxchg8b-flags"].later)
+    local function class(forms, items)
+      local seq = {}
+      for i, f in ipairs(forms) do seq[i] = { form = f } end
+      return { form = forms[#forms], items = items, seq = seq }
+    end
+    local function id(c) local e = known.match(entries, c) return e and e.id end
+    -- garbage flags from a cmpxchg16b seen at the ud2 after it
+    assert.equals("ref-cmpxchg8b-flags", id(class({ "cmpxchg16b m128", "ud2" }, { "AC", "RF", "rflags" })))
+    -- ... through an aggregated class's example too
+    local agg = { form = "ud2", items = { "AC", "RF" }, example = class({ "cmpxchg8b m64", "push m64", "ud2" }, {}) }
+    assert.equals("ref-cmpxchg8b-flags", id(agg))
+    -- without one, the ud2's AC is new
+    assert.equals(nil, id(class({ "shr r64,1", "ud2" }, { "AC", "RF", "rflags" })))
+    -- a direct match comes first: RF alone at a ud2 is exception-rf's, cmpxchg16b or not
+    assert.equals("exception-rf", id(class({ "cmpxchg16b m128", "ud2" }, { "RF" })))
+    -- items the entry does not cover stay new
+    assert.equals(nil, id(class({ "cmpxchg16b m128", "ud2" }, { "RF", "xmm" })))
+    -- an entry without later claims only its own form: RF at a shr after a ud2 is new
+    assert.is_nil(by_id["exception-rf"].later)
+    assert.is_nil(id(class({ "ud2", "shr r64,1" }, { "RF" })))
+  end)
 end)
 
 describe("conformance of soft against kvm #kvm", function()

@@ -6,9 +6,15 @@
 --             forms = { Lua patterns over a class's form }, items = { state items },
 --             reproducer = { form, code = { nasm lines }, state = state.quiet overrides
 --                            (or seed and index: the initial state of that generated case),
---                            undefined = "flags", cc = "0123" }  or  { harness = "syscall" | "reset" } }
+--                            undefined = "flags", cc = "0123" }  or  { harness = "syscall" | "reset" },
+--             later = true (optional: the deviation can surface at a later instruction) }
 -- A class belongs to the first entry one of whose patterns matches its
--- form and whose items include all of the class's.
+-- form and whose items include all of the class's; failing that, to the
+-- first entry with `later` that covers its items and one of whose forms
+-- an instruction of the class's sequence (class.seq, or its example's) has.
+-- A reference that leaves garbage in the flags shows it wherever they are
+-- next read, which need not be at the instruction itself (QEMU's stale
+-- lazy flags).
 --
 -- known.check(res, entries, tester) -> report:
 --   new      classes of the run no entry covers             (fail: document or fix them)
@@ -46,6 +52,7 @@ function known.load(path)
     assert(type(e.forms) == "table" and #e.forms > 0, where .. ": forms missing")
     assert(type(e.items) == "table" and #e.items > 0, where .. ": items missing")
     for _, it in ipairs(e.items) do assert(ITEMS[it], where .. ": unknown item " .. tostring(it)) end
+    assert(e.later == nil or type(e.later) == "boolean", where .. ": later must be true, false or absent")
     local r = e.reproducer
     assert(type(r) == "table" and (r.harness or (r.form and type(r.code) == "table")), where .. ": reproducer missing")
     e.item_set = {}
@@ -75,19 +82,35 @@ function known.select(entries, kind)
   return out
 end
 
+local function matches(forms, form)
+  for _, p in ipairs(forms) do
+    if form:find(p) then return true end
+  end
+  return false
+end
+
+-- Whether an instruction of class's sequence has one of the forms.
+local function seq_holds(forms, class)
+  local seq = class.seq or (class.example and class.example.seq) or {}
+  for _, inst in ipairs(seq) do
+    if inst.form and matches(forms, inst.form) then return true end
+  end
+  return false
+end
+
+local function covers(e, class)
+  for _, it in ipairs(class.items) do
+    if not e.item_set[it] then return false end
+  end
+  return true
+end
+
 function known.match(entries, class)
   for _, e in ipairs(entries) do
-    local form_ok = false
-    for _, p in ipairs(e.forms) do
-      if class.form:find(p) then form_ok = true break end
-    end
-    if form_ok then
-      local all = true
-      for _, it in ipairs(class.items) do
-        if not e.item_set[it] then all = false break end
-      end
-      if all then return e end
-    end
+    if matches(e.forms, class.form) and covers(e, class) then return e end
+  end
+  for _, e in ipairs(entries) do
+    if e.later and seq_holds(e.forms, class) and covers(e, class) then return e end
   end
   return nil
 end
