@@ -22,22 +22,25 @@ x86.CR4 = { PSE = 1 << 4, PAE = 1 << 5, PGE = 1 << 7, OSFXSR = 1 << 9, OSXMMEXCP
 x86.EFER = { SCE = 1 << 0, LME = 1 << 8, LMA = 1 << 10, NXE = 1 << 11 }
 
 -- The set bits of a flags register by name: x86.describe("cr0", 0x80000011)
--- is "PE ET PG"; rflags also shows its IOPL when not 0.  The names, lowest
--- bit first, are made with the first call (a start needs none of them).
-local bits_of
+-- is "PE ET PG"; rflags also shows its IOPL when not 0.  The names are
+-- "bit:NAME" words, split with the first call (a start needs none of them).
+local NAMES = {
+  rflags = "0:CF 2:PF 4:AF 6:ZF 7:SF 8:TF 9:IF 10:DF 11:OF 14:NT 16:RF 17:VM 18:AC 21:ID",
+  cr0 = "0:PE 1:MP 2:EM 3:TS 4:ET 5:NE 16:WP 18:AM 29:NW 30:CD 31:PG",
+  cr4 = "0:VME 1:PVI 2:TSD 3:DE 4:PSE 5:PAE 6:MCE 7:PGE 8:PCE 9:OSFXSR 10:OSXMMEXCPT 11:UMIP 13:VMXE "
+     .. "16:FSGSBASE 17:PCIDE 18:OSXSAVE 20:SMEP 21:SMAP",
+  efer = "0:SCE 8:LME 10:LMA 11:NXE 12:SVME 14:FFXSR",
+}
+local bits_of = {}
 function x86.describe(register, value)
-  bits_of = bits_of or {
-    rflags = { { 0, "CF" }, { 2, "PF" }, { 4, "AF" }, { 6, "ZF" }, { 7, "SF" }, { 8, "TF" }, { 9, "IF" },
-               { 10, "DF" }, { 11, "OF" }, { 14, "NT" }, { 16, "RF" }, { 17, "VM" }, { 18, "AC" }, { 21, "ID" } },
-    cr0 = { { 0, "PE" }, { 1, "MP" }, { 2, "EM" }, { 3, "TS" }, { 4, "ET" }, { 5, "NE" }, { 16, "WP" },
-            { 18, "AM" }, { 29, "NW" }, { 30, "CD" }, { 31, "PG" } },
-    cr4 = { { 0, "VME" }, { 1, "PVI" }, { 2, "TSD" }, { 3, "DE" }, { 4, "PSE" }, { 5, "PAE" }, { 6, "MCE" },
-            { 7, "PGE" }, { 8, "PCE" }, { 9, "OSFXSR" }, { 10, "OSXMMEXCPT" }, { 11, "UMIP" }, { 13, "VMXE" },
-            { 16, "FSGSBASE" }, { 17, "PCIDE" }, { 18, "OSXSAVE" }, { 20, "SMEP" }, { 21, "SMAP" } },
-    efer = { { 0, "SCE" }, { 8, "LME" }, { 10, "LMA" }, { 11, "NXE" }, { 12, "SVME" }, { 14, "FFXSR" } },
-  }
   local bits = bits_of[register]
-  if not bits then error("x86.describe: no flag names for " .. tostring(register), 2) end
+  if not bits then
+    local names = NAMES[register]
+    if not names then error("x86.describe: no flag names for " .. tostring(register), 2) end
+    bits = {}
+    for bit, name in names:gmatch("(%d+):(%w+)") do bits[#bits + 1] = { tonumber(bit), name } end
+    bits_of[register] = bits
+  end
   local set = {}
   for _, b in ipairs(bits) do
     if value & (1 << b[1]) ~= 0 then set[#set + 1] = b[2] end
