@@ -332,26 +332,7 @@ function pc.new(opts)
   -- fw_cfg: what QEMU's pc machine puts there before any kernel is loaded
   -- (made now when the script gives files, so that their errors are pc.new's).
   later(self, "fw_cfg", { { 0x510, 2 }, { 0x514, 8 } }, function(dg)
-    local fwcfg = require "moonvisor.dev.fw_cfg"
-    local fw = fwcfg.new(dg, { dma = true })
-    local K = fwcfg.KEY
-    fw:add(K.UUID, string.rep("\0", 16))
-    fw:add_u64(K.RAM_SIZE, mem)
-    fw:add_u16(K.NOGRAPHIC, 1)
-    fw:add_u16(K.NB_CPUS, cpus)
-    fw:add_u16(K.MAX_CPUS, cpus)
-    fw:add_u32(K.MACHINE_ID, 0)
-    fw:add_u16(K.BOOT_DEVICE, string.byte("c"))
-    fw:add_u16(K.BOOT_MENU, 0)
-    fw:add(K.NUMA, string.rep("\0", 8 * (1 + cpus)))      -- no NUMA nodes: count 0, a node per CPU 0
-    fw:add_u32(K.IRQ0_OVERRIDE, 0)                         -- KVM routes GSI 0 to I/O APIC pin 0
-    local entries = {}
-    for _, e in ipairs(e820) do entries[#entries + 1] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
-    fw:add(K.E820_TABLE, string.pack("<I4", #e820) .. table.concat(entries))
-    fw:add_file("etc/e820", table.concat(entries))
-    fw:add_file("etc/boot-fail-wait", string.pack("<i4", -1))
-    for name, bytes in pairs(opts.files or {}) do fw:add_file(name, bytes) end
-    return fw
+    return require("moonvisor.dev.fw_cfg").pc(dg, { mem = mem, cpus = cpus, e820 = e820, files = opts.files })
   end)
   if opts.files ~= nil then local _ = self.dev.fw_cfg end
 

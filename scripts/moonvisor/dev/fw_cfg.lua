@@ -13,6 +13,8 @@
 --   fw:read(port, size)  fw:write(port, value, size) port access, as the guest's
 --   fw:stats()  fw:remove()
 --   fw.KEY.SIGNATURE, .ID, .RAM_SIZE, .NB_CPUS, ... (QEMU's numbers)
+--   require("moonvisor.dev.fw_cfg").pc(g, { mem = bytes, cpus = n, e820 = entries, files = { name = bytes } })
+--                                    -- the items QEMU's pc machine adds (moonvisor.pc's)
 --
 -- Model (as QEMU's hw/nvram/fw_cfg.c behaves; the code is this project's):
 -- * Items live in two tables, the generic one and the architecture-local
@@ -86,6 +88,31 @@ function M.new(g, opts)
     if self.dma_enabled then self.traps[2] = g:trap("io", self.dma_base, 8, handler) end
   end
   return self
+end
+
+-- The device as QEMU's pc machine fills it before any kernel is loaded:
+-- RAM size, CPU counts, the E820 map (as key 0x8003 and etc/e820), no NUMA
+-- nodes, boot device "c", and opts.files.
+function M.pc(g, opts)
+  local fw = M.new(g, { dma = true })
+  local K, cpus, e820 = M.KEY, opts.cpus, opts.e820
+  fw:add(K.UUID, string.rep("\0", 16))
+  fw:add_u64(K.RAM_SIZE, opts.mem)
+  fw:add_u16(K.NOGRAPHIC, 1)
+  fw:add_u16(K.NB_CPUS, cpus)
+  fw:add_u16(K.MAX_CPUS, cpus)
+  fw:add_u32(K.MACHINE_ID, 0)
+  fw:add_u16(K.BOOT_DEVICE, string.byte("c"))
+  fw:add_u16(K.BOOT_MENU, 0)
+  fw:add(K.NUMA, string.rep("\0", 8 * (1 + cpus)))      -- no NUMA nodes: count 0, a node per CPU 0
+  fw:add_u32(K.IRQ0_OVERRIDE, 0)                         -- KVM routes GSI 0 to I/O APIC pin 0
+  local entries = {}
+  for _, e in ipairs(e820) do entries[#entries + 1] = string.pack("<I8I8I4", e.addr, e.size, e.type) end
+  fw:add(K.E820_TABLE, string.pack("<I4", #e820) .. table.concat(entries))
+  fw:add_file("etc/e820", table.concat(entries))
+  fw:add_file("etc/boot-fail-wait", string.pack("<i4", -1))
+  for name, bytes in pairs(opts.files or {}) do fw:add_file(name, bytes) end
+  return fw
 end
 
 function FwCfg:max_entry() return M.KEY.FILE_FIRST + self.file_slots end
