@@ -193,47 +193,6 @@ local function within(off, len, limit)
   return off >= 0 and len >= 0 and len <= limit - off
 end
 
--- The C string at off inside [base, base+size) of data, or nil.
-local function cstring(data, base, size, off)
-  if off < 0 or off >= size then return nil end
-  local s = base + off + 1
-  local z = data:find("\0", s, true)
-  if not z or z > base + size then return nil end
-  return data:sub(s, z - 1)
-end
-
--- The defined symbols of the symbol tables { syms, strs } (their bytes):
--- name -> address (a global one wins), and the list sorted by address.
-local function elf_symbols(symtabs, is64, fail)
-  local symbols, list = {}, {}
-  local symsize = is64 and 24 or 16
-  for _, st in ipairs(symtabs) do
-    local syms, strs = st.syms, st.strs
-    local r = reader(syms, fail)
-    for j = 1, #syms // symsize - 1 do    -- entry 0 is the null symbol
-      local at = j * symsize
-      local st_name, st_info, st_shndx, st_value, st_size, _
-      if is64 then
-        st_name, st_info, _, st_shndx, st_value, st_size = r("<I4BBI2i8i8", at, "symbol table")
-      else
-        st_name, st_value, st_size, st_info, _, st_shndx = r("<I4I4I4BBI2", at, "symbol table")
-      end
-      local name = cstring(strs, 0, #strs, st_name)
-      if not name then fail("symbol %d: name offset %s is outside the string table", j, hex(st_name)) end
-      local stype, bind = st_info & 0xf, st_info >> 4
-      if name ~= "" and st_shndx ~= 0 and stype <= 2 then   -- NOTYPE, OBJECT, FUNC; defined
-        list[#list + 1] = { name = name, addr = st_value, size = st_size, global = bind ~= 0 }
-        if symbols[name] == nil or bind ~= 0 then symbols[name] = st_value end
-      end
-    end
-  end
-  table.sort(list, function(a, b)
-    if a.addr ~= b.addr then return math.ult(a.addr, b.addr) end
-    return a.name < b.name
-  end)
-  return symbols, list
-end
-
 -- Parses an ELF image; returns the plan (not yet checked against memory)
 -- and the description.  opts.use_vaddr loads at p_vaddr instead of p_paddr.
 local function elf_parse(data, fail, opts)
@@ -374,7 +333,7 @@ local function elf_parse(data, fail, opts)
   else
     setmetatable(image, { __index = function(t, k)
       if k ~= "symbols" and k ~= "symbol_list" then return nil end
-      t.symbols, t.symbol_list = elf_symbols(symtabs, is64, fail)
+      t.symbols, t.symbol_list = require("moonvisor.elf_symbols").read(symtabs, is64, fail)
       return rawget(t, k)
     end })
   end
