@@ -26,8 +26,22 @@ describe("panic_watch", function()
   it("keeps at most MAX_LINE bytes of a line", function()
     local w = watch.new()
     feed(w, string.rep("x", 100000))
-    assert.equals(watch.MAX_LINE, w.n)
+    assert.equals(watch.MAX_LINE, #w.buf)
     feed(w, "\n")
     assert.is_nil(w.panic)
+  end)
+end)
+
+describe("panic_watch's tap and on_line", function()
+  it("takes bytes through w.tap as through w:byte, and calls on_line after whole lines once panicked", function()
+    local calls = {}
+    local w = watch.new{ on_line = function(x) calls[#calls + 1] = x.ended or false end }
+    for i = 1, #"boot\n" do w.tap(("boot\n"):byte(i)) end
+    assert.same({}, calls)                        -- no panic yet: on_line is not called
+    feed(w, "Kernel panic - not syncing: oops\nmore")
+    assert.same({ false }, calls)                 -- the panic line itself
+    feed(w, "\n---[ end Kernel panic - not syncing: oops ]---\n")
+    assert.same({ false, false, true }, calls)
+    assert.is_true(w:due())
   end)
 end)

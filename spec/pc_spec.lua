@@ -361,6 +361,37 @@ describe("moonvisor.pc", function()
       assert.equals(65, m:run{ timeout_ms = 5000 }.status)
     end)
 
+    local PANIC = 'db "Kernel panic - not syncing: test", 13, 10'
+    local function printer(text)
+      return ([[
+        mov esi, msg
+        mov ecx, msg_end - msg
+        mov dx, 0x3f8
+      l:lodsb
+        out dx, al
+        loop l
+        jmp $
+      msg: %s
+      msg_end:]]):format(text)
+    end
+
+    it("end at a kernel panic's end line, with the panic's text and status 4", function()
+      local m <close> = machine(printer(PANIC .. '\ndb "stack", 10, "---[ end Kernel panic - not syncing: test ]---", 10, "more", 10'))
+      local r = m:run{ timeout_ms = 20000 }
+      assert.same({ "panic", 4, "the guest kernel panicked: Kernel panic - not syncing: test" }, { r.kind, r.status, r.reason })
+      -- stopped at the end line's newline: "more" was never sent
+      local upto = "Kernel panic - not syncing: test\r\nstack\n---[ end Kernel panic - not syncing: test ]---\n"
+      assert.equals(#upto, m.dev.uart:stats().tx)
+    end)
+
+    it("end PANIC_GRACE after a kernel panic line that no end line follows", function()
+      local m <close> = machine(printer(PANIC))
+      local t0 = require("moonvisor").clock()
+      local r = m:run{ timeout_ms = 20000, slice_ms = 50 }
+      assert.same({ "panic", 4 }, { r.kind, r.status })
+      assert.is_true(require("moonvisor").clock() - t0 < 10)
+    end)
+
     it("end after timeout_ms with status 124", function()
       local m <close> = machine("jmp $")
       local r = m:run{ timeout_ms = 200, slice_ms = 50 }

@@ -2,8 +2,9 @@
 -- prints on its console, so that a run ends with the panic's text instead
 -- of spinning for ever in the kernel's panic loop.
 --
---   local w = require("moonvisor.panic_watch").new()
---   uart.tap = function(byte) w:byte(byte) end     -- every byte the guest sends
+--   local w = require("moonvisor.panic_watch").new{ on_line = function(w) end }
+--   uart.tap = w.tap       -- every byte the guest sends (w:byte(b) does the same)
+--   on_line(w)     -- (optional) after each whole line once the panic line was seen
 --   w.panic        -- nil, or the panic line: "Kernel panic - not syncing: ..."
 --   w.ended        -- true once "---[ end Kernel panic" was printed too
 --   w.since        -- mv.clock() when the panic line was complete
@@ -17,14 +18,31 @@
 -- console costs a bounded buffer.
 local mv = require "moonvisor"
 
+local char, unpack = string.char, table.unpack
+
 local M = {}
 local Watch = {}
 Watch.__index = Watch
 M.PANIC_GRACE = 1.0
 M.MAX_LINE = 512
 
-function M.new()
-  return setmetatable({ buf = {}, n = 0 }, Watch)
+function M.new(opts)
+  local on_line = opts and opts.on_line
+  local self = setmetatable({ buf = {} }, Watch)
+  local buf, n, max = self.buf, 0, M.MAX_LINE
+  -- The tap: a closure over the line so far (kept as byte values: a string
+  -- per byte would cost more), so that a byte is one call.
+  self.tap = function(b)
+    if b == 10 then
+      self:_line(char(unpack(buf, 1, n)))
+      n = 0
+      if on_line and self.panic then on_line(self) end
+    elseif n < max then
+      n = n + 1
+      buf[n] = b
+    end
+  end
+  return self
 end
 
 function Watch:_line(line)
@@ -40,20 +58,7 @@ function Watch:_line(line)
   end
 end
 
-local char, unpack = string.char, table.unpack
-
--- The line so far is kept as byte values: a string per byte would cost more.
-function Watch:byte(b)
-  local n = self.n
-  if b == 10 then
-    self:_line(char(unpack(self.buf, 1, n)))
-    self.n = 0
-  elseif n < M.MAX_LINE then
-    n = n + 1
-    self.n = n
-    self.buf[n] = b
-  end
-end
+function Watch:byte(b) self.tap(b) end
 
 -- True when the machine should end now.
 function Watch:due()

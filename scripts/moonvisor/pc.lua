@@ -275,12 +275,11 @@ function pc.new(opts)
     local s = opts.serial or {}
     d.uart = require("moonvisor.dev.uart").new(device_guest(self, "uart"), {
       base = 0x3f8, irq = 4, raise_irq = raise, output = s.output, input = s.input })
-    local w = require("moonvisor.panic_watch").new()
+    local w = require("moonvisor.panic_watch").new{ on_line = function(w)
+      if not self.stopped and w:due() then self:_event(self:_panic_event()) end
+    end }
     self.panic_watch = w
-    d.uart.tap = function(b)
-      w:byte(b)
-      if w.panic and not self.stopped and w:due() then self:_event(self:_panic_event()) end
-    end
+    d.uart.tap = w.tap
   end
   later(self, "cmos", { { 0x70, 2 } }, function(dg)
     return require("moonvisor.dev.cmos").new(dg, { mem_size = below, above_4g = above, cpus = cpus, clock = opts.rtc_clock })
