@@ -35,22 +35,31 @@ M.HEADER_SIZE = 36
 local function hex(n) return ("0x%x"):format(n) end
 local function align(n, a) return (n + a - 1) // a * a end
 
--- Sets byte `at` (1-based) of s so that the bytes of s sum to 0 mod 256
--- (the core's sum8: a sum in Lua cost ~100 instructions a byte).
-local sum8 = require("moonvisor.core").sum8
-local function fix_checksum(s, at)
-  local sum = (sum8(s) - s:byte(at)) & 0xff
-  return s:sub(1, at - 1) .. string.char((-sum) & 0xff) .. s:sub(at + 1)
-end
+local pack = string.pack
+local sum8 = require("moonvisor.core").sum8   -- (a sum in Lua cost ~100 instructions a byte)
 
 local function pad(s, n) return (s .. string.rep(" ", n)):sub(1, n) end
 
--- A table: header + body, checksum filled in.
-local function sdt(sig, revision, body, cfg)
+-- A table: header + body, with the checksum (byte 10) that makes all its
+-- bytes sum to 0 mod 256.  c holds the padded OEM fields.
+local HEADER <const> = "<c4I4BBc6c8I4c4I4"
+local function sdt(sig, revision, body, c)
   local len = M.HEADER_SIZE + #body
-  local hdr = string.pack("<c4I4BBc6c8I4c4I4", sig, len, revision, 0, pad(cfg.oem_id, 6),
-                          pad(cfg.oem_table_id, 8), cfg.oem_revision, pad(cfg.creator_id, 4), cfg.creator_revision)
-  return fix_checksum(hdr .. body, 10)
+  local sum = sum8(pack(HEADER, sig, len, revision, 0, c.oem_id, c.oem_table_id, c.oem_revision, c.creator_id,
+                        c.creator_revision)) + sum8(body)
+  return pack(HEADER, sig, len, revision, -sum & 0xff, c.oem_id, c.oem_table_id, c.oem_revision, c.creator_id,
+              c.creator_revision) .. body
+end
+
+-- The RSDP: its first 20 bytes sum to 0 (checksum, byte 9), and all 36
+-- (extended checksum, byte 33).
+local function rsdp(oem_id, rsdt, xsdt)
+  local v1 = "<c8Bc6BI4"
+  local first = pack(v1, "RSD PTR ", 0, oem_id, 2, rsdt)
+  first = pack(v1, "RSD PTR ", -sum8(first) & 0xff, oem_id, 2, rsdt)
+  local v2 = "<I4I8Bc3"
+  local rest = pack(v2, M.RSDP_SIZE, xsdt, 0, "\0\0\0")
+  return first .. pack(v2, M.RSDP_SIZE, xsdt, -sum8(rest) & 0xff, "\0\0\0")
 end
 
 -- A Generic Address Structure: space 1 = system io.
@@ -86,12 +95,6 @@ local DEFAULTS = {
   oem_id = "MOONVS", oem_table_id = "MOONVSPC", oem_revision = 1, creator_id = "MVLU", creator_revision = 1,
 }
 
-local function opt(cfg, k)
-  local v = cfg[k]
-  if v == nil then return DEFAULTS[k] end
-  return v
-end
-
 -- acpi.build{ base, cpus, lapic_addr, ioapic = { id, addr, gsi_base },
 --   overrides = { { source, gsi, flags } }, nmi = { uid, flags, lint } or false,
 --   pm = { evt, cnt, tmr, gpe0, gpe0_len, sci }, reset = { port, value },
@@ -103,10 +106,15 @@ function M.build(cfg)
     error("acpi.build: base must be a 16-byte aligned 32-bit address, got " .. tostring(base), 2)
   end
   local c = {}
-  for k in pairs(DEFAULTS) do c[k] = opt(cfg, k) end
+  for k, default in pairs(DEFAULTS) do
+    local v = cfg[k]
+    if v == nil then v = default end
+    c[k] = v
+  end
   if math.type(c.cpus) ~= "integer" or c.cpus < 1 or c.cpus > 255 then
     error("acpi.build: cpus must be 1..255 (xAPIC IDs), got " .. tostring(c.cpus), 2)
   end
+  c.oem_id, c.oem_table_id, c.creator_id = pad(c.oem_id, 6), pad(c.oem_table_id, 8), pad(c.creator_id, 4)
 
   -- Bodies first; addresses are assigned in order, then the pointers filled in.
   local order = { "RSDP", "FACS", "DSDT", "FACP", "APIC", "RSDT", "XSDT" }
@@ -156,10 +164,7 @@ function M.build(cfg)
     RSDT = sdt("RSDT", 1, string.pack("<I4I4", addr.FACP, addr.APIC), c),
     XSDT = sdt("XSDT", 1, string.pack("<I8I8", addr.FACP, addr.APIC), c),
   }
-  local rsdp = string.pack("<c8Bc6BI4I4I8Bc3", "RSD PTR ", 0, pad(c.oem_id, 6), 2, addr.RSDT, M.RSDP_SIZE,
-                           addr.XSDT, 0, "\0\0\0")
-  rsdp = fix_checksum(rsdp:sub(1, 20), 9) .. rsdp:sub(21)
-  bytes.RSDP = fix_checksum(rsdp, 33)
+  bytes.RSDP = rsdp(c.oem_id, addr.RSDT, addr.XSDT)
   for name, b in pairs(bytes) do assert(#b == size[name], name) end
 
   local parts = {}
