@@ -63,26 +63,38 @@ local MSR_DEFAULT <const> = 0xb0        -- DCD, DSR, CTS asserted (a connected t
 local TRIGGER = { [0] = 1, 4, 8, 14 }
 local FIFO_SIZE <const> = 16
 
--- The default output: io.stdout, the bytes kept as numbers and turned into
--- one string per line or per 4 KiB (a string per byte would cost more than
--- the rest of a THR write).  Returns the byte sink; self._flush writes.
-local function stdout_sink(self)
-  local buf, n = {}, 0
-  local char, unpack = string.char, table.unpack
-  self._flush = function()
-    if n > 0 then io.stdout:write(char(unpack(buf, 1, n))); io.stdout:flush(); n = 0 end
+-- The default output: io.stdout, the bytes kept as numbers in self.txbuf
+-- (self.txn of them) and turned into one string per line or per 4 KiB (a
+-- string per byte would cost more than the rest of a THR write).  A THR
+-- write puts its byte in without a call; flush_stdout writes the line.
+local STDOUT_CHUNK <const> = 4096
+local char, unpack = string.char, table.unpack
+
+local function flush_stdout(self)
+  local n = self.txn
+  if n > 0 then
+    self.txn = 0
+    io.stdout:write(char(unpack(self.txbuf, 1, n)))
+    io.stdout:flush()
   end
-  return function(b)
-    n = n + 1
-    buf[n] = b
-    if b == 10 or n >= 4096 then self._flush() end
+end
+
+-- The default output as a string function (uart.out): the bytes go into
+-- the same line as the guest's.
+local function stdout_out(self)
+  return function(s)
+    for i = 1, #s do
+      local b, n = s:byte(i), self.txn + 1
+      self.txbuf[n], self.txn = b, n
+      if b == 10 or n >= STDOUT_CHUNK then flush_stdout(self) end
+    end
   end
 end
 
 -- The registers' helpers are local functions, not methods: a register
 -- access calls several, and a method call through the class costs a
 -- failed lookup in the object first.
-local pull, update_irq
+local pull, update_irq, registers
 
 function M.new(g, opts)
   opts = opts or {}
@@ -94,6 +106,8 @@ function M.new(g, opts)
     rbr = 0, rx = {},            -- rx[1] is the oldest received byte; +0x100: from input
     thr_ipending = false, level = 0,
     inq = {}, inpos = 1,         -- queued input strings, position in inq[1]
+    input_fn = false, tap = false, _stdout = false,   -- (false, not nil: fields the object has are
+                                 -- found without a second lookup, in its class)
     n_tx = 0, n_rx = 0, n_overrun = 0, n_irq = 0, n_access = 0,
   }, Uart)
   if opts.output == false then
@@ -102,9 +116,9 @@ function M.new(g, opts)
     if type(opts.output) ~= "function" then error("uart.new: output must be a function or false", 2) end
     self.out = opts.output
   else
-    local byte = stdout_sink(self)
-    self.out = function(s) for i = 1, #s do byte(s:byte(i)) end end
-    self._stdout, self._stdout_byte = self.out, byte   -- (while uart.out is this one, bytes go in as numbers)
+    self.txbuf, self.txn = {}, 0
+    self.out = stdout_out(self)
+    self._stdout = self.out   -- (while uart.out is this one, a THR write puts its byte in the line itself)
   end
   local input = opts.input
   if type(input) == "function" then self.input_fn = input
@@ -113,7 +127,8 @@ function M.new(g, opts)
   if self.raise_irq ~= nil and type(self.raise_irq) ~= "function" then
     error("uart.new: raise_irq must be a function", 2)
   end
-  self.handler = dev.bytewise(self.base, 8, Uart.read, Uart.write, self)
+  self._reg = { size = 1 }       -- the access uart:read and uart:write give the register code
+  self.handler = registers(self)
   self.trap = g:trap("io", self.base, 8, self.handler)
   pull(self)
   return self
@@ -221,105 +236,131 @@ local function loop_lines(mcr)
   return ((mcr & 0x02) << 3) | ((mcr & 0x01) << 5) | ((mcr & 0x04) << 4) | ((mcr & 0x08) << 4)
 end
 
--- Register read at `port` (base..base+7), with the chip's side effects.
-function Uart:read(port)
-  self.n_access = self.n_access + 1
-  local off = port - self.base
-  local v
-  if off == 5 then                      -- LSR first: a polling driver reads it before every byte
-    if self.inq[1] or self.input_fn then pull(self) end
-    v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_IDLE
-    self.lsr_err = 0
-  elseif off == 0 then
-    if self.lcr & 0x80 ~= 0 then return self.dll end
-    if #self.rx == 0 then pull(self) end
-    if #self.rx > 0 then
-      self.rbr = table.remove(self.rx, 1) & 0xff
-      self.n_rx = self.n_rx + 1
-      pull(self)
+-- The register file, as the trap handler: handler(e) for an access e = {
+-- port, size, write, data } of the guest's; a read returns the byte.  The
+-- registers' code is here, in the handler, so that a byte access -- an LSR
+-- poll, a THR write -- reaches it without a call in between; wider accesses
+-- are split into bytes, as the ISA bus does (moonvisor.dev.bytewise).
+function registers(self)
+  local base = self.base
+  local wide = dev.bytewise(base, 8, Uart.read, Uart.write, self)
+  return function(e)
+    if e.size ~= 1 then return wide(e) end
+    self.n_access = self.n_access + 1
+    local off = e.port - base
+    if not e.write then
+      local v
+      if off == 5 then                      -- LSR first: a polling driver reads it before every byte
+        if self.inq[1] or self.input_fn then pull(self) end
+        v = (#self.rx > 0 and LSR_DR or 0) | self.lsr_err | LSR_IDLE
+        self.lsr_err = 0
+      elseif off == 0 then
+        if self.lcr & 0x80 ~= 0 then return self.dll end
+        if #self.rx == 0 then pull(self) end
+        if #self.rx > 0 then
+          self.rbr = table.remove(self.rx, 1) & 0xff
+          self.n_rx = self.n_rx + 1
+          pull(self)
+        end
+        v = self.rbr
+      elseif off == 1 then
+        if self.lcr & 0x80 ~= 0 then return self.dlm end
+        return self.ier
+      elseif off == 2 then
+        pull(self)
+        local id = iir(self)
+        if id == IIR_THRI then self.thr_ipending = false end
+        v = id | (self.fifo and 0xc0 or 0)
+      elseif off == 3 then
+        return self.lcr
+      elseif off == 4 then
+        return self.mcr
+      elseif off == 6 then
+        v = self.msr
+        self.msr = v & 0xf0
+      elseif off == 7 then
+        return self.scr
+      else
+        return 0xff
+      end
+      if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
+      return v
     end
-    v = self.rbr
-  elseif off == 1 then
-    if self.lcr & 0x80 ~= 0 then return self.dlm end
-    return self.ier
-  elseif off == 2 then
-    pull(self)
-    local id = iir(self)
-    if id == IIR_THRI then self.thr_ipending = false end
-    v = id | (self.fifo and 0xc0 or 0)
-  elseif off == 3 then
-    return self.lcr
-  elseif off == 4 then
-    return self.mcr
-  elseif off == 6 then
-    v = self.msr
-    self.msr = v & 0xf0
-  elseif off == 7 then
-    return self.scr
-  else
-    return 0xff
+    local v = e.data & 0xff
+    if off == 0 then
+      if self.lcr & 0x80 ~= 0 then self.dll = v return end
+      if self.ier ~= 0 or self.level ~= 0 then   -- else the line stays low whatever happens: a polling driver
+        self.thr_ipending = false
+        update_irq(self)
+      end
+      if self.mcr & MCR_LOOP ~= 0 then
+        receive(self, v)
+      else
+        self.n_tx = self.n_tx + 1
+        local out = self.out
+        if out == self._stdout then          -- the default output: into the line
+          local n = self.txn + 1
+          self.txbuf[n], self.txn = v, n
+          if v == 10 or n >= STDOUT_CHUNK then flush_stdout(self) end
+        else
+          out(char(v))
+        end
+        local tap = self.tap
+        if tap then tap(v) end
+      end
+      self.thr_ipending = true          -- THR empties at once
+      if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
+      return
+    elseif off == 1 then
+      if self.lcr & 0x80 ~= 0 then self.dlm = v return end
+      local changed = self.ier ~ v
+      self.ier = v & 0x0f
+      if changed & IER_THRI ~= 0 then self.thr_ipending = v & IER_THRI ~= 0 end
+    elseif off == 2 then
+      local enable = v & 1 ~= 0
+      if enable ~= self.fifo then clear_rx(self) end   -- changing FCR0 resets the FIFOs
+      self.fifo = enable
+      if enable then
+        if v & 0x02 ~= 0 then clear_rx(self) end    -- clear RX FIFO (TX is always empty)
+        self.trigger = TRIGGER[v >> 6]
+      end
+      pull(self)
+    elseif off == 3 then
+      self.lcr = v
+      return
+    elseif off == 4 then
+      local was_loop = self.mcr & MCR_LOOP ~= 0
+      self.mcr = v & 0x1f
+      if v & MCR_LOOP ~= 0 then
+        if not was_loop then clear_rx(self, true) end    -- the input is disconnected
+        set_modem_lines(self, loop_lines(self.mcr))
+      elseif was_loop then
+        set_modem_lines(self, MSR_DEFAULT)
+        pull(self)
+      end
+    elseif off == 5 or off == 6 then
+      return                              -- LSR and MSR are read-only here
+    elseif off == 7 then
+      self.scr = v
+      return
+    end
+    if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
   end
-  if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
-  return v
 end
 
--- Register write at `port`.
+-- Register read at `port` (base..base+7), with the chip's side effects;
+-- other ports read 0xff.
+function Uart:read(port)
+  local r = self._reg
+  r.port, r.write = port, false
+  return self.handler(r)
+end
+
+-- Register write at `port` (other ports ignore it).
 function Uart:write(port, v)
-  self.n_access = self.n_access + 1
-  v = v & 0xff
-  local off = port - self.base
-  if off == 0 then
-    if self.lcr & 0x80 ~= 0 then self.dll = v return end
-    if self.ier ~= 0 or self.level ~= 0 then   -- else the line stays low whatever happens: a polling driver
-      self.thr_ipending = false
-      update_irq(self)
-    end
-    if self.mcr & MCR_LOOP ~= 0 then
-      receive(self, v)
-    else
-      self.n_tx = self.n_tx + 1
-      local out = self.out
-      if out == self._stdout then self._stdout_byte(v) else out(string.char(v)) end
-      local tap = self.tap
-      if tap then tap(v) end
-    end
-    self.thr_ipending = true          -- THR empties at once
-    if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
-    return
-  elseif off == 1 then
-    if self.lcr & 0x80 ~= 0 then self.dlm = v return end
-    local changed = self.ier ~ v
-    self.ier = v & 0x0f
-    if changed & IER_THRI ~= 0 then self.thr_ipending = v & IER_THRI ~= 0 end
-  elseif off == 2 then
-    local enable = v & 1 ~= 0
-    if enable ~= self.fifo then clear_rx(self) end   -- changing FCR0 resets the FIFOs
-    self.fifo = enable
-    if enable then
-      if v & 0x02 ~= 0 then clear_rx(self) end    -- clear RX FIFO (TX is always empty)
-      self.trigger = TRIGGER[v >> 6]
-    end
-    pull(self)
-  elseif off == 3 then
-    self.lcr = v
-    return
-  elseif off == 4 then
-    local was_loop = self.mcr & MCR_LOOP ~= 0
-    self.mcr = v & 0x1f
-    if v & MCR_LOOP ~= 0 then
-      if not was_loop then clear_rx(self, true) end    -- the input is disconnected
-      set_modem_lines(self, loop_lines(self.mcr))
-    elseif was_loop then
-      set_modem_lines(self, MSR_DEFAULT)
-      pull(self)
-    end
-  elseif off == 5 or off == 6 then
-    return                              -- LSR and MSR are read-only here
-  elseif off == 7 then
-    self.scr = v
-    return
-  end
-  if self.ier ~= 0 or self.level ~= 0 then update_irq(self) end
+  local r = self._reg
+  r.port, r.write, r.data = port, true, v
+  self.handler(r)
 end
 
 function Uart:feed(s)
@@ -342,7 +383,7 @@ end
 function Uart:irq_level() return self.level end
 
 function Uart:flush()
-  if self._flush then self._flush() end
+  if self._stdout then flush_stdout(self) end
 end
 
 function Uart:divisor() return (self.dlm << 8) | self.dll end
