@@ -62,10 +62,12 @@ local function rsdp(oem_id, rsdt, xsdt)
   return first .. pack(v2, M.RSDP_SIZE, xsdt, -sum8(rest) & 0xff, "\0\0\0")
 end
 
--- A Generic Address Structure: space 1 = system io.
-local function gas(space, bits, address, access)
-  return string.pack("<BBBBI8", space, bits, 0, access or 0, address)
-end
+-- The FADT's body after the header, packed at once: one piece of the
+-- format per line of values in M.build.  G is a Generic Address Structure:
+-- address space (1 = system io), bit width, bit offset, access size, address.
+local G <const> = "BBBBI8"
+local FADT = "<I4I4BBI2I4BBBB" .. "I4I4I4I4I4I4I4I4" .. "BBBBBBBB" .. "I2I2I2I2BBBBBI2B" .. "I4" .. G .. "Bc3"
+  .. "I8I8" .. G .. G .. G .. G .. G .. G .. G .. G
 
 -- AML for an integer constant.
 local function aml_int(v)
@@ -145,17 +147,18 @@ function M.build(cfg)
   if at > 0x100000000 then error("acpi.build: the tables " .. hex(base) .. "+" .. hex(total) .. " pass 4 GiB", 2) end
 
   local pm = c.pm
-  local fadt_body = table.concat{
-    string.pack("<I4I4BBI2I4BBBB", addr.FACS, addr.DSDT, 0, 0, pm.sci, 0, 0, 0, 0, 0),
-    string.pack("<I4I4I4I4I4I4I4I4", pm.evt, 0, pm.cnt, 0, 0, pm.tmr, pm.gpe0, 0),
-    string.pack("<BBBBBBBB", 4, 2, 0, 4, pm.gpe0_len, 0, 0, 0),
-    string.pack("<I2I2I2I2BBBBBI2B", 0x0fff, 0x0fff, 0, 0, 0, 0, 0, 0, c.century, 0x0003, 0),
-    string.pack("<I4", (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10) | (1 << 15)),
-    gas(1, 8, c.reset.port, 1), string.pack("<Bc3", c.reset.value, "\0\0\0"),
-    string.pack("<I8I8", addr.FACS, addr.DSDT),
-    gas(1, 32, pm.evt), gas(0, 0, 0), gas(1, 16, pm.cnt), gas(0, 0, 0), gas(0, 0, 0),
-    gas(1, 32, pm.tmr), gas(1, pm.gpe0_len * 8, pm.gpe0), gas(0, 0, 0),
-  }
+  local fadt_body = pack(FADT,
+    addr.FACS, addr.DSDT, 0, 0, pm.sci, 0, 0, 0, 0, 0,         -- FACS, DSDT, -, profile, SCI, SMI_CMD (none) ...
+    pm.evt, 0, pm.cnt, 0, 0, pm.tmr, pm.gpe0, 0,                -- PM1a/b event, PM1a/b control, PM2, timer, GPE0/1
+    4, 2, 0, 4, pm.gpe0_len, 0, 0, 0,                           -- their lengths, GPE1 base, CST_CNT
+    0x0fff, 0x0fff, 0, 0, 0, 0, 0, 0, c.century, 0x0003, 0,     -- C2/C3 latency (none) ... century, IA-PC boot flags
+    (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10) | (1 << 15),   -- flags
+    1, 8, 0, 1, c.reset.port, c.reset.value, "\0\0\0",          -- RESET_REG, RESET_VALUE
+    addr.FACS, addr.DSDT,                                       -- X_FIRMWARE_CTRL, X_DSDT
+    1, 32, 0, 0, pm.evt, 0, 0, 0, 0, 0,                         -- X_PM1a_EVT_BLK, X_PM1b_EVT_BLK
+    1, 16, 0, 0, pm.cnt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,          -- X_PM1a_CNT_BLK, X_PM1b_CNT_BLK, X_PM2_CNT_BLK
+    1, 32, 0, 0, pm.tmr, 1, pm.gpe0_len * 8, 0, 0, pm.gpe0,     -- X_PM_TMR_BLK, X_GPE0_BLK
+    0, 0, 0, 0, 0)                                              -- X_GPE1_BLK
   local bytes = {
     FACS = string.pack("<c4I4I4I4I4I4I8B", "FACS", 64, 0, 0, 0, 0, 0, 2) .. string.rep("\0", 31),
     DSDT = sdt("DSDT", 2, dsdt_body, c),
