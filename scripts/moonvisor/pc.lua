@@ -491,10 +491,10 @@ end
 function Machine:_dead_halt()
   local dead = true
   for i, cpu in ipairs(self.all_cpus) do
-    local st = cpu:read_state()
-    local same = self._last_rip[i] == st.rip
-    self._last_rip[i] = st.rip
-    if not same or st.rflags & 0x200 ~= 0 or linear_byte(self.g, cpu, 1) ~= 0xf4 then dead = false end
+    local rip = cpu.rip       -- (two registers, not read_state's table of them all)
+    local same = self._last_rip[i] == rip
+    self._last_rip[i] = rip
+    if not same or cpu.rflags & 0x200 ~= 0 or linear_byte(self.g, cpu, 1) ~= 0xf4 then dead = false end
   end
   return dead
 end
