@@ -122,10 +122,8 @@ test: deps deps-afl
 	  tags="--exclude-tags=linux"; [ "$$b" = kvm ] || tags="--exclude-tags=kvm,linux"; \
 	  MOONVISOR_BACKEND=$$b $(SPEC_ENV) $(BUSTED) -o spec/summary.lua $$tags $(SPECS) 2>&1 | tee $(BUILD)/spec-$$b.log; \
 	  status=$${PIPESTATUS[0]}; \
-	  line=$$(grep -a -E '^spec: [0-9]+ passed, [0-9]+ failed' $(BUILD)/spec-$$b.log | tail -1); \
-	  p=$$(echo "$$line" | sed -E 's/^spec: ([0-9]+) passed.*/\1/'); \
-	  f=$$(echo "$$line" | sed -E 's/^spec: [0-9]+ passed, ([0-9]+) failed.*/\1/'); \
-	  [ -n "$$line" ] || { p=0; f=1; echo "the $$b pass printed no summary"; }; \
+	  set -- $$(spec/tally $(BUILD)/spec-$$b.log); p=$${1:-}; f=$${2:-}; \
+	  [ -n "$$p" ] || { p=0; f=1; echo "the $$b pass printed no summary"; }; \
 	  if [ "$$status" -ne 0 ] && [ "$$f" -eq 0 ]; then \
 	    f=1; echo "the $$b pass exited with status $$status after its specs (a sanitizer report or a crash): counted as a failure"; \
 	  fi; \
@@ -537,10 +535,8 @@ test-linux: deps-linux
 	    $(MAKE) --no-print-directory test-vm VM_TIMEOUT=$(LINUX_VM_TIMEOUT) VM_STALL=$(LINUX_VM_STALL) \
 	      VM_RETRY=$(LINUX_VM_RETRY) VM_CMD="make --no-print-directory test-linux-here LINUX_FILTER='$$part'" \
 	      2>&1 | tee $$log; \
-	    line=$$(tr -d '\r' <$$log | grep -aE '^spec: [0-9]+ passed, [0-9]+ failed' | tail -1); \
-	    p=$$(echo "$$line" | sed -nE 's/^spec: ([0-9]+) passed.*/\1/p'); \
-	    f=$$(echo "$$line" | sed -nE 's/^spec: [0-9]+ passed, ([0-9]+) failed.*/\1/p'); \
-	    if [ -z "$$line" ]; then p=0; f=1; echo "test-linux: part $$i ('$$part') printed no summary: counted as 1 failed"; \
+	    set -- $$(spec/tally $$log); p=$${1:-}; f=$${2:-}; \
+	    if [ -z "$$p" ]; then p=0; f=1; echo "test-linux: part $$i ('$$part') printed no summary: counted as 1 failed"; \
 	    elif [ $$((p + f)) -ne 1 ]; then echo "test-linux: part $$i ('$$part') ran $$((p + f)) specs, not 1"; f=$$((f + 1)); fi; \
 	    passed=$$((passed + p)); failed=$$((failed + f)); \
 	  done; \

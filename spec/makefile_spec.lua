@@ -8,6 +8,7 @@
 --   * and, as a control that the stubs are seen at all, the sub-make of
 --     `make -n -B run` does call pkg-config, after deps's recipe.
 -- Nothing here is installed or built: make -n only prints those recipes.
+-- Also spec/tally, the one reader of a pass's "spec: N passed, M failed" line.
 
 local files = require "moonvisor.files"
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -91,5 +92,27 @@ describe("the Makefile before deps has run", function()
     assert.is_truthy(deps_at, "deps's recipe is not in make -n's output:\n" .. trace)
     assert.is_truthy(stub_at, "the stub pkg-config was never called:\n" .. trace)
     assert.is_true(deps_at < stub_at, "pkg-config was called before deps's recipe:\n" .. trace)
+  end)
+end)
+
+describe("spec/tally, which adds passes up for make test and .ci/run", function()
+  local H = require "helpers"
+  local function tally(text)
+    local path = H.tmpfile(text)
+    local out, code = sh("spec/tally " .. path)
+    os.remove(path)
+    assert.equals(0, code)
+    return out
+  end
+
+  it("gives the counts of a log's last summary line, carriage returns ignored", function()
+    assert.equals("10 0\n", tally("x\r\nspec: 3 passed, 1 failed\r\nmore\nspec: 10 passed, 0 failed (then this)\r\n"))
+    assert.equals("0 7\n", tally("spec: 0 passed, 7 failed"))
+  end)
+
+  it("gives nothing for a log without one, or no log", function()
+    assert.equals("", tally("1 success / 0 failures\nspec: passed, failed\n  spec: 1 passed, 0 failed\n"))
+    local out, code = sh("spec/tally /nonexistent/log")
+    assert.same({ "", 0 }, { out, code })
   end)
 end)
