@@ -66,7 +66,8 @@ local FIFO_SIZE <const> = 16
 -- The default output: io.stdout, the bytes kept as numbers in self.txbuf
 -- (self.txn of them) and turned into one string per line or per 4 KiB (a
 -- string per byte would cost more than the rest of a THR write).  A THR
--- write puts its byte in without a call; flush_stdout writes the line.
+-- write and uart.out (stdout_out) put bytes in with put_stdout;
+-- flush_stdout writes the line.
 local STDOUT_CHUNK <const> = 4096
 local char, unpack = string.char, table.unpack
 
@@ -79,15 +80,17 @@ local function flush_stdout(self)
   end
 end
 
+local function put_stdout(self, b)
+  local n = self.txn + 1
+  self.txbuf[n], self.txn = b, n
+  if b == 10 or n >= STDOUT_CHUNK then flush_stdout(self) end
+end
+
 -- The default output as a string function (uart.out): the bytes go into
 -- the same line as the guest's.
 local function stdout_out(self)
   return function(s)
-    for i = 1, #s do
-      local b, n = s:byte(i), self.txn + 1
-      self.txbuf[n], self.txn = b, n
-      if b == 10 or n >= STDOUT_CHUNK then flush_stdout(self) end
-    end
+    for i = 1, #s do put_stdout(self, s:byte(i)) end
   end
 end
 
@@ -299,9 +302,7 @@ function registers(self)
         self.n_tx = self.n_tx + 1
         local out = self.out
         if out == self._stdout then          -- the default output: into the line
-          local n = self.txn + 1
-          self.txbuf[n], self.txn = v, n
-          if v == 10 or n >= STDOUT_CHUNK then flush_stdout(self) end
+          put_stdout(self, v)
         else
           out(char(v))
         end
