@@ -74,8 +74,8 @@ local function aml_int(v)
   if v == 0 then return "\0" end
   if v == 1 then return "\1" end
   if v <= 0xff then return "\x0a" .. string.char(v) end
-  if v <= 0xffff then return "\x0b" .. string.pack("<I2", v) end
-  return "\x0c" .. string.pack("<I4", v)
+  if v <= 0xffff then return "\x0b" .. pack("<I2", v) end
+  return "\x0c" .. pack("<I4", v)
 end
 
 -- Name(_S5_, Package() { typ, typ, 0, 0 })
@@ -121,14 +121,14 @@ function M.build(cfg)
   -- Bodies first; addresses are assigned in order, then the pointers filled in.
   local order = { "RSDP", "FACS", "DSDT", "FACP", "APIC", "RSDT", "XSDT" }
   local size = { RSDP = M.RSDP_SIZE, FACS = 64 }
-  local madt = { string.pack("<I4I4", c.lapic_addr, 1) }        -- PCAT_COMPAT
-  for i = 0, c.cpus - 1 do madt[#madt + 1] = string.pack("<BBBBI4", 0, 8, i, i, 1) end
+  local madt = { pack("<I4I4", c.lapic_addr, 1) }        -- PCAT_COMPAT
+  for i = 0, c.cpus - 1 do madt[#madt + 1] = pack("<BBBBI4", 0, 8, i, i, 1) end
   local io = c.ioapic
-  madt[#madt + 1] = string.pack("<BBBBI4I4", 1, 12, io.id, 0, io.addr, io.gsi_base)
+  madt[#madt + 1] = pack("<BBBBI4I4", 1, 12, io.id, 0, io.addr, io.gsi_base)
   for _, o in ipairs(c.overrides) do
-    madt[#madt + 1] = string.pack("<BBBBI4I2", 2, 10, 0, o.source, o.gsi, o.flags or 0)
+    madt[#madt + 1] = pack("<BBBBI4I2", 2, 10, 0, o.source, o.gsi, o.flags or 0)
   end
-  if c.nmi then madt[#madt + 1] = string.pack("<BBBI2B", 4, 6, c.nmi.uid, c.nmi.flags, c.nmi.lint) end
+  if c.nmi then madt[#madt + 1] = pack("<BBBI2B", 4, 6, c.nmi.uid, c.nmi.flags, c.nmi.lint) end
   local madt_body = table.concat(madt)
   local dsdt_body = aml_s5(c.s5)
   size.DSDT = M.HEADER_SIZE + #dsdt_body
@@ -160,12 +160,12 @@ function M.build(cfg)
     1, 32, 0, 0, pm.tmr, 1, pm.gpe0_len * 8, 0, 0, pm.gpe0,     -- X_PM_TMR_BLK, X_GPE0_BLK
     0, 0, 0, 0, 0)                                              -- X_GPE1_BLK
   local bytes = {
-    FACS = string.pack("<c4I4I4I4I4I4I8B", "FACS", 64, 0, 0, 0, 0, 0, 2) .. string.rep("\0", 31),
+    FACS = pack("<c4I4I4I4I4I4I8B", "FACS", 64, 0, 0, 0, 0, 0, 2) .. string.rep("\0", 31),
     DSDT = sdt("DSDT", 2, dsdt_body, c),
     FACP = sdt("FACP", 3, fadt_body, c),
     APIC = sdt("APIC", 1, madt_body, c),
-    RSDT = sdt("RSDT", 1, string.pack("<I4I4", addr.FACP, addr.APIC), c),
-    XSDT = sdt("XSDT", 1, string.pack("<I8I8", addr.FACP, addr.APIC), c),
+    RSDT = sdt("RSDT", 1, pack("<I4I4", addr.FACP, addr.APIC), c),
+    XSDT = sdt("XSDT", 1, pack("<I8I8", addr.FACP, addr.APIC), c),
   }
   bytes.RSDP = rsdp(c.oem_id, addr.RSDT, addr.XSDT)
   for name, b in pairs(bytes) do assert(#b == size[name], name) end
